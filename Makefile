@@ -1,0 +1,79 @@
+# Two commands on a fresh machine with Python 3.11+ and pip: `make demo` and `make test`.
+# Each part has its own environment under .venvs/, synced from uv.lock (Airflow and Prefect
+# cannot share one). uv is bootstrapped into .venvs/bootstrap when it is not on PATH.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+BOOT := .venvs/bootstrap
+UV := $(shell command -v uv 2>/dev/null || echo $(BOOT)/bin/uv)
+export UV_PYTHON_DOWNLOADS := never
+PYTEST_ARGS ?=
+
+# $(call sync,ENV,EXTRAS): create/refresh .venvs/ENV from the lock with the given extras.
+sync = UV_PROJECT_ENVIRONMENT=.venvs/$(1) $(UV) sync --frozen --quiet $(foreach e,$(2),--extra $(e))
+# $(call pytest,ENV,TESTDIR): run one part's tests; a part without tests yet says so.
+pytest = if [ -d $(2) ]; then .venvs/$(1)/bin/python -m pytest $(2) $(PYTEST_ARGS); \
+	else echo "$(2): no tests yet"; fi
+
+.PHONY: help uv env-core env-server env-celery env-airflow env-prefect env-dagster \
+	test test-core test-server test-celery test-airflow test-prefect test-dagster test-e2e \
+	lint demo bench clean
+
+help:
+	@echo "make demo    run the reference server and a monitored Celery job against it"
+	@echo "make test    lint + every part's tests, each in its own environment"
+	@echo "make test-core|test-server|test-celery|test-airflow|test-prefect|test-dagster|test-e2e"
+	@echo "make bench   run the benchmarks under benchmarks/ (prints figures)"
+
+uv:
+	@command -v $(UV) >/dev/null 2>&1 || { echo "bootstrapping uv into $(BOOT)"; \
+		$(PYTHON) -m venv $(BOOT) && $(BOOT)/bin/pip install --quiet uv==$(UV_VERSION); }
+
+env-core: uv
+	@$(call sync,core,dev)
+env-server: uv
+	@$(call sync,server,dev server)
+env-celery: uv
+	@$(call sync,celery,dev server celery)
+env-airflow: uv
+	@$(call sync,airflow,dev server airflow)
+env-prefect: uv
+	@$(call sync,prefect,dev server prefect)
+env-dagster: uv
+	@$(call sync,dagster,dev server dagster)
+
+lint: env-server
+	.venvs/server/bin/ruff check .
+	.venvs/server/bin/ruff format --check .
+	.venvs/server/bin/mypy
+
+test-core: env-core
+	@$(call pytest,core,tests/core)
+test-server: env-server
+	@$(call pytest,server,tests/server)
+test-e2e: env-server
+	@$(call pytest,server,tests/e2e)
+test-celery: env-celery
+	@$(call pytest,celery,tests/celery)
+test-airflow:
+	@if [ -d tests/airflow ]; then $(MAKE) env-airflow && $(call pytest,airflow,tests/airflow); \
+	else echo "tests/airflow: no adapter yet"; fi
+test-prefect:
+	@if [ -d tests/prefect ]; then $(MAKE) env-prefect && $(call pytest,prefect,tests/prefect); \
+	else echo "tests/prefect: no adapter yet"; fi
+test-dagster:
+	@if [ -d tests/dagster ]; then $(MAKE) env-dagster && $(call pytest,dagster,tests/dagster); \
+	else echo "tests/dagster: no adapter yet"; fi
+
+test: lint test-core test-server test-celery test-airflow test-prefect test-dagster test-e2e
+
+demo: env-celery
+	.venvs/celery/bin/python -m telemhq_server.demo
+
+bench: env-celery
+	.venvs/server/bin/python benchmarks/core.py
+	.venvs/server/bin/python benchmarks/ingest.py
+	.venvs/celery/bin/python benchmarks/celery_overhead.py
+
+clean:
+	rm -rf .venvs .mypy_cache .ruff_cache .pytest_cache .hypothesis

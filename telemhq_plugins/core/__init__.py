@@ -1,0 +1,50 @@
+"""Core of telemhq-plugins: payload, assertions, config, delivery, hooks and runs.
+
+Orchestrator adapters build on these names only; nothing here imports an orchestrator.
+"""
+
+from telemhq_plugins.core.assertions import (
+    Assertion,
+    AssertionResult,
+    AssertionSyntaxError,
+    evaluate_all,
+    parse_assertion,
+    parse_assertions,
+)
+from telemhq_plugins.core.config import ConfigError, Settings, load_settings, slugify
+from telemhq_plugins.core.delivery import Client, DeliveryResult, get_client, set_client
+from telemhq_plugins.core.hookspecs import hookimpl
+from telemhq_plugins.core.logs import capture_internal_errors
+from telemhq_plugins.core.payload import STATUSES, ErrorInfo, Ping, Status
+from telemhq_plugins.core.plugins import plugin_manager
+from telemhq_plugins.core.runs import Run, current_run, monitor, report, run, start_run
+
+__all__ = [
+    "STATUSES",
+    "Assertion",
+    "AssertionResult",
+    "AssertionSyntaxError",
+    "Client",
+    "ConfigError",
+    "DeliveryResult",
+    "ErrorInfo",
+    "Ping",
+    "Run",
+    "Settings",
+    "Status",
+    "capture_internal_errors",
+    "current_run",
+    "evaluate_all",
+    "get_client",
+    "hookimpl",
+    "load_settings",
+    "monitor",
+    "parse_assertion",
+    "parse_assertions",
+    "plugin_manager",
+    "report",
+    "run",
+    "set_client",
+    "slugify",
+    "start_run",
+]

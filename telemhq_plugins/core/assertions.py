@@ -1,0 +1,337 @@
+"""Payload assertions: ``records_processed > 0``, ``status = success``, ``tag in [a, b]``.
+
+One grammar, parsed once into an immutable :class:`Assertion` and evaluated against a
+payload (a JSON object as a ``dict``). The reference server evaluates with this very code, so
+``telemhq check`` on a laptop gives exactly the verdict the server would.
+
+Grammar::
+
+    assertion := path op value
+    path      := name ("." name)*            name: [A-Za-z_][A-Za-z0-9_-]*
+    op        := "=" | "==" | "!=" | ">" | ">=" | "<" | "<=" | "in" | "~" | "matches"
+    value     := JSON literal | bare word    (``in`` takes a JSON list; ``~`` a pattern)
+
+Evaluation never raises: a missing field fails with reason ``missing``, a type mismatch fails
+with a reason that says which type was expected. Regular expressions run on RE2 (linear time,
+no backtracking), so no pattern can hang the evaluator; where ``google-re2`` is not installed
+(a bare client install), Python's ``re`` is used with the subject capped at
+:data:`MAX_REGEX_SUBJECT` characters. The server always installs RE2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+_regex_engine: Any
+try:  # RE2 is linear-time; it is a dependency of the server and dev extras.
+    _regex_engine = importlib.import_module("re2")
+except ImportError:  # pragma: no cover - exercised only on a bare client install
+    _regex_engine = re
+#: "re2" or, on a bare client install without google-re2, "re".
+REGEX_ENGINE: Final[str] = "re" if _regex_engine is re else "re2"
+
+__all__ = [
+    "OPERATORS",
+    "REGEX_ENGINE",
+    "Assertion",
+    "AssertionResult",
+    "AssertionSyntaxError",
+    "evaluate_all",
+    "parse_assertion",
+    "parse_assertions",
+]
+
+Op = Literal["=", "!=", ">", ">=", "<", "<=", "in", "~"]
+
+#: Canonical operators; ``==`` is read as ``=`` and ``matches`` as ``~``.
+OPERATORS: Final[tuple[Op, ...]] = ("=", "!=", ">", ">=", "<", "<=", "in", "~")
+_OP_ALIASES: Final[dict[str, Op]] = {"==": "=", "matches": "~"}
+MAX_REGEX_SUBJECT: Final = 10_000
+MAX_EXPRESSION: Final = 1_000
+
+_NAME = r"[A-Za-z_][A-Za-z0-9_\-]*"
+_PATH_RE = re.compile(rf"{_NAME}(?:\.{_NAME})*")
+_SYMBOL_OP_RE = re.compile(r"==|!=|>=|<=|=|>|<|~")
+_WORD_OP_RE = re.compile(r"(in|matches)(?=[\s\[\"]|$)", re.IGNORECASE)
+_BARE_WORD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
+_MISSING: Final = object()
+
+
+class AssertionSyntaxError(ValueError):
+    """An assertion that does not parse; ``position`` is the 0-based offset of the problem."""
+
+    def __init__(self, expression: str, position: int, problem: str) -> None:
+        self.expression = expression
+        self.position = position
+        self.problem = problem
+        pointer = " " * position + "^"
+        super().__init__(f"{problem} at position {position}:\n  {expression}\n  {pointer}")
+
+
+@dataclass(frozen=True, slots=True)
+class AssertionResult:
+    """The verdict of one assertion on one payload."""
+
+    expression: str
+    passed: bool
+    actual: Any
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "expression": self.expression,
+            "passed": self.passed,
+            "actual": self.actual,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Assertion:
+    """A parsed assertion. Build with :func:`parse_assertion`; ``str()`` gives canonical text."""
+
+    path: tuple[str, ...]
+    op: Op
+    expected: Any
+    _check: Callable[[Any], str | None] = field(repr=False, compare=False, hash=False)
+
+    @property
+    def field_path(self) -> str:
+        return ".".join(self.path)
+
+    def __str__(self) -> str:
+        return f"{self.field_path} {self.op} {_format_value(self.op, self.expected)}"
+
+    def evaluate(self, payload: Mapping[str, Any]) -> AssertionResult:
+        """Evaluate against ``payload``; never raises."""
+        actual: Any = payload
+        for part in self.path:
+            if isinstance(actual, Mapping) and part in actual:
+                actual = actual[part]
+            else:
+                return AssertionResult(str(self), False, None, "missing")
+        try:
+            problem = self._check(actual)
+        except Exception as exc:  # a defensive net: evaluation must never raise
+            problem = f"could not compare ({type(exc).__name__})"
+        shown = _show(actual)
+        if problem is None:
+            return AssertionResult(str(self), True, actual, f"{self.field_path} was {shown}")
+        return AssertionResult(
+            str(self),
+            False,
+            actual,
+            f"{self.field_path} was {shown}, expected {self.op} "
+            f"{_format_value(self.op, self.expected)}{problem}",
+        )
+
+
+def parse_assertion(text: str) -> Assertion:
+    """Parse one assertion, raising :class:`AssertionSyntaxError` with the offending position."""
+    if len(text) > MAX_EXPRESSION:
+        raise AssertionSyntaxError(text[:60] + "...", 0, f"longer than {MAX_EXPRESSION} chars")
+    pos = _skip_space(text, 0)
+    path_match = _PATH_RE.match(text, pos)
+    if path_match is None:
+        raise AssertionSyntaxError(text, pos, "expected a field name such as records_processed")
+    path = tuple(path_match.group().split("."))
+    pos = _skip_space(text, path_match.end())
+    op_match = _SYMBOL_OP_RE.match(text, pos) or _WORD_OP_RE.match(text, pos)
+    if op_match is None:
+        raise AssertionSyntaxError(
+            text, pos, "expected an operator (=, !=, >, >=, <, <=, in, ~, matches)"
+        )
+    raw_op = op_match.group().lower()
+    op = _OP_ALIASES.get(raw_op) or _as_op(raw_op)
+    pos = _skip_space(text, op_match.end())
+    raw_value = text[pos:].rstrip()
+    if not raw_value:
+        raise AssertionSyntaxError(text, pos, "expected a value after the operator")
+    expected = _parse_value(text, pos, raw_value, op)
+    return Assertion(path, op, expected, _make_check(text, pos, op, expected))
+
+
+def parse_assertions(texts: Iterable[str]) -> list[Assertion]:
+    """Parse several assertions; the first syntax error is raised."""
+    return [parse_assertion(t) for t in texts]
+
+
+def evaluate_all(
+    assertions: Sequence[Assertion], payload: Mapping[str, Any]
+) -> list[AssertionResult]:
+    """Evaluate each assertion against ``payload``, in order."""
+    return [a.evaluate(payload) for a in assertions]
+
+
+# --- parsing helpers -------------------------------------------------------------------------
+
+
+def _as_op(raw: str) -> Op:
+    for op in OPERATORS:
+        if op == raw:
+            return op
+    raise AssertionError(raw)  # pragma: no cover - the operator regexes admit only these
+
+
+def _skip_space(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos].isspace():
+        pos += 1
+    return pos
+
+
+def _parse_value(text: str, pos: int, raw: str, op: Op) -> Any:
+    if op == "~":
+        if raw.startswith('"'):
+            value = _json_literal(text, pos, raw)
+            if not isinstance(value, str):
+                raise AssertionSyntaxError(text, pos, "a regex must be a string")
+            return value
+        return raw
+    if op == "in":
+        value = _json_literal(text, pos, raw)
+        if not isinstance(value, list) or not value:
+            raise AssertionSyntaxError(text, pos, 'in takes a non-empty JSON list: in ["a", "b"]')
+        for item in value:
+            if isinstance(item, (list, dict)):
+                raise AssertionSyntaxError(text, pos, "in takes a list of plain values")
+        return value
+    if raw[0] in '"[{-0123456789' or raw in ("true", "false", "null"):
+        value = _json_literal(text, pos, raw)
+        if isinstance(value, (list, dict)):
+            raise AssertionSyntaxError(text, pos, f"{op} takes a plain value, not a list/object")
+        if op in (">", ">=", "<", "<=") and not isinstance(value, (int, float, str)):
+            raise AssertionSyntaxError(text, pos, f"{op} takes a number or a string")
+        if isinstance(value, bool) and op in (">", ">=", "<", "<="):
+            raise AssertionSyntaxError(text, pos, f"{op} takes a number or a string")
+        return value
+    if _BARE_WORD_RE.fullmatch(raw) is None:
+        raise AssertionSyntaxError(
+            text, pos, 'expected a number, true/false/null, a "quoted string" or a bare word'
+        )
+    return raw
+
+
+def _json_literal(text: str, pos: int, raw: str) -> Any:
+    try:
+        value = json.loads(raw, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise AssertionSyntaxError(text, pos + exc.pos, f"invalid value: {exc.msg}") from None
+    except ValueError as exc:
+        raise AssertionSyntaxError(text, pos, str(exc)) from None
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a valid value")
+
+
+def _format_value(op: Op, value: Any) -> str:
+    if op == "~":
+        # A pattern is shown bare unless bare text would not read back identically.
+        if value and value == value.strip() and not value.startswith('"'):
+            return str(value)
+        return json.dumps(value)
+    if (
+        isinstance(value, str)
+        and _BARE_WORD_RE.fullmatch(value)
+        and value not in ("true", "false", "null")
+    ):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+# --- evaluation helpers ----------------------------------------------------------------------
+# A check returns None when the actual value passes, else a short suffix for the reason.
+
+
+def _as_number(value: Any) -> float | int | None:
+    """ints, finite floats and numeric strings are numbers; bools are not."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value if not (isinstance(value, float) and math.isnan(value)) else None
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+        return None if math.isnan(number) else number
+    return None
+
+
+def _equals(actual: Any, expected: Any) -> bool:
+    if expected is None or isinstance(expected, bool):
+        if isinstance(actual, str) and expected is not None:
+            return actual.strip().lower() == ("true" if expected else "false")
+        return actual is expected
+    if isinstance(expected, (int, float)):
+        number = _as_number(actual)
+        return number is not None and number == expected
+    if isinstance(actual, str):
+        return bool(actual == expected)
+    if isinstance(actual, (int, float)) and not isinstance(actual, bool):
+        expected_number = _as_number(expected)
+        return expected_number is not None and actual == expected_number
+    return False
+
+
+_ORDER: Final[dict[str, Callable[[Any, Any], bool]]] = {
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+}
+
+
+def _make_check(text: str, pos: int, op: Op, expected: Any) -> Callable[[Any], str | None]:
+    if op == "=":
+        return lambda actual: None if _equals(actual, expected) else ""
+    if op == "!=":
+        return lambda actual: "" if _equals(actual, expected) else None
+    if op == "in":
+        return lambda actual: None if any(_equals(actual, e) for e in expected) else ""
+    if op == "~":
+        try:
+            pattern = _regex_engine.compile(expected)
+        except Exception as exc:
+            raise AssertionSyntaxError(text, pos, f"invalid regex: {exc}") from None
+
+        def check_regex(actual: Any) -> str | None:
+            if isinstance(actual, bool) or not isinstance(actual, (str, int, float)):
+                return " (not a string)"
+            subject = actual if isinstance(actual, str) else str(actual)
+            found = pattern.search(subject[:MAX_REGEX_SUBJECT]) is not None
+            return None if found else ""
+
+        return check_regex
+    compare = _ORDER[op]
+    if isinstance(expected, str):
+
+        def check_text(actual: Any) -> str | None:
+            if not isinstance(actual, str):
+                return " (not a string)"
+            return None if compare(actual, expected) else ""
+
+        return check_text
+
+    def check_number(actual: Any) -> str | None:
+        number = _as_number(actual)
+        if number is None:
+            return " (not a number)"
+        return None if compare(number, expected) else ""
+
+    return check_number
+
+
+def _show(value: Any) -> str:
+    try:
+        shown = json.dumps(value, ensure_ascii=False, default=str)
+    except ValueError:
+        shown = repr(value)
+    return shown if len(shown) <= 80 else shown[:77] + "..."

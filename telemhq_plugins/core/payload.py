@@ -1,0 +1,210 @@
+"""The ping payload: a typed :class:`Ping` and its JSON body.
+
+Building a ``Ping`` is cheap (it runs on the user's thread); turning it into bytes
+(:meth:`Ping.to_json`) happens on the delivery worker. Serialisation never fails: odd values
+(datetimes, Decimals, NaN, bytes, arbitrary objects) are converted or stringified, and the
+body is bounded: the error message and traceback are truncated first, then the largest
+custom fields; whatever was cut is named in ``_truncated``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import json
+import math
+import socket
+import traceback as tb
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import PurePath
+from typing import Any, Final, Literal, get_args
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_ERROR_MESSAGE",
+    "MAX_TRACEBACK",
+    "STATUSES",
+    "ErrorInfo",
+    "Ping",
+    "Status",
+    "jsonable",
+    "new_id",
+    "utcnow",
+]
+
+Status = Literal["start", "success", "failure", "retry", "skipped", "cancelled"]
+STATUSES: Final[frozenset[str]] = frozenset(get_args(Status))
+
+MAX_ERROR_MESSAGE: Final = 2_000
+MAX_TRACEBACK: Final = 8_000
+#: The reference server accepts 100 KB by default; stay well under it.
+MAX_BODY_BYTES: Final = 64_000
+_MAX_DEPTH: Final = 12
+_MAX_STRING: Final = 16_000
+_MAX_ITEMS: Final = 1_000
+_HOST: Final = socket.gethostname()
+
+
+def new_id() -> str:
+    """A random 128-bit id as a UUID string (``ping_id`` and default ``run_id``)."""
+    return str(uuid.uuid4())
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _cut(text: str, limit: int, *, keep_tail: bool = False) -> str:
+    if len(text) <= limit:
+        return text
+    marker = f"...[{len(text) - limit} chars cut]..."
+    return marker + text[-limit:] if keep_tail else text[:limit] + marker
+
+
+@dataclass(slots=True)
+class ErrorInfo:
+    """What went wrong, bounded in size. The traceback keeps its tail (where the error is)."""
+
+    type: str
+    message: str
+    traceback: str | None = None
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> ErrorInfo:
+        try:
+            message = str(exc)
+        except Exception:
+            message = f"<unprintable {type(exc).__name__}>"
+        text = "".join(tb.format_exception(type(exc), exc, exc.__traceback__))
+        return cls(type(exc).__qualname__, message, text)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.type, "message": _cut(self.message, MAX_ERROR_MESSAGE)}
+        if self.traceback:
+            out["traceback"] = _cut(self.traceback, MAX_TRACEBACK, keep_tail=True)
+        return out
+
+
+@dataclass(slots=True)
+class Ping:
+    """One ping. ``fields`` holds metrics and any custom top-level field, e.g.
+    ``{"records_processed": 450}`` or the orchestrator block ``{"celery": {...}}``."""
+
+    status: Status = "success"
+    job: str | None = None
+    orchestrator: str | None = None
+    run_id: str = field(default_factory=new_id)
+    ping_id: str = field(default_factory=new_id)
+    duration: float | None = None  # milliseconds
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    attempt: int | None = None
+    error: ErrorInfo | None = None
+    host: str | None = _HOST
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object, with custom fields first so the standard ones always win."""
+        out: dict[str, Any] = {str(k): jsonable(v) for k, v in self.fields.items()}
+        out["status"] = self.status
+        out["run_id"] = self.run_id
+        out["ping_id"] = self.ping_id
+        optional: dict[str, Any] = {
+            "job": self.job,
+            "orchestrator": self.orchestrator,
+            "duration": None if self.duration is None else round(self.duration, 3),
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "attempt": self.attempt,
+            "host": self.host,
+        }
+        for key, value in optional.items():
+            if value is not None:
+                out[key] = jsonable(value)
+        if self.error is not None:
+            out["error"] = self.error.to_dict()
+        return out
+
+    def to_json(self, max_bytes: int = MAX_BODY_BYTES) -> bytes:
+        """The request body: compact UTF-8 JSON, at most ``max_bytes`` long."""
+        body = self.to_dict()
+        data = _dumps(body)
+        if len(data) <= max_bytes:
+            return data
+        return _shrink(body, max_bytes)
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+_PROTECTED: Final = frozenset(
+    {"status", "run_id", "ping_id", "job", "orchestrator", "duration", "attempt", "host"}
+)
+
+
+def _shrink(body: dict[str, Any], max_bytes: int) -> bytes:
+    """Cut the traceback, then the largest custom fields, until the body fits."""
+    cut: list[str] = []
+    error = body.get("error")
+    if isinstance(error, dict) and "traceback" in error:
+        error["traceback"] = _cut(error["traceback"], 1_000, keep_tail=True)
+        cut.append("error.traceback")
+    while True:
+        body["_truncated"] = cut
+        data = _dumps(body)
+        if len(data) <= max_bytes:
+            return data
+        sizes = {
+            k: len(_dumps(v)) for k, v in body.items() if k not in _PROTECTED and k != "_truncated"
+        }
+        if not sizes:  # pragma: no cover - protected fields alone are far below any limit
+            return data[:max_bytes]
+        largest = max(sizes, key=lambda k: sizes[k])
+        del body[largest]
+        cut.append(largest)
+
+
+def jsonable(value: Any, depth: int = 0) -> Any:
+    """Convert ``value`` into something ``json.dumps(allow_nan=False)`` accepts. Never raises."""
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, str):
+        return _cut(value, _MAX_STRING)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if depth >= _MAX_DEPTH:
+        return "<nested too deep>"
+    try:
+        if isinstance(value, Mapping):
+            items = list(value.items())[:_MAX_ITEMS]
+            return {str(k): jsonable(v, depth + 1) for k, v in items}
+        if isinstance(value, (list, tuple, set, frozenset)):
+            return [jsonable(v, depth + 1) for v in list(value)[:_MAX_ITEMS]]
+        if isinstance(value, dt.datetime):
+            if value.tzinfo is None:
+                return value.isoformat()
+            return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+        if isinstance(value, (dt.date, dt.time)):
+            return value.isoformat()
+        if isinstance(value, dt.timedelta):
+            return value.total_seconds()
+        if isinstance(value, decimal.Decimal):
+            return float(value) if value.is_finite() else None
+        if isinstance(value, enum.Enum):
+            return jsonable(value.value, depth + 1)
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return _cut(bytes(value).decode("utf-8", "replace"), _MAX_STRING)
+        if isinstance(value, (uuid.UUID, PurePath)):
+            return str(value)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return jsonable(dataclasses.asdict(value), depth + 1)
+        if hasattr(value, "item") and callable(value.item):  # numpy scalars
+            return jsonable(value.item(), depth + 1)
+        return _cut(repr(value), 1_000)
+    except Exception:
+        return f"<unserialisable {type(value).__name__}>"

@@ -1,0 +1,71 @@
+"""The plugin manager: loads the ``telemhq`` entry-point group once, wraps every hook call."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+import pluggy
+
+from telemhq_plugins.core import hookspecs
+from telemhq_plugins.core.logs import log_once
+
+if TYPE_CHECKING:
+    from telemhq_plugins.core.delivery import DeliveryResult
+    from telemhq_plugins.core.payload import Ping
+
+__all__ = ["plugin_manager", "run_before_send_hooks", "run_result_hooks"]
+
+logger = logging.getLogger("telemhq")
+_pm: pluggy.PluginManager | None = None
+_pm_lock = threading.Lock()
+
+
+def plugin_manager() -> pluggy.PluginManager:
+    """The process-wide plugin manager, with the ``telemhq`` entry points loaded."""
+    global _pm
+    if _pm is None:
+        with _pm_lock:
+            if _pm is None:
+                pm = pluggy.PluginManager("telemhq")
+                pm.add_hookspecs(hookspecs)
+                try:
+                    pm.load_setuptools_entrypoints("telemhq")
+                except Exception:
+                    logger.exception("TelemHQ: loading plugins of entry-point group 'telemhq'")
+                _pm = pm
+    return _pm
+
+
+def _plugin_failed(hook: str) -> None:
+    log_once(
+        logger,
+        logging.ERROR,
+        ("plugin", hook),
+        "TelemHQ: a plugin's %s hook raised; the ping is sent as if the hook were absent",
+        hook,
+        exc_info=True,
+    )
+
+
+def run_before_send_hooks(ping: Ping) -> bool:
+    """Enrich then filter ``ping``; False when a plugin dropped it. Never raises."""
+    hook = plugin_manager().hook
+    try:
+        hook.telemhq_enrich_ping(ping=ping)
+    except Exception:
+        _plugin_failed("telemhq_enrich_ping")
+    try:
+        verdicts = hook.telemhq_filter_ping(ping=ping)
+    except Exception:
+        _plugin_failed("telemhq_filter_ping")
+        return True
+    return all(v is not False for v in verdicts)
+
+
+def run_result_hooks(ping: Ping, result: DeliveryResult) -> None:
+    try:
+        plugin_manager().hook.telemhq_delivery_result(ping=ping, result=result)
+    except Exception:
+        _plugin_failed("telemhq_delivery_result")

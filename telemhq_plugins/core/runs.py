@@ -1,0 +1,325 @@
+"""Runs: the one piece every adapter and the user API share.
+
+A :class:`Run` is one execution of a monitored job. It measures the duration on the monotonic
+clock, collects metrics (``report(...)``), captures the error, resolves where its pings go and
+hands them to delivery. Adapters only translate orchestrator events into
+``start_run(...)`` / ``run.finish(...)`` calls.
+
+The run executing in the current context (thread or asyncio task) is held in a
+``ContextVar``, which is how :func:`report` reaches it from inside any orchestrator's task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar, overload
+
+from telemhq_plugins.core.config import Settings, warn_unconfigured
+from telemhq_plugins.core.delivery import Client, get_client
+from telemhq_plugins.core.logs import capture_internal_errors, log_once
+from telemhq_plugins.core.payload import ErrorInfo, Ping, Status, new_id, utcnow
+
+__all__ = ["Run", "current_run", "monitor", "report", "run", "start_run"]
+
+logger = logging.getLogger("telemhq")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_current: contextvars.ContextVar[Run | None] = contextvars.ContextVar("telemhq_run", default=None)
+
+
+class Run:
+    """One execution of a job. ``url`` is ``None`` when the job is not monitored (inert)."""
+
+    __slots__ = (
+        "_context_token",
+        "_started",
+        "attempt",
+        "client",
+        "context",
+        "finished",
+        "job",
+        "metrics",
+        "orchestrator",
+        "run_id",
+        "started_at",
+        "url",
+    )
+
+    def __init__(
+        self,
+        job: str | None,
+        *,
+        url: str | None,
+        client: Client,
+        orchestrator: str | None = None,
+        run_id: str | None = None,
+        attempt: int | None = None,
+        context: dict[str, Any] | None = None,
+    ) -> None:
+        self.job = job
+        self.url = url
+        self.client = client
+        self.orchestrator = orchestrator
+        self.run_id = run_id or new_id()
+        self.attempt = attempt
+        #: extra top-level fields, e.g. the orchestrator block ``{"celery": {...}}``.
+        self.context: dict[str, Any] = context if context is not None else {}
+        self.metrics: dict[str, Any] = {}
+        self.started_at = utcnow()
+        self._started = time.monotonic()
+        self.finished = False
+        self._context_token: contextvars.Token[Run | None] | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.url is not None
+
+    @property
+    def settings(self) -> Settings:
+        return self.client.settings
+
+    def elapsed_ms(self) -> float:
+        return (time.monotonic() - self._started) * 1000.0
+
+    def report(self, **fields: Any) -> None:
+        """Merge metrics/custom fields into this run's final ping."""
+        self.metrics.update(fields)
+
+    def start(self) -> None:
+        """Send the ``start`` ping (pairs with the final ping by ``run_id``)."""
+        if self.url is None:
+            return
+        ping = Ping(
+            status="start",
+            job=self.job,
+            orchestrator=self.orchestrator,
+            run_id=self.run_id,
+            started_at=self.started_at,
+            attempt=self.attempt,
+            fields=dict(self.context),
+        )
+        self.client.enqueue(ping, self.url)
+
+    def finish(
+        self,
+        status: Status = "success",
+        *,
+        error: BaseException | ErrorInfo | None = None,
+        duration_ms: float | None = None,
+        **fields: Any,
+    ) -> Ping | None:
+        """Send the final ping once; later calls are ignored. Returns the ping (or ``None``)."""
+        if self.finished:
+            return None
+        self.finished = True
+        self.unbind()
+        if self.url is None:
+            return None
+        if isinstance(error, BaseException):
+            error = ErrorInfo.from_exception(error)
+        merged = {**self.context, **self.metrics, **fields}
+        ping = Ping(
+            status=status,
+            job=self.job,
+            orchestrator=self.orchestrator,
+            run_id=self.run_id,
+            duration=self.elapsed_ms() if duration_ms is None else duration_ms,
+            started_at=self.started_at,
+            finished_at=utcnow(),
+            attempt=self.attempt,
+            error=error,
+            fields=merged,
+        )
+        self.client.enqueue(ping, self.url)
+        return ping
+
+    def bind(self) -> None:
+        """Make this the current run of this context, so :func:`report` reaches it."""
+        self._context_token = _current.set(self)
+
+    def unbind(self) -> None:
+        token, self._context_token = self._context_token, None
+        if token is not None:
+            try:
+                _current.reset(token)
+            except ValueError:  # reset from another context: clear ours instead
+                if _current.get() is self:
+                    _current.set(None)
+
+
+def start_run(
+    job: str | None,
+    *,
+    token: str | None = None,
+    orchestrator: str | None = None,
+    run_id: str | None = None,
+    attempt: int | None = None,
+    context: dict[str, Any] | None = None,
+    send_start: bool | None = None,
+    bind: bool = True,
+    client: Client | None = None,
+) -> Run:
+    """Begin a run of ``job``: resolve its ping URL, start the clock, optionally send
+    ``start`` (default: ``settings.send_start``) and bind it for :func:`report`. Never raises;
+    a job with no tracker gets an inert run (logged once)."""
+    client = client or get_client()
+    settings = client.settings
+    url: str | None = None
+    if not settings.disabled:
+        url = settings.ping_url_for(job, token)
+        if url is None:
+            warn_unconfigured(job)
+    current = Run(
+        job,
+        url=url,
+        client=client,
+        orchestrator=orchestrator,
+        run_id=run_id,
+        attempt=attempt,
+        context=context,
+    )
+    if bind:
+        current.bind()
+    if url is not None and (settings.send_start if send_start is None else send_start):
+        current.start()
+    return current
+
+
+def current_run() -> Run | None:
+    """The run executing in this context, if any."""
+    return _current.get()
+
+
+def report(**fields: Any) -> None:
+    """Add metrics to the ping of the run executing in this context::
+
+        telemhq_plugins.report(records_processed=450, cost_usd=0.12)
+
+    Works inside any instrumented task (Airflow, Prefect, Dagster, Celery) and inside
+    :func:`monitor` / :func:`run`. Outside a run it does nothing (logged once)."""
+    current = _current.get()
+    if current is None:
+        log_once(
+            logger,
+            logging.INFO,
+            "report-outside-run",
+            "TelemHQ: report() called outside a monitored run; the metrics are ignored",
+        )
+        return
+    current.report(**fields)
+
+
+def _status_for(exc: BaseException) -> Status:
+    if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)):
+        return "cancelled"
+    if isinstance(exc, SystemExit) and exc.code in (0, None):
+        return "success"
+    return "failure"
+
+
+class run:
+    """Monitor a block, sync or async::
+
+        with telemhq_plugins.run(token="...", job="nightly-sync") as r:
+            r.report(records_processed=n)
+
+    Success on a clean exit; failure (with the error) when the block raises, and the
+    exception propagates unchanged."""
+
+    def __init__(
+        self,
+        job: str | None = None,
+        *,
+        token: str | None = None,
+        send_start: bool | None = None,
+        **fields: Any,
+    ) -> None:
+        self._args = (job, token, send_start)
+        self._fields = fields
+        self._run: Run | None = None
+
+    def __enter__(self) -> Run:
+        job, token, send_start = self._args
+        current = start_run(job, token=token, send_start=send_start)
+        current.report(**self._fields)
+        self._run = current
+        return current
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        current = self._run
+        if current is None:
+            return
+        with capture_internal_errors("run.__exit__"):
+            if exc is None:
+                current.finish("success")
+            else:
+                current.finish(
+                    _status_for(exc), error=exc if _status_for(exc) != "success" else None
+                )
+
+    async def __aenter__(self) -> Run:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+@overload
+def monitor(func: Callable[P, R], /) -> Callable[P, R]: ...
+@overload
+def monitor(
+    *, token: str | None = None, job: str | None = None, send_start: bool | None = None
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+def monitor(
+    func: Callable[P, R] | None = None,
+    /,
+    *,
+    token: str | None = None,
+    job: str | None = None,
+    send_start: bool | None = None,
+) -> Any:
+    """Decorate a sync or async function so each call is one monitored run::
+
+        @telemhq_plugins.monitor(token="...")
+        def nightly_sync(): ...
+
+    The job name defaults to ``module.qualname`` of the function."""
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        name = job or f"{fn.__module__}.{fn.__qualname__}"
+        if inspect.iscoroutinefunction(fn):
+            async_fn: Callable[P, Awaitable[Any]] = fn
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                async with run(name, token=token, send_start=send_start):
+                    return await async_fn(*args, **kwargs)
+
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            with run(name, token=token, send_start=send_start):
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+    return decorate(func) if func is not None else decorate

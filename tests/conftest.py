@@ -1,0 +1,42 @@
+"""Fixtures shared by every part's tests: the machine's services, required in CI.
+
+PostgreSQL (127.0.0.1:5432, trust auth, database ``test``) and Redis (127.0.0.1:6379) run on
+the developers' machines and in CI. Where one is missing, its tests skip with the reason;
+with ``TELEMHQ_REQUIRE_SERVICES=1`` (CI) they fail instead, so nothing is skipped silently.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+POSTGRES_HOST, POSTGRES_PORT = "127.0.0.1", 5432
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip (or, with TELEMHQ_REQUIRE_SERVICES=1, fail) unless host:port accepts TCP."""
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return
+    except OSError as exc:
+        reason = f"{name} is not reachable at {host}:{port} ({exc})"
+    if os.environ.get("TELEMHQ_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{reason}; TELEMHQ_REQUIRE_SERVICES=1 requires it")
+    pytest.skip(f"{reason}; start it to run this test (CI requires it)")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """SQLAlchemy URL of the machine's PostgreSQL ``test`` database."""
+    require_service("PostgreSQL", POSTGRES_HOST, POSTGRES_PORT)
+    return f"postgresql+psycopg://postgres@{POSTGRES_HOST}:{POSTGRES_PORT}/test"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """Base URL of the machine's Redis (pick a database number per test run)."""
+    require_service("Redis", REDIS_HOST, REDIS_PORT)
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}"
