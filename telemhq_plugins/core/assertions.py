@@ -194,6 +194,8 @@ def _parse_value(text: str, pos: int, raw: str, op: Op) -> Any:
             return value
         return raw
     if op == "in":
+        if not raw.startswith("["):
+            raise AssertionSyntaxError(text, pos, 'in takes a non-empty JSON list: in ["a", "b"]')
         value = _json_literal(text, pos, raw)
         if not isinstance(value, list) or not value:
             raise AssertionSyntaxError(text, pos, 'in takes a non-empty JSON list: in ["a", "b"]')

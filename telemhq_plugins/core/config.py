@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import tomllib
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -111,7 +112,8 @@ class Settings:
 
 def slugify(name: str) -> str:
     """``etl_daily.Load Orders`` -> ``etl-daily-load-orders`` (the server's slug rule)."""
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")
     return slug[:100] or "job"
 
 

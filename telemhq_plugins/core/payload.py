@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePath
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final, Literal, cast, get_args
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -31,6 +31,7 @@ __all__ = [
     "ErrorInfo",
     "Ping",
     "Status",
+    "as_status",
     "jsonable",
     "new_id",
     "utcnow",
@@ -47,6 +48,13 @@ _MAX_DEPTH: Final = 12
 _MAX_STRING: Final = 16_000
 _MAX_ITEMS: Final = 1_000
 _HOST: Final = socket.gethostname()
+
+
+def as_status(value: object) -> Status:
+    """``value`` as a :data:`Status`; ``ValueError`` naming the allowed values otherwise."""
+    if isinstance(value, str) and value in STATUSES:
+        return cast(Status, value)
+    raise ValueError(f"status {value!r} is not one of {', '.join(sorted(STATUSES))}")
 
 
 def new_id() -> str:

@@ -1,0 +1,210 @@
+"""The ``telemhq`` command: ping a tracker, monitor any command, check assertions locally."""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from telemhq_plugins.core.assertions import AssertionSyntaxError, evaluate_all, parse_assertion
+from telemhq_plugins.core.config import ConfigError, load_settings
+from telemhq_plugins.core.delivery import Client
+from telemhq_plugins.core.payload import STATUSES, ErrorInfo, Ping, as_status
+from telemhq_plugins.core.runs import start_run
+
+__all__ = ["main"]
+
+STDERR_TAIL = 4_000
+
+EPILOG = """\
+examples:
+  telemhq ping https://telemhq.com/ping/TOKEN
+  telemhq ping TOKEN --json '{"records_processed": 450, "errors": 0}'
+  telemhq ping TOKEN --status failure -f result.json
+  telemhq run --token TOKEN -- python nightly_sync.py --full
+  telemhq run --job etl_daily -- ./load.sh          (token from TELEMHQ_TRACKERS/PING_KEY)
+  telemhq check 'records_processed > 0' 'status = success' --json '{"records_processed": 0}'
+
+configuration: TELEMHQ_BASE_URL, TELEMHQ_TOKEN, TELEMHQ_PING_URL, TELEMHQ_PING_KEY,
+TELEMHQ_TRACKERS, TELEMHQ_TIMEOUT, TELEMHQ_DISABLED (see the README)."""
+
+
+class CliError(Exception):
+    """A usage problem: printed as ``telemhq: error: ...`` with exit status 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="telemhq",
+        description="Send TelemHQ pings, monitor commands, check payload assertions.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ping = sub.add_parser("ping", help="send one ping and print the server's answer")
+    ping.add_argument("target", metavar="TOKEN_OR_URL", help="a tracker token or full ping URL")
+    ping.add_argument("--status", choices=sorted(STATUSES), help="run status (default: success)")
+    _payload_args(ping)
+
+    run = sub.add_parser(
+        "run",
+        help="run a command, ping with its outcome, exit with its exit code",
+        description="Time CMD, ping success or failure (exit code, duration, stderr tail), "
+        "and exit with CMD's exit code. Delivery problems never change the exit code.",
+    )
+    run.add_argument("--token", help="tracker token or ping URL (default: from configuration)")
+    run.add_argument("--job", help="job name for TELEMHQ_TRACKERS / ping-key lookup")
+    run.add_argument("--start", action="store_true", help="also send a start ping")
+    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS")
+
+    check = sub.add_parser("check", help="evaluate assertions against a payload locally")
+    check.add_argument("expressions", nargs="+", metavar="EXPR", help="e.g. 'errors = 0'")
+    _payload_args(check)
+    return parser
+
+
+def _payload_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--json", dest="json_text", metavar="JSON", help="payload as a JSON object")
+    group.add_argument("-f", "--file", type=Path, help="read the payload from a file ('-': stdin)")
+
+
+def _read_payload(args: argparse.Namespace, stdin: IO[str]) -> dict[str, Any]:
+    if args.json_text is not None:
+        text, source = args.json_text, "--json"
+    elif args.file is not None:
+        source = str(args.file)
+        try:
+            text = stdin.read() if source == "-" else args.file.read_text()
+        except OSError as exc:
+            raise CliError(f"cannot read {source}: {exc.strerror}") from None
+    else:
+        return {}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"{source} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise CliError(f"{source} must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _cmd_ping(args: argparse.Namespace, out: IO[str], stdin: IO[str]) -> int:
+    payload = _read_payload(args, stdin)
+    settings = load_settings()
+    try:
+        status = as_status(args.status or payload.pop("status", None) or "success")
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    ping = Ping(status=status, fields=payload)
+    for key in ("run_id", "ping_id"):
+        if isinstance(payload.get(key), str):
+            setattr(ping, key, payload.pop(key))
+    result = Client(settings).send(ping, settings.url_for_token(args.target))
+    if result.response is not None:
+        print(json.dumps(result.response, indent=2), file=out)
+    if not result.ok:
+        print(f"telemhq: ping not delivered: {result.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace, out: IO[str]) -> int:
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        raise CliError("run needs a command: telemhq run --token TOKEN -- CMD ARGS")
+    client = Client(load_settings())
+    job = args.job or Path(cmd[0]).name
+    monitored = start_run(job, token=args.token, send_start=args.start or None, client=client)
+    try:
+        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
+    except OSError as exc:
+        monitored.finish("failure", error=exc, exit_code=127)
+        client.close()
+        print(f"telemhq: cannot run {cmd[0]}: {exc.strerror}", file=sys.stderr)
+        return 127
+    tail = _pump_stderr(proc)
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: proc.send_signal(signum))
+    try:
+        code = proc.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    tail.join()
+    exit_code = code if code >= 0 else 128 - code
+    if code == 0:
+        monitored.finish("success", exit_code=0)
+    else:
+        text = b"".join(tail.chunks).decode("utf-8", "replace")[-STDERR_TAIL:]
+        message = f"{cmd[0]} exited with status {exit_code}"
+        monitored.finish(
+            "failure", error=ErrorInfo("ExitStatus", message, text or None), exit_code=exit_code
+        )
+    client.close()
+    return exit_code
+
+
+class _StderrTail(threading.Thread):
+    """Copies the child's stderr through to ours, keeping the last few KB for the ping."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        super().__init__(name="telemhq-stderr", daemon=True)
+        self.stream = stream
+        self.chunks: collections.deque[bytes] = collections.deque()
+        self._size = 0
+
+    def run(self) -> None:
+        sink = sys.stderr.buffer if hasattr(sys.stderr, "buffer") else None
+        for chunk in iter(lambda: self.stream.read1(8192), b""):  # type: ignore[attr-defined]
+            if sink is not None:
+                sink.write(chunk)
+                sink.flush()
+            self.chunks.append(chunk)
+            self._size += len(chunk)
+            while self._size - len(self.chunks[0]) >= STDERR_TAIL:
+                self._size -= len(self.chunks.popleft())
+
+
+def _pump_stderr(proc: subprocess.Popen[bytes]) -> _StderrTail:
+    assert proc.stderr is not None
+    pump = _StderrTail(proc.stderr)
+    pump.start()
+    return pump
+
+
+def _cmd_check(args: argparse.Namespace, out: IO[str], stdin: IO[str]) -> int:
+    payload = _read_payload(args, stdin)
+    assertions = [parse_assertion(text) for text in args.expressions]
+    results = evaluate_all(assertions, payload)
+    for result in results:
+        mark = "PASS" if result.passed else "FAIL"
+        print(f"{mark}  {result.expression}  ({result.reason})", file=out)
+    return 0 if all(r.passed for r in results) else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``telemhq`` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "ping":
+            return _cmd_ping(args, sys.stdout, sys.stdin)
+        if args.command == "run":
+            return _cmd_run(args, sys.stdout)
+        return _cmd_check(args, sys.stdout, sys.stdin)
+    except (CliError, ConfigError) as exc:
+        print(f"telemhq: error: {exc}", file=sys.stderr)
+        return 2
+    except AssertionSyntaxError as exc:
+        print(f"telemhq: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""A client whose HTTP edge records what it is sent (for unit tests of what pings contain)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from telemhq_plugins.core.config import load_settings
+from telemhq_plugins.core.delivery import Client
+
+
+class Recorder:
+    def __init__(self, **settings: Any) -> None:
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+        transport = httpx.MockTransport(self._handle)
+        options = {"base_url": "http://telemhq.test", "token": "tok", **settings}
+        self.client = Client(load_settings(env={}, **options), transport=transport)
+
+    def _handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append((str(request.url), json.loads(request.content)))
+        return httpx.Response(200, json={"ok": True})
+
+    def bodies(self) -> list[dict[str, Any]]:
+        assert self.client.flush(5)
+        return [body for _, body in self.requests]

@@ -1,0 +1,86 @@
+"""pluggy hooks: enrich, scrub/drop, observe; a broken plugin never loses a ping."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+import telemhq_plugins
+from telemhq_plugins.core.delivery import DeliveryResult, set_client
+from telemhq_plugins.core.payload import Ping
+from tests.core.recording import Recorder
+
+
+class Team:
+    @telemhq_plugins.hookimpl
+    def telemhq_enrich_ping(self, ping: Ping) -> None:
+        ping.fields["team"] = "data-platform"
+
+
+class Scrubber:
+    @telemhq_plugins.hookimpl
+    def telemhq_filter_ping(self, ping: Ping) -> bool | None:
+        ping.fields.pop("password", None)
+        return False if ping.job == "noisy" else None
+
+
+class Observer:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str | None, str]] = []
+
+    @telemhq_plugins.hookimpl
+    def telemhq_delivery_result(self, ping: Ping, result: DeliveryResult) -> None:
+        self.seen.append((ping.job, result.outcome))
+
+
+class Broken:
+    @telemhq_plugins.hookimpl
+    def telemhq_enrich_ping(self, ping: Ping) -> None:
+        raise RuntimeError("plugin bug")
+
+
+@pytest.fixture
+def recorder() -> Iterator[Recorder]:
+    rec = Recorder()
+    previous = set_client(rec.client)
+    yield rec
+    set_client(previous)
+    rec.client.close()
+
+
+@pytest.fixture
+def plugins() -> Iterator[list[object]]:
+    registered: list[object] = []
+    yield registered
+    for plugin in registered:
+        telemhq_plugins.plugin_manager().unregister(plugin)
+
+
+def test_it_enriches_scrubs_drops_and_reports(recorder: Recorder, plugins: list[object]) -> None:
+    observer = Observer()
+    for plugin in (Team(), Scrubber(), observer):
+        telemhq_plugins.plugin_manager().register(plugin)
+        plugins.append(plugin)
+    with telemhq_plugins.run("etl") as r:
+        r.report(password="hunter2", rows=3)
+    with telemhq_plugins.run("noisy"):
+        pass
+    [body] = recorder.bodies()
+    assert body["team"] == "data-platform"
+    assert body["rows"] == 3
+    assert "password" not in body
+    assert observer.seen == [("etl", "delivered"), ("noisy", "filtered")]
+
+
+def test_it_sends_the_ping_when_a_plugin_raises(
+    recorder: Recorder, plugins: list[object], caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = Broken()
+    telemhq_plugins.plugin_manager().register(broken)
+    plugins.append(broken)
+    with telemhq_plugins.run("etl"):
+        pass
+    [body] = recorder.bodies()
+    assert body["job"] == "etl"
+    assert "telemhq_enrich_ping hook raised" in caplog.text

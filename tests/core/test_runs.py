@@ -1,0 +1,150 @@
+"""Runs, ``report()``, ``@monitor`` and ``run()``: what the user API puts in the pings.
+
+Delivery is exercised for real (over loopback) in test_delivery*.py and tests/e2e; here the
+HTTP edge is an ``httpx.MockTransport`` so each test can read back exactly what was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import telemhq_plugins
+from telemhq_plugins.core.delivery import set_client
+from telemhq_plugins.core.runs import current_run, start_run
+from tests.core.recording import Recorder
+
+
+@pytest.fixture
+def recorder() -> Iterator[Recorder]:
+    rec = Recorder()
+    previous = set_client(rec.client)
+    yield rec
+    set_client(previous)
+    rec.client.close()
+
+
+def test_it_sends_success_with_duration_and_reported_metrics(recorder: Recorder) -> None:
+    @telemhq_plugins.monitor
+    def sync_job() -> int:
+        telemhq_plugins.report(records_processed=450, cost_usd=0.12)
+        return 7
+
+    assert sync_job() == 7
+    [body] = recorder.bodies()
+    assert body["status"] == "success"
+    test_name = "test_it_sends_success_with_duration_and_reported_metrics"
+    assert body["job"] == f"{__name__}.{test_name}.<locals>.sync_job"
+    assert body["records_processed"] == 450
+    assert body["cost_usd"] == 0.12
+    assert body["duration"] >= 0
+    assert recorder.requests[0][0] == "http://telemhq.test/ping/tok"
+
+
+def test_it_sends_failure_with_the_error_and_reraises(recorder: Recorder) -> None:
+    @telemhq_plugins.monitor(token="other", job="nightly")
+    def broken() -> None:
+        raise ValueError("0 rows loaded")
+
+    with pytest.raises(ValueError, match="0 rows loaded"):
+        broken()
+    recorder.bodies()
+    [(url, body)] = recorder.requests
+    assert url == "http://telemhq.test/ping/other"
+    assert body["status"] == "failure"
+    assert body["job"] == "nightly"
+    assert body["error"]["type"] == "ValueError"
+    assert body["error"]["message"] == "0 rows loaded"
+    assert "in broken" in body["error"]["traceback"]
+
+
+def test_it_monitors_async_functions_and_blocks(recorder: Recorder) -> None:
+    @telemhq_plugins.monitor(job="async-job", send_start=True)
+    async def job() -> str:
+        await asyncio.sleep(0)
+        telemhq_plugins.report(eval_score=0.91)
+        return "done"
+
+    async def block() -> None:
+        async with telemhq_plugins.run("async-block") as r:
+            r.report(tokens=1200)
+
+    assert asyncio.run(job()) == "done"
+    asyncio.run(block())
+    start, end, other = recorder.bodies()
+    assert (start["status"], end["status"]) == ("start", "success")
+    assert start["run_id"] == end["run_id"]
+    assert start["ping_id"] != end["ping_id"]
+    assert end["eval_score"] == 0.91
+    assert (other["job"], other["tokens"]) == ("async-block", 1200)
+
+
+def test_it_keeps_concurrent_runs_apart(recorder: Recorder) -> None:
+    async def one(n: int) -> None:
+        async with telemhq_plugins.run(f"job-{n}"):
+            await asyncio.sleep(0.01 * (3 - n))
+            telemhq_plugins.report(n=n)
+
+    async def main() -> None:
+        await asyncio.gather(*(one(n) for n in range(3)))
+
+    asyncio.run(main())
+    assert sorted((b["job"], b["n"]) for b in recorder.bodies()) == [
+        ("job-0", 0),
+        ("job-1", 1),
+        ("job-2", 2),
+    ]
+
+
+def test_it_marks_cancellation_and_clean_system_exit(recorder: Recorder) -> None:
+    with pytest.raises(KeyboardInterrupt), telemhq_plugins.run("interrupted"):
+        raise KeyboardInterrupt
+    with pytest.raises(SystemExit), telemhq_plugins.run("exits"):
+        raise SystemExit(0)
+    interrupted, exits = recorder.bodies()
+    assert interrupted["status"] == "cancelled"
+    assert exits["status"] == "success"
+    assert "error" not in exits
+
+
+def test_it_finishes_a_run_once_and_unbinds_it(recorder: Recorder) -> None:
+    current = start_run("adapter.task", orchestrator="celery", context={"celery": {"id": "t1"}})
+    assert current_run() is current
+    current.report(records_processed=3)
+    first = current.finish("retry", attempt_note="will retry")
+    assert current.finish("failure") is None
+    assert current_run() is None
+    [body] = recorder.bodies()
+    assert first is not None
+    assert body["status"] == "retry"
+    assert body["orchestrator"] == "celery"
+    assert body["celery"] == {"id": "t1"}
+    assert body["records_processed"] == 3
+
+
+def test_it_ignores_report_outside_a_run(
+    recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="telemhq")
+    telemhq_plugins.report(records_processed=1)
+    assert recorder.bodies() == []
+
+
+@pytest.mark.parametrize("options", [{"disabled": True}, {"token": None}])
+def test_it_is_inert_when_disabled_or_unconfigured(options: dict[str, Any]) -> None:
+    rec = Recorder(**options)
+    previous = set_client(rec.client)
+    try:
+        with telemhq_plugins.run("quiet") as block:
+            telemhq_plugins.report(records_processed=1)
+        current = start_run("quiet-job")
+        assert not current.active
+        assert not block.active
+        assert current.finish() is None
+    finally:
+        set_client(previous)
+    assert rec.bodies() == []
