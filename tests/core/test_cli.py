@@ -1,0 +1,98 @@
+"""The ``telemhq`` command without a server: check, usage errors, run's exit code passthrough.
+
+``telemhq ping`` and ``telemhq run`` against the reference server are in tests/e2e.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from telemhq_plugins.core.cli import main
+
+TELEMHQ = [sys.executable, "-m", "telemhq_plugins.core.cli"]
+
+
+def test_it_checks_assertions_locally(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        ["check", "records_processed > 0", "status = success", "--json", '{"records_processed": 0}']
+    )
+    out = capsys.readouterr().out.splitlines()
+    assert code == 1
+    assert out == [
+        "FAIL  records_processed > 0  (records_processed was 0, expected > 0)",
+        "FAIL  status = success  (missing)",
+    ]
+    assert main(["check", "errors = 0", "--json", '{"errors": 0}']) == 0
+
+
+def test_it_reads_the_payload_from_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    payload = tmp_path / "run.json"
+    payload.write_text('{"eval_score": 0.91}')
+    assert main(["check", "eval_score >= 0.8", "-f", str(payload)]) == 0
+    assert capsys.readouterr().out.startswith("PASS  eval_score >= 0.8")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["check", "records_processed >"], "expected a value after the operator at position 19"),
+        (["check", "errors = 0", "--json", "[1]"], "--json must be a JSON object, got list"),
+        (["check", "errors = 0", "--json", "{"], "--json is not valid JSON"),
+        (["check", "errors = 0", "-f", "/nonexistent.json"], "cannot read /nonexistent.json"),
+        (["ping", "tok", "--json", '{"status": "great"}'], "status 'great' is not one of"),
+        (["run", "--token", "t"], "run needs a command"),
+    ],
+)
+def test_it_explains_usage_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMHQ_")}
+    return {**env, **extra}
+
+
+def test_it_passes_the_exit_code_and_stderr_through_when_unconfigured(tmp_path: Path) -> None:
+    script = "import sys; print('out'); print('err-line', file=sys.stderr); sys.exit(3)"
+    proc = subprocess.run(
+        [*TELEMHQ, "run", "--", sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 3
+    assert proc.stdout == "out\n"
+    assert "err-line" in proc.stderr
+    assert "no tracker for python" in proc.stderr.replace(Path(sys.executable).name, "python")
+
+
+def test_it_reports_a_command_that_cannot_start(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [*TELEMHQ, "run", "--token", "t", "--", "/nonexistent/cmd"],
+        capture_output=True,
+        text=True,
+        env=_clean_env(TELEMHQ_BASE_URL="http://127.0.0.1:9", TELEMHQ_MAX_RETRIES="0"),
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 127
+    assert "cannot run /nonexistent/cmd" in proc.stderr
+
+
+def test_it_prints_help_with_examples() -> None:
+    proc = subprocess.run([*TELEMHQ, "--help"], capture_output=True, text=True, check=True)
+    assert "telemhq run --token TOKEN -- python nightly_sync.py" in proc.stdout
