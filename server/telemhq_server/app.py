@@ -1,0 +1,230 @@
+"""The ASGI application: ``create_app(settings)`` -> :class:`TelemHQ`.
+
+Layout: ``/ping/...`` goes to a raw ASGI handler (:mod:`telemhq_server.ingest`, the hot path);
+everything else goes to a Starlette app (management API, ``/healthz``, ``/metrics`` and the
+routes extensions add).
+
+Extending the server (how part 2 plugs in — no edit here needed):
+
+- Each module named in :data:`EXTENSIONS` that exists is imported at app creation and its
+  ``register(app: TelemHQ) -> None`` is called. Inside it:
+  - ``app.add_routes([...])``: Starlette routes/mounts (dashboard, badges, webhooks API).
+    An API route can reuse the key check with ``telemhq_server.api`` helpers, or be plain.
+  - ``app.add_background(fn)``: ``fn(app) -> Awaitable[None]``, a long-running coroutine
+    started at startup and cancelled at shutdown (missed-run detector, webhook sender).
+    Run blocking database work with ``await asyncio.to_thread(...)`` or
+    ``app.run_sync(fn, *args)``.
+- Useful attributes: ``app.settings`` (:class:`~telemhq_server.config.Settings`),
+  ``app.engine`` (SQLAlchemy engine; see :mod:`telemhq_server.db`), ``app.metrics``
+  (``app.add_metrics(fn)`` adds Prometheus text lines), ``app.public_url(request)``, and
+  ``app.cache.invalidate()`` after changing a tracker's token or assertions outside the API.
+- A Starlette endpoint reaches the app as ``request.app.state.telemhq``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import importlib
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from typing import Any, Final, TypeVar
+
+import sqlalchemy as sa
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from telemhq_server import api
+from telemhq_server.config import Settings, load_settings
+from telemhq_server.db import check_database, make_engine, runs, trackers, write_tx
+from telemhq_server.ingest import BatchWriter, PingHandler, Receive, Scope, Send, TrackerCache
+from telemhq_server.metrics import Metrics
+
+__all__ = ["EXTENSIONS", "TelemHQ", "app_from_env", "create_app"]
+
+logger = logging.getLogger("telemhq_server.app")
+
+#: Modules that may add routes and background tasks through ``register(app)``.
+EXTENSIONS: Final = (
+    "telemhq_server.detector",
+    "telemhq_server.webhooks",
+    "telemhq_server.badges",
+    "telemhq_server.dashboard",
+)
+
+T = TypeVar("T")
+Background = Callable[["TelemHQ"], Coroutine[Any, Any, None]]
+
+
+class TelemHQ:
+    """The server: an ASGI callable owning the engine, the ping path and the Starlette app."""
+
+    def __init__(self, settings: Settings, extensions: Sequence[str] = EXTENSIONS) -> None:
+        self.settings = settings
+        self.engine = make_engine(settings.database_url)
+        self.metrics = Metrics()
+        self.executor = concurrent.futures.ThreadPoolExecutor(4, "telemhq-read")
+        self.cache = TrackerCache(self.engine, settings.cache_ttl, self.executor)
+        self.writer = BatchWriter(self.engine, self.metrics, settings.max_batch)
+        self.pings = PingHandler(self.cache, self.writer, self.metrics, settings.max_body_bytes)
+        self._routes: list[BaseRoute] = [
+            Route("/healthz", self._healthz, methods=["GET", "HEAD"]),
+            Route("/metrics", self._metrics, methods=["GET"]),
+            *api.routes(),
+        ]
+        self._background: list[Background] = [_retention_loop]
+        self._metric_sources: list[Callable[[], Iterable[str]]] = []
+        for name in extensions:
+            self._load_extension(name)
+        self.starlette = Starlette(routes=self._routes, lifespan=self._lifespan)
+        self.starlette.state.telemhq = self
+
+    # --- extension seams -------------------------------------------------------------------
+
+    def add_routes(self, routes: Iterable[BaseRoute]) -> None:
+        self._routes.extend(routes)
+
+    def add_background(self, fn: Background) -> None:
+        self._background.append(fn)
+
+    def add_metrics(self, fn: Callable[[], Iterable[str]]) -> None:
+        self._metric_sources.append(fn)
+
+    async def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        return await run_in_threadpool(fn, *args)
+
+    def public_url(self, request: Request | None = None) -> str:
+        """Base URL for links (``ping_url``, ``badge_url``): ``TELEMHQ_PUBLIC_URL``, else the
+        scheme and host the request came to."""
+        if self.settings.public_url:
+            return self.settings.public_url.rstrip("/")
+        if request is None:
+            return ""
+        return str(request.base_url).rstrip("/")
+
+    def _load_extension(self, name: str) -> None:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                return  # not written (yet): nothing to register
+            raise
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(self)
+
+    # --- ASGI ------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/ping/"):
+            await self.pings(scope, receive, send)
+            return
+        await self.starlette(scope, receive, send)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        self.writer.start()
+        tasks: list[asyncio.Task[None]] = [asyncio.create_task(fn(self)) for fn in self._background]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.writer.stop()
+            self.executor.shutdown(wait=False)
+            self.engine.dispose()
+
+    async def _healthz(self, _request: Request) -> Response:
+        try:
+            await run_in_threadpool(check_database, self.engine)
+        except Exception as exc:
+            logger.warning("health check failed", exc_info=True)
+            return JSONResponse({"status": "error", "database": str(exc)[:300]}, 503)
+        return JSONResponse({"status": "ok", "database": "ok"})
+
+    async def _metrics(self, _request: Request) -> Response:
+        extra: list[str] = [
+            "# HELP telemhq_pings_waiting Pings queued for the writer.",
+            "# TYPE telemhq_pings_waiting gauge",
+            f"telemhq_pings_waiting {self.writer.pending}",
+        ]
+        for fn in self._metric_sources:
+            extra.extend(fn())
+        return PlainTextResponse(self.metrics.render(extra), media_type="text/plain; version=0.0.4")
+
+
+def create_app(settings: Settings | None = None) -> TelemHQ:
+    """The ASGI app for ``settings`` (default: from the environment)."""
+    return TelemHQ(settings or load_settings())
+
+
+def app_from_env() -> TelemHQ:
+    """Factory used by granian's workers: settings come through the environment."""
+    from telemhq_server.logs import setup_logging
+
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    return create_app(settings)
+
+
+# --- retention -------------------------------------------------------------------------------
+
+PRUNE_CHUNK: Final = 2_000
+
+
+def prune_tracker(engine: sa.Engine, tracker_id: int, keep: int) -> int:
+    """Delete all but the newest ``keep`` runs of one tracker, in small transactions (so the
+    ping writer never waits long); returns how many were deleted."""
+    with engine.connect() as conn:
+        cutoff = conn.execute(
+            sa.select(runs.c.id)
+            .where(runs.c.tracker_id == tracker_id)
+            .order_by(runs.c.id.desc())
+            .offset(keep - 1)
+            .limit(1)
+        ).scalar()
+    if cutoff is None:
+        return 0
+    deleted = 0
+    while True:
+        with write_tx(engine) as conn:
+            doomed = (
+                sa.select(runs.c.id)
+                .where(runs.c.tracker_id == tracker_id, runs.c.id < cutoff)
+                .order_by(runs.c.id)
+                .limit(PRUNE_CHUNK)
+                .scalar_subquery()
+            )
+            count = conn.execute(runs.delete().where(runs.c.id.in_(doomed))).rowcount
+        deleted += count
+        if count < PRUNE_CHUNK:
+            return deleted
+
+
+def prune(engine: sa.Engine, tracker_ids: Iterable[int] | None, keep: int) -> int:
+    """Apply retention to ``tracker_ids`` (None: every tracker with more runs than ``keep``)."""
+    if tracker_ids is None:
+        with engine.connect() as conn:
+            tracker_ids = list(
+                conn.execute(sa.select(trackers.c.id).where(trackers.c.n_runs > keep)).scalars()
+            )
+    return sum(prune_tracker(engine, tid, keep) for tid in tracker_ids)
+
+
+async def _retention_loop(app: TelemHQ) -> None:
+    keep, interval = app.settings.retention_runs, app.settings.prune_interval
+    ids: Iterable[int] | None = None  # first pass: everything
+    while True:
+        try:
+            deleted = await run_in_threadpool(prune, app.engine, ids, keep)
+            if deleted:
+                logger.info("retention pass", extra={"deleted_runs": deleted, "keep": keep})
+        except Exception:
+            logger.exception("retention pass failed; will retry")
+        await asyncio.sleep(interval)
+        ids = app.writer.take_touched()

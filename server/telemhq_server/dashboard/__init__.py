@@ -1,0 +1,1 @@
+"""The dashboard: server-rendered HTML pages and SVG charts, served by the server process."""

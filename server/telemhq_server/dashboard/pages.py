@@ -1,0 +1,347 @@
+"""HTML for the dashboard pages: plain functions from data to markup, no I/O.
+
+Every value that may come from a user or a payload goes through :func:`e` (``html.escape``
+with quotes), so a payload containing ``<script>`` renders as text. The pages use no
+JavaScript at all; the server also sends a Content-Security-Policy that forbids scripts, as a
+second line of defence.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from html import escape
+from typing import Any, Final
+from urllib.parse import quote
+
+from telemhq_server.badges import BADGE_COLOURS
+from telemhq_server.dashboard.charts import Point, line_chart, sparkline
+
+__all__ = [
+    "db_time",
+    "e",
+    "layout",
+    "login_page",
+    "metric_names",
+    "run_page",
+    "schedule_text",
+    "state_pill",
+    "tracker_page",
+    "trackers_page",
+]
+
+#: Payload fields that are numbers but not metrics worth a chart.
+_NOT_METRICS: Final = frozenset({"duration", "attempt"})
+STATE_TEXT: Final[dict[str, str]] = {
+    "new": "new (no ping yet)",
+    "up": "up",
+    "failing": "failing",
+    "late": "late",
+    "down": "down",
+    "paused": "paused",
+}
+
+
+def e(value: Any) -> str:
+    """Escape anything for HTML text or a quoted attribute."""
+    return escape("" if value is None else str(value), quote=True)
+
+
+def _when(value: dt.datetime | None, now: dt.datetime) -> str:
+    """``2026-06-01 12:00:00 UTC`` with a relative hint, in a <time> element."""
+    if value is None:
+        return '<span class="muted">never</span>'
+    delta = (now - value).total_seconds()
+    rel = _relative(abs(delta))
+    hint = f"{rel} ago" if delta >= 0 else f"in {rel}"
+    return (
+        f'<time datetime="{e(value.isoformat())}" title="{e(hint)}">'
+        f"{e(value.strftime('%Y-%m-%d %H:%M:%S'))} UTC</time> "
+        f'<span class="muted">({e(hint)})</span>'
+    )
+
+
+def _relative(seconds: float) -> str:
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def _duration(ms: float | None) -> str:
+    if ms is None:
+        return '<span class="muted">-</span>'
+    if ms >= 60_000:
+        return e(f"{ms / 60_000:.1f} min")
+    if ms >= 1000:
+        return e(f"{ms / 1000:.2f} s")
+    return e(f"{ms:.0f} ms")
+
+
+def _verdict(passed: bool | None) -> str:
+    if passed is None:
+        return '<span class="muted">-</span>'
+    return '<span class="ok">passed</span>' if passed else '<span class="bad">failed</span>'
+
+
+def state_pill(state: str) -> str:
+    """The state as coloured text (the colour is decoration: the word is always there)."""
+    known = state if state in BADGE_COLOURS else "unknown"
+    return f'<span class="state state-{e(known)}">{e(STATE_TEXT.get(state, state))}</span>'
+
+
+def _seconds(value: int | None) -> str:
+    if value is None:
+        return "none"
+    if value % 3600 == 0 and value >= 3600:
+        return f"{value // 3600} h"
+    if value % 60 == 0 and value >= 60:
+        return f"{value // 60} min"
+    return f"{value} s"
+
+
+def schedule_text(row: Mapping[str, Any]) -> str:
+    """``every 1 h, grace 5 min`` / ``cron 30 2 * * * (Europe/Berlin), grace 10 min``."""
+    kind = row["schedule_kind"]
+    grace = f", grace {_seconds(row['grace_seconds'])}"
+    if kind == "period":
+        return f"every {_seconds(row['period_seconds'])}{grace}"
+    if kind == "cron":
+        return f"cron {row['cron']} ({row['timezone']}){grace}"
+    return "no schedule (only pings change the state)"
+
+
+def layout(
+    title: str, body: str, *, signed_in_as: str | None = None, refresh: int | None = None
+) -> str:
+    """The page shell: header with navigation, the body, a stylesheet served locally."""
+    meta = f'<meta http-equiv="refresh" content="{refresh}">' if refresh else ""
+    who = ""
+    if signed_in_as is not None:
+        who = (
+            f'<form method="post" action="/dashboard/logout" class="logout">'
+            f'<span class="muted">signed in with key "{e(signed_in_as)}"</span> '
+            '<button type="submit">Sign out</button></form>'
+        )
+    return (
+        "<!doctype html>"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"{meta}<title>{e(title)} - TelemHQ</title>"
+        '<link rel="stylesheet" href="/dashboard/static/style.css">'
+        '</head><body><header><a class="brand" href="/dashboard/">TelemHQ</a>'
+        f'<nav><a href="/dashboard/">Trackers</a></nav>{who}</header>'
+        f"<main>{body}</main></body></html>"
+    )
+
+
+def login_page(*, error: str | None = None, next_url: str = "/dashboard/") -> str:
+    problem = f'<p class="error" role="alert">{e(error)}</p>' if error else ""
+    body = (
+        "<h1>Sign in</h1>"
+        "<p>Paste an API key (read or read-write). The server prints the admin key at its "
+        "first start; <code>TELEMHQ_API_KEY</code> sets it.</p>"
+        f"{problem}"
+        '<form method="post" action="/dashboard/login" class="login">'
+        f'<input type="hidden" name="next" value="{e(next_url)}">'
+        '<label for="api_key">API key</label> '
+        '<input id="api_key" name="api_key" type="password" autocomplete="current-password" '
+        'required autofocus> <button type="submit">Sign in</button></form>'
+    )
+    return layout("Sign in", body)
+
+
+def trackers_page(
+    rows: Sequence[Mapping[str, Any]],
+    durations: Mapping[int, list[float]],
+    last_status: Mapping[int, str],
+    *,
+    now: dt.datetime,
+    signed_in_as: str | None,
+) -> str:
+    if not rows:
+        body = (
+            "<h1>Trackers</h1><p>No trackers yet. Create one with "
+            '<code>POST /api/v1/trackers</code> (see <a href="/api/v1/openapi.json">the '
+            "API</a>), or ping with a ping key and a slug.</p>"
+        )
+        return layout("Trackers", body, signed_in_as=signed_in_as, refresh=60)
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    summary = ", ".join(f"{n} {e(s)}" for s, n in sorted(counts.items()))
+    lines = []
+    for r in rows:
+        tid = r["id"]
+        status = last_status.get(tid)
+        last = _when(r["last_run_at"], now)
+        if status:
+            last += f' <span class="run-status status-{e(status)}">{e(status)}</span>'
+        spark = sparkline(durations.get(tid, []), title=f"recent durations of {r['name']}")
+        lines.append(
+            f'<tr data-tracker="{e(r["slug"])}">'
+            f'<td><a href="/dashboard/trackers/{e(tid)}">{e(r["name"])}</a>'
+            f'<div class="muted">{e(r["slug"])}</div></td>'
+            f"<td>{state_pill(r['state'])}</td>"
+            f"<td>{last}</td>"
+            f"<td>{_when(r['next_expected_at'], now) if r['next_expected_at'] else '-'}</td>"
+            f'<td class="spark">{spark}</td></tr>'
+        )
+    body = (
+        f'<h1>Trackers</h1><p class="muted">{len(rows)} trackers: {summary}</p>'
+        '<table class="trackers"><thead><tr><th scope="col">Tracker</th>'
+        '<th scope="col">State</th><th scope="col">Last run</th>'
+        '<th scope="col">Next expected ping</th><th scope="col">Recent durations</th>'
+        f"</tr></thead><tbody>{''.join(lines)}</tbody></table>"
+    )
+    return layout("Trackers", body, signed_in_as=signed_in_as, refresh=60)
+
+
+def _failed(results: Iterable[Any]) -> str:
+    items = [
+        f"<li><code>{e(r.get('expression'))}</code>: {e(r.get('reason'))}</li>"
+        for r in results
+        if isinstance(r, Mapping) and not r.get("passed", True)
+    ]
+    return f'<ul class="failed">{"".join(items)}</ul>' if items else ""
+
+
+def tracker_page(
+    tracker: Mapping[str, Any],
+    *,
+    runs: Sequence[Mapping[str, Any]],
+    flips: Sequence[Mapping[str, Any]],
+    duration_points: Sequence[Point],
+    metric_points: Mapping[str, Sequence[Point]],
+    base_url: str,
+    now: dt.datetime,
+    older_than: int | None,
+    signed_in_as: str | None,
+) -> str:
+    t = tracker
+    tid = t["id"]
+    assertions = "".join(f"<li><code>{e(a)}</code></li>" for a in t["assertions"]) or (
+        '<li class="muted">none</li>'
+    )
+    tags = ", ".join(e(x) for x in t["tags"]) or '<span class="muted">none</span>'
+    badge = f"{base_url}/badge/{quote(t['badge_key'])}.svg"
+    config = (
+        '<dl class="config">'
+        f"<dt>State</dt><dd>{state_pill(t['state'])} since {_when(t['state_changed_at'], now)}"
+        "</dd>"
+        f"<dt>Ping URL</dt><dd><code>{e(base_url)}/ping/{e(t['token'])}</code></dd>"
+        f"<dt>Schedule</dt><dd>{e(schedule_text(t))}</dd>"
+        f"<dt>Max runtime</dt><dd>{e(_seconds(t['max_runtime_seconds']))}</dd>"
+        f"<dt>Alert after</dt><dd>{e(t['failure_threshold'])} consecutive failure(s)</dd>"
+        f"<dt>Last ping</dt><dd>{_when(t['last_ping_at'], now)}</dd>"
+        f"<dt>Next expected ping</dt><dd>"
+        f"{_when(t['next_expected_at'], now) if t['next_expected_at'] else '-'}</dd>"
+        f"<dt>Runs recorded</dt><dd>{e(t['n_runs'])}</dd>"
+        f"<dt>Assertions</dt><dd><ul>{assertions}</ul></dd>"
+        f"<dt>Tags</dt><dd>{tags}</dd>"
+        f'<dt>Badge</dt><dd><img src="/badge/{e(quote(t["badge_key"]))}.svg" alt="badge: '
+        f'{e(t["state"])}"> <code>![{e(t["name"])}]({e(badge)})</code></dd>'
+        "</dl>"
+    )
+    charts = [line_chart(duration_points, title="duration (ms)", unit="ms")]
+    for name, points in metric_points.items():
+        charts.append(line_chart(points, title=name))
+    run_rows = []
+    for r in runs:
+        verdict = _verdict(r["passed"])
+        run_rows.append(
+            f'<tr class="run"><td><a href="/dashboard/trackers/{e(tid)}/runs/{e(r["id"])}">'
+            f"{e(db_time(r['received_at']))}</a></td>"
+            f'<td><span class="run-status status-{e(r["status"])}">{e(r["status"])}</span></td>'
+            f"<td>{verdict}</td><td>{_duration(r['duration_ms'])}</td>"
+            f"<td>{_failed(r['assertions'])}</td></tr>"
+        )
+    more = (
+        f'<p><a href="/dashboard/trackers/{e(tid)}?before={e(older_than)}">Older runs</a></p>'
+        if older_than is not None
+        else ""
+    )
+    runs_html = (
+        '<table class="runs"><thead><tr><th scope="col">Received</th><th scope="col">Status</th>'
+        '<th scope="col">Verdict</th><th scope="col">Duration</th>'
+        '<th scope="col">Failed assertions</th></tr></thead>'
+        f"<tbody>{''.join(run_rows)}</tbody></table>{more}"
+        if run_rows
+        else '<p class="muted">No runs yet.</p>'
+    )
+    flip_rows = "".join(
+        f"<tr><td>{e(db_time(f['created_at']))}</td><td>{state_pill(f['old_state'])} &rarr; "
+        f"{state_pill(f['new_state'])}</td><td>{e(f['reason'])}</td></tr>"
+        for f in flips
+    )
+    flips_html = (
+        '<table class="flips"><thead><tr><th scope="col">When</th><th scope="col">Change</th>'
+        f'<th scope="col">Why</th></tr></thead><tbody>{flip_rows}</tbody></table>'
+        if flip_rows
+        else '<p class="muted">No state changes yet.</p>'
+    )
+    body = (
+        f"<h1>{e(t['name'])} {state_pill(t['state'])}</h1>{config}"
+        f'<h2>Charts</h2><div class="charts">{"".join(charts)}</div>'
+        f"<h2>Runs</h2>{runs_html}<h2>State changes</h2>{flips_html}"
+    )
+    return layout(str(t["name"]), body, signed_in_as=signed_in_as)
+
+
+def db_time(value: dt.datetime | None) -> str:
+    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def run_page(
+    tracker: Mapping[str, Any],
+    run: Mapping[str, Any],
+    *,
+    now: dt.datetime,
+    signed_in_as: str | None,
+) -> str:
+    results = run["assertions"]
+    rows = "".join(
+        f"<tr><td><code>{e(r.get('expression'))}</code></td>"
+        f"<td>{_verdict(r.get('passed'))}</td>"
+        f"<td><code>{e(json.dumps(r.get('actual'), default=str))}</code></td>"
+        f"<td>{e(r.get('reason') or '')}</td></tr>"
+        for r in results
+        if isinstance(r, Mapping)
+    )
+    table = (
+        '<table class="assertions"><thead><tr><th scope="col">Assertion</th>'
+        '<th scope="col">Result</th><th scope="col">Actual</th><th scope="col">Reason</th>'
+        f"</tr></thead><tbody>{rows}</tbody></table>"
+        if rows
+        else '<p class="muted">This tracker has no assertions.</p>'
+    )
+    payload = json.dumps(run["payload"], indent=2, sort_keys=True, default=str)
+    tid = tracker["id"]
+    body = (
+        f'<p><a href="/dashboard/trackers/{e(tid)}">&larr; {e(tracker["name"])}</a></p>'
+        f"<h1>Run {e(run['id'])}</h1>"
+        '<dl class="config">'
+        f"<dt>Status</dt><dd>{e(run['status'])}</dd>"
+        f"<dt>Verdict</dt><dd>{e({True: 'passed', False: 'failed'}.get(run['passed'], '-'))}"
+        "</dd>"
+        f"<dt>Duration</dt><dd>{_duration(run['duration_ms'])}</dd>"
+        f"<dt>Received</dt><dd>{_when(run['received_at'], now)}</dd>"
+        f"<dt>Run id</dt><dd><code>{e(run['run_id'])}</code></dd>"
+        f"<dt>Ping id</dt><dd><code>{e(run['ping_id'] or '-')}</code></dd>"
+        "</dl>"
+        f"<h2>Assertions</h2>{table}"
+        f'<h2>Payload</h2><pre class="payload">{e(payload)}</pre>'
+    )
+    return layout(f"Run {run['id']}", body, signed_in_as=signed_in_as)
+
+
+def metric_names(payloads: Iterable[Mapping[str, Any]], limit: int = 12) -> list[str]:
+    """Top-level numeric fields seen in payloads (booleans and bookkeeping excluded)."""
+    seen: dict[str, None] = {}
+    for p in payloads:
+        for k, v in p.items():
+            if k in _NOT_METRICS or isinstance(v, bool) or not isinstance(v, int | float):
+                continue
+            seen.setdefault(k, None)
+    return sorted(seen)[:limit]

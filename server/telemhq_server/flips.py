@@ -1,0 +1,47 @@
+"""Recording a tracker's state change: the ONE place that writes to ``flips``.
+
+Callers (the ingest writer, the API's pause/resume, the missed-run detector) decide the new
+state with :mod:`telemhq_server.states`, update ``trackers.state``/``state_changed_at``
+themselves, and call :func:`record_flip` in the same transaction. Anything that must happen
+atomically with a state change (e.g. queueing webhooks in ``webhook_outbox``) belongs here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy.engine import Connection
+
+from telemhq_server.db import flips
+
+__all__ = ["record_flip"]
+
+
+def record_flip(  # noqa: PLR0917 - the positional order is the documented seam
+    conn: Connection,
+    tracker_id: int,
+    old: str,
+    new: str,
+    reason: str,
+    run_id: int | None,
+    now: dt.datetime,
+) -> None:
+    """Store the change ``old`` -> ``new`` of ``tracker_id`` (``run_id``: ``runs.id`` of the run
+    that caused it, if any). Runs inside the caller's transaction; no commit here."""
+    conn.execute(
+        flips.insert().values(
+            tracker_id=tracker_id,
+            old_state=old,
+            new_state=new,
+            reason=reason,
+            run_id=run_id,
+            created_at=now,
+        )
+    )
+    # Part 2 (webhooks): queue the alert in the same transaction as the flip, so an alert
+    # exists exactly when the state change does and survives a crash (durable outbox).
+    from telemhq_server.webhooks import enqueue_flip
+
+    enqueue_flip(
+        conn, tracker_id=tracker_id, old=old, new=new, reason=reason, run_id=run_id, now=now
+    )

@@ -1,0 +1,121 @@
+"""API keys (hashed at rest, read or write scope) and ping keys (name-based pings).
+
+An API key is ``thq_`` + 256 random bits. Only its SHA-256 is stored (the key is random, so a
+fast hash is enough; no salt is needed against guessing), plus a short prefix to tell keys
+apart in listings. Lookup is by hash; the stored hash is then compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from telemhq_server.db import api_keys, iso, ping_keys, utcnow
+
+__all__ = [
+    "ApiKey",
+    "create_api_key",
+    "create_ping_key",
+    "ensure_admin_key",
+    "hash_key",
+    "verify_api_key",
+]
+
+KEY_PREFIX: Final = "thq_"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: int
+    name: str
+    scope: str
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_api_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def create_api_key(conn: Connection, name: str, scope: str, key: str | None = None) -> str:
+    """Store a new key (or the given one) and return it in clear: shown once, never again."""
+    key = key or new_api_key()
+    conn.execute(
+        api_keys.insert().values(
+            name=name,
+            prefix=key[:10],
+            key_hash=hash_key(key),
+            scope=scope,
+            created_at=utcnow(),
+        )
+    )
+    return key
+
+
+def verify_api_key(engine: Engine, key: str) -> ApiKey | None:
+    """The key's record, or None when no stored key matches."""
+    digest = hash_key(key)
+    with engine.connect() as conn:
+        row = (
+            conn.execute(sa.select(api_keys).where(api_keys.c.key_hash == digest))
+            .mappings()
+            .first()
+        )
+    if row is None or not hmac.compare_digest(row["key_hash"], digest):
+        return None
+    return ApiKey(row["id"], row["name"], row["scope"])
+
+
+def ensure_admin_key(engine: Engine, env_key: str | None) -> str | None:
+    """At start: store ``TELEMHQ_API_KEY`` if given (returns None), else create an admin key
+    when the database has none yet and return it (to be printed once)."""
+    with engine.begin() as conn:
+        if env_key:
+            exists = conn.execute(
+                sa.select(api_keys.c.id).where(api_keys.c.key_hash == hash_key(env_key))
+            ).first()
+            if exists is None:
+                create_api_key(conn, "admin (TELEMHQ_API_KEY)", "write", env_key)
+            return None
+        if conn.execute(sa.select(api_keys.c.id).limit(1)).first() is not None:
+            return None
+        return create_api_key(conn, "admin", "write")
+
+
+def api_key_json(row: Any) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "prefix": row["prefix"],
+        "scope": row["scope"],
+        "created_at": iso(row["created_at"]),
+    }
+
+
+def create_ping_key(conn: Connection, name: str, auto_create: bool) -> dict[str, Any]:
+    key = secrets.token_urlsafe(16)
+    new_id = conn.execute(
+        ping_keys.insert()
+        .values(name=name, key=key, auto_create=auto_create, created_at=utcnow())
+        .returning(ping_keys.c.id)
+    ).scalar_one()
+    row = conn.execute(sa.select(ping_keys).where(ping_keys.c.id == new_id)).mappings().one()
+    return ping_key_json(row)
+
+
+def ping_key_json(row: Any) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "key": row["key"],
+        "auto_create": bool(row["auto_create"]),
+        "created_at": iso(row["created_at"]),
+    }

@@ -1,0 +1,419 @@
+"""The OpenAPI 3.1 document served at ``/api/v1/openapi.json`` (written by hand: the API is
+small, and this keeps the server free of a schema framework)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["openapi_document"]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _list_of(name: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["items", "next"],
+        "properties": {
+            "items": {"type": "array", "items": _ref(name)},
+            "next": {"type": ["string", "null"], "description": "pass as ?cursor= for more"},
+        },
+    }
+
+
+_ERRORS = {
+    "401": _json(_ref("Error"), "Missing or invalid API key"),
+    "403": _json(_ref("Error"), "The key is read-only"),
+}
+_NOT_FOUND = {"404": _json(_ref("Error"), "No such object")}
+_INVALID = {"422": _json(_ref("ValidationError"), "A field is invalid")}
+_TRACKER_REF = {
+    "name": "tracker",
+    "in": "path",
+    "required": True,
+    "description": "tracker id or slug",
+    "schema": {"type": "string"},
+}
+_PAGING = [
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+]
+
+_SCHEDULE = {
+    "oneOf": [
+        {
+            "type": "object",
+            "required": ["kind"],
+            "properties": {"kind": {"const": "none"}},
+        },
+        {
+            "type": "object",
+            "required": ["kind", "period_seconds"],
+            "properties": {
+                "kind": {"const": "period"},
+                "period_seconds": {"type": "integer", "minimum": 1},
+                "grace_seconds": {"type": "integer", "minimum": 0},
+            },
+        },
+        {
+            "type": "object",
+            "required": ["kind", "cron"],
+            "properties": {
+                "kind": {"const": "cron"},
+                "cron": {"type": "string", "examples": ["0 3 * * *"]},
+                "timezone": {"type": "string", "examples": ["Europe/Paris"]},
+                "grace_seconds": {"type": "integer", "minimum": 0},
+            },
+        },
+    ]
+}
+
+_TRACKER_INPUT = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 200},
+        "slug": {"type": "string", "pattern": "^[a-z0-9]+(-[a-z0-9]+)*$", "maxLength": 100},
+        "assertions": {
+            "type": "array",
+            "items": {"type": "string"},
+            "examples": [["records_processed > 0", "errors = 0"]],
+        },
+        "schedule": _SCHEDULE,
+        "max_runtime_seconds": {"type": ["integer", "null"], "minimum": 1},
+        "failure_threshold": {"type": "integer", "minimum": 1, "default": 1},
+        "tags": {"type": "array", "items": {"type": "string"}},
+    },
+    "additionalProperties": False,
+}
+
+_STATE = {"type": "string", "enum": ["new", "up", "failing", "late", "down", "paused"]}
+_TIME = {"type": ["string", "null"], "format": "date-time"}
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+    "ValidationError": {
+        "type": "object",
+        "required": ["error", "field"],
+        "properties": {
+            "error": {"type": "string"},
+            "field": {"type": "string", "examples": ["assertions[0]"]},
+            "expression": {"type": "string"},
+            "position": {"type": "integer"},
+            "pointer": {"type": "string"},
+        },
+    },
+    "TrackerInput": _TRACKER_INPUT,
+    "Tracker": {
+        "type": "object",
+        "required": [
+            "id",
+            "name",
+            "slug",
+            "token",
+            "ping_url",
+            "state",
+            "assertions",
+            "schedule",
+            "n_runs",
+            "last_run_at",
+            "badge_url",
+        ],
+        "properties": {
+            "id": {"type": "integer"},
+            "name": {"type": "string"},
+            "slug": {"type": "string"},
+            "token": {"type": "string"},
+            "ping_url": {"type": "string", "format": "uri"},
+            "state": _STATE,
+            "assertions": {"type": "array", "items": {"type": "string"}},
+            "schedule": _SCHEDULE,
+            "max_runtime_seconds": {"type": ["integer", "null"]},
+            "failure_threshold": {"type": "integer"},
+            "consecutive_failures": {"type": "integer"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "paused": {"type": "boolean"},
+            "n_runs": {"type": "integer"},
+            "last_run_at": _TIME,
+            "last_ping_at": _TIME,
+            "state_changed_at": _TIME,
+            "next_expected_at": _TIME,
+            "created_at": _TIME,
+            "updated_at": _TIME,
+            "badge_url": {"type": "string", "format": "uri"},
+        },
+    },
+    "AssertionResult": {
+        "type": "object",
+        "required": ["expression", "passed", "actual", "reason"],
+        "properties": {
+            "expression": {"type": "string"},
+            "passed": {"type": "boolean"},
+            "actual": {},
+            "reason": {"type": "string"},
+        },
+    },
+    "Run": {
+        "type": "object",
+        "required": ["id", "ping_id", "status", "passed", "assertions", "payload", "received_at"],
+        "properties": {
+            "id": {"type": "integer"},
+            "ping_id": {"type": ["string", "null"]},
+            "run_id": {"type": "string"},
+            "status": {
+                "type": "string",
+                "enum": ["start", "success", "failure", "retry", "skipped", "cancelled"],
+            },
+            "passed": {"type": ["boolean", "null"], "description": "null for a start"},
+            "duration_ms": {"type": ["number", "null"]},
+            "assertions": {"type": "array", "items": _ref("AssertionResult")},
+            "payload": {"type": "object"},
+            "received_at": _TIME,
+            "started_at": _TIME,
+        },
+    },
+    "Flip": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "old_state": _STATE,
+            "new_state": _STATE,
+            "reason": {"type": "string"},
+            "run_id": {"type": ["integer", "null"]},
+            "created_at": _TIME,
+        },
+    },
+    "ApiKey": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "name": {"type": "string"},
+            "prefix": {"type": "string"},
+            "scope": {"type": "string", "enum": ["read", "write"]},
+            "created_at": _TIME,
+            "key": {"type": "string", "description": "only in the answer to its creation"},
+        },
+    },
+    "PingKey": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "name": {"type": "string"},
+            "key": {"type": "string"},
+            "auto_create": {"type": "boolean"},
+            "created_at": _TIME,
+        },
+    },
+    "PingAnswer": {
+        "type": "object",
+        "required": ["ok", "run_id", "state", "assertions"],
+        "properties": {
+            "ok": {"type": "boolean"},
+            "run_id": {"type": "string"},
+            "state": _STATE,
+            "status": {"type": "string"},
+            "passed": {"type": ["boolean", "null"]},
+            "duplicate": {"type": "boolean"},
+            "assertions": {"type": "array", "items": _ref("AssertionResult")},
+        },
+    },
+}
+
+
+def openapi_document(base_url: str) -> dict[str, Any]:
+    body = {"required": False, "content": {"application/json": {"schema": {"type": "object"}}}}
+    tracker_body = {
+        "required": True,
+        "content": {"application/json": {"schema": _ref("TrackerInput")}},
+    }
+    ping = {
+        "summary": "Record a run (body optional: a JSON object)",
+        "security": [],
+        "requestBody": body,
+        "responses": {
+            "200": _json(_ref("PingAnswer")),
+            "400": _json({"type": "object"}, "Body not a JSON object, or a bad field"),
+            "404": _json({"type": "object"}, "Unknown token"),
+            "413": _json({"type": "object"}, "Body over the limit"),
+        },
+    }
+    token = {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "TelemHQ reference server",
+            "version": "1",
+            "description": "Ping ingest and management API of the TelemHQ reference server.",
+        },
+        "servers": [{"url": base_url}],
+        "security": [{"bearer": []}],
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": _SCHEMAS,
+        },
+        "paths": {
+            "/ping/{token}": {"parameters": [token], "post": ping},
+            "/ping/{token}/start": {"parameters": [token], "post": ping},
+            "/ping/{token}/fail": {"parameters": [token], "post": ping},
+            "/ping/{ping_key}/{slug}": {
+                "parameters": [
+                    {
+                        "name": "ping_key",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    },
+                    {"name": "slug", "in": "path", "required": True, "schema": {"type": "string"}},
+                ],
+                "post": {**ping, "summary": "Record a run by slug; may create the tracker"},
+            },
+            "/api/v1/trackers": {
+                "get": {
+                    "summary": "List trackers",
+                    "parameters": [
+                        *_PAGING,
+                        {"name": "tag", "in": "query", "schema": {"type": "string"}},
+                        {"name": "state", "in": "query", "schema": _STATE},
+                    ],
+                    "responses": {"200": _json(_list_of("Tracker")), **_ERRORS},
+                },
+                "post": {
+                    "summary": "Create a tracker",
+                    "requestBody": tracker_body,
+                    "responses": {
+                        "201": _json(_ref("Tracker"), "Created"),
+                        "409": _json(_ref("Error"), "Slug taken"),
+                        **_INVALID,
+                        **_ERRORS,
+                    },
+                },
+            },
+            "/api/v1/trackers/{tracker}": {
+                "parameters": [_TRACKER_REF],
+                "get": {
+                    "summary": "Get a tracker",
+                    "responses": {"200": _json(_ref("Tracker")), **_NOT_FOUND, **_ERRORS},
+                },
+                "patch": {
+                    "summary": "Change a tracker (only the fields given)",
+                    "requestBody": tracker_body,
+                    "responses": {
+                        "200": _json(_ref("Tracker")),
+                        **_NOT_FOUND,
+                        **_INVALID,
+                        **_ERRORS,
+                    },
+                },
+                "delete": {
+                    "summary": "Delete a tracker with its runs and flips",
+                    "responses": {"204": {"description": "Deleted"}, **_NOT_FOUND, **_ERRORS},
+                },
+            },
+            "/api/v1/trackers/{tracker}/runs": {
+                "parameters": [_TRACKER_REF],
+                "get": {
+                    "summary": "Runs of a tracker, newest first",
+                    "parameters": [
+                        *_PAGING,
+                        {"name": "status", "in": "query", "schema": {"type": "string"}},
+                    ],
+                    "responses": {"200": _json(_list_of("Run")), **_NOT_FOUND, **_ERRORS},
+                },
+            },
+            "/api/v1/trackers/{tracker}/flips": {
+                "parameters": [_TRACKER_REF],
+                "get": {
+                    "summary": "State changes of a tracker, newest first",
+                    "parameters": _PAGING,
+                    "responses": {"200": _json(_list_of("Flip")), **_NOT_FOUND, **_ERRORS},
+                },
+            },
+            **{
+                f"/api/v1/trackers/{{tracker}}/{action}": {
+                    "parameters": [_TRACKER_REF],
+                    "post": {
+                        "summary": summary,
+                        "responses": {"200": _json(_ref("Tracker")), **_NOT_FOUND, **_ERRORS},
+                    },
+                }
+                for action, summary in (
+                    ("pause", "Pause: runs are recorded, the state stays paused"),
+                    ("resume", "Resume: the state becomes new until the next run"),
+                    ("rotate-token", "Give the tracker a new token (the old one stops working)"),
+                )
+            },
+            "/api/v1/keys": {
+                "get": {
+                    "summary": "List API keys (hashes are never shown)",
+                    "responses": {"200": _json(_list_of("ApiKey")), **_ERRORS},
+                },
+                "post": {
+                    "summary": "Create an API key (shown once)",
+                    "requestBody": body,
+                    "responses": {"201": _json(_ref("ApiKey"), "Created"), **_INVALID, **_ERRORS},
+                },
+            },
+            "/api/v1/keys/{key_id}": {
+                "delete": {
+                    "summary": "Delete an API key",
+                    "parameters": [
+                        {
+                            "name": "key_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "integer"},
+                        }
+                    ],
+                    "responses": {"204": {"description": "Deleted"}, **_NOT_FOUND, **_ERRORS},
+                }
+            },
+            "/api/v1/ping-keys": {
+                "get": {
+                    "summary": "List ping keys",
+                    "responses": {"200": _json(_list_of("PingKey")), **_ERRORS},
+                },
+                "post": {
+                    "summary": "Create a ping key (name-based pings: /ping/{key}/{slug})",
+                    "requestBody": body,
+                    "responses": {
+                        "201": _json(_ref("PingKey"), "Created"),
+                        **_INVALID,
+                        **_ERRORS,
+                    },
+                },
+            },
+            "/api/v1/ping-keys/{key_id}": {
+                "delete": {
+                    "summary": "Delete a ping key",
+                    "parameters": [
+                        {
+                            "name": "key_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "integer"},
+                        }
+                    ],
+                    "responses": {"204": {"description": "Deleted"}, **_NOT_FOUND, **_ERRORS},
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "Liveness and database check",
+                    "security": [],
+                    "responses": {"200": {"description": "OK"}},
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "security": [],
+                    "responses": {"200": {"description": "OK"}},
+                }
+            },
+        },
+    }
