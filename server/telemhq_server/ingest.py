@@ -23,15 +23,17 @@ import asyncio
 import concurrent.futures
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
+import random
 import threading
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -44,7 +46,7 @@ from telemhq_plugins.core.assertions import (
 from telemhq_plugins.core.config import slugify
 from telemhq_plugins.core.payload import STATUSES
 from telemhq_server import states
-from telemhq_server.db import as_utc, ping_keys, runs, trackers, utcnow, write_tx
+from telemhq_server.db import as_utc, ping_keys, trackers, utcnow, write_tx
 from telemhq_server.flips import record_flip
 from telemhq_server.metrics import Metrics
 from telemhq_server.trackers import create_tracker, next_expected_at
@@ -59,6 +61,7 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 MAX_ID_LENGTH: Final = 200
 MAX_PENDING: Final = 50_000
+INSERT_CHUNK: Final = 500  # rows per INSERT statement (10 parameters each)
 SUFFIXES: Final = {"start": "start", "fail": "failure"}
 _STATUS_LIST: Final = ", ".join(sorted(STATUSES))
 
@@ -248,10 +251,12 @@ class BatchWriter:
         self.metrics = metrics
         self.max_batch = max_batch
         self.is_postgres = engine.dialect.name == "postgresql"
+        self.sql = _Sql(engine.dialect.name)
         self._queue: list[Pending] = []
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor = concurrent.futures.ThreadPoolExecutor(1, "telemhq-writer")
+        self._conn: Connection | None = None  # the writer thread's own connection
         self._touched: set[int] = set()  # tracker ids written since take_touched()
         self._touched_lock = threading.Lock()
 
@@ -277,6 +282,7 @@ class BatchWriter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
         self._executor.shutdown(wait=True)
 
     def submit(self, item: Pending) -> asyncio.Future[tuple[int, dict[str, Any]]]:
@@ -312,51 +318,55 @@ class BatchWriter:
                         item.future.set_result(item.answer)
 
     def write(self, batch: Sequence[Pending]) -> None:
-        """Write ``batch`` in one transaction and set each item's ``answer`` (thread side).
-        A deadlock or serialization failure on PostgreSQL is retried once."""
+        """Write ``batch`` in one transaction and set each item's ``answer`` (writer thread).
+
+        The writer keeps one connection for itself (no pool checkout per batch) and speaks
+        driver SQL (:class:`_Sql`). A failed transaction is rolled back whole and retried
+        once (SQLite busy, PostgreSQL deadlock or serialization failure, lost connection)."""
         for attempt in (1, 2):
+            conn = self._connection()
             try:
-                with write_tx(self.engine) as conn:
+                with conn.begin():
                     self._write(conn, batch)
                 break
-            except sa.exc.OperationalError:
-                if attempt == 2:
+            except sa.exc.DBAPIError as exc:
+                if exc.connection_invalidated or conn.invalidated:
+                    self._close()
+                if attempt == 2 or not isinstance(exc, sa.exc.OperationalError):
                     raise
                 logger.warning("batch transaction failed; retrying once", exc_info=True)
         self.metrics.batch(len(batch))
 
+    def _connection(self) -> Connection:
+        if self._conn is None or self._conn.closed:
+            conn = self.engine.connect()
+            if not self.is_postgres:
+                conn = conn.execution_options(sqlite_immediate=True)
+            self._conn = conn
+        return self._conn
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+
     def _write(self, conn: Connection, batch: Sequence[Pending]) -> None:
+        sql = self.sql
         ids = sorted({item.tracker_id for item in batch})
-        query = sa.select(
-            trackers.c.id,
-            trackers.c.token,
-            trackers.c.state,
-            trackers.c.consecutive_failures,
-            trackers.c.failure_threshold,
-            trackers.c.paused,
-            trackers.c.open_start_at,
-            trackers.c.open_start_run_id,
-            trackers.c.schedule_kind,
-            trackers.c.period_seconds,
-            trackers.c.cron,
-            trackers.c.timezone,
-        ).where(trackers.c.id.in_(ids))
-        if self.is_postgres:
-            query = query.order_by(trackers.c.id).with_for_update()
-        rows = {row["id"]: dict(row) for row in conn.execute(query).mappings()}
+        rows = {
+            r[0]: dict(zip(_Sql.TRACKER_COLUMNS, r, strict=True))
+            for r in conn.exec_driver_sql(sql.lock_trackers(len(ids)), tuple(ids))
+        }
 
         ping_ids = [(i.tracker_id, i.ping_id) for i in batch if i.ping_id and i.tracker_id in rows]
         seen: dict[tuple[int, str], tuple[str, str]] = {}  # -> (run_id, results JSON)
         if ping_ids:
-            found = conn.execute(
-                sa.select(
-                    runs.c.tracker_id, runs.c.ping_id, runs.c.run_id, runs.c.assertions
-                ).where(
-                    runs.c.tracker_id.in_({t for t, _ in ping_ids}),
-                    runs.c.ping_id.in_({p for _, p in ping_ids}),
-                )
-            )
-            for t, p, r, a in found:
+            tids = sorted({t for t, _ in ping_ids})
+            pids = sorted({p for _, p in ping_ids})
+            for t, p, r, a in conn.exec_driver_sql(
+                sql.find_ping_ids(len(tids), len(pids)), (*tids, *pids)
+            ):
                 seen[(t, p)] = (r, a)
 
         # Start times of runs named by an end ping, when not the tracker's open start.
@@ -365,23 +375,19 @@ class BatchWriter:
             for i in batch
             if i.run_id and i.status != "start" and i.tracker_id in rows
         }
-        starts: dict[tuple[int, str], dt.datetime] = {}
         wanted -= {(t, r["open_start_run_id"]) for t, r in rows.items()}
+        starts: dict[tuple[int, str], dt.datetime] = {}
         if wanted:
-            for t, r, at in conn.execute(
-                sa.select(runs.c.tracker_id, runs.c.run_id, sa.func.max(runs.c.received_at))
-                .where(
-                    runs.c.tracker_id.in_({t for t, _ in wanted}),
-                    runs.c.run_id.in_({r for _, r in wanted}),
-                    runs.c.status == "start",
-                )
-                .group_by(runs.c.tracker_id, runs.c.run_id)
+            tids = sorted({t for t, _ in wanted})
+            rids = sorted({r for _, r in wanted})
+            for t, r, at in conn.exec_driver_sql(
+                sql.find_starts(len(tids), len(rids)), (*tids, *rids)
             ):
-                starts[(t, r)] = as_utc(at)  # type: ignore[assignment]
+                starts[(t, r)] = sql.from_db(at)
 
-        inserts: list[dict[str, Any]] = []
-        inserted: list[Pending] = []
-        flip_for: dict[int, tuple[str, str, str]] = {}  # index in inserts -> (old, new, why)
+        inserts: list[tuple[Any, ...]] = []
+        # index in inserts -> (old state, new state, reason, time)
+        flip_for: dict[int, tuple[str, str, str, dt.datetime]] = {}
         changed: dict[int, dict[str, Any]] = {}
         for item in batch:
             row = rows.get(item.tracker_id)
@@ -391,52 +397,58 @@ class BatchWriter:
             if item.ping_id is not None:
                 dup = seen.get((item.tracker_id, item.ping_id))
                 if dup is not None:
-                    run_id, results_text = dup
                     item.answer = (
                         200,
                         {
                             "ok": True,
                             "duplicate": True,
-                            "run_id": run_id,
+                            "run_id": dup[0],
                             "state": None,  # filled in below, after the batch
-                            "assertions": json.loads(results_text),
+                            "assertions": orjson.loads(dup[1]),
                         },
                     )
                     continue
             now = item.received_at
             started_at: dt.datetime | None = None
             if item.status == "start":
-                run_id = item.run_id or str(uuid.uuid4())
+                run_id = item.run_id or _new_run_id()
                 row["open_start_at"] = now
                 row["open_start_run_id"] = run_id
                 starts[(item.tracker_id, run_id)] = now
             else:
-                run_id = item.run_id or row["open_start_run_id"] or str(uuid.uuid4())
+                run_id = item.run_id or row["open_start_run_id"] or _new_run_id()
                 if run_id == row["open_start_run_id"] and row["open_start_at"] is not None:
-                    started_at = as_utc(row["open_start_at"])
+                    started_at = sql.from_db(row["open_start_at"])
                     row["open_start_at"] = None
                     row["open_start_run_id"] = None
                 else:
                     started_at = starts.get((item.tracker_id, run_id))
                 if item.status not in states.NEUTRAL_STATUSES:
                     row["last_ping_at"] = now
-                    row["next_expected_at"] = next_expected_at(
-                        row["schedule_kind"],
-                        row["period_seconds"],
-                        row["cron"],
-                        row["timezone"],
-                        now,
-                    )
+                    if row["schedule_kind"] != "none":
+                        row["next_expected_at"] = next_expected_at(
+                            row["schedule_kind"],
+                            row["period_seconds"],
+                            row["cron"],
+                            row["timezone"],
+                            now,
+                        )
             duration = item.duration
             if duration is None and started_at is not None:
                 duration = round((now - started_at).total_seconds() * 1000, 3)
             failed = [r.reason for r in item.results if not r.passed]
-            before = states.TrackerStatus(
-                row["state"], row["consecutive_failures"], row["failure_threshold"], row["paused"]
+            transition = states.on_run(
+                states.TrackerStatus(
+                    row["state"],
+                    row["consecutive_failures"],
+                    row["failure_threshold"],
+                    bool(row["paused"]),
+                ),
+                item.status,
+                failed,
             )
-            transition = states.on_run(before, item.status, failed)
             if transition.reason is not None:
-                flip_for[len(inserts)] = (row["state"], transition.state, transition.reason)
+                flip_for[len(inserts)] = (row["state"], transition.state, transition.reason, now)
                 row["state_changed_at"] = now
             row["state"] = transition.state
             row["consecutive_failures"] = transition.consecutive_failures
@@ -444,101 +456,190 @@ class BatchWriter:
             row["n_new"] = row.get("n_new", 0) + 1
             changed[item.tracker_id] = row
             results = [r.to_dict() for r in item.results]
+            results_text = _dumps(results)
+            passed = states.run_passed(item.status, failed)
             inserts.append(
-                {
-                    "tracker_id": item.tracker_id,
-                    "ping_id": item.ping_id,
-                    "run_id": run_id,
-                    "status": item.status,
-                    "passed": states.run_passed(item.status, failed),
-                    "duration_ms": duration,
-                    "payload": item.body,
-                    "assertions": json.dumps(results, default=str),
-                    "received_at": now,
-                    "started_at": started_at,
-                }
+                (
+                    item.tracker_id,
+                    item.ping_id,
+                    run_id,
+                    item.status,
+                    passed,
+                    duration,
+                    item.body,
+                    results_text,
+                    sql.to_db(now),
+                    sql.to_db(started_at),
+                )
             )
-            inserted.append(item)
             if item.ping_id is not None:
-                seen[(item.tracker_id, item.ping_id)] = (run_id, inserts[-1]["assertions"])
+                seen[(item.tracker_id, item.ping_id)] = (run_id, results_text)
             item.answer = (
                 200,
                 {
                     "ok": True,
                     "run_id": run_id,
                     "status": item.status,
-                    "passed": inserts[-1]["passed"],
+                    "passed": passed,
                     "state": None,
                     "assertions": results,
                 },
             )
 
         if inserts:
-            if flip_for:
-                new_ids = conn.execute(
-                    runs.insert().returning(runs.c.id, sort_by_parameter_order=True), inserts
-                ).scalars()
-                run_pks = list(new_ids)
-                for index, (old, new, why) in flip_for.items():
-                    record_flip(
-                        conn,
-                        inserts[index]["tracker_id"],
-                        old,
-                        new,
-                        why,
-                        run_pks[index],
-                        inserts[index]["received_at"],
-                    )
-            else:
-                conn.execute(runs.insert(), inserts)
-            self._update_trackers(conn, changed)
+            self._insert_runs(conn, inserts, flip_for)
+            conn.exec_driver_sql(
+                sql.update_tracker, [_tracker_params(sql, t, r) for t, r in changed.items()]
+            )
             with self._touched_lock:
                 self._touched.update(changed)
         for item in batch:
             if item.answer is not None and item.answer[1].get("state", "") is None:
                 item.answer[1]["state"] = rows[item.tracker_id]["state"]
 
-    def _update_trackers(self, conn: Connection, changed: dict[int, dict[str, Any]]) -> None:
-        b = sa.bindparam
-        stmt = (
-            trackers.update()
-            .where(trackers.c.id == b("b_id"))
-            .values(
-                state=b("b_state"),
-                consecutive_failures=b("b_failures"),
-                state_changed_at=sa.func.coalesce(
-                    b("b_changed", type_=sa.DateTime(True)), trackers.c.state_changed_at
-                ),
-                open_start_at=b("b_open_at", type_=sa.DateTime(True)),
-                open_start_run_id=b("b_open_run"),
-                last_run_at=b("b_last_run", type_=sa.DateTime(True)),
-                last_ping_at=sa.func.coalesce(
-                    b("b_last_ping", type_=sa.DateTime(True)), trackers.c.last_ping_at
-                ),
-                next_expected_at=sa.case(
-                    (b("b_has_ping", type_=sa.Boolean()), b("b_next", type_=sa.DateTime(True))),
-                    else_=trackers.c.next_expected_at,
-                ),
-                n_runs=trackers.c.n_runs + b("b_n", type_=sa.BigInteger()),
-            )
+    def _insert_runs(
+        self,
+        conn: Connection,
+        inserts: list[tuple[Any, ...]],
+        flip_for: dict[int, tuple[str, str, str, dt.datetime]],
+    ) -> None:
+        """executemany the run rows, in order; a row that flips its tracker is inserted on its
+        own with RETURNING, so its flip can name it."""
+        sql = self.sql
+        start = 0
+        for index in sorted(flip_for):
+            self._insert_many(conn, inserts[start:index])
+            run_pk = conn.exec_driver_sql(sql.insert_runs(1) + " RETURNING id", inserts[index])
+            old, new, why, now = flip_for[index]
+            record_flip(conn, inserts[index][0], old, new, why, run_pk.scalar_one(), now)
+            start = index + 1
+        self._insert_many(conn, inserts[start:])
+
+    def _insert_many(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+        """One multi-row INSERT per chunk: a single statement step (SQLite) or round trip
+        (PostgreSQL), rather than one per row as ``executemany`` would do; with SQLite this
+        also releases the GIL once per chunk instead of once per row."""
+        for i in range(0, len(rows), INSERT_CHUNK):
+            chunk = rows[i : i + INSERT_CHUNK]
+            flat = tuple(value for row in chunk for value in row)
+            conn.exec_driver_sql(self.sql.insert_runs(len(chunk)), flat)
+
+
+class _Sql:
+    """The writer's statements as driver SQL: no SQLAlchemy compilation or type processing
+    per batch. Datetimes cross as SQLAlchemy stores them (SQLite: ISO text without offset,
+    always UTC; PostgreSQL: timestamptz)."""
+
+    TRACKER_COLUMNS: Final = (
+        "id",
+        "token",
+        "state",
+        "consecutive_failures",
+        "failure_threshold",
+        "paused",
+        "open_start_at",
+        "open_start_run_id",
+        "schedule_kind",
+        "period_seconds",
+        "cron",
+        "timezone",
+    )
+
+    def __init__(self, dialect: str) -> None:
+        self.sqlite = dialect == "sqlite"
+        self.p = p = "?" if self.sqlite else "%s"
+        ts = p if self.sqlite else "%s::timestamptz"
+        columns = (
+            "tracker_id, ping_id, run_id, status, passed, duration_ms, payload, assertions, "
+            "received_at, started_at"
         )
-        params = [
-            {
-                "b_id": tid,
-                "b_state": row["state"],
-                "b_failures": row["consecutive_failures"],
-                "b_changed": row.get("state_changed_at"),
-                "b_open_at": row["open_start_at"],
-                "b_open_run": row["open_start_run_id"],
-                "b_last_run": row["last_run_at"],
-                "b_last_ping": row.get("last_ping_at"),
-                "b_has_ping": "last_ping_at" in row,
-                "b_next": row.get("next_expected_at"),
-                "b_n": row["n_new"],
-            }
-            for tid, row in changed.items()
-        ]
-        conn.execute(stmt, params)
+        self._insert_head = f"INSERT INTO runs ({columns}) VALUES "
+        self._insert_row = f"({', '.join([p] * 10)})"
+        self.update_tracker = (
+            f"UPDATE trackers SET state = {p}, consecutive_failures = {p}, "
+            f"state_changed_at = COALESCE({ts}, state_changed_at), "
+            f"open_start_at = {ts}, open_start_run_id = {p}, last_run_at = {ts}, "
+            f"last_ping_at = COALESCE({ts}, last_ping_at), "
+            f"next_expected_at = CASE WHEN {p} THEN {ts} ELSE next_expected_at END, "
+            f"n_runs = n_runs + {p} WHERE id = {p}"
+        )
+
+    @functools.cache  # noqa: B019 - a few instances, one per dialect, live as long as the app
+    def insert_runs(self, n: int) -> str:
+        return self._insert_head + ", ".join([self._insert_row] * n)
+
+    def _list(self, n: int) -> str:
+        return ", ".join([self.p] * n)
+
+    def lock_trackers(self, n: int) -> str:
+        lock = "" if self.sqlite else " ORDER BY id FOR UPDATE"
+        return (
+            f"SELECT {', '.join(self.TRACKER_COLUMNS)} FROM trackers "
+            f"WHERE id IN ({self._list(n)}){lock}"
+        )
+
+    def find_ping_ids(self, n_trackers: int, n_pings: int) -> str:
+        return (
+            "SELECT tracker_id, ping_id, run_id, assertions FROM runs "
+            f"WHERE tracker_id IN ({self._list(n_trackers)}) "
+            f"AND ping_id IN ({self._list(n_pings)})"
+        )
+
+    def find_starts(self, n_trackers: int, n_runs: int) -> str:
+        return (
+            "SELECT tracker_id, run_id, MAX(received_at) FROM runs "
+            f"WHERE tracker_id IN ({self._list(n_trackers)}) "
+            f"AND run_id IN ({self._list(n_runs)}) AND status = 'start' "
+            "GROUP BY tracker_id, run_id"
+        )
+
+    def to_db(self, value: dt.datetime | None) -> Any:
+        """An aware UTC datetime as a statement parameter."""
+        if value is None or not self.sqlite:
+            return value
+        return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+    def from_db(self, value: Any) -> dt.datetime:
+        """A datetime column as read by driver SQL, as an aware UTC datetime."""
+        if isinstance(value, str):
+            value = dt.datetime.fromisoformat(value)
+        aware = as_utc(value)
+        assert aware is not None
+        return aware
+
+
+def _tracker_params(sql: _Sql, tracker_id: int, row: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        row["state"],
+        row["consecutive_failures"],
+        sql.to_db(row.get("state_changed_at")),
+        sql.to_db(_aware_or_none(sql, row["open_start_at"])),
+        row["open_start_run_id"],
+        sql.to_db(row["last_run_at"]),
+        sql.to_db(row.get("last_ping_at")),
+        "last_ping_at" in row,
+        sql.to_db(row.get("next_expected_at")),
+        row["n_new"],
+        tracker_id,
+    )
+
+
+def _aware_or_none(sql: _Sql, value: Any) -> dt.datetime | None:
+    return None if value is None else sql.from_db(value)
+
+
+_random_bits = random.getrandbits  # reseeded after fork by the random module
+
+
+def _new_run_id() -> str:
+    """A random version-4 UUID string (run ids need uniqueness, not secrecy; this is
+    several times cheaper than ``str(uuid.uuid4())``)."""
+    h = f"{_random_bits(128):032x}"
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
 
 
 # --- the ASGI handler ------------------------------------------------------------------------
@@ -582,24 +683,14 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def parse_body(body: bytes) -> dict[str, Any]:
     """The ping body as a JSON object ({} when empty); raises :class:`PingError` (400)."""
     if not body.strip():
         return {}
     try:
-        value = json.loads(body, parse_constant=_reject_constant)
-    except UnicodeDecodeError:
-        raise PingError(400, "invalid_json", "body is not valid JSON: not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
         raise PingError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
-    except ValueError as exc:  # NaN/Infinity, or a too-deep document
-        raise PingError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise PingError(400, "invalid_json", "body is not valid JSON: nested too deep") from None
     if not isinstance(value, dict):
         raise PingError(400, "not_object", f"body must be a JSON object, got {_json_type(value)}")
     return value
@@ -609,10 +700,7 @@ def _payload_text(body: bytes, payload: dict[str, Any]) -> str:
     """The body to store: as received when it is UTF-8 JSON, else re-encoded."""
     if not payload:
         return "{}"
-    try:
-        return body.decode()
-    except UnicodeDecodeError:  # UTF-16/32 JSON, which json.loads accepts
-        return json.dumps(payload)
+    return body.decode()  # orjson accepted it, so it is UTF-8
 
 
 def _string_field(payload: dict[str, Any], name: str) -> str | None:
@@ -782,7 +870,7 @@ class PingHandler:
 
 
 async def _send_json(send: Send, status: int, answer: dict[str, Any]) -> None:
-    await _send(send, status, json.dumps(answer, default=str).encode(), b"application/json")
+    await _send(send, status, orjson.dumps(answer, default=str), b"application/json")
 
 
 async def _send(
