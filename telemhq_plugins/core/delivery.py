@@ -4,23 +4,39 @@
   bounded queue and returns; a full queue drops the ping and counts it, it never blocks.
 * A daemon worker thread sends (hooks, serialisation and HTTP all happen there), retrying
   connection errors, 5xx and 429 with exponential backoff and jitter (``Retry-After`` is
-  honoured); other 4xx are not retried.
-* After ``fork`` the child gets a fresh queue and worker (Celery prefork, Airflow runners).
-* At interpreter exit pending pings are flushed within ``flush_timeout`` seconds.
-* :meth:`Client.send` is the synchronous path for callers that need the answer (the CLI).
+  honoured); other 4xx are not retried. One ping occupies the worker for at most
+  ``ping_budget`` seconds (default twice the per-attempt timeout), retries included.
+* A circuit breaker per server: once a ping has failed all its retries, the pings for that
+  server during the next cool-down (5 s, doubling up to 5 min while it stays down) are not
+  tried; they go to the spool, or are dropped and counted when there is none. A dead or
+  black-holed server therefore costs one ping's budget per cool-down, not one per ping.
+* With ``TELEMHQ_SPOOL_DIR`` (see :mod:`telemhq_plugins.core.spool`) a ping is written to the
+  spool before the worker first sleeps to retry it, deleted when it is delivered, and replayed
+  by the worker (at start, every ``replay_interval`` seconds and after a successful delivery)
+  otherwise, from whichever process sharing the directory gets there first.
+* After ``fork`` the child gets a fresh queue and worker (Celery prefork, Airflow runners);
+  the parent's pending pings stay the parent's.
+* At interpreter exit (and at the exit of a ``multiprocessing`` child) pending pings are
+  flushed within ``flush_timeout`` seconds; with a spool, what is left is written to it.
+* :meth:`Client.send` is the synchronous path for callers that need the answer (the CLI): the
+  same retries and budget, no hooks, no breaker, no spool.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import email.utils
 import json
 import logging
 import os
 import queue
 import random
+import sys
 import threading
 import time
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -30,6 +46,7 @@ from telemhq_plugins.core.config import Settings, load_settings
 from telemhq_plugins.core.logs import log_once
 from telemhq_plugins.core.payload import Ping
 from telemhq_plugins.core.plugins import run_before_send_hooks, run_result_hooks
+from telemhq_plugins.core.spool import Spool
 
 __all__ = ["Client", "DeliveryResult", "get_client", "set_client"]
 
@@ -38,13 +55,26 @@ logger = logging.getLogger("telemhq")
 Outcome = Literal["delivered", "rejected", "failed", "dropped", "filtered", "spooled"]
 _BACKOFF_BASE: Final = 0.5
 _BACKOFF_CAP: Final = 30.0
-_RETRY_AFTER_CAP: Final = 60.0
+#: A longer Retry-After is read as this; it still only delays that server's pings.
+_RETRY_AFTER_CAP: Final = 3600.0
+_BREAKER_BASE: Final = 5.0
+_BREAKER_CAP: Final = 300.0
+_REPLAY_INTERVAL: Final = 30.0
+_REPLAY_AFTER_SUCCESS: Final = 1.0  # at most one replay pass per second triggered by successes
+_REPLAY_BATCH: Final = 20
+_MIN_ATTEMPT_TIMEOUT: Final = 0.05
 _USER_AGENT: Final = "telemhq-plugins/0.1"
 
 
 @dataclass(frozen=True, slots=True)
 class DeliveryResult:
-    """What happened to one ping. ``response`` is the server's JSON answer when there was one."""
+    """What happened to one ping. ``response`` is the server's JSON answer when there was one.
+
+    ``delivered``: 2xx. ``rejected``: the server refused it for good (4xx other than 429, or
+    a redirect); not retried. ``failed``: retries exhausted, no spool. ``spooled``: kept on
+    disk for a later replay. ``dropped``: queue full, or the server's circuit was open and
+    there is no spool. ``filtered``: a plugin's ``telemhq_filter_ping`` dropped it.
+    """
 
     outcome: Outcome
     status_code: int | None = None
@@ -57,23 +87,50 @@ class DeliveryResult:
         return self.outcome == "delivered"
 
 
+@dataclass(frozen=True, slots=True)
+class _Tried:
+    result: DeliveryResult
+    retry_after: float | None = None  # the server's last Retry-After, if any
+
+
+_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+#: In a forked child: the parent's HTTP clients, kept alive so they are never closed here.
+_inherited: list[object] = []
+
+
 class Client:
-    """Sends pings for one process. Use :func:`get_client` rather than building one."""
+    """Sends pings for one process. Use :func:`get_client` rather than building one.
+
+    The keyword arguments after ``settings`` exist for tests and benchmarks: ``transport``
+    (an ``httpx`` transport), ``sleep`` (the backoff sleep), ``spool`` (default: one in
+    ``settings.spool_dir`` when set), ``ping_budget`` (seconds one ping may occupy the
+    worker), ``backoff_base``, ``breaker_base`` and ``replay_interval`` (seconds).
+    """
 
     def __init__(
         self,
         settings: Settings | None = None,
         *,
         transport: httpx.BaseTransport | None = None,
-        sleep: Any = time.sleep,
+        sleep: Callable[[float], Any] = time.sleep,
+        spool: Spool | None = None,
+        ping_budget: float | None = None,
+        backoff_base: float = _BACKOFF_BASE,
+        breaker_base: float = _BREAKER_BASE,
+        replay_interval: float = _REPLAY_INTERVAL,
     ) -> None:
         self.settings = settings or load_settings()
         self._transport = transport
         self._sleep = sleep
-        self.dropped = 0
-        self.delivered = 0
-        self.failed = 0
+        if spool is None and self.settings.spool_dir:
+            spool = Spool(self.settings.spool_dir)
+        self.spool = spool
+        self.ping_budget = ping_budget or 2 * self.settings.timeout
+        self._backoff_base = backoff_base
+        self._breaker_base = breaker_base
+        self._replay_interval = replay_interval
         self._reset()
+        _clients.add(self)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -84,18 +141,53 @@ class Client:
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
         self._http: httpx.Client | None = None
-        self._closed = False
+        #: origin -> (monotonic time the circuit closes again, last cool-down in seconds)
+        self._breaker: dict[str, tuple[float, float]] = {}
+        self._inflight: tuple[str, str, bytes] | None = None
+        self._exit_hooked = False
+        self.dropped = 0
+        self.delivered = 0
+        self.rejected = 0
+        self.failed = 0
+        self.filtered = 0
+        self.spooled = 0
+        self.replayed = 0
+
+    def _after_fork_in_child(self) -> None:
+        # Abandon what the parent owns (its sockets, queue, thread): never close it, and keep
+        # it referenced so garbage collection does not close it either.
+        if self._http is not None:
+            _inherited.append(self._http)
+        self._reset()
+        if self.spool is not None:
+            self.spool.reset_after_fork()
 
     def _ensure_worker(self) -> None:
-        if self._pid != os.getpid():
-            self._reset()
-        if self._worker is None or not self._worker.is_alive():
+        if self._pid != os.getpid():  # fork without os.register_at_fork (e.g. a C extension)
+            self._after_fork_in_child()
+        worker = self._worker
+        if worker is None or not worker.is_alive():
             with self._lock:
                 if self._worker is None or not self._worker.is_alive():
                     self._worker = threading.Thread(
                         target=self._run, name="telemhq-delivery", daemon=True
                     )
                     self._worker.start()
+                    self._hook_child_exit()
+
+    def _hook_child_exit(self) -> None:
+        """A ``multiprocessing``/``billiard`` child ends with ``os._exit``, which skips
+        ``atexit``; their own exit finalizers do run, so flush from one of those."""
+        if self._exit_hooked:
+            return
+        self._exit_hooked = True
+        for name in ("multiprocessing.util", "billiard.util"):
+            module = sys.modules.get(name)
+            if module is not None:
+                try:
+                    module.Finalize(self, self.close, exitpriority=10)
+                except Exception:  # pragma: no cover - a foreign or patched module
+                    logger.debug("TelemHQ: cannot hook %s exit", name, exc_info=True)
 
     def _client(self) -> httpx.Client:
         if self._http is None:
@@ -105,6 +197,14 @@ class Client:
                 headers={"User-Agent": _USER_AGENT, "Content-Type": "application/json"},
             )
         return self._http
+
+    def start(self) -> None:
+        """Start the worker now rather than at the first ping; with a spool, its first job is
+        to replay what earlier processes left there. Never raises."""
+        try:
+            self._ensure_worker()
+        except Exception:
+            log_once(logger, logging.ERROR, "start", "TelemHQ: start failed", exc_info=True)
 
     # -- the job's side ---------------------------------------------------------------------
 
@@ -144,85 +244,293 @@ class Client:
         return True
 
     def close(self, timeout: float | None = None) -> None:
-        """Flush, then stop the worker. Pings enqueued afterwards restart it."""
-        if self._closed or self._pid != os.getpid():
+        """Flush within ``timeout`` (default ``settings.flush_timeout``); with a spool, write
+        what is still pending to it. The worker stays parked (a daemon thread): pings
+        enqueued afterwards are still sent. Never raises."""
+        if self._pid != os.getpid():
             return
-        self.flush(timeout)
-        self._closed = True
-        if self._http is not None:
-            self._http.close()
-            self._http = None
+        try:
+            if not self.flush(timeout) and self.spool is not None:
+                self._spool_pending()
+            if self._http is not None and self._queue.unfinished_tasks == 0:
+                self._http.close()
+                self._http = None
+        except Exception:
+            log_once(logger, logging.ERROR, "close", "TelemHQ: close failed", exc_info=True)
+
+    def _spool_pending(self) -> None:
+        """Exit with a slow or dead server: keep the in-flight ping and the queue on disk."""
+        assert self.spool is not None
+        inflight = self._inflight
+        if inflight is not None:
+            self.spool.add(*inflight)
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                if item is not None and run_before_send_hooks(item[0]):
+                    ping, url = item
+                    if self.spool.add(ping.ping_id, url, ping.to_json()):
+                        self.spooled += 1
+            finally:
+                self._queue.task_done()
+
+    def stats(self) -> dict[str, int]:
+        """Counters for this process: what happened to the pings it enqueued."""
+        return {
+            "queued": self._queue.qsize(),
+            "delivered": self.delivered,
+            "rejected": self.rejected,
+            "failed": self.failed,
+            "spooled": self.spooled,
+            "replayed": self.replayed,
+            "filtered": self.filtered,
+            "dropped": self.dropped,
+        }
 
     # -- the worker's side ------------------------------------------------------------------
 
     def _run(self) -> None:
+        next_replay = time.monotonic()  # replay what earlier processes left, first thing
         while True:
-            item = self._queue.get()
+            try:
+                if self.spool is None:
+                    item = self._queue.get()
+                else:
+                    item = self._queue.get(timeout=max(0.0, next_replay - time.monotonic()))
+            except queue.Empty:
+                next_replay = self._replay()
+                continue
             try:
                 if item is None:
                     return
                 ping, url = item
-                self._deliver(ping, url)
+                result = self._deliver(ping, url)
+                if result.ok and self.spool is not None:
+                    # The server is back: replay soon (once the queue is idle).
+                    next_replay = min(next_replay, time.monotonic() + _REPLAY_AFTER_SUCCESS)
             except Exception:
                 log_once(logger, logging.ERROR, "worker", "TelemHQ: delivery error", exc_info=True)
             finally:
+                self._inflight = None
                 self._queue.task_done()
 
     def _deliver(self, ping: Ping, url: str) -> DeliveryResult:
         if not run_before_send_hooks(ping):
+            self.filtered += 1
             result = DeliveryResult("filtered")
         else:
-            result = self.send(ping, url)
+            result = self._deliver_now(ping.ping_id, url, ping.to_json())
         run_result_hooks(ping, result)
         return result
 
+    def _deliver_now(self, ping_id: str, url: str, body: bytes) -> DeliveryResult:
+        spool = self.spool
+        origin = _origin(url)
+        cooling = self._cooling(origin)
+        if cooling is not None:
+            error = f"circuit open for {origin} (recent failures); {cooling:.0f}s left"
+            never_tried = DeliveryResult("failed")
+            return self._give_up(
+                ping_id, url, body, stored=False, delay=cooling, result=never_tried, error=error
+            )
+        self._inflight = (ping_id, url, body)
+        stored = False
+
+        def before_wait() -> None:
+            # Write-ahead: from here on the ping survives the process dying mid-retry.
+            nonlocal stored
+            if spool is not None and not stored:
+                stored = spool.add(ping_id, url, body, claim_for=self.ping_budget + 5.0)
+
+        tried = self._attempt(url, body, self.settings.max_retries + 1, before_wait)
+        result = tried.result
+        if result.outcome != "failed":
+            self._breaker.pop(origin, None)
+            if stored and spool is not None:
+                spool.delete(ping_id)
+            if result.ok:
+                self.delivered += 1
+            else:
+                self.rejected += 1
+            return result
+        cooldown = self._open_circuit(origin, tried.retry_after)
+        return self._give_up(
+            ping_id, url, body, stored=stored, delay=cooldown, result=result, error=result.error
+        )
+
+    def _give_up(
+        self,
+        ping_id: str,
+        url: str,
+        body: bytes,
+        *,
+        stored: bool,
+        delay: float,
+        result: DeliveryResult,
+        error: str | None,
+    ) -> DeliveryResult:
+        """Not delivered now: keep it in the spool for later, or count it as lost."""
+        spool = self.spool
+        if spool is not None:
+            if stored:
+                spool.release(ping_id, delay)
+                kept = True
+            else:
+                kept = spool.add(ping_id, url, body, delay=delay)
+            if kept:
+                self.spooled += 1
+                return DeliveryResult("spooled", result.status_code, result.attempts, None, error)
+        if result.attempts == 0:  # never tried: the circuit was open
+            self.dropped += 1
+            log_once(
+                logger,
+                logging.WARNING,
+                ("circuit", _origin(url)),
+                "TelemHQ: %s; pings to it are dropped while it cools down "
+                "(set TELEMHQ_SPOOL_DIR to keep them)",
+                error,
+            )
+            return DeliveryResult("dropped", None, 0, None, error)
+        self.failed += 1
+        return DeliveryResult("failed", result.status_code, result.attempts, None, error)
+
+    def _cooling(self, origin: str) -> float | None:
+        """Seconds left in the cool-down of ``origin``'s circuit, None when it is closed."""
+        state = self._breaker.get(origin)
+        if state is None:
+            return None
+        left = state[0] - time.monotonic()
+        return left if left > 0 else None
+
+    def _open_circuit(self, origin: str, retry_after: float | None) -> float:
+        previous = self._breaker.get(origin)
+        cooldown = self._breaker_base if previous is None else min(_BREAKER_CAP, previous[1] * 2)
+        cooldown = max(cooldown, retry_after or 0.0)
+        self._breaker[origin] = (time.monotonic() + cooldown, cooldown)
+        return cooldown
+
+    def _replay(self) -> float:
+        """Replay due spooled pings (one attempt each; the spool is the retry loop). Stops
+        early when live pings are waiting. Returns the monotonic time of the next pass."""
+        spool = self.spool
+        assert spool is not None
+        now = time.monotonic()
+        batch = spool.claim(_REPLAY_BATCH, lease=_REPLAY_BATCH * self.settings.timeout + 10.0)
+        for item in batch:
+            origin = _origin(item.url)
+            cooling = self._cooling(origin)
+            if cooling is not None or not self._queue.empty():
+                spool.release(item.ping_id, cooling or 0.0, attempted=False)
+                continue
+            tried = self._attempt(item.url, item.body, 1, None)
+            if tried.result.outcome == "failed":
+                cooldown = self._open_circuit(origin, tried.retry_after)
+                spool.release(item.ping_id, cooldown)
+            else:
+                self._breaker.pop(origin, None)
+                spool.delete(item.ping_id)
+                self.replayed += 1
+                if tried.result.ok:
+                    self.delivered += 1
+                else:
+                    self.rejected += 1
+        due = spool.next_due()
+        wait = self._replay_interval if due is None else min(self._replay_interval, due)
+        # Never spin: a full batch or a row due right now still waits a little.
+        return max(now + 0.1, time.monotonic() + wait)
+
+    # -- HTTP -------------------------------------------------------------------------------
+
     def send(self, ping: Ping, url: str) -> DeliveryResult:
         """POST ``ping`` to ``url`` now, with retries; returns the outcome, never raises."""
-        body = ping.to_json()
+        try:
+            result = self._attempt(url, ping.to_json(), self.settings.max_retries + 1, None).result
+        except Exception as exc:
+            log_once(logger, logging.ERROR, "send", "TelemHQ: send failed", exc_info=True)
+            return DeliveryResult("failed", error=f"{type(exc).__name__}: {exc}")
+        if result.ok:
+            self.delivered += 1
+        elif result.outcome == "rejected":
+            self.rejected += 1
+        else:
+            self.failed += 1
+        return result
+
+    def _attempt(
+        self,
+        url: str,
+        body: bytes,
+        max_attempts: int,
+        before_wait: Callable[[], None] | None,
+    ) -> _Tried:
+        """Up to ``max_attempts`` POSTs within ``ping_budget`` seconds. The outcome is
+        delivered, rejected or failed; counters are the caller's business."""
+        deadline = time.monotonic() + self.ping_budget
         attempts = 0
         error: str | None = None
         status: int | None = None
+        retry_after: float | None = None
         while True:
             attempts += 1
-            wait: float | None = None
+            timeout = min(
+                self.settings.timeout, max(_MIN_ATTEMPT_TIMEOUT, deadline - time.monotonic())
+            )
+            retry_after = None
             try:
-                response = self._client().post(url, content=body)
+                response = self._client().post(url, content=body, timeout=timeout)
             except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}"
+                status, error = None, f"{type(exc).__name__}: {exc}"
             else:
                 status = response.status_code
-                if status < 400:
-                    self.delivered += 1
-                    return DeliveryResult("delivered", status, attempts, _json_or_none(response))
+                if 200 <= status < 300:
+                    return _Tried(
+                        DeliveryResult("delivered", status, attempts, _json_or_none(response))
+                    )
                 error = f"HTTP {status}: {response.text[:300]}"
+                if 300 <= status < 400:
+                    where = response.headers.get("Location", "elsewhere")
+                    error = f"HTTP {status}: redirected to {where}; use the final URL"
                 if status != 429 and status < 500:
-                    self.failed += 1
                     log_once(
                         logger,
                         logging.ERROR,
-                        ("rejected", url.rsplit("/", 1)[0], status),
+                        ("rejected", _origin(url), status),
                         "TelemHQ: server rejected a ping (%s); not retried",
                         error,
                     )
-                    return DeliveryResult(
-                        "rejected", status, attempts, _json_or_none(response), error
+                    return _Tried(
+                        DeliveryResult("rejected", status, attempts, _json_or_none(response), error)
                     )
-                wait = _retry_after(response)
-            if attempts > self.settings.max_retries:
+                retry_after = _retry_after(response)
+            if attempts >= max_attempts:
                 break
+            wait = retry_after
             if wait is None:
-                wait = random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (attempts - 1)))
+                step = min(_BACKOFF_CAP, self._backoff_base * 2 ** (attempts - 1))
+                wait = step / 2 + random.uniform(0, step / 2)  # "equal jitter"
+            if time.monotonic() + wait + _MIN_ATTEMPT_TIMEOUT >= deadline:
+                break  # out of budget: the spool (or the next ping) will try again
+            if before_wait is not None:
+                before_wait()
             self._sleep(wait)
-        self.failed += 1
         log_once(
             logger,
             logging.WARNING,
-            ("undeliverable", url.rsplit("/", 1)[0]),
-            "TelemHQ: could not deliver a ping after %d attempts (%s)",
+            ("undeliverable", _origin(url)),
+            "TelemHQ: could not deliver a ping to %s after %d attempt(s) (%s)",
+            _origin(url),
             attempts,
             error,
         )
-        return DeliveryResult("failed", status, attempts, None, error)
+        return _Tried(DeliveryResult("failed", status, attempts, None, error), retry_after)
+
+
+def _origin(url: str) -> str:
+    """``https://host:port`` of a ping URL: the unit of the circuit breaker."""
+    return "/".join(url.split("/", 3)[:3])
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -232,8 +540,9 @@ def _retry_after(response: httpx.Response) -> float | None:
     try:
         seconds = float(value)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        if parsed is None:
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
             return None
         seconds = parsed.timestamp() - time.time()
     return max(0.0, min(seconds, _RETRY_AFTER_CAP))
@@ -269,8 +578,23 @@ def set_client(client: Client | None) -> Client | None:
     return previous
 
 
+def _after_fork_in_child() -> None:
+    global _client_lock
+    _client_lock = threading.Lock()
+    for client in list(_clients):
+        with contextlib.suppress(Exception):  # never break the forked child
+            client._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 @atexit.register
 def _flush_at_exit() -> None:
-    client = _client
-    if client is not None:
-        client.close()
+    clients = list(_clients)
+    if not clients:
+        return
+    # One bound for the whole exit, however many clients there are.
+    deadline = time.monotonic() + max(c.settings.flush_timeout for c in clients)
+    for client in clients:
+        client.close(max(0.0, deadline - time.monotonic()))
