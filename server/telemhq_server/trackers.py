@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection, RowMapping
 
 from telemhq_plugins.core.assertions import AssertionSyntaxError, parse_assertion
 from telemhq_plugins.core.config import slugify
-from telemhq_server.db import as_utc, iso, trackers, utcnow
+from telemhq_server.db import iso, trackers, utcnow
 
 __all__ = [
     "ValidationError",
@@ -264,12 +264,16 @@ def next_expected_at(
     after: dt.datetime,
 ) -> dt.datetime | None:
     """When the next ping is due after one received at ``after`` (grace not included)."""
-    if kind == "period" and period_seconds:
-        return after + dt.timedelta(seconds=period_seconds)
-    if kind == "cron" and cron:
-        from croniter import croniter
+    # Part 2: one schedule rule for ingest and the detector, DST-safe (see schedules.py).
+    from telemhq_server.schedules import Schedule, ScheduleError, next_expected_after
 
-        local = after.astimezone(ZoneInfo(timezone))
-        nxt: dt.datetime = croniter(cron, local).get_next(dt.datetime)
-        return as_utc(nxt)
-    return None
+    try:
+        schedule = Schedule(
+            kind=kind,  # type: ignore[arg-type]  # validated on save
+            period_seconds=period_seconds,
+            cron=cron,
+            timezone=timezone or "UTC",
+        )
+    except ScheduleError:
+        return None
+    return next_expected_after(schedule, after)

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_EVENTS",
     "EVENTS",
+    "KEEP_DAYS",
     "SIGNATURE_HEADER",
     "Dispatcher",
     "RetryPolicy",
@@ -76,6 +77,8 @@ EVENTS: Final = ("tracker.failing", "tracker.late", "tracker.down", "tracker.rec
 DEFAULT_EVENTS: Final = ("tracker.failing", "tracker.down", "tracker.recovered")
 SIGNATURE_HEADER: Final = "X-TelemHQ-Signature"
 _USER_AGENT: Final = "telemhq-server-webhooks/1"
+#: Days a delivered or abandoned alert stays visible in ``/api/v1/webhooks/{id}/deliveries``.
+KEEP_DAYS: Final = 30
 #: Most characters of an error or response kept in ``webhook_attempts``/``last_error``.
 _MAX_ERROR: Final = 500
 
@@ -342,10 +345,14 @@ class Dispatcher:
 
     async def run(self) -> None:
         """Deliver forever (cancel the task to stop); errors are logged, never raised."""
+        next_prune = 0.0
         try:
             while True:
                 try:
                     await self.tick()
+                    if time.monotonic() >= next_prune:
+                        next_prune = time.monotonic() + 3600
+                        await asyncio.to_thread(self.prune, self.clock())
                 except Exception:
                     logger.exception("webhook delivery pass failed; retrying")
                 with contextlib.suppress(TimeoutError):
@@ -353,6 +360,15 @@ class Dispatcher:
                 self._wake.clear()
         finally:
             await self.aclose()
+
+    def prune(self, now: dt.datetime) -> int:
+        """Forget finished deliveries (and their attempt logs) older than :data:`KEEP_DAYS`."""
+        o, a = db.webhook_outbox, db.webhook_attempts
+        cutoff = now - dt.timedelta(days=KEEP_DAYS)
+        done = sa.or_(o.c.delivered_at < cutoff, o.c.failed_at < cutoff)
+        with db.write_tx(self.engine) as conn:
+            conn.execute(sa.delete(a).where(a.c.outbox_id.in_(sa.select(o.c.id).where(done))))
+            return int(conn.execute(sa.delete(o).where(done)).rowcount)
 
     async def aclose(self) -> None:
         if self._own_client and self._client is not None:

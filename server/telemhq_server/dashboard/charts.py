@@ -27,9 +27,9 @@ def format_number(value: float) -> str:
     if not math.isfinite(value):
         return str(value)
     magnitude = abs(value)
-    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e4, "k")):
-        if magnitude >= limit:
-            return f"{value / limit:.3g}{suffix}"
+    for threshold, unit, suffix in ((1e9, 1e9, "G"), (1e6, 1e6, "M"), (1e4, 1e3, "k")):
+        if magnitude >= threshold:
+            return f"{value / unit:.3g}{suffix}"
     if value == int(value):
         return str(int(value))
     return f"{value:.3g}"

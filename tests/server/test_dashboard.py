@@ -1,0 +1,258 @@
+"""The dashboard over real HTTP against a real server (tests.live_server), plus its pure parts."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from telemhq_server.dashboard import auth
+from telemhq_server.dashboard.charts import format_number, line_chart, sparkline
+from telemhq_server.dashboard.pages import metric_names, schedule_text
+
+from tests.live_server import LiveServer
+
+EVIL = "<script>alert('x')</script>"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[LiveServer]:
+    with LiveServer() as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def etl(server: LiveServer) -> dict[str, Any]:
+    """A tracker with assertions, a schedule and a few runs, one of them failing."""
+    tracker = server.create_tracker(
+        name="Nightly ETL",
+        assertions=["records_processed > 0", "cost_usd <= 5"],
+        schedule={"kind": "cron", "cron": "30 2 * * *", "timezone": "Europe/Berlin"},
+    )
+    for i, (records, cost) in enumerate([(120, 1.5), (340, 2.25), (90, 3.0)]):
+        body = {"records_processed": records, "cost_usd": cost, "duration": 1000 + 250 * i}
+        assert server.ping(tracker, body).status_code == 200
+    body = {"records_processed": 0, "cost_usd": 7.5, "duration": 900, "note": EVIL}
+    assert server.ping(tracker, body).status_code == 200
+    return server.tracker(tracker["id"])
+
+
+@contextlib.contextmanager
+def signed_in(server: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.base_url, timeout=15) as client:
+        answer = client.post("/dashboard/login", data={"api_key": server.api_key})
+        assert answer.status_code == 303
+        yield client
+
+
+def test_it_sends_visitors_without_a_session_to_the_sign_in_page(server: LiveServer) -> None:
+    with httpx.Client(base_url=server.base_url) as anonymous:
+        answer = anonymous.get("/dashboard/trackers/1?x=1")
+        assert answer.status_code == 303
+        assert answer.headers["location"] == "/dashboard/login?next=/dashboard/trackers/1%3Fx%3D1"
+        page = anonymous.get("/dashboard/login")
+        assert page.status_code == 200
+        assert 'name="api_key"' in page.text
+        assert anonymous.get("/").headers["location"] == "/dashboard/"
+
+
+def test_it_refuses_a_wrong_key(server: LiveServer) -> None:
+    with httpx.Client(base_url=server.base_url) as client:
+        answer = client.post("/dashboard/login", data={"api_key": "thq_nope"})
+        assert answer.status_code == 401
+        assert "That API key is not valid." in answer.text
+        assert auth.COOKIE_NAME not in answer.headers.get("set-cookie", "")
+
+
+def test_it_signs_in_with_an_api_key_into_an_httponly_samesite_cookie(server: LiveServer) -> None:
+    with httpx.Client(base_url=server.base_url) as client:
+        answer = client.post(
+            "/dashboard/login", data={"api_key": server.api_key, "next": "/dashboard/trackers/1"}
+        )
+        assert answer.status_code == 303
+        assert answer.headers["location"] == "/dashboard/trackers/1"
+        cookie = answer.headers["set-cookie"]
+        assert cookie.startswith(f"{auth.COOKIE_NAME}=")
+        assert "HttpOnly" in cookie
+        assert "SameSite=lax" in cookie
+        assert server.api_key not in cookie  # the key itself never travels in the cookie
+        assert client.get("/dashboard/").status_code == 200
+        # Signing out ends it.
+        assert client.post("/dashboard/logout").status_code == 303
+        assert client.get("/dashboard/").status_code == 303
+
+
+def test_it_never_redirects_off_site_after_sign_in(server: LiveServer) -> None:
+    with httpx.Client(base_url=server.base_url) as client:
+        for target in ("https://evil.example/", "//evil.example/", "/api/v1/keys"):
+            answer = client.post(
+                "/dashboard/login", data={"api_key": server.api_key, "next": target}
+            )
+            assert answer.headers["location"] == "/dashboard/"
+
+
+def test_it_rejects_a_forged_or_tampered_cookie(server: LiveServer) -> None:
+    with signed_in(server) as client:
+        real = client.cookies[auth.COOKIE_NAME]
+    key_id, expires, signature = real.split(".")
+    forged = [
+        f"{key_id}.{int(expires) + 1000}.{signature}",  # extended expiry
+        f"{key_id}.{expires}.{'0' * 64}",  # made-up signature
+        f"{int(key_id) + 1}.{expires}.{signature}",  # another key
+        "garbage",
+    ]
+    for value in forged:
+        with httpx.Client(base_url=server.base_url, cookies={auth.COOKIE_NAME: value}) as c:
+            assert c.get("/dashboard/").status_code == 303, value
+
+
+def test_a_session_ends_when_its_api_key_is_deleted(server: LiveServer) -> None:
+    created = server.api("POST", "/keys", json={"name": "temp", "scope": "read"}).json()
+    with httpx.Client(base_url=server.base_url) as client:
+        client.post("/dashboard/login", data={"api_key": created["key"]})
+        assert client.get("/dashboard/").status_code == 200
+        assert server.api("DELETE", f"/keys/{created['id']}").status_code == 204
+        assert client.get("/dashboard/").status_code == 303
+
+
+def test_the_trackers_page_shows_state_last_run_next_ping_and_a_sparkline(
+    server: LiveServer, etl: dict[str, Any]
+) -> None:
+    with signed_in(server) as client:
+        page = client.get("/dashboard/")
+    assert page.status_code == 200
+    row = re.search(r'<tr data-tracker="nightly-etl">.*?</tr>', page.text, re.S)
+    assert row is not None
+    html = row.group(0)
+    assert f'href="/dashboard/trackers/{etl["id"]}">Nightly ETL</a>' in html
+    assert '<span class="state state-failing">failing</span>' in html  # colour and text
+    assert "status-success" in html  # last run's status
+    assert "<time" in html  # next expected ping (cron schedule)
+    assert '<svg class="sparkline"' in html
+    assert "<polyline" in html
+
+
+def test_the_tracker_page_shows_config_charts_runs_and_flips(
+    server: LiveServer, etl: dict[str, Any]
+) -> None:
+    with signed_in(server) as client:
+        page = client.get(f"/dashboard/trackers/{etl['id']}")
+    assert page.status_code == 200
+    text = page.text
+    assert "cron 30 2 * * * (Europe/Berlin), grace 5 min" in text
+    assert "<code>records_processed &gt; 0</code>" in text
+    assert etl["token"] in text  # the ping URL
+    # One chart for duration and one per numeric payload metric.
+    titles = re.findall(r'<svg class="chart"[^>]*><title>([^<]*)</title>', text)
+    assert titles == ["duration (ms)", "cost_usd", "records_processed"]
+    assert text.count('class="chart-dot"') == 3 * 4
+    # Runs, newest first, with the failed assertion's reason; flips with their reasons.
+    runs = re.findall(r'<tr class="run">.*?</tr>', text, re.S)
+    assert len(runs) == 4
+    assert "records_processed was 0, expected &gt; 0" in runs[0]
+    assert "cost_usd was 7.5, expected &lt;= 5" in runs[0]
+    assert '<span class="bad">failed</span>' in runs[0]
+    assert '<span class="ok">passed</span>' in runs[1]
+    assert "first successful run" in text
+    assert "assertion failed" in text
+
+
+def test_a_payload_with_markup_renders_as_text(server: LiveServer, etl: dict[str, Any]) -> None:
+    run = server.runs(etl["id"])[0]
+    with signed_in(server) as client:
+        page = client.get(f"/dashboard/trackers/{etl['id']}/runs/{run['id']}")
+    assert page.status_code == 200
+    assert "<script>" not in page.text
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page.text
+    assert '<pre class="payload">' in page.text
+    assert "script-src" not in page.headers["content-security-policy"]  # default-src 'none'
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+
+
+def test_a_tracker_name_with_markup_is_escaped_everywhere(server: LiveServer) -> None:
+    tracker = server.create_tracker(name=f"x {EVIL}", slug="evil-name")
+    server.ping(tracker, {"duration": 5})
+    with signed_in(server) as client:
+        pages = [
+            client.get("/dashboard/").text,
+            client.get(f"/dashboard/trackers/{tracker['id']}").text,
+        ]
+    for text in pages:
+        assert "<script>" not in text
+        assert "x &lt;script&gt;" in text
+
+
+def test_unknown_trackers_and_runs_are_404(server: LiveServer, etl: dict[str, Any]) -> None:
+    with signed_in(server) as client:
+        assert client.get("/dashboard/trackers/999999").status_code == 404
+        assert client.get("/dashboard/trackers/abc").status_code == 404
+        assert client.get(f"/dashboard/trackers/{etl['id']}/runs/999999").status_code == 404
+
+
+def test_the_stylesheet_is_served_locally(server: LiveServer) -> None:
+    answer = httpx.get(server.base_url + "/dashboard/static/style.css")
+    assert answer.status_code == 200
+    assert ".state-down" in answer.text
+
+
+def test_public_dashboard_needs_no_sign_in() -> None:
+    with LiveServer(env={"TELEMHQ_PUBLIC_DASHBOARD": "1"}) as live:
+        tracker = live.create_tracker(name="local job")
+        live.ping(tracker)
+        with httpx.Client(base_url=live.base_url) as anonymous:
+            page = anonymous.get("/dashboard/")
+            assert page.status_code == 200
+            assert "local job" in page.text
+            assert anonymous.get("/dashboard/login").headers["location"] == "/dashboard/"
+
+
+# --- pure parts -----------------------------------------------------------------------------
+
+
+T0 = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+
+
+def test_a_line_chart_has_a_point_per_value_with_its_exact_value() -> None:
+    points = [(T0 + dt.timedelta(hours=i), v) for i, v in enumerate([3.0, 1.0, 2.0])]
+    svg = line_chart(points, title="cost <usd>", unit="$")
+    assert svg.startswith('<svg class="chart"')
+    assert "<title>cost &lt;usd&gt;</title>" in svg
+    assert svg.count("<circle") == 3
+    assert "2026-06-01 01:00:00 UTC: 1 $" in svg
+    assert line_chart([], title="empty").count("no data yet") == 1
+    # NaN and infinities are skipped rather than breaking the drawing.
+    assert line_chart([(T0, float("nan")), (T0, 1.0)], title="t").count("<circle") == 1
+
+
+def test_a_sparkline_needs_two_values() -> None:
+    assert "<polyline" not in sparkline([1.0], title="t")
+    assert "<polyline" in sparkline([1.0, 2.0], title="t")
+
+
+def test_numbers_are_shown_short() -> None:
+    assert [format_number(v) for v in (12, 0.1234, 12_345, 2_500_000)] == [
+        "12",
+        "0.123",
+        "12.3k",
+        "2.5M",
+    ]
+
+
+def test_metrics_are_the_numeric_top_level_fields() -> None:
+    payloads = [
+        {"records_processed": 3, "cost_usd": 0.2, "status": "success", "ok": True},
+        {"eval_score": 0.9, "duration": 5, "attempt": 1, "nested": {"x": 1}},
+    ]
+    assert metric_names(payloads) == ["cost_usd", "eval_score", "records_processed"]
+
+
+def test_schedules_read_like_sentences() -> None:
+    base = {"grace_seconds": 300, "period_seconds": None, "cron": None, "timezone": "UTC"}
+    assert schedule_text({**base, "schedule_kind": "period", "period_seconds": 3600}) == (
+        "every 1 h, grace 5 min"
+    )
+    assert schedule_text({**base, "schedule_kind": "none"}).startswith("no schedule")

@@ -1,0 +1,367 @@
+"""The missed-run detector against a real database (SQLite file and PostgreSQL), clock injected.
+
+Pings are simulated by :func:`ping`, which does to the tracker row what the ingest writer does
+(``last_ping_at``, and a success turning the tracker ``up`` with a flip), so that these tests
+exercise the detector alone; the end-to-end path over HTTP is covered in test_webhooks_e2e.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from telemhq_server import db, states
+from telemhq_server.detector import DETECT_INTERVAL, Detector
+from telemhq_server.flips import record_flip
+from telemhq_server.trackers import create_tracker
+
+UTC = dt.UTC
+T0 = dt.datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
+    """A migrated, empty database: a SQLite file, or a fresh PostgreSQL schema (dropped after)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/detector.db"
+        engine = db.make_engine(url)
+        db.migrate(engine)
+        engine.dispose()
+        yield url
+        return
+    base = request.getfixturevalue("postgres_url")
+    schema = f"t_detector_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(base)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    url = f"{base}?options=-csearch_path%3D{schema}"
+    engine = db.make_engine(url)
+    db.migrate(engine)
+    engine.dispose()
+    try:
+        yield url
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    engine = db.make_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+def tracker(engine: Engine, **fields: Any) -> int:
+    values: dict[str, Any] = {"name": f"job {uuid.uuid4().hex[:6]}", **fields}
+    values.setdefault("slug", values["name"].replace(" ", "-"))
+    with db.write_tx(engine) as conn:
+        return int(create_tracker(conn, values)["id"])
+
+
+def ping(engine: Engine, tracker_id: int, at: dt.datetime, *, start: bool = False) -> None:
+    """What the ingest writer does to the tracker row for a success (or a ``start``)."""
+    t = db.trackers
+    with db.write_tx(engine) as conn:
+        row = conn.execute(sa.select(t).where(t.c.id == tracker_id)).one()
+        values: dict[str, Any] = {"last_ping_at": at}
+        if start:
+            values["open_start_at"] = at
+        else:
+            values.update(last_run_at=at, open_start_at=None)
+            move = states.on_run(
+                states.TrackerStatus(row.state, row.consecutive_failures, row.failure_threshold),
+                "success",
+                [],
+            )
+            if move.changed:
+                assert move.reason is not None
+                values.update(state=move.state, state_changed_at=at)
+                record_flip(conn, tracker_id, row.state, move.state, move.reason, None, at)
+        conn.execute(sa.update(t).where(t.c.id == tracker_id).values(**values))
+
+
+def set_state(engine: Engine, tracker_id: int, **values: Any) -> None:
+    with db.write_tx(engine) as conn:
+        conn.execute(sa.update(db.trackers).where(db.trackers.c.id == tracker_id).values(**values))
+
+
+def state(engine: Engine, tracker_id: int) -> str:
+    with engine.connect() as conn:
+        return str(
+            conn.execute(
+                sa.select(db.trackers.c.state).where(db.trackers.c.id == tracker_id)
+            ).scalar_one()
+        )
+
+
+def flips(engine: Engine, tracker_id: int | None = None) -> list[tuple[str, str, str]]:
+    f = db.flips
+    query = sa.select(f.c.old_state, f.c.new_state, f.c.reason).order_by(f.c.id)
+    if tracker_id is not None:
+        query = query.where(f.c.tracker_id == tracker_id)
+    with engine.connect() as conn:
+        return [(r.old_state, r.new_state, r.reason) for r in conn.execute(query)]
+
+
+def detector_flips(engine: Engine, tracker_id: int | None = None) -> list[tuple[str, str]]:
+    return [(o, n) for o, n, _ in flips(engine, tracker_id) if n in ("late", "down")]
+
+
+PERIOD = {"schedule_kind": "period", "period_seconds": 3600, "grace_seconds": 600}
+
+
+def test_it_marks_a_tracker_late_then_down_as_time_passes(engine: Engine) -> None:
+    tid = tracker(engine, **PERIOD)
+    ping(engine, tid, T0)
+    detector = Detector(engine)
+    hour = dt.timedelta(hours=1)
+    assert detector.tick(T0 + hour - dt.timedelta(seconds=1)).flips == []
+    assert state(engine, tid) == "up"
+    assert detector.tick(T0 + hour).flips == [(tid, "up", "late")]
+    assert detector.tick(T0 + hour + dt.timedelta(minutes=9)).flips == []
+    assert detector.tick(T0 + hour + dt.timedelta(minutes=10)).flips == [(tid, "late", "down")]
+    assert detector.tick(T0 + 5 * hour).flips == []
+    assert state(engine, tid) == "down"
+    late, down = [f for f in flips(engine, tid) if f[1] in ("late", "down")]
+    assert late[2] == "expected a ping at 2026-06-01T13:00:00Z; none yet"
+    assert down[2] == (
+        "expected a ping at 2026-06-01T13:00:00Z; none by 2026-06-01T13:10:00Z (grace 600s)"
+    )
+    # The next ping brings it back, and the expectation moves on from that ping.
+    ping(engine, tid, T0 + 6 * hour)
+    assert state(engine, tid) == "up"
+    assert detector.tick(T0 + 6 * hour + dt.timedelta(minutes=59)).flips == []
+    with engine.connect() as conn:
+        nxt = conn.execute(sa.select(db.trackers.c.next_expected_at)).scalar_one()
+    assert db.as_utc(nxt) == T0 + 7 * hour
+
+
+def test_it_goes_straight_to_down_when_it_wakes_up_past_grace(engine: Engine) -> None:
+    tid = tracker(engine, **PERIOD)
+    ping(engine, tid, T0)
+    assert Detector(engine).tick(T0 + dt.timedelta(days=1)).flips == [(tid, "up", "down")]
+
+
+def test_it_leaves_new_paused_and_unscheduled_trackers_alone(engine: Engine) -> None:
+    never_pinged = tracker(engine, **PERIOD)
+    paused = tracker(engine, **PERIOD)
+    ping(engine, paused, T0)
+    set_state(engine, paused, paused=True, state="paused")
+    unscheduled = tracker(engine)
+    ping(engine, unscheduled, T0)
+    assert Detector(engine).tick(T0 + dt.timedelta(days=30)).flips == []
+    assert state(engine, never_pinged) == "new"
+    assert state(engine, paused) == "paused"
+    assert state(engine, unscheduled) == "up"
+
+
+def test_it_takes_a_failing_tracker_down_but_not_late(engine: Engine) -> None:
+    tid = tracker(engine, **PERIOD)
+    ping(engine, tid, T0)
+    set_state(engine, tid, state="failing")
+    detector = Detector(engine)
+    assert detector.tick(T0 + dt.timedelta(minutes=65)).flips == []
+    assert detector.tick(T0 + dt.timedelta(minutes=70)).flips == [(tid, "failing", "down")]
+
+
+def test_it_marks_a_start_without_end_down_after_the_max_runtime(engine: Engine) -> None:
+    tid = tracker(engine, max_runtime_seconds=900)
+    ping(engine, tid, T0)
+    ping(engine, tid, T0 + dt.timedelta(hours=1), start=True)
+    detector = Detector(engine)
+    assert detector.tick(T0 + dt.timedelta(hours=1, minutes=14)).flips == []
+    assert detector.tick(T0 + dt.timedelta(hours=1, minutes=15)).flips == [(tid, "up", "down")]
+    assert "has not ended within the max runtime of 900s" in flips(engine, tid)[-1][2]
+    assert detector.tick(T0 + dt.timedelta(hours=9)).flips == []
+
+
+def test_it_does_not_flag_a_run_that_ended_in_time(engine: Engine) -> None:
+    tid = tracker(engine, max_runtime_seconds=900)
+    ping(engine, tid, T0, start=True)
+    ping(engine, tid, T0 + dt.timedelta(minutes=10))
+    assert Detector(engine).tick(T0 + dt.timedelta(hours=5)).flips == []
+
+
+def test_it_uses_an_edited_schedule_rather_than_a_stale_expectation(engine: Engine) -> None:
+    tid = tracker(engine, **PERIOD)
+    ping(engine, tid, T0)
+    detector = Detector(engine)
+    detector.tick(T0 + dt.timedelta(minutes=1))  # stores next_expected_at = T0 + 1 h
+    set_state(engine, tid, period_seconds=24 * 3600)  # the user relaxes the schedule
+    assert detector.tick(T0 + dt.timedelta(hours=3)).flips == []
+    assert detector.tick(T0 + dt.timedelta(hours=24)).flips == [(tid, "up", "late")]
+
+
+def test_it_keeps_detecting_across_a_restart(engine: Engine, db_url: str) -> None:
+    tid = tracker(engine, **PERIOD)
+    ping(engine, tid, T0)
+    assert Detector(engine).tick(T0 + dt.timedelta(minutes=61)).flips == [(tid, "up", "late")]
+    # A new process: new engine, new detector, nothing shared but the database.
+    restarted = db.make_engine(db_url)
+    try:
+        assert Detector(restarted).tick(T0 + dt.timedelta(minutes=61)).flips == []
+        later = T0 + dt.timedelta(minutes=71)
+        assert Detector(restarted).tick(later).flips == [(tid, "late", "down")]
+    finally:
+        restarted.dispose()
+
+
+def test_two_detectors_on_one_database_never_flip_twice(engine: Engine, db_url: str) -> None:
+    """Two detectors with their own engines (own connections, as two processes would have)
+    tick at the same instants, side by side; every change is recorded exactly once."""
+    ids = [tracker(engine, **PERIOD) for _ in range(20)]
+    for tid in ids:
+        ping(engine, tid, T0)
+    engines = [db.make_engine(db_url) for _ in range(2)]
+    detectors = [Detector(e) for e in engines]
+    claimed: list[list[tuple[int, str, str]]] = [[], []]
+    try:
+        for now in (T0 + dt.timedelta(minutes=60), T0 + dt.timedelta(minutes=70)):
+            barrier = threading.Barrier(2)
+            errors: list[BaseException] = []
+
+            def work(
+                i: int,
+                at: dt.datetime = now,
+                gate: threading.Barrier = barrier,
+                errors: list[BaseException] = errors,
+            ) -> None:
+                try:
+                    gate.wait()
+                    claimed[i].extend(detectors[i].tick(at).flips)
+                except BaseException as exc:  # surfaced below
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join(60)
+            assert errors == []
+    finally:
+        for e in engines:
+            e.dispose()
+    stored = detector_flips(engine)
+    assert len(stored) == 40  # 20 x up->late, 20 x late->down
+    assert sorted(claimed[0] + claimed[1]) == sorted(
+        [(tid, "up", "late") for tid in ids] + [(tid, "late", "down") for tid in ids]
+    )
+    for tid in ids:
+        assert detector_flips(engine, tid) == [("up", "late"), ("late", "down")]
+
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def berlin(*args: int, fold: int = 0) -> dt.datetime:
+    return dt.datetime(*args, tzinfo=BERLIN, fold=fold).astimezone(UTC)
+
+
+@pytest.mark.parametrize(
+    ("night", "job_runs"),
+    [
+        # Spring forward 2026-03-29: 02:30 does not exist; cron runs the job at 03:00 CEST.
+        ("spring", [berlin(2026, 3, d, 2, 30) for d in (27, 28)] + [berlin(2026, 3, 29, 3, 0)]),
+        # Fall back 2026-10-25: 02:30 happens twice; the job runs at the first one...
+        (
+            "fall-1st",
+            [berlin(2026, 10, d, 2, 30) for d in (23, 24)] + [berlin(2026, 10, 25, 2, 30)],
+        ),
+        # ...or, with another scheduler, at the second one.
+        (
+            "fall-2nd",
+            [berlin(2026, 10, d, 2, 30) for d in (23, 24)] + [berlin(2026, 10, 25, 2, 30, fold=1)],
+        ),
+    ],
+)
+def test_it_raises_no_false_alert_for_a_daily_0230_job_across_dst(
+    engine: Engine, night: str, job_runs: list[dt.datetime]
+) -> None:
+    tid = tracker(
+        engine,
+        schedule_kind="cron",
+        cron="30 2 * * *",
+        timezone="Europe/Berlin",
+        grace_seconds=600,
+    )
+    last = job_runs[-1]
+    runs = [*job_runs, berlin(last.year, last.month, last.day + 1, 2, 30)]
+    detector = Detector(engine)
+    now = runs[0] - dt.timedelta(minutes=1)
+    end = runs[-1] + dt.timedelta(hours=1)
+    pending = list(runs)
+    while now <= end:  # every 5 minutes for three days, pinging when the job runs
+        while pending and pending[0] <= now:
+            ping(engine, tid, pending.pop(0))
+        detector.tick(now)
+        now += dt.timedelta(minutes=5)
+    assert detector_flips(engine, tid) == [], night
+    assert state(engine, tid) == "up"
+
+
+def test_it_alerts_when_the_job_really_misses_the_dst_night(engine: Engine) -> None:
+    tid = tracker(
+        engine,
+        schedule_kind="cron",
+        cron="30 2 * * *",
+        timezone="Europe/Berlin",
+        grace_seconds=600,
+    )
+    ping(engine, tid, berlin(2026, 3, 28, 2, 30))
+    detector = Detector(engine)
+    assert detector.tick(berlin(2026, 3, 29, 3, 29)).flips == []
+    assert detector.tick(berlin(2026, 3, 29, 3, 30)).flips == [(tid, "up", "late")]
+    assert detector.tick(berlin(2026, 3, 29, 3, 40)).flips == [(tid, "late", "down")]
+
+
+def test_two_server_processes_on_one_postgresql_alert_once(postgres_url: str) -> None:
+    """The real thing: ``telemhq-server`` with two worker processes (each running its own
+    detector and webhook sender) on one PostgreSQL; a missed ping makes one flip per state
+    and one webhook, not two."""
+    from tests.live_server import LiveServer
+    from tests.server.test_webhooks import Receiver
+
+    schema = f"t_detector_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(postgres_url)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    receiver = Receiver()
+    try:
+        url = f"{postgres_url}?options=-csearch_path%3D{schema}"
+        with LiveServer(database_url=url, workers=2) as live:
+            live.api("POST", "/webhooks", json={"url": receiver.url})
+            tracker = live.create_tracker(
+                name="every second",
+                schedule={"kind": "period", "period_seconds": 1, "grace_seconds": 1},
+            )
+            assert live.ping(tracker).status_code == 200
+            deadline = time.monotonic() + 60
+            while live.tracker(tracker["id"])["state"] != "down":
+                assert time.monotonic() < deadline, "the tracker never went down"
+                time.sleep(0.2)
+            while not receiver.requests:
+                assert time.monotonic() < deadline, "no webhook arrived"
+                time.sleep(0.1)
+            # Give both processes' detectors and senders another pass each.
+            time.sleep(DETECT_INTERVAL + 1)
+            changes = [(f["old_state"], f["new_state"]) for f in live.flips(tracker["id"])]
+        missed = [c for c in changes if c[1] in ("late", "down")]
+        assert missed in ([("up", "down")], [("up", "late"), ("late", "down")]), changes
+        events = [json.loads(body)["event"] for _, body in receiver.requests]
+        assert events == ["tracker.down"]
+    finally:
+        receiver.close()
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
