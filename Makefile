@@ -15,7 +15,14 @@ sync = UV_PROJECT_ENVIRONMENT=.venvs/$(1) $(UV) sync --frozen --quiet $(foreach 
 pytest = if [ -d $(2) ]; then .venvs/$(1)/bin/python -m pytest $(2) $(PYTEST_ARGS); \
 	else echo "$(2): no tests yet"; fi
 
-.PHONY: help uv env-core env-server env-celery env-airflow env-prefect env-dagster \
+# $(call apt,CMD,PACKAGES): install Debian packages when CMD is missing (root with apt only).
+apt = command -v $(1) >/dev/null 2>&1 || { \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing $(2) (apt-get)"; \
+		apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; \
+	else echo "$(1) is missing: install $(2) (tests that need it skip)"; fi; }
+
+.PHONY: help uv browser wrk env-core env-server env-celery env-airflow env-prefect env-dagster \
 	test test-core test-server test-celery test-airflow test-prefect test-dagster test-e2e \
 	lint demo bench clean
 
@@ -42,6 +49,11 @@ env-prefect: uv
 env-dagster: uv
 	@$(call sync,dagster,dev server dagster)
 
+browser:
+	@$(call apt,chromium,chromium chromium-driver)
+wrk:
+	@$(call apt,wrk,wrk)
+
 lint: env-server
 	.venvs/server/bin/ruff check .
 	.venvs/server/bin/ruff format --check .
@@ -51,7 +63,7 @@ test-core: env-core
 	@$(call pytest,core,tests/core)
 test-server: env-server
 	@$(call pytest,server,tests/server)
-test-e2e: env-server
+test-e2e: env-server browser
 	@$(call pytest,server,tests/e2e)
 test-celery: env-celery
 	@$(call pytest,celery,tests/celery)
@@ -70,8 +82,8 @@ test: lint test-core test-server test-celery test-airflow test-prefect test-dags
 demo: env-celery
 	.venvs/celery/bin/python -m telemhq_server.demo
 
-bench: env-celery
-	.venvs/server/bin/python benchmarks/core.py
+bench: env-celery env-core wrk
+	.venvs/core/bin/python benchmarks/core.py
 	.venvs/server/bin/python benchmarks/ingest.py
 	.venvs/celery/bin/python benchmarks/celery_overhead.py
 
