@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Hashable, Iterator
 from typing import Any
@@ -13,6 +14,15 @@ __all__ = ["capture_internal_errors", "log_once", "logger"]
 logger = logging.getLogger("telemhq")
 _seen: set[Hashable] = set()
 _seen_lock = threading.Lock()
+
+
+def _new_lock_in_child() -> None:
+    # A fork while another thread holds the lock would leave the child's copy locked forever.
+    global _seen_lock
+    _seen_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_in_child)
 
 
 def log_once(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -14,6 +15,8 @@ from telemhq_plugins.core.assertions import (
     OPERATORS,
     REGEX_ENGINE,
     AssertionSyntaxError,
+    _regex_engine,
+    _regex_matcher,
     evaluate_all,
     parse_assertion,
     parse_assertions,
@@ -43,6 +46,8 @@ from telemhq_plugins.core.assertions import (
         ('model in ["gpt-4o", "claude"]', {"model": "claude"}, True),
         ('model in ["gpt-4o", "claude"]', {"model": "llama"}, False),
         ("code in [200, 204]", {"code": "204"}, True),
+        ("status in [success, skipped]", {"status": "skipped"}, True),
+        ('status in [success, "timed out"]', {"status": "failure"}, False),
         ("run_id ~ ^nightly-[0-9]+$", {"run_id": "nightly-42"}, True),
         ("run_id matches ^nightly-[0-9]+$", {"run_id": "adhoc-1"}, False),
         ('note ~ "^a b$"', {"note": "a b"}, True),
@@ -103,9 +108,11 @@ def test_it_fails_a_type_mismatch_without_raising(text: str, actual: Any, hint: 
         ("records_processed => 5", 19, "expected a number"),
         ("cost_usd <= [1]", 12, "takes a plain value"),
         ("cost_usd <= true", 12, "takes a number or a string"),
-        ("model in gpt", 9, "in takes a non-empty JSON list"),
-        ("model in []", 9, "in takes a non-empty JSON list"),
-        ('model in ["a", ', 14, "invalid value"),
+        ("model in gpt", 9, "in takes a non-empty list"),
+        ("model in []", 9, "in takes a non-empty list"),
+        ('model in ["a", ', 14, "expected ] to close the list"),
+        ("model in [a, , b]", 13, "expected a list item"),
+        ("model in [a, two words]", 13, "invalid value"),
         ("run_id ~ (unclosed", 9, "invalid regex"),
         ("status = two words", 9, "expected a number"),
     ],
@@ -147,6 +154,25 @@ def test_it_runs_regexes_on_a_linear_time_engine() -> None:
     # A backtracking engine needs longer than the age of the universe here; RE2 is instant.
     assert result.passed is False
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(
+    ("pattern", "subject"),
+    [
+        ("^gpt-4", "gpt-4o"),
+        ("^gpt-4", "xgpt-4"),
+        ("4o$", "gpt-4o"),
+        ("é+", "café"),
+        ("^ü.$", "üx"),
+        ("(?i)ERROR", "an error"),
+        ("", "anything"),
+        (r"\d{3}", "ab12c"),
+    ],
+)
+def test_it_finds_regex_matches_like_a_search(pattern: str, subject: str) -> None:
+    found = _regex_matcher(pattern)(subject)
+    assert found is (_regex_engine.compile(pattern).search(subject) is not None)
+    assert found is (re.search(pattern, subject) is not None)
 
 
 # --- properties ------------------------------------------------------------------------------
