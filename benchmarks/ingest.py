@@ -238,7 +238,8 @@ def bench_server(
             "/api/v1/trackers",
             {"name": f"bench {uuid.uuid4()}", "assertions": ASSERTIONS},
         )
-        assert isinstance(warm, dict) and isinstance(tracker, dict)
+        assert isinstance(warm, dict)
+        assert isinstance(tracker, dict)
         run_wrk(warm["ping_url"], lua, args, args.warmup)
         time.sleep(0.5)  # the warm-up's requests in flight are answered before counting
         before = accepted_from_metrics(base)
@@ -272,7 +273,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("TELEMHQ_WORKERS", 1)))
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("TELEMHQ_WORKERS", "1")))
     parser.add_argument(
         "--pg-url",
         default="postgresql+psycopg://postgres@127.0.0.1:5432/test",

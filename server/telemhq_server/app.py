@@ -13,7 +13,9 @@ Extending the server (how part 2 plugs in — no edit here needed):
   - ``app.add_background(fn)``: ``fn(app) -> Awaitable[None]``, a long-running coroutine
     started at startup and cancelled at shutdown (missed-run detector, webhook sender).
     Run blocking database work with ``await asyncio.to_thread(...)`` or
-    ``app.run_sync(fn, *args)``.
+    ``app.run_sync(fn, *args)``: both use the app's thread pool, which shutdown waits for
+    before it disposes of the engine; check ``app.stopping`` (a ``threading.Event``) in long
+    loops so shutdown does not wait long.
 - Useful attributes: ``app.settings`` (:class:`~telemhq_server.config.Settings`),
   ``app.engine`` (SQLAlchemy engine; see :mod:`telemhq_server.db`), ``app.metrics``
   (``app.add_metrics(fn)`` adds Prometheus text lines), ``app.public_url(request)``, and
@@ -28,12 +30,12 @@ import concurrent.futures
 import contextlib
 import importlib
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -67,7 +69,9 @@ class TelemHQ:
         self.settings = settings
         self.engine = make_engine(settings.database_url)
         self.metrics = Metrics()
-        self.executor = concurrent.futures.ThreadPoolExecutor(4, "telemhq-read")
+        self.executor = concurrent.futures.ThreadPoolExecutor(8, "telemhq-bg")
+        #: set at shutdown; long blocking work (see ``run_sync``) should check it and return.
+        self.stopping = threading.Event()
         self.cache = TrackerCache(self.engine, settings.cache_ttl, self.executor)
         self.writer = BatchWriter(self.engine, self.metrics, settings.max_batch)
         self.pings = PingHandler(self.cache, self.writer, self.metrics, settings.max_body_bytes)
@@ -95,7 +99,9 @@ class TelemHQ:
         self._metric_sources.append(fn)
 
     async def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
-        return await run_in_threadpool(fn, *args)
+        """Run blocking ``fn(*args)`` in the app's thread pool; shutdown waits for it to end
+        before the engine is disposed (so no connection is left behind)."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     def public_url(self, request: Request | None = None) -> str:
         """Base URL for links (``ping_url``, ``badge_url``): ``TELEMHQ_PUBLIC_URL``, else the
@@ -127,21 +133,26 @@ class TelemHQ:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        # asyncio.to_thread() and run_sync() share one pool, which shutdown waits for.
+        asyncio.get_running_loop().set_default_executor(self.executor)
         self.writer.start()
         tasks: list[asyncio.Task[None]] = [asyncio.create_task(fn(self)) for fn in self._background]
         try:
             yield
         finally:
+            self.stopping.set()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.writer.stop()
-            self.executor.shutdown(wait=False)
+            # Wait for blocking work still running in threads before closing connections
+            # (a cancelled to_thread() call goes on in its thread until it returns).
+            self.executor.shutdown(wait=True)
             self.engine.dispose()
 
     async def _healthz(self, _request: Request) -> Response:
         try:
-            await run_in_threadpool(check_database, self.engine)
+            await self.run_sync(check_database, self.engine)
         except Exception as exc:
             logger.warning("health check failed", exc_info=True)
             return JSONResponse({"status": "error", "database": str(exc)[:300]}, 503)
@@ -177,7 +188,9 @@ def app_from_env() -> TelemHQ:
 PRUNE_CHUNK: Final = 2_000
 
 
-def prune_tracker(engine: sa.Engine, tracker_id: int, keep: int) -> int:
+def prune_tracker(
+    engine: sa.Engine, tracker_id: int, keep: int, stop: threading.Event | None = None
+) -> int:
     """Delete all but the newest ``keep`` runs of one tracker, in small transactions (so the
     ping writer never waits long); returns how many were deleted."""
     with engine.connect() as conn:
@@ -202,18 +215,28 @@ def prune_tracker(engine: sa.Engine, tracker_id: int, keep: int) -> int:
             )
             count = conn.execute(runs.delete().where(runs.c.id.in_(doomed))).rowcount
         deleted += count
-        if count < PRUNE_CHUNK:
+        if count < PRUNE_CHUNK or (stop is not None and stop.is_set()):
             return deleted
 
 
-def prune(engine: sa.Engine, tracker_ids: Iterable[int] | None, keep: int) -> int:
+def prune(
+    engine: sa.Engine,
+    tracker_ids: Iterable[int] | None,
+    keep: int,
+    stop: threading.Event | None = None,
+) -> int:
     """Apply retention to ``tracker_ids`` (None: every tracker with more runs than ``keep``)."""
     if tracker_ids is None:
         with engine.connect() as conn:
             tracker_ids = list(
                 conn.execute(sa.select(trackers.c.id).where(trackers.c.n_runs > keep)).scalars()
             )
-    return sum(prune_tracker(engine, tid, keep) for tid in tracker_ids)
+    deleted = 0
+    for tracker_id in tracker_ids:
+        if stop is not None and stop.is_set():
+            break
+        deleted += prune_tracker(engine, tracker_id, keep, stop)
+    return deleted
 
 
 async def _retention_loop(app: TelemHQ) -> None:
@@ -221,7 +244,7 @@ async def _retention_loop(app: TelemHQ) -> None:
     ids: Iterable[int] | None = None  # first pass: everything
     while True:
         try:
-            deleted = await run_in_threadpool(prune, app.engine, ids, keep)
+            deleted = await app.run_sync(prune, app.engine, ids, keep, app.stopping)
             if deleted:
                 logger.info("retention pass", extra={"deleted_runs": deleted, "keep": keep})
         except Exception:

@@ -322,7 +322,7 @@ def migrate(engine: Engine) -> None:
     on PostgreSQL (they queue on an advisory lock; the later ones find nothing to do)."""
     from alembic import command
 
-    with engine.connect() as conn:
+    with _sqlite_migration_lock(engine), engine.connect() as conn:
         if engine.dialect.name == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
             conn.commit()
@@ -334,6 +334,24 @@ def migrate(engine: Engine) -> None:
                 conn.rollback()
                 conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
                 conn.commit()
+
+
+@contextlib.contextmanager
+def _sqlite_migration_lock(engine: Engine) -> Iterator[None]:
+    """On SQLite, one migrator at a time (processes or threads): an exclusive ``flock`` on a
+    file beside the database. Elsewhere a no-op (PostgreSQL uses an advisory lock)."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    import fcntl
+
+    with open(f"{database}.migrate-lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def check_database(engine: Engine) -> None:

@@ -403,7 +403,7 @@ class BatchWriter:
                             "ok": True,
                             "duplicate": True,
                             "run_id": dup[0],
-                            "state": None,  # filled in below, after the batch
+                            "state": row["state"],
                             "assertions": orjson.loads(dup[1]),
                         },
                     )
@@ -481,7 +481,7 @@ class BatchWriter:
                     "run_id": run_id,
                     "status": item.status,
                     "passed": passed,
-                    "state": None,
+                    "state": transition.state,  # as this run left it, even mid-batch
                     "assertions": results,
                 },
             )
@@ -493,9 +493,6 @@ class BatchWriter:
             )
             with self._touched_lock:
                 self._touched.update(changed)
-        for item in batch:
-            if item.answer is not None and item.answer[1].get("state", "") is None:
-                item.answer[1]["state"] = rows[item.tracker_id]["state"]
 
     def _insert_runs(
         self,

@@ -1,0 +1,64 @@
+"""Server test fixtures: every storage test runs on SQLite AND PostgreSQL.
+
+``db_url`` is parametrised: a SQLite file in ``tmp_path``, or a fresh schema in the machine's
+PostgreSQL ``test`` database (``search_path`` set through the URL), dropped afterwards.
+``app``/``client`` give the real ASGI app in-process (``AppClient`` runs its lifespan,
+so the group-commit writer runs as in production).
+"""
+
+from __future__ import annotations
+
+import gc
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from telemhq_server.app import TelemHQ, create_app
+from telemhq_server.cli import prepare
+from telemhq_server.config import Settings
+
+from tests.server.helpers import ADMIN_KEY, AppClient
+
+
+def _pg_schema_url(base: str, schema: str) -> str:
+    return f"{base}?options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
+    """An empty database (not migrated): SQLite file or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/telemhq.db"
+        return
+    base = request.getfixturevalue("postgres_url")
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    admin = sa.create_engine(base)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield _pg_schema_url(base, schema)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    settings = Settings(database_url=db_url, api_key=ADMIN_KEY, prune_interval=3600)
+    prepare(settings)  # migrate + store the admin key, as `serve` does
+    return settings
+
+
+@pytest.fixture
+def app(settings: Settings) -> TelemHQ:
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app: TelemHQ) -> Iterator[AppClient]:
+    with AppClient(app, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as client:
+        yield client
+    gc.collect()  # surface a leaked connection in the test that leaked it

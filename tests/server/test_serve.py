@@ -1,0 +1,175 @@
+"""``telemhq-server serve`` for real: a subprocess on loopback (tests/live_server.py), the
+docs' clients unchanged, first-start key, several worker processes. SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.live_server import LiveServer, free_port
+
+DOCS_BODY = {"status": "success", "duration": 1500, "records_processed": 450, "errors": 0}
+
+
+@pytest.fixture
+def server(db_url: str) -> Iterator[LiveServer]:
+    with LiveServer(db_url) as live:
+        yield live
+
+
+def test_the_docs_examples_work_unchanged(server: LiveServer) -> None:
+    tracker = server.create_tracker(
+        name="docs", assertions=["status = success", "records_processed > 0", "errors = 0"]
+    )
+    url = tracker["ping_url"]
+    assert url.startswith(server.base_url)
+    # Python requests, json= (as in the docs)
+    requests = pytest.importorskip("requests")
+    answer = requests.post(url, json=DOCS_BODY, timeout=15)
+    assert answer.status_code == 200
+    assert answer.json()["state"] == "up"
+    if shutil.which("curl"):
+        plain = subprocess.run(["curl", "-sS", "-X", "POST", url], capture_output=True, check=True)
+        assert b'"ok":true' in plain.stdout
+        with_json = subprocess.run(
+            [
+                "curl",
+                "-sS",
+                "-X",
+                "POST",
+                url,
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                '{\n    "status": "success",\n    "duration": 1500,\n'
+                '    "records_processed": 450,\n    "errors": 0\n  }',
+            ],
+            capture_output=True,
+            check=True,
+        )
+        assert b'"passed":true' in with_json.stdout
+        # curl -d without a content type (form-encoded) works too
+        form = subprocess.run(
+            ["curl", "-sS", "-X", "POST", url, "-d", '{"records_processed": 0}'],
+            capture_output=True,
+            check=True,
+        )
+        assert b'"state":"failing"' in form.stdout
+    runs = server.runs(tracker["id"])
+    assert runs[-1]["payload"] == DOCS_BODY
+    browser = httpx.get(url, headers={"Accept": "text/html"})
+    assert browser.status_code == 200
+    assert "<html" in browser.text
+    assert len(server.runs(tracker["id"])) == len(runs)  # GET recorded nothing
+
+
+def test_healthz_and_metrics(server: LiveServer) -> None:
+    assert server.client.get("/healthz").json() == {"status": "ok", "database": "ok"}
+    tracker = server.create_tracker()
+    server.ping(tracker)
+    server.client.post("/ping/unknown-token")
+    metrics = server.client.get("/metrics").text
+    assert 'telemhq_pings_accepted_total{status="success"} 1' in metrics
+    assert 'telemhq_pings_rejected_total{reason="unknown_token"} 1' in metrics
+    assert "telemhq_ingest_latency_seconds_bucket" in metrics
+
+
+def test_several_worker_processes_share_one_database(db_url: str) -> None:
+    with LiveServer(db_url, workers=2) as server:
+        tracker = server.create_tracker(failure_threshold=5)
+        with httpx.Client(base_url=server.base_url) as client:
+            answers = [client.post(f"/ping/{tracker['token']}/fail") for _ in range(40)]
+        assert {a.status_code for a in answers} == {200}
+        stored = server.tracker(tracker["id"])
+        assert stored["n_runs"] == 40
+        assert stored["consecutive_failures"] == 40
+        assert stored["state"] == "failing"
+        assert len(server.runs(tracker["id"])) == 40
+        assert [f["new_state"] for f in server.flips(tracker["id"])] == ["failing"]
+
+
+def _serve(tmp_path: Path, port: int) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k != "TELEMHQ_API_KEY"}
+    env.pop("TELEMHQ_DATABASE_URL", None)
+    script = Path(sys.executable).with_name("telemhq-server")
+    return subprocess.Popen(
+        [str(script), "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _banner(proc: subprocess.Popen[str], port: int) -> str:
+    lines: list[str] = []
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if "then ping it" in line:
+            break
+    for _ in range(100):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    return "".join(lines)
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:  # pragma: no cover
+        proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def test_first_start_prints_the_url_a_new_admin_key_and_how_to_create_a_tracker(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    proc = _serve(tmp_path, port)
+    try:
+        banner = _banner(proc, port)
+    finally:
+        _stop(proc)
+    assert f"TelemHQ server on http://127.0.0.1:{port}" in banner
+    assert f"sqlite:///{tmp_path}/telemhq.db" in banner  # the working directory, by default
+    match = re.search(r"admin API key \(shown once, stored hashed\): (thq_\S+)", banner)
+    assert match, banner
+    key = match.group(1)
+    assert f"curl -X POST http://127.0.0.1:{port}/api/v1/trackers" in banner
+    assert (tmp_path / "telemhq.db").exists()
+    assert key.encode() not in (tmp_path / "telemhq.db").read_bytes()
+
+    # Second start on the same database: the key works and is not shown again.
+    port = free_port()
+    proc = _serve(tmp_path, port)
+    try:
+        banner = _banner(proc, port)
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/api/v1/trackers",
+            json={"name": "etl"},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+    finally:
+        _stop(proc)
+    assert response.status_code == 201
+    assert key not in banner
+    assert "set TELEMHQ_API_KEY to choose one" in banner
