@@ -27,7 +27,7 @@ apt = command -v $(1) >/dev/null 2>&1 || { \
 	lint demo bench clean
 
 help:
-	@echo "make demo    run the reference server and a monitored Celery job against it"
+	@echo "make demo    the reference server, monitored jobs (script, CLI, Celery) against it"
 	@echo "make test    lint + every part's tests, each in its own environment"
 	@echo "make test-core|test-server|test-celery|test-airflow|test-prefect|test-dagster|test-e2e"
 	@echo "make bench   run the benchmarks under benchmarks/ (prints figures)"
@@ -80,7 +80,7 @@ test-dagster:
 test: lint test-core test-server test-celery test-airflow test-prefect test-dagster test-e2e
 
 demo: env-celery
-	.venvs/celery/bin/python -m telemhq_server.demo
+	.venvs/celery/bin/python -m demo $(DEMO_ARGS)
 
 bench: env-celery env-core wrk
 	.venvs/core/bin/python benchmarks/core.py

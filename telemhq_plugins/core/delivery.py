@@ -20,6 +20,12 @@
   flushed within ``flush_timeout`` seconds; with a spool, what is left is written to it.
 * :meth:`Client.send` is the synchronous path for callers that need the answer (the CLI): the
   same retries and budget, no hooks, no breaker, no spool.
+* Batching: when several pings are waiting for the same server, the worker sends them in one
+  ``POST <base>/ping/_batch`` (the reference server's batch endpoint). An HTTP request costs
+  the sending process a few hundred µs of CPU whatever its size, which a busy Celery worker
+  feels; one request per batch makes that cost per ping small. A server without the endpoint
+  (404/405) is remembered and gets one request per ping, as does any ping the batch did not
+  settle (each then takes the normal path: retries, breaker, spool).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import logging
 import os
 import queue
 import random
+import ssl  # noqa: F401  (see the httpcore import)
 import sys
 import threading
 import time
@@ -40,6 +47,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+# httpcore and ssl: httpx imports them lazily, from the delivery thread, on its first request.
+# A fork in the middle of that import (Celery prefork replacing a child) leaves the child a
+# half-initialised module it can never send with; importing them at import time avoids it.
+import httpcore  # noqa: F401
 import httpx
 
 from telemhq_plugins.core.config import Settings, load_settings
@@ -64,6 +75,9 @@ _REPLAY_AFTER_SUCCESS: Final = 1.0  # at most one replay pass per second trigger
 _REPLAY_BATCH: Final = 20
 _MIN_ATTEMPT_TIMEOUT: Final = 0.05
 _USER_AGENT: Final = "telemhq-plugins/0.1"
+_BATCH_MAX: Final = 100
+_BATCH_MAX_BYTES: Final = 512_000
+BATCH_PATH: Final = "/ping/_batch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +158,9 @@ class Client:
         #: origin -> (monotonic time the circuit closes again, last cool-down in seconds)
         self._breaker: dict[str, tuple[float, float]] = {}
         self._inflight: tuple[str, str, bytes] | None = None
+        self._inflight_batch: list[tuple[str, str, bytes]] = []
+        #: batch URLs that answered 404/405: that server takes one request per ping.
+        self._no_batch: set[str] = set()
         self._exit_hooked = False
         self.dropped = 0
         self.delivered = 0
@@ -264,6 +281,8 @@ class Client:
         inflight = self._inflight
         if inflight is not None:
             self.spool.add(*inflight)
+        for entry in self._inflight_batch:
+            self.spool.add(*entry)
         while True:
             try:
                 item = self._queue.get_nowait()
@@ -303,19 +322,116 @@ class Client:
             except queue.Empty:
                 next_replay = self._replay()
                 continue
+            items = [item]
+            stop = item is None
+            while not stop and len(items) < _BATCH_MAX:  # what else is waiting, no blocking
+                try:
+                    extra = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                items.append(extra)
+                stop = extra is None
             try:
-                if item is None:
-                    return
-                ping, url = item
-                result = self._deliver(ping, url)
-                if result.ok and self.spool is not None:
+                pending = [i for i in items if i is not None]
+                if self._deliver_many(pending) and self.spool is not None:
                     # The server is back: replay soon (once the queue is idle).
                     next_replay = min(next_replay, time.monotonic() + _REPLAY_AFTER_SUCCESS)
             except Exception:
                 log_once(logger, logging.ERROR, "worker", "TelemHQ: delivery error", exc_info=True)
             finally:
                 self._inflight = None
-                self._queue.task_done()
+                for _ in items:
+                    self._queue.task_done()
+            if stop:
+                return
+
+    def _deliver_many(self, items: list[tuple[Ping, str]]) -> bool:
+        """Deliver ``items`` (batched per server where it can); True if any was delivered."""
+        if len(items) == 1:
+            return self._deliver(*items[0]).ok
+        ready: list[tuple[Ping, str, bytes]] = []
+        for ping, url in items:
+            if run_before_send_hooks(ping):
+                ready.append((ping, url, ping.to_json()))
+            else:
+                self.filtered += 1
+                run_result_hooks(ping, DeliveryResult("filtered"))
+        groups: dict[str | None, list[tuple[Ping, str, bytes]]] = {}
+        for entry in ready:
+            groups.setdefault(self._batch_url(entry[1]), []).append(entry)
+        delivered = False
+        for batch_url, group in groups.items():
+            settled: list[DeliveryResult | None] = [None] * len(group)
+            if batch_url is not None and len(group) > 1:
+                settled = self._send_batch(batch_url, group)
+            for (ping, url, body), batch_result in zip(group, settled, strict=True):
+                if batch_result is None:  # not settled by a batch: the one-ping path decides
+                    result = self._deliver_now(ping.ping_id, url, body)
+                else:
+                    result = batch_result
+                    if result.ok:
+                        self.delivered += 1
+                    else:
+                        self.rejected += 1
+                delivered = delivered or result.ok
+                run_result_hooks(ping, result)
+        return delivered
+
+    def _batch_url(self, url: str) -> str | None:
+        """``<base>/ping/_batch`` for a ping URL ``<base>/ping/...``; None when that server
+        has no batch endpoint or its circuit is open (then each ping takes its own path)."""
+        origin = _origin(url)
+        at = url.find("/ping/", len(origin))
+        if at < 0:
+            return None
+        batch_url = url[:at] + BATCH_PATH
+        if batch_url in self._no_batch or self._cooling(origin) is not None:
+            return None
+        return batch_url
+
+    def _send_batch(
+        self, batch_url: str, group: list[tuple[Ping, str, bytes]]
+    ) -> list[DeliveryResult | None]:
+        """One attempt to send ``group`` in batch requests. Per ping: delivered, rejected,
+        or None (not settled: a server error, a 429, no answer)."""
+        results: list[DeliveryResult | None] = [None] * len(group)
+        prefix = len(batch_url) - len(BATCH_PATH) + len("/ping/")
+        start = 0
+        while start < len(group):
+            end, size = start, 0
+            while end < len(group) and (end == start or size < _BATCH_MAX_BYTES):
+                size += len(group[end][2]) + 64
+                end += 1
+            items = b",".join(
+                b'{"ping":' + json.dumps(url[prefix:]).encode() + b',"body":' + body + b"}"
+                for _, url, body in group[start:end]
+            )
+            self._inflight_batch = [(p.ping_id, u, b) for p, u, b in group[start:end]]
+            try:
+                answers = self._post_batch(batch_url, b'{"pings":[' + items + b"]}", end - start)
+            finally:
+                self._inflight_batch = []
+            if answers is None:
+                return results
+            for offset, answer in enumerate(answers):
+                results[start + offset] = _batch_item_result(answer)
+            start = end
+        return results
+
+    def _post_batch(self, batch_url: str, body: bytes, count: int) -> list[Any] | None:
+        try:
+            response = self._client().post(batch_url, content=body)
+        except httpx.HTTPError:
+            return None  # each ping now takes its own path, with retries, breaker and spool
+        if response.status_code in (404, 405):
+            self._no_batch.add(batch_url)
+            logger.debug("TelemHQ: %s has no batch endpoint; one request per ping", batch_url)
+            return None
+        data = _json_or_none(response) if response.status_code == 200 else None
+        answers = None if data is None else data.get("results")
+        if not isinstance(answers, list) or len(answers) != count:
+            return None
+        return answers
 
     def _deliver(self, ping: Ping, url: str) -> DeliveryResult:
         if not run_before_send_hooks(ping):
@@ -526,6 +642,26 @@ class Client:
             error,
         )
         return _Tried(DeliveryResult("failed", status, attempts, None, error), retry_after)
+
+
+def _batch_item_result(answer: Any) -> DeliveryResult | None:
+    """A batch answer's entry ``{"status": 200, ...the single-ping answer}`` as a result."""
+    if not isinstance(answer, dict) or not isinstance(answer.get("status"), int):
+        return None
+    status: int = answer["status"]
+    if 200 <= status < 300:
+        return DeliveryResult("delivered", status, 1, answer)
+    if status != 429 and 400 <= status < 500:
+        error = f"HTTP {status}: {answer.get('error', '')}"
+        log_once(
+            logger,
+            logging.ERROR,
+            ("rejected-batch", status),
+            "TelemHQ: server rejected a ping (%s); not retried",
+            error,
+        )
+        return DeliveryResult("rejected", status, 1, answer, error)
+    return None
 
 
 def _origin(url: str) -> str:

@@ -62,11 +62,18 @@ class _Server(ThreadingHTTPServer):
 class Receiver:
     """Records pings; ``stored`` maps ping_id -> payload, ``received`` counts every POST."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, *, batch: bool = False) -> None:
         self.port = port
+        #: serve ``POST /ping/_batch`` like the reference server; else 404 it like a server
+        #: without the endpoint (such 404s touch neither the script nor the counters).
+        self.batch = batch
+        self.batch_requests = 0
+        self.batch_refusals = 0
         self.stored: dict[str, dict[str, Any]] = {}
         self.received: collections.Counter[str] = collections.Counter()
         self.answered = 0
+        #: requests that reached the handler (before any scripted delay or gate)
+        self.arrived = 0
         self._script: collections.deque[Reply] = collections.deque()
         self._cond = threading.Condition()
         self._server: ThreadingHTTPServer | None = None
@@ -85,7 +92,10 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 payload = json.loads(self.rfile.read(length) or b"{}")
-                receiver._handle(self, payload)
+                if self.path.endswith("/ping/_batch"):
+                    receiver._handle_batch(self, payload)
+                else:
+                    receiver._handle(self, payload)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -120,11 +130,14 @@ class Receiver:
         with self._cond:
             self._script.extend(replies)
 
-    def wait_for(self, stored: int = 0, *, answered: int = 0, timeout: float = 10.0) -> bool:
-        """Wait until at least ``stored`` pings are stored and ``answered`` requests answered."""
+    def wait_for(
+        self, stored: int = 0, *, answered: int = 0, arrived: int = 0, timeout: float = 10.0
+    ) -> bool:
+        """Wait until at least ``stored`` pings are stored, ``answered`` requests answered
+        and ``arrived`` requests reached the handler."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while len(self.stored) < stored or self.answered < answered:
+            while len(self.stored) < stored or self.answered < answered or self.arrived < arrived:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -133,8 +146,38 @@ class Receiver:
 
     # -- serving ------------------------------------------------------------------------------
 
+    def _handle_batch(self, handler: BaseHTTPRequestHandler, payload: Any) -> None:
+        if not self.batch:
+            with self._cond:
+                self.batch_refusals += 1
+            _answer(handler, 404, {}, b'{"ok":false,"error":"unknown ping token"}')
+            return
+        with self._cond:
+            reply = self._script.popleft() if self._script else Reply()
+            self.batch_requests += 1
+        if reply.gate is not None:
+            reply.gate.wait(30)
+        results = []
+        with self._cond:
+            for item in payload["pings"]:
+                ping_id = item["body"].get("ping_id", "")
+                self.received[ping_id] += 1
+                duplicate = ping_id in self.stored
+                if 200 <= reply.status < 300 and not duplicate:
+                    self.stored[ping_id] = item["body"]
+                results.append({"status": 200, "ok": True, "duplicate": duplicate})
+        body = json.dumps({"results": results} if 200 <= reply.status < 300 else {}).encode()
+        try:
+            _answer(handler, reply.status, reply.headers, body)
+        finally:
+            with self._cond:
+                self.answered += 1
+                self._cond.notify_all()
+
     def _handle(self, handler: BaseHTTPRequestHandler, payload: Any) -> None:
         with self._cond:
+            self.arrived += 1
+            self._cond.notify_all()
             reply = self._script.popleft() if self._script else Reply()
         if reply.delay:
             time.sleep(reply.delay)
@@ -148,19 +191,26 @@ class Receiver:
                 self.stored[ping_id] = payload
         body = json.dumps({"ok": 200 <= reply.status < 300, "duplicate": duplicate}).encode()
         try:
-            handler.send_response(reply.status)
-            for name, value in reply.headers.items():
-                handler.send_header(name, value)
-            handler.send_header("Content-Type", "application/json")
-            handler.send_header("Content-Length", str(len(body)))
-            handler.end_headers()
-            handler.wfile.write(body)
-        except OSError:  # the client gave up (timeout) before the answer
-            pass
+            _answer(handler, reply.status, reply.headers, body)
         finally:
             with self._cond:
                 self.answered += 1
                 self._cond.notify_all()
+
+
+def _answer(
+    handler: BaseHTTPRequestHandler, status: int, headers: dict[str, str], body: bytes
+) -> None:
+    try:
+        handler.send_response(status)
+        for name, value in headers.items():
+            handler.send_header(name, value)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+    except OSError:  # the client gave up (timeout) before the answer
+        pass
 
 
 def free_port() -> int:

@@ -269,8 +269,9 @@ def test_it_drops_and_counts_when_the_queue_is_full(receiver: Receiver) -> None:
     accepted = [client.enqueue(p, receiver.url()) for p in pings]
     gate.set()
 
-    # The worker holds at most one ping in flight and the queue two: the rest are dropped.
-    assert 2 <= sum(accepted) <= 3
+    # In flight: the first ping, plus what the worker drained into its batch (at most the
+    # queue's two); waiting: the queue's two. The rest are dropped and counted.
+    assert 2 <= sum(accepted) <= 5
     assert client.dropped == 10 - sum(accepted)
     assert client.flush(10)
     assert sorted(receiver.stored) == sorted(
@@ -442,3 +443,62 @@ def test_it_does_not_hold_process_exit_beyond_flush_timeout() -> None:
     assert done.stdout.strip() == "job done"
     assert "Traceback" not in done.stderr
     assert elapsed < 30
+
+
+# --- batching --------------------------------------------------------------------------------
+
+
+def _held_then_many(receiver: Receiver, client: Client, n: int) -> list[Ping]:
+    """One ping held at the server while ``n`` more queue up behind it."""
+    gate = threading.Event()
+    receiver.script(Reply(gate=gate))
+    first = Ping()
+    assert client.enqueue(first, receiver.url())
+    assert receiver.wait_for(arrived=receiver.arrived + 1)
+    pings = [Ping(fields={"n": i}) for i in range(n)]
+    for ping in pings:
+        assert client.enqueue(ping, receiver.url())
+    gate.set()
+    assert client.flush(10)
+    return [first, *pings]
+
+
+def test_it_sends_waiting_pings_in_one_batch_request(results: Results) -> None:
+    with Receiver(batch=True) as receiver:
+        client = make_client()
+        pings = _held_then_many(receiver, client, 30)
+        assert sorted(receiver.stored) == sorted(p.ping_id for p in pings)
+        assert all(count == 1 for count in receiver.received.values())
+        assert receiver.batch_requests == 1  # the 30 that waited went together
+        assert client.stats()["delivered"] == 31
+        assert {p.ping_id: results.results[p.ping_id].outcome for p in pings} == {
+            p.ping_id: "delivered" for p in pings
+        }
+
+
+def test_it_sends_one_request_per_ping_to_a_server_without_batches() -> None:
+    with Receiver(batch=False) as receiver:
+        client = make_client()
+        pings = _held_then_many(receiver, client, 10)
+        more = _held_then_many(receiver, client, 10)
+        assert sorted(receiver.stored) == sorted(p.ping_id for p in pings + more)
+        assert receiver.batch_refusals == 1  # asked once, then remembered
+        assert client.stats()["delivered"] == 22
+
+
+def test_it_retries_one_by_one_what_a_failed_batch_did_not_settle() -> None:
+    with Receiver(batch=True) as receiver:
+        client = make_client()
+        gate = threading.Event()
+        receiver.script(Reply(gate=gate), Reply(status=503))  # the single, then the batch
+        first = Ping()
+        assert client.enqueue(first, receiver.url())
+        assert receiver.wait_for(arrived=1)
+        pings = [Ping() for _ in range(5)]
+        for ping in pings:
+            client.enqueue(ping, receiver.url())
+        gate.set()
+        assert client.flush(10)
+        assert sorted(receiver.stored) == sorted(p.ping_id for p in [first, *pings])
+        assert client.stats()["delivered"] == 6
+        assert client.stats()["failed"] == 0
