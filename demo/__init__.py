@@ -1,0 +1,1 @@
+"""``make demo``: the reference server and monitored jobs against it (``python -m demo``)."""

@@ -1,0 +1,55 @@
+"""TelemHQ for Celery: one ping per task run, from Celery's public signals.
+
+::
+
+    from celery import Celery
+    import telemhq_plugins.celery
+
+    app = Celery("proj", broker="redis://localhost:6379/0")
+    telemhq_plugins.celery.setup(app)      # or TELEMHQ_CELERY_AUTO=1 in the worker's environment
+
+    @app.task(telemhq={"token": "..."})   # optional: token, enabled, send_start
+    def load(): ...
+
+The job name is the task name; the run id is the Celery task id (stable across retries).
+"""
+
+from __future__ import annotations
+
+try:
+    import celery  # noqa: F401
+except ImportError as exc:  # pragma: no cover - exercised in an environment without celery
+    raise ImportError(
+        "telemhq_plugins.celery needs Celery, which is not installed: "
+        'pip install "telemhq-plugins[celery]"'
+    ) from exc
+
+import os
+
+# httpx imports ssl, certifi and httpcore lazily, on first use: the delivery thread's first
+# ping. Under prefork, a worker that forks a child while that import is half done leaves the
+# child a half-initialised module it can never use (every ping of that child then fails).
+# Importing them now, on the importing thread, closes that window.
+import ssl  # noqa: F401
+
+import certifi  # noqa: F401
+import httpcore  # noqa: F401
+
+from telemhq_plugins.celery._context import DEFAULT_EXCLUDE, TaskPolicy, resolve_policy
+from telemhq_plugins.celery._instrumentor import CeleryInstrumentor, setup
+from telemhq_plugins.celery.beat import BeatScheduleSync, schedule_spec
+
+__all__ = [
+    "DEFAULT_EXCLUDE",
+    "BeatScheduleSync",
+    "CeleryInstrumentor",
+    "TaskPolicy",
+    "resolve_policy",
+    "schedule_spec",
+    "setup",
+]
+
+# ``TELEMHQ_CELERY_AUTO=1``: instrument every task of the process as soon as this package is
+# imported (the ``celery`` command imports it through its ``celery.commands`` entry point).
+if os.environ.get("TELEMHQ_CELERY_AUTO", "").strip().lower() in {"1", "true", "yes", "on"}:
+    CeleryInstrumentor().instrument()

@@ -1,0 +1,102 @@
+"""Translate Celery objects into TelemHQ terms: the ``celery`` payload block and task options.
+
+Pure functions and a small frozen policy; nothing here sends anything or touches signals.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "DEFAULT_EXCLUDE",
+    "TaskPolicy",
+    "attempt_of",
+    "celery_block",
+    "resolve_policy",
+    "same_task",
+]
+
+#: Celery's own housekeeping tasks (``celery.ping``, ``celery.chord_unlock``, ...) are not
+#: monitored unless asked for: they would create a tracker per internal task.
+DEFAULT_EXCLUDE: tuple[str, ...] = ("celery.*",)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPolicy:
+    """How one task is monitored: an explicit token (else the core resolver decides) and
+    whether to send a ``start`` ping (``None``: the ``TELEMHQ_SEND_START`` setting)."""
+
+    token: str | None = None
+    send_start: bool | None = None
+
+
+def resolve_policy(
+    name: str,
+    options: Any,
+    *,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = DEFAULT_EXCLUDE,
+) -> TaskPolicy | None:
+    """The policy for task ``name`` with task option ``options`` (``telemhq=...``), or
+    ``None`` when the task is not monitored.
+
+    An explicit ``enabled`` in the task option wins over the globs (per-task opt-in/opt-out);
+    otherwise a task matching an ``exclude`` glob is off, and with ``include`` globs given a
+    task must match one of them. ``options`` may be ``True``/``False`` as a shorthand, or a
+    mapping with ``enabled``, ``token`` and ``send_start``."""
+    if isinstance(options, bool):
+        options = {"enabled": options}
+    elif not isinstance(options, Mapping):
+        options = {}
+    enabled = options.get("enabled")
+    if enabled is None:
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in exclude):
+            return None
+        if include and not any(fnmatch.fnmatchcase(name, pattern) for pattern in include):
+            return None
+    elif not enabled:
+        return None
+    token = options.get("token")
+    send_start = options.get("send_start")
+    return TaskPolicy(
+        token=str(token) if token else None,
+        send_start=None if send_start is None else bool(send_start),
+    )
+
+
+def attempt_of(request: Any) -> int:
+    """The 1-based attempt number of a request (Celery counts retries from 0)."""
+    retries = getattr(request, "retries", 0)
+    return (retries if isinstance(retries, int) else 0) + 1
+
+
+def same_task(task_id: str, request: Any) -> bool:
+    """True when ``request`` is the request of ``task_id`` (not an unrelated or empty one)."""
+    return request is not None and getattr(request, "id", None) == task_id
+
+
+def celery_block(task_id: str, request: Any) -> dict[str, Any]:
+    """The ``celery`` object of a ping. ``request`` is the task's request context; it may be
+    unrelated to ``task_id`` (the parent process reports a hard time limit with no request on
+    the stack), in which case only the id is known."""
+    if not same_task(task_id, request):
+        return {"task_id": task_id}
+    delivery = getattr(request, "delivery_info", None) or {}
+    routing_key = delivery.get("routing_key")
+    return {
+        "task_id": task_id,
+        "root_id": getattr(request, "root_id", None),
+        "parent_id": getattr(request, "parent_id", None),
+        # Brokers report the routing key, not the queue; under Celery's default routing they
+        # are the same name, so the routing key stands in when no queue is reported.
+        "queue": delivery.get("queue") or routing_key,
+        "routing_key": routing_key,
+        "exchange": delivery.get("exchange") or None,
+        "hostname": getattr(request, "hostname", None),
+        "retries": getattr(request, "retries", 0) or 0,
+        "eta": getattr(request, "eta", None),
+        "expires": getattr(request, "expires", None),
+    }

@@ -1,0 +1,378 @@
+"""The signal receivers: each turns one Celery signal into a ``start_run`` / ``Run.finish``.
+
+They run on the task's thread, so they only build a ``Ping`` and enqueue it (core delivery
+sends it from its own thread) and they never raise: every body catches and logs its own
+errors (``capture_internal_errors``, or a plain ``try`` in the four that run for every task).
+
+Where each signal fires matters (see ``celery/app/trace.py`` and ``celery/worker/request.py``):
+
+* ``task_prerun``, ``task_success``, ``task_retry``, ``task_failure`` (an exception in the
+  task) and ``task_postrun`` fire where the task runs: the pool child under prefork.
+* ``task_failure`` for a hard time limit or a lost worker, and ``task_revoked``, fire in the
+  worker's main process, which never saw the prerun: those pings are built from the task id
+  and the request the main process holds (``task_received``), with no open run.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import logging
+import sys
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+from billiard.exceptions import TimeLimitExceeded
+
+from telemhq_plugins.celery._context import (
+    DEFAULT_EXCLUDE,
+    attempt_of,
+    celery_block,
+    resolve_policy,
+    same_task,
+)
+from telemhq_plugins.core.config import warn_unconfigured
+from telemhq_plugins.core.delivery import Client, get_client
+from telemhq_plugins.core.logs import capture_internal_errors, log_once
+from telemhq_plugins.core.payload import ErrorInfo, Status
+from telemhq_plugins.core.runs import Run, start_run
+
+__all__ = ["Handlers", "Target"]
+
+logger = logging.getLogger("telemhq")
+
+ORCHESTRATOR = "celery"
+_IGNORED = "IGNORED"
+#: pools that run tasks in the worker's own process (no main process reporting for a child).
+_IN_PROCESS_POOLS = frozenset(
+    {
+        "celery.concurrency.solo",
+        "celery.concurrency.thread",
+        "celery.concurrency.eventlet",
+        "celery.concurrency.gevent",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A monitored task's ping URL, whether to send ``start``, and the client that sends."""
+
+    url: str
+    send_start: bool | None
+    client: Client
+
+
+def _internal_error(where: str) -> None:
+    """Log our own bug once per place and type, like ``capture_internal_errors`` (which the
+    per-task handlers do not use: a ``with`` costs a few µs on every task)."""
+    log_once(
+        logger,
+        logging.ERROR,
+        ("internal", where, sys.exc_info()[0]),
+        "TelemHQ integration error in %s (the task itself is unaffected)",
+        where,
+        exc_info=True,
+    )
+
+
+_REPORTED_MAX = 1024
+
+
+class Handlers:
+    """Signal receivers bound to one instrumentation's options (connected with strong refs)."""
+
+    def __init__(
+        self,
+        *,
+        app: Any = None,
+        include: tuple[str, ...] = (),
+        exclude: tuple[str, ...] = DEFAULT_EXCLUDE,
+        send_start: bool | None = None,
+    ) -> None:
+        self.app = app
+        self.include = include
+        self.exclude = exclude
+        self.send_start = send_start
+        #: open runs of this process by task id (prerun -> success/failure/retry).
+        self.runs: dict[str, Run] = {}
+        #: the main process's requests by task id, for pings it reports without a prerun.
+        self.received: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+        #: task ids whose end this process already reported without a run, oldest first:
+        #: a hard time limit reaches ``task_failure`` twice in the main process (the pool's
+        #: job error, then ``on_timeout``), and one end must make one ping.
+        self.reported: collections.OrderedDict[tuple[str, str, int | None], None] = (
+            collections.OrderedDict()
+        )
+        self._targets: dict[str, Target | None] = {}
+        self._targets_client: Client | None = None
+        #: None until the first ``task_received`` tells which pool the worker runs.
+        self._pool_in_process: bool | None = None
+        self._lock = threading.Lock()
+
+    # -- where a task's pings go ---------------------------------------------------------------
+
+    def target(self, task: Any) -> Target | None:
+        """Where ``task``'s pings go, or None when it is not monitored. Resolved once per task
+        name and delivery client (the glob match and token resolution stay off the hot path)."""
+        if task is None:
+            return None
+        if self.app is not None and getattr(task, "app", None) is not self.app:
+            return None
+        client = get_client()
+        if client is not self._targets_client:  # a new client: new settings, resolve again
+            with self._lock:
+                self._targets = {}
+                self._targets_client = client
+        name = task.name
+        try:
+            return self._targets[name]
+        except KeyError:
+            pass
+        found: Target | None = None
+        policy = resolve_policy(
+            name, getattr(task, "telemhq", None), include=self.include, exclude=self.exclude
+        )
+        if policy is not None and not client.settings.disabled:
+            url = client.settings.ping_url_for(name, policy.token)
+            if url is None:
+                warn_unconfigured(name)
+            else:
+                send_start = self.send_start if policy.send_start is None else policy.send_start
+                found = Target(url, send_start, client)
+        with self._lock:
+            if self._targets_client is client:
+                self._targets[name] = found
+        return found
+
+    # -- worker side: where the task runs ------------------------------------------------------
+
+    def on_prerun(
+        self, sender: Any = None, task_id: Any = None, task: Any = None, **_: Any
+    ) -> None:
+        # try/except rather than ``capture_internal_errors``: this runs for every task.
+        try:
+            task = task or sender
+            target = self.target(task)
+            if target is None or task_id is None:
+                return
+            request = task.request
+            current = start_run(
+                task.name,
+                token=target.url,  # resolved already; a full URL is used as is
+                orchestrator=ORCHESTRATOR,
+                run_id=task_id,
+                attempt=attempt_of(request),
+                context={"celery": celery_block(task_id, request)},
+                send_start=target.send_start,
+                client=target.client,
+            )
+            if current.active:
+                self.runs[task_id] = current
+            else:  # disabled meanwhile: leave no run bound to this thread
+                current.unbind()
+        except Exception:
+            _internal_error("celery.task_prerun")
+
+    def on_success(self, sender: Any = None, runtime: Any = None, **_: Any) -> None:
+        try:
+            request = getattr(sender, "request", None)
+            task_id = getattr(request, "id", None)
+            if task_id is None:
+                return
+            current = self.runs.pop(task_id, None)
+            if current is not None:
+                current.finish("success")
+            elif isinstance(runtime, (int, float)):  # instrumented mid-task: Celery's timing
+                self._finish_detached(
+                    sender, task_id, "success", duration_ms=runtime * 1000.0, request=request
+                )
+        except Exception:
+            _internal_error("celery.task_success")
+
+    def on_failure(
+        self,
+        sender: Any = None,
+        task_id: Any = None,
+        exception: Any = None,
+        einfo: Any = None,
+        **_: Any,
+    ) -> None:
+        with capture_internal_errors("celery.task_failure"):
+            if task_id is None:
+                return
+            error = _error_info(exception, einfo)
+            current = self.runs.pop(task_id, None)
+            if current is not None:
+                current.finish("failure", error=error)
+                return
+            # Reported by the worker's main process (hard time limit, worker lost): the
+            # child that ran the prerun is gone. A time limit says how long it ran.
+            duration = None
+            if isinstance(exception, TimeLimitExceeded) and exception.args:
+                limit = exception.args[0]
+                if isinstance(limit, (int, float)):
+                    duration = float(limit) * 1000.0
+            self._finish_detached(
+                sender,
+                task_id,
+                "failure",
+                error=error,
+                duration_ms=duration,
+                request=getattr(sender, "request", None),
+            )
+
+    def on_retry(
+        self,
+        sender: Any = None,
+        request: Any = None,
+        reason: Any = None,
+        einfo: Any = None,
+        **_: Any,
+    ) -> None:
+        with capture_internal_errors("celery.task_retry"):
+            task_id = getattr(request, "id", None)
+            if task_id is None:
+                return
+            # ``reason`` is the Retry exception; its ``exc`` is what the task raised, if any.
+            cause = getattr(reason, "exc", None) or reason
+            error = _error_info(cause if isinstance(cause, BaseException) else None, None)
+            if error is None and reason is not None:
+                error = ErrorInfo("Retry", str(reason))
+            current = self.runs.pop(task_id, None)
+            if current is not None:
+                current.finish("retry", error=error)
+            else:
+                self._finish_detached(sender, task_id, "retry", error=error, request=request)
+
+    def on_postrun(
+        self, sender: Any = None, task_id: Any = None, state: Any = None, **_: Any
+    ) -> None:
+        """Close what no other signal closed: ``Ignore`` -> ``skipped``; a ``Reject`` is
+        left to the main process (it reports a failure unless the message is requeued)."""
+        try:
+            current = self.runs.pop(task_id, None) if task_id is not None else None
+            if current is None:
+                return
+            if state == _IGNORED:
+                current.finish("skipped")
+            else:
+                current.unbind()
+        except Exception:
+            _internal_error("celery.task_postrun")
+
+    # -- worker's main process ----------------------------------------------------------------
+
+    def on_received(self, sender: Any = None, request: Any = None, **_: Any) -> None:
+        """Remember the request in a worker whose pool runs tasks in other processes."""
+        try:
+            if self._pool_in_process is None:
+                module = type(getattr(sender, "pool", None)).__module__
+                self._pool_in_process = module in _IN_PROCESS_POOLS
+            if self._pool_in_process:  # prerun and the end happen here: nothing to remember
+                return
+            task_id = getattr(request, "id", None)
+            if task_id is not None:
+                self.received[task_id] = request
+        except Exception:
+            _internal_error("celery.task_received")
+
+    def on_revoked(
+        self,
+        sender: Any = None,
+        request: Any = None,
+        terminated: Any = None,
+        signum: Any = None,
+        expired: Any = None,
+        **_: Any,
+    ) -> None:
+        with capture_internal_errors("celery.task_revoked"):
+            task_id = getattr(request, "id", None)
+            if task_id is None:
+                return
+            revoked = {
+                "terminated": bool(terminated),
+                "signum": None if signum is None else str(signum),
+                "expired": bool(expired),
+            }
+            current = self.runs.pop(task_id, None)
+            if current is not None:
+                current.context.setdefault("celery", {})["revoked"] = revoked
+                current.finish("cancelled")
+            else:
+                self._finish_detached(
+                    sender, task_id, "cancelled", request=request, revoked=revoked
+                )
+
+    def _finish_detached(
+        self,
+        task: Any,
+        task_id: str,
+        status: Status,
+        *,
+        error: ErrorInfo | None = None,
+        duration_ms: float | None = None,
+        request: Any = None,
+        revoked: dict[str, Any] | None = None,
+    ) -> None:
+        """A ping for a task this process never saw start: once per task id and status (and
+        attempt, for a retry). A hard time limit reaches ``task_failure`` twice in the main
+        process, once with the request and once without; the first, fuller one is sent."""
+        target = self.target(task)
+        if target is None:
+            return
+        key = (task_id, status, attempt_of(request) if status == "retry" else None)
+        with self._lock:
+            if key in self.reported:
+                return
+            self.reported[key] = None
+            if len(self.reported) > _REPORTED_MAX:
+                self.reported.popitem(last=False)
+        block = celery_block(task_id, request)
+        if revoked is not None:
+            block["revoked"] = revoked
+        received = self.received.pop(task_id, None)
+        started_wall = getattr(received, "time_start", None)
+        current = start_run(
+            task.name,
+            token=target.url,
+            orchestrator=ORCHESTRATOR,
+            run_id=task_id,
+            attempt=attempt_of(request) if same_task(task_id, request) else None,
+            context={"celery": block},
+            send_start=False,
+            bind=False,
+            client=target.client,
+        )
+        if isinstance(started_wall, (int, float)) and started_wall > 0:
+            # The main process accepted the task at ``time_start`` (wall clock): the best
+            # measure left once the child that timed it is gone.
+            current.started_at = dt.datetime.fromtimestamp(started_wall, dt.UTC)
+            if duration_ms is None:
+                duration_ms = max(0.0, (time.time() - started_wall) * 1000.0)
+        current.finish(status, error=error, duration_ms=duration_ms)
+
+    # -- shutdown -------------------------------------------------------------------------------
+
+    def on_shutdown(self, **_: Any) -> None:
+        """Worker (or pool child) shutting down: send what is queued, within the flush bound."""
+        with capture_internal_errors("celery.shutdown"):
+            get_client().flush()
+
+
+def _error_info(exception: Any, einfo: Any) -> ErrorInfo | None:
+    """The error of a failed task; Celery's formatted traceback when it has one (the
+    exception's own traceback is cleared, or never existed in the main process)."""
+    if not isinstance(exception, BaseException):
+        return None
+    text = getattr(einfo, "traceback", None)
+    if not (isinstance(text, str) and text):
+        return ErrorInfo.from_exception(exception)
+    try:
+        message = str(exception)
+    except Exception:
+        message = f"<unprintable {type(exception).__name__}>"
+    return ErrorInfo(type(exception).__qualname__, message, text)

@@ -1,0 +1,201 @@
+"""Beat schedule awareness: crontab/interval conversion, and a real beat pushing its schedule
+to the real reference server through the management API."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shelve
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+from celery.beat import Service
+from celery.schedules import crontab, schedule
+from croniter import croniter
+
+from telemhq_plugins.celery import CeleryInstrumentor, schedule_spec
+from telemhq_plugins.celery.beat import cron_expression
+from telemhq_plugins.core import set_client
+from tests.celery.conftest import close_app, make_client
+from tests.celery.server import TelemHQ
+from tests.celery.tasks import configure
+
+
+class Custom(schedule):
+    """A schedule subclass (like ``solar``): its meaning is its own, never guessed."""
+
+
+# (crontab arguments, the cron string expected)
+CRONTABS = [
+    ({"minute": 0, "hour": 3}, "0 3 * * *"),
+    ({"minute": "*/15"}, "0,15,30,45 * * * *"),
+    ({"minute": 30, "hour": 9, "day_of_week": "mon-fri"}, "30 9 * * 1-5"),
+    ({"minute": 0, "hour": "*/6", "day_of_month": "1,15"}, "0 0,6,12,18 1,15 * *"),
+    ({"minute": 5, "hour": 0, "day_of_week": "sun"}, "5 0 * * 0"),
+    ({"minute": "0-10,50-59", "month_of_year": "1-3,12"}, "0-10,50-59 * * 1-3,12 *"),
+    ({}, "* * * * *"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "expected"), CRONTABS)
+def test_it_converts_a_crontab_to_an_equivalent_cron_string(
+    kwargs: dict[str, Any], expected: str
+) -> None:
+    entry = crontab(**kwargs)
+    expression = cron_expression(entry)
+    assert expression == expected
+    # Same fire times: croniter's expansion of each field is the crontab's set.
+    expanded = croniter(expression).expanded
+    for index, field in enumerate(
+        ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
+    ):
+        values = expanded[index]
+        if values == ["*"]:
+            first, last = {0: (0, 59), 1: (0, 23), 2: (1, 31), 3: (1, 12), 4: (0, 6)}[index]
+            values = list(range(first, last + 1))
+        assert set(values) == set(getattr(entry, field)), field
+
+
+def test_it_refuses_a_crontab_restricting_both_days() -> None:
+    # Celery runs only when both match; cron would fire when either does.
+    assert cron_expression(crontab(minute=0, day_of_month=1, day_of_week="mon")) is None
+    assert schedule_spec(crontab(minute=0, day_of_month=1, day_of_week="mon")) is None
+
+
+def test_it_converts_intervals_to_periods() -> None:
+    assert schedule_spec(schedule(dt.timedelta(minutes=5)), grace=60) == {
+        "kind": "period",
+        "period_seconds": 300,
+        "grace_seconds": 60,
+    }
+    assert schedule_spec(30.5, grace=0) == {
+        "kind": "period",
+        "period_seconds": 31,
+        "grace_seconds": 0,
+    }
+    assert schedule_spec(schedule(dt.timedelta(0))) is None
+    assert schedule_spec(Custom(dt.timedelta(minutes=5))) is None
+    assert schedule_spec(object()) is None
+
+
+def test_it_reads_the_crontab_timezone_from_the_app() -> None:
+    app = Celery("tz", set_as_current=False)
+    app.conf.timezone = "Europe/Paris"
+    assert schedule_spec(crontab(minute=0, hour=3, app=app), grace=120) == {
+        "kind": "cron",
+        "cron": "0 3 * * *",
+        "timezone": "Europe/Paris",
+        "grace_seconds": 120,
+    }
+
+
+@pytest.fixture
+def beat_app(redis_db: tuple[str, str]) -> Iterator[Celery]:
+    broker, prefix = redis_db
+    app = Celery("telemhq_tests_beat", set_as_current=False)
+    configure(app, broker, f"{prefix}beat-")
+    app.conf.timezone = "Europe/Paris"
+
+    @app.task(name="beat.quiet", shared=False, telemhq={"enabled": False})
+    def quiet() -> None: ...
+
+    app.conf.beat_schedule = {
+        "every-5-min": {"task": "beat.every5", "schedule": 300.0},
+        "nightly": {"task": "beat.nightly", "schedule": crontab(minute=0, hour=3)},
+        "quiet": {"task": "beat.quiet", "schedule": dt.timedelta(hours=1)},
+        "custom": {"task": "beat.every5", "schedule": Custom(dt.timedelta(minutes=1))},
+        "both-days": {
+            "task": "beat.both",
+            "schedule": crontab(minute=0, day_of_month=1, day_of_week="mon"),
+        },
+    }
+    yield app
+    close_app(app)
+
+
+@pytest.mark.services
+def test_it_pushes_beat_schedules_to_the_trackers(
+    beat_app: Celery, server: TelemHQ, tmp_path: Path
+) -> None:
+    live = server.live
+    every5 = live.create_tracker(name="beat every5")
+    ping_key = live.api("POST", "/ping-keys", json={"name": "beat"}).json()["key"]
+    client = make_client(
+        server, trackers=(("beat.every5", every5["token"]),), ping_key=ping_key, token=None
+    )
+    previous = set_client(client)
+    instrumentor = CeleryInstrumentor()
+    instrumentor.instrument(beat_app, beat_schedules=True, beat_grace=120, api_key=live.api_key)
+    schedule_file = tmp_path / "celerybeat-schedule"
+    service = Service(beat_app, schedule_filename=str(schedule_file), max_interval=0.2)
+    beat = threading.Thread(target=service.start, daemon=True)
+    try:
+        beat.start()
+        sync = instrumentor.beat_sync
+        assert sync is not None
+        for _ in range(600):  # the thread exists once beat_init fired
+            if sync.thread is not None:
+                break
+            threading.Event().wait(0.05)
+        assert sync.thread is not None
+        sync.thread.join(timeout=60)
+        outcomes = {r.entry: (r.outcome, r.detail) for r in sync.results}
+    finally:
+        service.stop(wait=True)
+        beat.join(timeout=30)
+        instrumentor.uninstrument()
+        set_client(previous)
+        client.close()
+
+    assert outcomes["every-5-min"] == ("updated", "")
+    assert outcomes["nightly"] == ("created", "")
+    assert outcomes["quiet"] == ("skipped", "not monitored")
+    assert outcomes["custom"][0] == "skipped"
+    assert outcomes["both-days"][0] == "skipped"
+
+    assert live.tracker(every5["id"])["schedule"] == {
+        "kind": "period",
+        "period_seconds": 300,
+        "grace_seconds": 120,
+    }
+    nightly = live.tracker("beat-nightly")
+    assert nightly["name"] == "beat.nightly"
+    assert nightly["schedule"] == {
+        "kind": "cron",
+        "cron": "0 3 * * *",
+        "timezone": "Europe/Paris",
+        "grace_seconds": 120,
+    }
+    # The schedule file is beat's alone: still readable, every entry in it untouched.
+    with shelve.open(str(schedule_file), flag="r") as db:
+        entries = db["entries"]
+    assert set(beat_app.conf.beat_schedule) <= set(entries)
+    assert entries["nightly"].schedule == crontab(minute=0, hour=3)
+
+
+@pytest.mark.services
+def test_it_does_not_push_without_an_api_key(server: TelemHQ, beat_app: Celery) -> None:
+    from telemhq_plugins.celery.beat import BeatScheduleSync
+
+    tracker = server.live.create_tracker(name="beat no key")
+    client = make_client(server, trackers=(("beat.every5", tracker["token"]),))
+    previous = set_client(client)
+    try:
+        sync = BeatScheduleSync(api_key=None)
+        entries = {"every-5-min": _Entry("beat.every5", 300.0)}
+        (result,) = sync.push(entries, app=beat_app)
+    finally:
+        set_client(previous)
+        client.close()
+    assert result.outcome == "skipped"
+    assert "TELEMHQ_API_KEY" in result.detail
+    assert server.live.tracker(tracker["id"])["schedule"] == {"kind": "none"}
+
+
+class _Entry:
+    def __init__(self, task: str, run_every: Any) -> None:
+        self.task = task
+        self.schedule = run_every

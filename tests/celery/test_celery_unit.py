@@ -1,0 +1,257 @@
+"""The adapter's own decisions, with tasks run eagerly (``task.apply()``: Celery's real tracer
+and signals, in this thread) and pings delivered to the real reference server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery, signals
+
+import telemhq_plugins
+from telemhq_plugins.celery import CeleryInstrumentor, TaskPolicy, resolve_policy
+from telemhq_plugins.celery._context import celery_block
+from telemhq_plugins.core import Client, set_client
+from tests.celery.conftest import make_client
+from tests.celery.server import TelemHQ
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# -- policy -----------------------------------------------------------------------------------
+
+
+def test_it_monitors_every_task_but_celerys_own_by_default() -> None:
+    assert resolve_policy("proj.load", None) == TaskPolicy()
+    assert resolve_policy("celery.chord_unlock", None) is None
+
+
+def test_it_applies_include_and_exclude_globs() -> None:
+    include = ("etl.*",)
+    assert resolve_policy("etl.load", None, include=include) == TaskPolicy()
+    assert resolve_policy("web.email", None, include=include) is None
+    assert resolve_policy("etl.tmp_x", None, include=include, exclude=("etl.tmp_*",)) is None
+
+
+def test_it_lets_the_task_option_win_over_the_globs() -> None:
+    assert resolve_policy("celery.x", {"enabled": True}) == TaskPolicy()
+    assert resolve_policy("web.email", True, include=("etl.*",)) == TaskPolicy()
+    assert resolve_policy("etl.load", {"enabled": False}, include=("etl.*",)) is None
+    assert resolve_policy("etl.load", False) is None
+    assert resolve_policy("etl.load", {"token": "abc", "send_start": True}) == TaskPolicy(
+        token="abc", send_start=True
+    )
+
+
+def test_it_treats_an_unusable_option_as_no_option() -> None:
+    assert resolve_policy("etl.load", "not a mapping") == TaskPolicy()
+
+
+def test_it_builds_only_the_id_from_an_unrelated_request() -> None:
+    class Request:
+        id = "other"
+
+    assert celery_block("mine", Request()) == {"task_id": "mine"}
+    assert celery_block("mine", None) == {"task_id": "mine"}
+
+
+# -- eager runs through the real tracer -------------------------------------------------------
+
+
+@pytest.fixture
+def app() -> Iterator[Celery]:
+    app = Celery("telemhq_tests_unit", set_as_current=False)
+    app.conf.task_always_eager = False
+    yield app
+    app.close()
+
+
+def final_runs(server: TelemHQ, task_id: str) -> list[Any]:
+    return [r for r in server.runs("default", task_id) if r.status != "start"]
+
+
+@pytest.mark.services
+def test_it_reaches_report_and_records_an_eager_run(
+    app: Celery, server: TelemHQ, client: Client, instrumented: CeleryInstrumentor
+) -> None:
+    @app.task(name="unit.eager", shared=False)
+    def eager() -> int:
+        telemhq_plugins.report(records_processed=7, cost_usd=0.25)
+        return 7
+
+    result = eager.apply()
+    assert result.get() == 7
+    assert client.flush()
+    (run,) = server.wait_finals("default", result.id)
+    assert run.body["records_processed"] == 7
+    assert run.body["cost_usd"] == 0.25
+    assert run.body["job"] == "unit.eager"
+    assert telemhq_plugins.current_run() is None  # nothing left bound to this thread
+    assert instrumented.handlers is not None
+    assert instrumented.handlers.runs == {}
+
+
+@pytest.mark.services
+def test_it_sends_start_when_asked(app: Celery, server: TelemHQ, client: Client) -> None:
+    @app.task(name="unit.started", shared=False)
+    def started() -> None: ...
+
+    instrumentor = CeleryInstrumentor()
+    instrumentor.instrument(send_start=True)
+    try:
+        result = started.apply()
+        assert client.flush()
+    finally:
+        instrumentor.uninstrument()
+    start = server.wait_start("default", result.id)
+    (end,) = server.wait_finals("default", result.id)
+    assert start.body["run_id"] == end.body["run_id"] == result.id
+    assert end.status == "success"
+
+
+@pytest.mark.services
+def test_it_only_monitors_the_given_app(app: Celery, server: TelemHQ, client: Client) -> None:
+    other = Celery("telemhq_tests_other", set_as_current=False)
+
+    @app.task(name="unit.mine", shared=False)
+    def mine() -> None: ...
+
+    @other.task(name="unit.theirs", shared=False)
+    def theirs() -> None: ...
+
+    instrumentor = CeleryInstrumentor()
+    instrumentor.instrument(app)
+    try:
+        skipped = theirs.apply()
+        monitored = mine.apply()
+        assert client.flush()
+    finally:
+        instrumentor.uninstrument()
+        other.close()
+    server.wait_finals("default", monitored.id)
+    assert final_runs(server, skipped.id) == []
+
+
+@pytest.mark.services
+def test_it_sends_nothing_when_telemhq_is_disabled(
+    app: Celery, server: TelemHQ, instrumented: CeleryInstrumentor
+) -> None:
+    @app.task(name="unit.disabled", shared=False)
+    def disabled() -> str:
+        telemhq_plugins.report(records_processed=1)  # harmless outside a run
+        return "done"
+
+    client = make_client(server, disabled=True)
+    previous = set_client(client)
+    try:
+        result = disabled.apply()
+        assert result.get() == "done"
+        assert client.flush()
+        assert client.stats()["delivered"] == 0
+    finally:
+        set_client(previous)
+        client.close()
+    assert server.runs("default", result.id) == []
+
+
+@pytest.mark.services
+def test_it_never_breaks_a_task_when_the_adapter_fails(
+    app: Celery, server: TelemHQ, client: Client, instrumented: CeleryInstrumentor
+) -> None:
+    class Exploding(Mapping[str, Any]):
+        def __getitem__(self, key: str) -> Any:
+            raise RuntimeError("broken option")
+
+        def __iter__(self) -> Iterator[str]:
+            raise RuntimeError("broken option")
+
+        def __len__(self) -> int:
+            return 1
+
+    @app.task(name="unit.exploding", shared=False, telemhq=Exploding())
+    def exploding() -> str:
+        return "still fine"
+
+    result = exploding.apply()
+    assert result.get() == "still fine"
+    assert result.successful()
+
+
+# -- instrumentation lifecycle ----------------------------------------------------------------
+
+
+def test_it_connects_once_and_disconnects_everything() -> None:
+    watched = (signals.task_prerun, signals.task_success, signals.task_failure)
+    before = [len(s.receivers) for s in watched]
+    instrumentor = CeleryInstrumentor()
+    assert instrumentor is CeleryInstrumentor()  # one per process
+    assert instrumentor.instrument() is True
+    assert instrumentor.instrument() is False
+    assert [len(s.receivers) for s in watched] == [n + 1 for n in before]
+    assert instrumentor.uninstrument() is True
+    assert [len(s.receivers) for s in watched] == before
+    assert instrumentor.is_instrumented is False
+
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("TELEMHQ_")}
+    environ.update(PYTHONPATH=str(ROOT), **env)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_it_instruments_on_import_with_telemhq_celery_auto() -> None:
+    code = "import telemhq_plugins.celery as c; print(c.CeleryInstrumentor().is_instrumented)"
+    assert _python(code, TELEMHQ_CELERY_AUTO="1").stdout.strip() == "True"
+    assert _python(code).stdout.strip() == "False"
+
+
+def test_it_names_the_extra_when_celery_is_missing() -> None:
+    code = (
+        "import sys; sys.modules['celery'] = None\n"
+        "try:\n    import telemhq_plugins.celery\n"
+        "except ImportError as exc:\n    print(exc)\n"
+    )
+    out = _python(code).stdout
+    assert 'pip install "telemhq-plugins[celery]"' in out
+
+
+def test_it_lists_monitored_tasks_with_the_celery_command() -> None:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("TELEMHQ_")}
+    environ.update(
+        PYTHONPATH=str(ROOT),
+        TELEMHQ_CELERY_AUTO="1",
+        TELEMHQ_CONFIG=os.devnull,
+        TELEMHQ_TOKEN="default-token-1234",
+        TELEMHQ_TEST_BROKER="memory://",
+        TELEMHQ_TEST_PREFIX="unit-",
+        TELEMHQ_TEST_SPECIAL_TOKEN="special-token-5678",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "tests.celery.worker_app", "telemhq"],
+        check=False,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "instrumentation in this process: on"
+    assert "  tests.add: https://telemhq.com/ping/defa..." in lines
+    assert "  tests.tokened: https://telemhq.com/ping/spec..." in lines
+    assert "  tests.quiet: not monitored" in lines
+    assert "  celery.chord_unlock: not monitored" in lines
+    assert "default-token-1234" not in done.stdout  # tokens are secrets: never printed whole
