@@ -1,14 +1,18 @@
-"""A client whose HTTP edge records what it is sent (for unit tests of what pings contain)."""
+"""A client whose HTTP edge records what it is sent (for unit tests of what pings contain).
+
+The ``recorder`` fixture installs one as the process-wide client for the test."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
 
 from telemhq_plugins.core.config import load_settings
-from telemhq_plugins.core.delivery import Client
+from telemhq_plugins.core.delivery import Client, set_client
 
 
 class Recorder:
@@ -27,3 +31,12 @@ class Recorder:
     def bodies(self) -> list[dict[str, Any]]:
         assert self.client.flush(5)
         return [body for _, body in self.requests]
+
+
+@pytest.fixture
+def recorder() -> Iterator[Recorder]:
+    rec = Recorder()
+    previous = set_client(rec.client)
+    yield rec
+    set_client(previous)
+    rec.client.close()

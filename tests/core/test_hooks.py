@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 import telemhq_plugins
-from telemhq_plugins.core.delivery import DeliveryResult, set_client
+from telemhq_plugins.core.delivery import DeliveryResult
 from telemhq_plugins.core.payload import Ping
 from tests.core.recording import Recorder
 
@@ -38,15 +38,6 @@ class Broken:
     @telemhq_plugins.hookimpl
     def telemhq_enrich_ping(self, ping: Ping) -> None:
         raise RuntimeError("plugin bug")
-
-
-@pytest.fixture
-def recorder() -> Iterator[Recorder]:
-    rec = Recorder()
-    previous = set_client(rec.client)
-    yield rec
-    set_client(previous)
-    rec.client.close()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,15 +16,6 @@ import telemhq_plugins
 from telemhq_plugins.core.delivery import set_client
 from telemhq_plugins.core.runs import current_run, start_run
 from tests.core.recording import Recorder
-
-
-@pytest.fixture
-def recorder() -> Iterator[Recorder]:
-    rec = Recorder()
-    previous = set_client(rec.client)
-    yield rec
-    set_client(previous)
-    rec.client.close()
 
 
 def test_it_sends_success_with_duration_and_reported_metrics(recorder: Recorder) -> None:
