@@ -27,6 +27,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -123,8 +125,11 @@ runs = sa.Table(
     sa.Column("assertions", sa.Text(), nullable=False),
     sa.Column("received_at", TZ, nullable=False),
     sa.Column("started_at", TZ, nullable=True),
+    # Run history paging and retention walk (tracker_id, id). There is deliberately no index
+    # on run_id: an end naming an older start (not the tracker's open one) is rare and finds
+    # it among the tracker's retained runs, and every random run_id would dirty a random index
+    # page on each insert (the ping path's cost).
     sa.Index("ix_runs_tracker_id_id", "tracker_id", "id"),
-    sa.Index("ix_runs_tracker_run_id", "tracker_id", "run_id"),
     sa.Index("uq_runs_tracker_ping_id", "tracker_id", "ping_id", unique=True),
 )
 
@@ -284,14 +289,65 @@ def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
     return engine
 
 
+class SqliteWriteLock:
+    """Writers to one SQLite file take turns on an exclusive ``flock`` on ``<db>.write-lock``
+    (plus a thread lock, since ``flock`` is per open file). Unlike SQLite's busy handler,
+    which polls with sleeps of up to 100 ms, a waiter wakes as soon as the lock is free: this
+    keeps write latency low when several server processes share the file."""
+
+    _by_path: dict[str, SqliteWriteLock] = {}
+    _guard = threading.Lock()
+
+    def __init__(self, path: str) -> None:
+        self._pid = os.getpid()
+        self._thread_lock = threading.Lock()
+        self._file = open(f"{path}.write-lock", "a+b")  # noqa: SIM115 - lives with the process
+
+    @classmethod
+    def for_engine(cls, engine: Engine) -> SqliteWriteLock | None:
+        database = engine.url.database if engine.dialect.name == "sqlite" else None
+        if not database or database == ":memory:":
+            return None
+        path = str(Path(database).resolve())
+        with cls._guard:
+            lock = cls._by_path.get(path)
+            # A forked child must not share its parent's open file: flock would not exclude.
+            if lock is None or lock._pid != os.getpid():
+                lock = cls._by_path[path] = cls(path)
+            return lock
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        import fcntl
+
+        with self._thread_lock:
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._file, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def write_lock(engine: Engine) -> Iterator[None]:
+    """Hold the SQLite write lock of ``engine``'s file (a no-op on PostgreSQL)."""
+    lock = SqliteWriteLock.for_engine(engine)
+    if lock is None:
+        yield
+        return
+    with lock.held():
+        yield
+
+
 @contextlib.contextmanager
 def write_tx(engine: Engine) -> Iterator[Connection]:
     """A read-then-write transaction: committed on exit, rolled back on an exception.
 
-    On SQLite it starts with ``BEGIN IMMEDIATE`` (takes the write lock first, waiting up to the
-    busy timeout), so concurrent writers in other processes queue instead of failing.
+    On SQLite it holds :func:`write_lock` and starts with ``BEGIN IMMEDIATE``, so writers in
+    other threads and processes queue instead of failing or polling. On PostgreSQL lock the
+    rows you read-then-write (``SELECT ... FOR UPDATE``) or use conditional updates.
     """
-    with engine.connect() as plain:
+    with write_lock(engine), engine.connect() as plain:
         conn = (
             plain.execution_options(sqlite_immediate=True)
             if engine.dialect.name == "sqlite"

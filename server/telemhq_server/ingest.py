@@ -46,7 +46,7 @@ from telemhq_plugins.core.assertions import (
 from telemhq_plugins.core.config import slugify
 from telemhq_plugins.core.payload import STATUSES
 from telemhq_server import states
-from telemhq_server.db import as_utc, ping_keys, trackers, utcnow, write_tx
+from telemhq_server.db import as_utc, ping_keys, trackers, utcnow, write_lock, write_tx
 from telemhq_server.flips import record_flip
 from telemhq_server.metrics import Metrics
 from telemhq_server.trackers import create_tracker, next_expected_at
@@ -62,6 +62,9 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 MAX_ID_LENGTH: Final = 200
 MAX_PENDING: Final = 50_000
 INSERT_CHUNK: Final = 500  # rows per INSERT statement (10 parameters each)
+BATCH_PATH: Final = "/ping/_batch"
+BATCH_MAX_PINGS: Final = 1000
+BATCH_BODY_FACTOR: Final = 10  # a batch request may be 10x the single-ping body limit
 SUFFIXES: Final = {"start": "start", "fail": "failure"}
 _STATUS_LIST: Final = ", ".join(sorted(STATUSES))
 
@@ -97,9 +100,11 @@ class _Entry:
 class TrackerCache:
     """Token (or ``ping_key/slug``) -> tracker config with parsed assertions.
 
-    Entries live ``ttl`` seconds; an expired entry is reloaded (one load per key at a time,
-    in a thread); when ``updated_at`` did not change, the parsed assertions are kept.
-    The API invalidates this process's entries directly on every change.
+    Entries are trusted for ``ttl`` seconds, then refreshed in the background (one load per
+    key at a time, in a thread); when ``updated_at`` did not change, the parsed assertions
+    are kept. The API invalidates this process's entries directly on every change, and the
+    writer checks the token inside its transaction, so a stale entry never writes to a
+    tracker whose token was rotated or that was deleted.
     """
 
     def __init__(self, engine: Engine, ttl: float, executor: concurrent.futures.Executor):
@@ -108,21 +113,33 @@ class TrackerCache:
         self.executor = executor
         self._entries: dict[str, _Entry] = {}
         self._loading: dict[str, asyncio.Future[_Entry]] = {}
+        self._refreshing: set[asyncio.Task[_Entry]] = set()
 
     def invalidate(self) -> None:
         self._entries.clear()
 
-    async def get(self, key: str, loader: Callable[[], _Entry]) -> CachedTracker:
+    async def get(self, key: str, make_loader: Callable[[], Callable[[], _Entry]]) -> CachedTracker:
+        """The tracker for ``key``. A missing entry is loaded (the caller waits); an expired
+        one is still served while one background load refreshes it, so no request waits for
+        a refresh (stale by at most ``ttl`` + one query)."""
         entry = self._entries.get(key)
-        if entry is None or entry.expires < time.monotonic():
-            entry = await self._load(key, loader)
+        if entry is None:
+            entry = await self._load(key, make_loader())
+        elif entry.expires < time.monotonic() and key not in self._loading:
+            task = asyncio.get_running_loop().create_task(self._load(key, make_loader()))
+            self._refreshing.add(task)
+            task.add_done_callback(self._refreshed)
         if entry.tracker is None:
-            assert entry.error is not None
-            error = (
-                entry.error
-            )  # a fresh exception each time: a shared one would grow its traceback
+            error = entry.error
+            assert error is not None
+            # A fresh exception each time: raising a shared one would grow its traceback.
             raise PingError(error.status, error.reason, error.message)
         return entry.tracker
+
+    def _refreshed(self, task: asyncio.Task[_Entry]) -> None:
+        self._refreshing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("refreshing a cached tracker failed", exc_info=task.exception())
 
     async def _load(self, key: str, loader: Callable[[], _Entry]) -> _Entry:
         pending = self._loading.get(key)
@@ -243,6 +260,14 @@ class Pending:
     answer: tuple[int, dict[str, Any]] | None = field(default=None)
 
 
+#: rows to insert; index in them -> (old state, new state, reason, time); trackers to update
+_Writes = tuple[
+    list[tuple[Any, ...]],
+    dict[int, tuple[str, str, str, dt.datetime]],
+    dict[int, dict[str, Any]],
+]
+
+
 class BatchWriter:
     """Group commit: one writer task, one thread, one transaction per batch of pings."""
 
@@ -252,10 +277,12 @@ class BatchWriter:
         self.max_batch = max_batch
         self.is_postgres = engine.dialect.name == "postgresql"
         self.sql = _Sql(engine.dialect.name)
+        self._executor = (
+            concurrent.futures.ThreadPoolExecutor(1, "telemhq-writer") if self.is_postgres else None
+        )
         self._queue: list[Pending] = []
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, "telemhq-writer")
         self._conn: Connection | None = None  # the writer thread's own connection
         self._touched: set[int] = set()  # tracker ids written since take_touched()
         self._touched_lock = threading.Lock()
@@ -282,8 +309,11 @@ class BatchWriter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
-        self._executor.shutdown(wait=True)
+        if self._executor is None:
+            self._close()
+        else:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
+            self._executor.shutdown(wait=True)
 
     def submit(self, item: Pending) -> asyncio.Future[tuple[int, dict[str, Any]]]:
         if len(self._queue) >= MAX_PENDING:
@@ -295,6 +325,14 @@ class BatchWriter:
         return item.future
 
     async def _run(self) -> None:
+        """Take everything queued, write it in one transaction, answer; repeat.
+
+        On SQLite the transaction runs on the event loop's thread: it is in-process CPU work
+        plus one fsync (a millisecond or two), during which new pings wait in the server's
+        sockets and form the next batch. A writer thread was measured slower there: it
+        contends with the loop for the GIL on every statement (more CPU per ping, worse p99).
+        On PostgreSQL the transaction mostly waits for the database server, so it runs in a
+        writer thread and the loop goes on reading pings meanwhile."""
         assert self._wakeup is not None
         loop = asyncio.get_running_loop()
         while True:
@@ -304,7 +342,10 @@ class BatchWriter:
                 batch = self._queue[: self.max_batch]
                 del self._queue[: self.max_batch]
                 try:
-                    await loop.run_in_executor(self._executor, self.write, batch)
+                    if self._executor is None:
+                        self.write(batch)
+                    else:
+                        await loop.run_in_executor(self._executor, self.write, batch)
                 except Exception:
                     logger.exception("writing a batch of %d pings failed", len(batch))
                     for item in batch:
@@ -316,6 +357,7 @@ class BatchWriter:
                     if item.future is not None and not item.future.done():
                         assert item.answer is not None
                         item.future.set_result(item.answer)
+                await asyncio.sleep(0)  # more than max_batch queued: let the loop breathe
 
     def write(self, batch: Sequence[Pending]) -> None:
         """Write ``batch`` in one transaction and set each item's ``answer`` (writer thread).
@@ -323,11 +365,19 @@ class BatchWriter:
         The writer keeps one connection for itself (no pool checkout per batch) and speaks
         driver SQL (:class:`_Sql`). A failed transaction is rolled back whole and retried
         once (SQLite busy, PostgreSQL deadlock or serialization failure, lost connection)."""
+        started = time.perf_counter()
         for attempt in (1, 2):
             conn = self._connection()
             try:
-                with conn.begin():
-                    self._write(conn, batch)
+                with write_lock(self.engine):
+                    transaction = conn.begin()
+                    try:
+                        self._write(conn, batch)
+                    except BaseException:
+                        transaction.rollback()
+                        raise
+                    committing = time.perf_counter()
+                    transaction.commit()
                 break
             except sa.exc.DBAPIError as exc:
                 if exc.connection_invalidated or conn.invalidated:
@@ -335,7 +385,8 @@ class BatchWriter:
                 if attempt == 2 or not isinstance(exc, sa.exc.OperationalError):
                     raise
                 logger.warning("batch transaction failed; retrying once", exc_info=True)
-        self.metrics.batch(len(batch))
+        done = time.perf_counter()
+        self.metrics.batch(len(batch), done - started, done - committing)
 
     def _connection(self) -> Connection:
         if self._conn is None or self._conn.closed:
@@ -352,39 +403,62 @@ class BatchWriter:
             self._conn = None
 
     def _write(self, conn: Connection, batch: Sequence[Pending]) -> None:
+        # The driver's own connection and cursors, inside the SQLAlchemy transaction: no
+        # result machinery. On PostgreSQL the reads go in one pipelined round trip, and the
+        # writes in another.
+        driver = conn.connection.dbapi_connection
+        assert driver is not None
+        pipeline = driver.pipeline if self.is_postgres else contextlib.nullcontext
         sql = self.sql
         ids = sorted({item.tracker_id for item in batch})
-        rows = {
-            r[0]: dict(zip(_Sql.TRACKER_COLUMNS, r, strict=True))
-            for r in conn.exec_driver_sql(sql.lock_trackers(len(ids)), tuple(ids))
-        }
+        ping_ids = {(i.tracker_id, i.ping_id) for i in batch if i.ping_id}
+        wanted = {(i.tracker_id, i.run_id) for i in batch if i.run_id and i.status != "start"}
+        cursors = [driver.cursor() for _ in range(3)]
+        try:
+            with pipeline():
+                cursors[0].execute(sql.lock_trackers(len(ids)), tuple(ids))
+                if ping_ids:
+                    tids, pids = sorted({t for t, _ in ping_ids}), sorted({p for _, p in ping_ids})
+                    cursors[1].execute(sql.find_ping_ids(len(tids), len(pids)), (*tids, *pids))
+                if wanted:
+                    tids, rids = sorted({t for t, _ in wanted}), sorted({r for _, r in wanted})
+                    cursors[2].execute(sql.find_starts(len(tids), len(rids)), (*tids, *rids))
+            rows = {
+                r[0]: dict(zip(_Sql.TRACKER_COLUMNS, r, strict=True)) for r in cursors[0].fetchall()
+            }
+            # ping_id -> (run_id, results JSON) of runs already stored
+            seen = {(t, p): (r, a) for t, p, r, a in cursors[1].fetchall()} if ping_ids else {}
+            # start times of runs named by an end ping (used unless it is the open start)
+            starts = (
+                {(t, r): sql.from_db(at) for t, r, at in cursors[2].fetchall()} if wanted else {}
+            )
+            writes = self._apply(batch, rows, seen, starts)
+            if writes is not None:
+                inserts, flip_for, changed = writes
+                # record_flip() runs through SQLAlchemy, which wants each result at once: no
+                # pipeline when the batch changes a state (rare).
+                with pipeline() if not flip_for else contextlib.nullcontext():
+                    self._insert_runs(conn, cursors[0], inserts, flip_for)
+                    cursors[0].executemany(
+                        sql.update_tracker,
+                        [_tracker_params(sql, t, r) for t, r in changed.items()],
+                    )
+                with self._touched_lock:
+                    self._touched.update(changed)
+        finally:
+            for cursor in cursors:
+                cursor.close()
 
-        ping_ids = [(i.tracker_id, i.ping_id) for i in batch if i.ping_id and i.tracker_id in rows]
-        seen: dict[tuple[int, str], tuple[str, str]] = {}  # -> (run_id, results JSON)
-        if ping_ids:
-            tids = sorted({t for t, _ in ping_ids})
-            pids = sorted({p for _, p in ping_ids})
-            for t, p, r, a in conn.exec_driver_sql(
-                sql.find_ping_ids(len(tids), len(pids)), (*tids, *pids)
-            ):
-                seen[(t, p)] = (r, a)
-
-        # Start times of runs named by an end ping, when not the tracker's open start.
-        wanted = {
-            (i.tracker_id, i.run_id)
-            for i in batch
-            if i.run_id and i.status != "start" and i.tracker_id in rows
-        }
-        wanted -= {(t, r["open_start_run_id"]) for t, r in rows.items()}
-        starts: dict[tuple[int, str], dt.datetime] = {}
-        if wanted:
-            tids = sorted({t for t, _ in wanted})
-            rids = sorted({r for _, r in wanted})
-            for t, r, at in conn.exec_driver_sql(
-                sql.find_starts(len(tids), len(rids)), (*tids, *rids)
-            ):
-                starts[(t, r)] = sql.from_db(at)
-
+    def _apply(
+        self,
+        batch: Sequence[Pending],
+        rows: dict[int, dict[str, Any]],
+        seen: dict[tuple[int, str], tuple[str, str]],
+        starts: dict[tuple[int, str], dt.datetime],
+    ) -> _Writes | None:
+        """Run each ping through the state machine, in order, against the locked rows; set
+        each item's answer; return the rows to insert and the trackers to update."""
+        sql = self.sql
         inserts: list[tuple[Any, ...]] = []
         # index in inserts -> (old state, new state, reason, time)
         flip_for: dict[int, tuple[str, str, str, dt.datetime]] = {}
@@ -486,17 +560,12 @@ class BatchWriter:
                 },
             )
 
-        if inserts:
-            self._insert_runs(conn, inserts, flip_for)
-            conn.exec_driver_sql(
-                sql.update_tracker, [_tracker_params(sql, t, r) for t, r in changed.items()]
-            )
-            with self._touched_lock:
-                self._touched.update(changed)
+        return (inserts, flip_for, changed) if inserts else None
 
     def _insert_runs(
         self,
         conn: Connection,
+        cursor: Any,
         inserts: list[tuple[Any, ...]],
         flip_for: dict[int, tuple[str, str, str, dt.datetime]],
     ) -> None:
@@ -505,21 +574,22 @@ class BatchWriter:
         sql = self.sql
         start = 0
         for index in sorted(flip_for):
-            self._insert_many(conn, inserts[start:index])
-            run_pk = conn.exec_driver_sql(sql.insert_runs(1) + " RETURNING id", inserts[index])
+            self._insert_many(cursor, inserts[start:index])
+            cursor.execute(sql.insert_runs(1) + " RETURNING id", inserts[index])
+            run_pk = cursor.fetchone()[0]
             old, new, why, now = flip_for[index]
-            record_flip(conn, inserts[index][0], old, new, why, run_pk.scalar_one(), now)
+            record_flip(conn, inserts[index][0], old, new, why, run_pk, now)
             start = index + 1
-        self._insert_many(conn, inserts[start:])
+        self._insert_many(cursor, inserts[start:])
 
-    def _insert_many(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+    def _insert_many(self, cursor: Any, rows: list[tuple[Any, ...]]) -> None:
         """One multi-row INSERT per chunk: a single statement step (SQLite) or round trip
         (PostgreSQL), rather than one per row as ``executemany`` would do; with SQLite this
         also releases the GIL once per chunk instead of once per row."""
         for i in range(0, len(rows), INSERT_CHUNK):
             chunk = rows[i : i + INSERT_CHUNK]
             flat = tuple(value for row in chunk for value in row)
-            conn.exec_driver_sql(self.sql.insert_runs(len(chunk)), flat)
+            cursor.execute(self.sql.insert_runs(len(chunk)), flat)
 
 
 class _Sql:
@@ -693,6 +763,10 @@ def parse_body(body: bytes) -> dict[str, Any]:
     return value
 
 
+def _too_large(limit: int) -> PingError:
+    return PingError(413, "too_large", f"body is larger than the limit of {limit} bytes")
+
+
 def _payload_text(body: bytes, payload: dict[str, Any]) -> str:
     """The body to store: as received when it is UTF-8 JSON, else re-encoded."""
     if not payload:
@@ -733,6 +807,9 @@ class PingHandler:
         method = scope["method"]
         try:
             if method == "POST":
+                if scope["path"] == BATCH_PATH:
+                    await _send_json(send, 200, await self._post_batch(scope, receive, started))
+                    return
                 status_code, answer = await self._post(scope, receive, started)
                 await _send_json(send, status_code, answer)
                 return
@@ -752,10 +829,10 @@ class PingHandler:
             self.metrics.reject(exc.reason)
             await _send_json(send, exc.status, {"ok": False, "error": exc.message})
 
-    async def resolve(self, scope: Scope) -> tuple[CachedTracker, str | None]:
-        """The tracker the URL names, and the status its suffix implies."""
-        path: str = scope["path"]
-        parts = path[len("/ping/") :].rstrip("/").split("/")
+    async def resolve(self, path: str) -> tuple[CachedTracker, str | None]:
+        """The tracker ``path`` (what follows ``/ping/`` in the URL) names, and the status its
+        suffix implies."""
+        parts = path.rstrip("/").split("/")
         if not parts or not parts[0] or len(parts) > 3 or "" in parts:
             raise PingError(404, "unknown_token", "unknown token")
         suffix: str | None = None
@@ -764,7 +841,7 @@ class PingHandler:
         if len(parts) == 1 or (len(parts) == 2 and suffix is not None):
             token = parts[0]
             try:
-                return await self.cache.get(token, self.cache.by_token(token)), suffix
+                return await self.cache.get(token, lambda: self.cache.by_token(token)), suffix
             except PingError:
                 if len(parts) == 1:
                     raise
@@ -782,38 +859,55 @@ class PingHandler:
                 f"(e.g. {slugify(slug)!r})",
             )
         key = f"{ping_key}/{slug}"
-        return await self.cache.get(key, self.cache.by_slug(key, ping_key, slug)), suffix
+        loader = lambda: self.cache.by_slug(key, ping_key, slug)  # noqa: E731
+        return await self.cache.get(key, loader), suffix
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        limit = self.max_body_bytes
-        too_big = PingError(413, "too_large", f"body is larger than the limit of {limit} bytes")
+    async def _read_body(self, scope: Scope, receive: Receive, limit: int) -> bytes:
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
-                    if int(value) > limit:
-                        raise too_big
+                    declared = int(value)
                 except ValueError:
                     raise PingError(400, "bad_request", "invalid Content-Length") from None
-        chunks: list[bytes] = []
-        size = 0
+                if declared > limit:
+                    raise _too_large(limit)
+        message = await receive()
+        body: bytes = message.get("body", b"")
+        if not message.get("more_body", False) and message["type"] == "http.request":
+            if len(body) > limit:
+                raise _too_large(limit)
+            return body  # the usual case: one chunk
+        chunks = [body]
+        size = len(body)
         while True:
-            message = await receive()
             if message["type"] == "http.disconnect":
                 raise PingError(400, "disconnected", "client disconnected")
-            chunk = message.get("body", b"")
-            size += len(chunk)
             if size > limit:
-                raise too_big
-            chunks.append(chunk)
+                raise _too_large(limit)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            chunks.append(chunk)
 
     async def _post(
         self, scope: Scope, receive: Receive, started: float
     ) -> tuple[int, dict[str, Any]]:
-        tracker, suffix = await self.resolve(scope)
-        body = await self._read_body(scope, receive)
+        tracker, suffix = await self.resolve(scope["path"][len("/ping/") :])
+        body = await self._read_body(scope, receive, self.max_body_bytes)
         payload = parse_body(body)
+        return await self._record(tracker, suffix, payload, _payload_text(body, payload), started)
+
+    async def _record(
+        self,
+        tracker: CachedTracker,
+        suffix: str | None,
+        payload: dict[str, Any],
+        text: str,
+        started: float,
+    ) -> tuple[int, dict[str, Any]]:
+        """Check the standard fields, evaluate, and queue the ping; its answer once stored."""
         status = payload.get("status", "success")
         if status not in STATUSES:
             raise PingError(
@@ -834,7 +928,7 @@ class PingHandler:
             tracker_id=tracker.id,
             token=tracker.token,
             status=status,
-            body=_payload_text(body, payload),
+            body=text,
             ping_id=_string_field(payload, "ping_id"),
             run_id=_string_field(payload, "run_id"),
             duration=None if duration is None else float(duration),
@@ -848,12 +942,58 @@ class PingHandler:
             self.metrics.reject("storage" if status_code == 503 else "unknown_token")
         return status_code, answer
 
+    async def _post_batch(self, scope: Scope, receive: Receive, started: float) -> dict[str, Any]:
+        """``POST /ping/_batch``: ``{"pings": [{"ping": "<token>[/start|/fail]", "body":
+        {...}}, ...]}`` -> ``{"results": [{"status": <HTTP status>, ...its answer}, ...]}``,
+        in order (the run's own status is ``run_status`` there). Each ping is checked and
+        answered as if posted alone; all of them go to the writer together (one transaction
+        unless the batch is larger than max_batch)."""
+        limit = self.max_body_bytes * BATCH_BODY_FACTOR
+        document = parse_body(await self._read_body(scope, receive, limit))
+        pings = document.get("pings")
+        if not isinstance(pings, list) or len(pings) > BATCH_MAX_PINGS:
+            raise PingError(
+                400,
+                "invalid_batch",
+                f'a batch is {{"pings": [{{"ping": "<token>", "body": {{...}}}}, ...]}} '
+                f"with at most {BATCH_MAX_PINGS} pings",
+            )
+
+        async def one(item: Any) -> dict[str, Any]:
+            try:
+                if not isinstance(item, dict) or not isinstance(item.get("ping"), str):
+                    raise PingError(
+                        400, "invalid_batch", 'each batch entry needs "ping": "<token>"'
+                    )
+                body = item.get("body") or {}
+                if not isinstance(body, dict):
+                    raise PingError(
+                        400, "not_object", f"body must be a JSON object, got {_json_type(body)}"
+                    )
+                text = orjson.dumps(body).decode() if body else "{}"
+                if len(text) > self.max_body_bytes:
+                    raise PingError(
+                        413,
+                        "too_large",
+                        f"body is larger than the limit of {self.max_body_bytes} bytes",
+                    )
+                tracker, suffix = await self.resolve(item["ping"])
+                code, answer = await self._record(tracker, suffix, body, text, started)
+            except PingError as exc:
+                self.metrics.reject(exc.reason)
+                code, answer = exc.status, {"ok": False, "error": exc.message}
+            if "status" in answer:  # the run's status; "status" is the HTTP one here
+                answer["run_status"] = answer.pop("status")
+            return {"status": code, **answer}
+
+        return {"results": await asyncio.gather(*(one(item) for item in pings))}
+
     async def _instructions(self, scope: Scope, send: Send, *, head: bool) -> None:
         scheme = scope.get("scheme", "http")
         host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
         url = f"{scheme}://{host}{scope['path']}"
         try:
-            await self.resolve(scope)
+            await self.resolve(scope["path"][len("/ping/") :])
             known, code = "", 200
         except PingError as exc:
             known, code = f" ({exc.message}: check the URL)", 404

@@ -23,6 +23,8 @@ class Metrics:
         self.rejected: dict[str, int] = {}
         self.batches = 0
         self.batch_pings = 0
+        self.batch_seconds = 0.0
+        self.commit_seconds = 0.0
         self.latency_counts = [0] * (len(BUCKETS) + 1)
         self.latency_sum = 0.0
         self._lock = threading.Lock()  # only for the rare writes from other threads
@@ -35,10 +37,12 @@ class Metrics:
     def reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
 
-    def batch(self, size: int) -> None:
+    def batch(self, size: int, seconds: float, commit_seconds: float) -> None:
         with self._lock:
             self.batches += 1
             self.batch_pings += size
+            self.batch_seconds += seconds
+            self.commit_seconds += commit_seconds
 
     def render(self, extra: Iterable[str] = ()) -> str:
         lines = [
@@ -76,6 +80,12 @@ class Metrics:
             "# HELP telemhq_write_batch_pings_total Pings written by those transactions.",
             "# TYPE telemhq_write_batch_pings_total counter",
             f"telemhq_write_batch_pings_total {self.batch_pings}",
+            "# HELP telemhq_write_seconds_total Time spent in group-commit transactions.",
+            "# TYPE telemhq_write_seconds_total counter",
+            f"telemhq_write_seconds_total {self.batch_seconds:.6f}",
+            "# HELP telemhq_commit_seconds_total Of which in COMMIT (the durable flush).",
+            "# TYPE telemhq_commit_seconds_total counter",
+            f"telemhq_commit_seconds_total {self.commit_seconds:.6f}",
         ]
         lines.extend(extra)
         return "\n".join(lines) + "\n"

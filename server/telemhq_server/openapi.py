@@ -260,6 +260,60 @@ def openapi_document(base_url: str) -> dict[str, Any]:
             "/ping/{token}": {"parameters": [token], "post": ping},
             "/ping/{token}/start": {"parameters": [token], "post": ping},
             "/ping/{token}/fail": {"parameters": [token], "post": ping},
+            "/ping/_batch": {
+                "post": {
+                    "summary": "Record several pings in one request (answered ping by ping)",
+                    "security": [],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["pings"],
+                                    "properties": {
+                                        "pings": {
+                                            "type": "array",
+                                            "maxItems": 1000,
+                                            "items": {
+                                                "type": "object",
+                                                "required": ["ping"],
+                                                "properties": {
+                                                    "ping": {
+                                                        "type": "string",
+                                                        "description": "what follows /ping/ in "
+                                                        "the ping URL, e.g. TOKEN/start",
+                                                    },
+                                                    "body": {"type": "object"},
+                                                },
+                                            },
+                                        }
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "results": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "description": "the ping's answer, with its HTTP "
+                                            "status as status and the run's as run_status",
+                                        },
+                                    }
+                                },
+                            }
+                        ),
+                        "400": _json({"type": "object"}, "Not a batch"),
+                        "413": _json({"type": "object"}, "Body over the limit"),
+                    },
+                }
+            },
             "/ping/{ping_key}/{slug}": {
                 "parameters": [
                     {

@@ -626,3 +626,52 @@ def test_metrics_count_accepted_and_rejected_pings(client: AppClient) -> None:
     assert 'telemhq_pings_rejected_total{reason="not_object"} 1' in text
     assert "telemhq_ingest_latency_seconds_count 1" in text
     assert 'telemhq_ingest_latency_seconds_bucket{le="+Inf"} 1' in text
+
+
+# --- the batch endpoint (used by telemhq_plugins' delivery worker) ---------------------------
+
+
+def test_a_batch_is_answered_ping_by_ping_in_order(client: AppClient) -> None:
+    tracker = make_tracker(client, assertions=["errors = 0"])
+    key = client.post("/api/v1/ping-keys", json={}).json()["key"]
+    token = tracker["token"]
+    response = client.post(
+        "/ping/_batch",
+        json={
+            "pings": [
+                {"ping": token, "body": {"errors": 0, "ping_id": "b-1"}},
+                {"ping": "nope", "body": {}},
+                {"ping": f"{token}/fail", "body": {"errors": 0}},
+                {"ping": token, "body": [1]},
+                {"ping": token, "body": {"status": "bad"}},
+                {"ping": token, "body": {"errors": 0, "ping_id": "b-1"}},
+                {"ping": f"{key}/batch-job/start"},
+                {"body": {}},
+            ]
+        },
+    )
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == [200, 404, 200, 400, 400, 200, 200, 400]
+    assert results[0]["state"] == "up"
+    assert results[0]["assertions"][0]["passed"] is True
+    assert results[1] == {"status": 404, "ok": False, "error": "unknown token"}
+    assert results[2]["state"] == "failing"
+    assert results[3]["error"] == "body must be a JSON object, got an array"
+    assert results[4]["error"].startswith("status must be one of")
+    assert results[5]["duplicate"] is True
+    assert results[5]["run_id"] == results[0]["run_id"]
+    assert results[6]["status"] == 200
+    assert results[7]["error"] == 'each batch entry needs "ping": "<token>"'
+    assert [r["status"] for r in runs_of(client, tracker["id"])] == ["failure", "success"]
+    assert runs_of(client, tracker["id"])[1]["payload"] == {"errors": 0, "ping_id": "b-1"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[]", b'{"pings": {}}', b'{"items": []}', b"{", b'{"pings": [' + b"{}," * 1000 + b"{}]}"],
+)
+def test_a_malformed_batch_is_400(client: AppClient, body: bytes) -> None:
+    response = client.post("/ping/_batch", content=body)
+    assert response.status_code == 400
+    assert response.json()["ok"] is False

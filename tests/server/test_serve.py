@@ -173,3 +173,25 @@ def test_first_start_prints_the_url_a_new_admin_key_and_how_to_create_a_tracker(
     assert response.status_code == 201
     assert key not in banner
     assert "set TELEMHQ_API_KEY to choose one" in banner
+
+
+def test_the_plugins_delivery_client_batches_to_the_real_server(server: LiveServer) -> None:
+    """telemhq_plugins' worker sends waiting pings in one POST /ping/_batch: every ping is
+    delivered and stored once."""
+    from telemhq_plugins.core.config import Settings
+    from telemhq_plugins.core.delivery import Client
+    from telemhq_plugins.core.payload import Ping
+
+    tracker = server.create_tracker(assertions=["records_processed > 0"])
+    client = Client(Settings(base_url=server.base_url))
+    try:
+        for i in range(30):
+            client.enqueue(Ping(fields={"records_processed": i + 1}), tracker["ping_url"])
+        assert client.flush(timeout=20)
+        assert client.stats()["delivered"] == 30
+    finally:
+        client.close(timeout=5)
+    runs = server.runs(tracker["id"])
+    assert len(runs) == 30
+    assert all(run["passed"] for run in runs)
+    assert "telemhq_pings_accepted_total" in server.client.get("/metrics").text

@@ -75,7 +75,6 @@ def upgrade() -> None:
         sa.Column("started_at", TZ, nullable=True),
     )
     op.create_index("ix_runs_tracker_id_id", "runs", ["tracker_id", "id"])
-    op.create_index("ix_runs_tracker_run_id", "runs", ["tracker_id", "run_id"])
     op.create_index("uq_runs_tracker_ping_id", "runs", ["tracker_id", "ping_id"], unique=True)
 
     op.create_table(
