@@ -2,19 +2,23 @@
 
 Request flow for ``POST /ping/...`` (no framework, no ORM):
 
-1. parse the path (``/ping/{token}[/start|/fail]`` or ``/ping/{ping_key}/{slug}[/start|/fail]``);
-2. read the body within the size limit, parse it as a JSON object (any or no content type);
-3. find the tracker in :class:`TrackerCache` (parsed assertions included; entries are
-   re-checked against the database every ``cache_ttl`` seconds, so other processes' changes
-   are seen within about a second);
-4. evaluate the assertions (core's ``evaluate_all``) and queue the ping to :class:`BatchWriter`;
-5. the writer takes every queued ping, writes them in ONE transaction (runs, tracker updates,
-   flips) in a dedicated thread, commits, and only then answers each waiting request.
+1. find the tracker the path names (``/ping/{token}[/start|/fail]`` or
+   ``/ping/{ping_key}/{slug}[/start|/fail]``) in :class:`TrackerCache` (parsed assertions
+   included; refreshed in the background every ``cache_ttl`` seconds, so other processes'
+   changes are seen within about a second);
+2. read the body within the size limit and parse it as a JSON object (any or no content type);
+3. evaluate the assertions (core's ``evaluate_all``) and queue the ping to :class:`BatchWriter`;
+4. the writer takes every queued ping, writes them in ONE transaction (runs, tracker updates,
+   flips) with driver SQL, commits, and only then answers each waiting request.
 
-The transaction locks the trackers it changes (``SELECT ... FOR UPDATE`` on PostgreSQL,
-``BEGIN IMMEDIATE`` on SQLite) and re-reads their state, so several server processes on one
-database compute states in order. A failed transaction rolls back whole: no partial rows, and
-every ping in it is answered 503 (the client retries; ``ping_id`` makes that safe).
+``POST /ping/_batch`` takes several pings in one request (the delivery worker of
+``telemhq_plugins`` uses it) and answers each as if it had come alone.
+
+The transaction locks the trackers it changes (``SELECT ... FOR UPDATE`` on PostgreSQL; the
+write lock and ``BEGIN IMMEDIATE`` on SQLite) and re-reads their state, so several server
+processes on one database compute states in order. A failed transaction rolls back whole: no
+partial rows, and every ping in it is answered 503 (the client retries; ``ping_id`` makes that
+safe).
 """
 
 from __future__ import annotations
@@ -277,9 +281,7 @@ class BatchWriter:
         self.max_batch = max_batch
         self.is_postgres = engine.dialect.name == "postgresql"
         self.sql = _Sql(engine.dialect.name)
-        self._executor = (
-            concurrent.futures.ThreadPoolExecutor(1, "telemhq-writer") if self.is_postgres else None
-        )
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, "telemhq-writer")
         self._queue: list[Pending] = []
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -309,11 +311,8 @@ class BatchWriter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._executor is None:
-            self._close()
-        else:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
-            self._executor.shutdown(wait=True)
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
+        self._executor.shutdown(wait=True)
 
     def submit(self, item: Pending) -> asyncio.Future[tuple[int, dict[str, Any]]]:
         if len(self._queue) >= MAX_PENDING:
@@ -327,12 +326,12 @@ class BatchWriter:
     async def _run(self) -> None:
         """Take everything queued, write it in one transaction, answer; repeat.
 
-        On SQLite the transaction runs on the event loop's thread: it is in-process CPU work
-        plus one fsync (a millisecond or two), during which new pings wait in the server's
-        sockets and form the next batch. A writer thread was measured slower there: it
-        contends with the loop for the GIL on every statement (more CPU per ping, worse p99).
-        On PostgreSQL the transaction mostly waits for the database server, so it runs in a
-        writer thread and the loop goes on reading pings meanwhile."""
+        On SQLite the statements run on the event loop's thread (in-process CPU work: a
+        writer thread was measured slower, as it contends with the loop for the GIL on every
+        statement), and only the COMMIT, which waits for the fsync with the GIL released,
+        runs in a thread while the loop goes on reading the next pings. On PostgreSQL the
+        transaction mostly waits for the database server, so all of it runs in the writer
+        thread."""
         assert self._wakeup is not None
         loop = asyncio.get_running_loop()
         while True:
@@ -342,10 +341,10 @@ class BatchWriter:
                 batch = self._queue[: self.max_batch]
                 del self._queue[: self.max_batch]
                 try:
-                    if self._executor is None:
-                        self.write(batch)
-                    else:
+                    if self.is_postgres:
                         await loop.run_in_executor(self._executor, self.write, batch)
+                    else:
+                        await self.write_sqlite(batch)
                 except Exception:
                     logger.exception("writing a batch of %d pings failed", len(batch))
                     for item in batch:
@@ -378,6 +377,35 @@ class BatchWriter:
                         raise
                     committing = time.perf_counter()
                     transaction.commit()
+                break
+            except sa.exc.DBAPIError as exc:
+                if exc.connection_invalidated or conn.invalidated:
+                    self._close()
+                if attempt == 2 or not isinstance(exc, sa.exc.OperationalError):
+                    raise
+                logger.warning("batch transaction failed; retrying once", exc_info=True)
+        done = time.perf_counter()
+        self.metrics.batch(len(batch), done - started, done - committing)
+
+    async def write_sqlite(self, batch: Sequence[Pending]) -> None:
+        """:meth:`write` for SQLite: the same transaction, with the COMMIT awaited in the
+        writer thread (see :meth:`_run`)."""
+        assert self._executor is not None
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        for attempt in (1, 2):
+            conn = self._connection()
+            try:
+                with write_lock(self.engine):
+                    transaction = conn.begin()
+                    try:
+                        self._write(conn, batch)
+                        committing = time.perf_counter()
+                        await loop.run_in_executor(self._executor, transaction.commit)
+                    except BaseException:
+                        if transaction.is_active:
+                            transaction.rollback()
+                        raise
                 break
             except sa.exc.DBAPIError as exc:
                 if exc.connection_invalidated or conn.invalidated:
