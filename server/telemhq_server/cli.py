@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from telemhq_server.config import Settings, load_settings
 from telemhq_server.db import make_engine, migrate
 from telemhq_server.keys import ensure_admin_key
-from telemhq_server.logs import setup_logging
+from telemhq_server.logs import GRANIAN_LOG_CONFIG, setup_logging
 
 __all__ = ["main"]
 
@@ -90,7 +90,7 @@ def _banner(settings: Settings, base: str, new_key: str | None) -> str:
         f"  {key_line}\n"
         f"  API docs: {base}/api/v1/openapi.json\n"
         "  create a tracker:\n"
-        f"    curl -X POST {base}/api/v1/trackers -H 'Authorization: Bearer {shown}' \\\n"
+        f'    curl -X POST {base}/api/v1/trackers -H "Authorization: Bearer {shown}" \\\n'
         "         -H 'Content-Type: application/json' \\\n"
         '         -d \'{"name": "nightly etl", "assertions": ["records_processed > 0"]}\'\n'
         "  then ping it: curl -X POST <ping_url from the answer>\n"
@@ -124,6 +124,7 @@ def serve(args: argparse.Namespace) -> int:
         workers=settings.workers,
         factory=True,
         log_access=False,
+        log_dictconfig=GRANIAN_LOG_CONFIG,
         websockets=False,
     )
     server.serve()

@@ -9,7 +9,7 @@ import logging
 import sys
 from typing import Any, Final
 
-__all__ = ["JsonFormatter", "setup_logging"]
+__all__ = ["GRANIAN_LOG_CONFIG", "JsonFormatter", "setup_logging"]
 
 _STANDARD: Final = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
@@ -39,3 +39,22 @@ def setup_logging(level: str = "INFO") -> None:
         handler.setFormatter(JsonFormatter())
         log.addHandler(handler)
     log.propagate = False
+
+
+#: ``logging.config.dictConfig`` for granian's own loggers: the same JSON lines on stderr.
+GRANIAN_LOG_CONFIG: Final[dict[str, Any]] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "telemhq_server.logs.JsonFormatter"}},
+    "handlers": {
+        "json": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "stream": "ext://sys.stderr",
+        }
+    },
+    "loggers": {
+        "_granian": {"handlers": ["json"], "level": "INFO", "propagate": False},
+        "granian.access": {"handlers": ["json"], "level": "INFO", "propagate": False},
+    },
+}

@@ -3,6 +3,7 @@ docs' clients unchanged, first-start key, several worker processes. SQLite and P
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -195,3 +196,38 @@ def test_the_plugins_delivery_client_batches_to_the_real_server(server: LiveServ
     assert len(runs) == 30
     assert all(run["passed"] for run in runs)
     assert "telemhq_pings_accepted_total" in server.client.get("/metrics").text
+
+
+def test_logs_are_json_lines(server: LiveServer) -> None:
+    server.client.post("/ping/unknown")
+    lines = [line for line in server.output.splitlines() if line.startswith("{")]
+    assert lines, server.output
+    records = [json.loads(line) for line in lines]
+    assert {"ts", "level", "logger", "msg"} <= set(records[0])
+    assert any(r["logger"].startswith("_granian") for r in records)
+    assert "[INFO]" not in server.output
+
+
+def test_the_json_formatter_keeps_extra_fields_and_exceptions() -> None:
+    import logging
+
+    from telemhq_server.logs import JsonFormatter
+
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.getLogger("telemhq_server.test").makeRecord(
+            "telemhq_server.test",
+            logging.ERROR,
+            __file__,
+            1,
+            "batch of %d failed",
+            (3,),
+            sys.exc_info(),
+            extra={"tracker_id": 7},
+        )
+    line = json.loads(JsonFormatter().format(record))
+    assert line["msg"] == "batch of 3 failed"
+    assert line["level"] == "error"
+    assert line["tracker_id"] == 7
+    assert "ValueError: boom" in line["exc"]
