@@ -346,6 +346,8 @@ def write_tx(engine: Engine) -> Iterator[Connection]:
     On SQLite it holds :func:`write_lock` and starts with ``BEGIN IMMEDIATE``, so writers in
     other threads and processes queue instead of failing or polling. On PostgreSQL lock the
     rows you read-then-write (``SELECT ... FOR UPDATE``) or use conditional updates.
+    Blocking: call it from a thread (``asyncio.to_thread``/``app.run_sync``), never on the
+    event loop, where the ping writer may hold the SQLite write lock across an ``await``.
     """
     with write_lock(engine), engine.connect() as plain:
         conn = (

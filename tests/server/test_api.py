@@ -256,6 +256,16 @@ def test_list_pages_trackers(client: AppClient) -> None:
     assert third["next"] is None
     even = client.get("/api/v1/trackers", params={"tag": "even", "limit": 500}).json()["items"]
     assert [t["id"] for t in even] == ids[0::2]
+    page = client.get("/api/v1/trackers", params={"tag": "even", "limit": 2}).json()
+    assert [t["id"] for t in page["items"]] == [ids[0], ids[2]]
+    rest = client.get(
+        "/api/v1/trackers", params={"tag": "even", "limit": 2, "cursor": page["next"]}
+    ).json()
+    assert [t["id"] for t in rest["items"]] == [ids[4]]
+    assert rest["next"] is None
+    client.post(f"/ping/{client.get(f'/api/v1/trackers/{ids[1]}').json()['token']}")
+    up = client.get("/api/v1/trackers", params={"state": "up"}).json()["items"]
+    assert [t["id"] for t in up] == [ids[1]]
     assert client.get("/api/v1/trackers", params={"limit": 0}).status_code == 400
     assert client.get("/api/v1/trackers", params={"cursor": "x"}).status_code == 400
 
