@@ -126,6 +126,7 @@ def serve(args: argparse.Namespace) -> int:
         log_access=False,
         log_dictconfig=GRANIAN_LOG_CONFIG,
         websockets=False,
+        respawn_failed_workers=True,  # a worker that dies is replaced, not left missing
     )
     server.serve()
     return 0

@@ -231,3 +231,24 @@ def test_the_json_formatter_keeps_extra_fields_and_exceptions() -> None:
     assert line["level"] == "error"
     assert line["tracker_id"] == 7
     assert "ValueError: boom" in line["exc"]
+
+
+def test_a_worker_that_dies_is_replaced() -> None:
+    import signal
+
+    with LiveServer() as server:
+        tracker = server.create_tracker()
+        assert server._proc is not None
+        workers = subprocess.run(
+            ["pgrep", "-P", str(server._proc.pid)], capture_output=True, text=True, check=True
+        ).stdout.split()
+        os.kill(int(workers[0]), signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if server.ping(tracker).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        assert len(server.runs(tracker["id"])) == 1
