@@ -39,7 +39,7 @@ from typing import Any, Final
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, RootTransaction
 
 from telemhq_plugins.core.assertions import (
     Assertion,
@@ -359,7 +359,8 @@ class BatchWriter:
                 await asyncio.sleep(0)  # more than max_batch queued: let the loop breathe
 
     def write(self, batch: Sequence[Pending]) -> None:
-        """Write ``batch`` in one transaction and set each item's ``answer`` (writer thread).
+        """Write ``batch`` in one transaction and set each item's ``answer`` (blocking: the
+        PostgreSQL writer thread, and tests).
 
         The writer keeps one connection for itself (no pool checkout per batch) and speaks
         driver SQL (:class:`_Sql`). A failed transaction is rolled back whole and retried
@@ -369,52 +370,60 @@ class BatchWriter:
             conn = self._connection()
             try:
                 with write_lock(self.engine):
-                    transaction = conn.begin()
-                    try:
-                        self._write(conn, batch)
-                    except BaseException:
-                        transaction.rollback()
-                        raise
+                    transaction = self._begin_and_write(conn, batch)
                     committing = time.perf_counter()
-                    transaction.commit()
+                    self._commit(transaction)
                 break
             except sa.exc.DBAPIError as exc:
-                if exc.connection_invalidated or conn.invalidated:
-                    self._close()
-                if attempt == 2 or not isinstance(exc, sa.exc.OperationalError):
+                if not self._retryable(exc, conn, attempt):
                     raise
-                logger.warning("batch transaction failed; retrying once", exc_info=True)
         done = time.perf_counter()
         self.metrics.batch(len(batch), done - started, done - committing)
 
     async def write_sqlite(self, batch: Sequence[Pending]) -> None:
-        """:meth:`write` for SQLite: the same transaction, with the COMMIT awaited in the
-        writer thread (see :meth:`_run`)."""
-        assert self._executor is not None
+        """:meth:`write` on the event loop (SQLite): the statements run here, the COMMIT,
+        which waits for the fsync, in the writer thread (see :meth:`_run`)."""
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         for attempt in (1, 2):
             conn = self._connection()
             try:
                 with write_lock(self.engine):
-                    transaction = conn.begin()
-                    try:
-                        self._write(conn, batch)
-                        committing = time.perf_counter()
-                        await loop.run_in_executor(self._executor, transaction.commit)
-                    except BaseException:
-                        if transaction.is_active:
-                            transaction.rollback()
-                        raise
+                    transaction = self._begin_and_write(conn, batch)
+                    committing = time.perf_counter()
+                    await loop.run_in_executor(self._executor, self._commit, transaction)
                 break
             except sa.exc.DBAPIError as exc:
-                if exc.connection_invalidated or conn.invalidated:
-                    self._close()
-                if attempt == 2 or not isinstance(exc, sa.exc.OperationalError):
+                if not self._retryable(exc, conn, attempt):
                     raise
-                logger.warning("batch transaction failed; retrying once", exc_info=True)
         done = time.perf_counter()
         self.metrics.batch(len(batch), done - started, done - committing)
+
+    def _begin_and_write(self, conn: Connection, batch: Sequence[Pending]) -> RootTransaction:
+        transaction = conn.begin()
+        try:
+            self._write(conn, batch)
+        except BaseException:
+            transaction.rollback()
+            raise
+        return transaction
+
+    @staticmethod
+    def _commit(transaction: RootTransaction) -> None:
+        try:
+            transaction.commit()
+        except BaseException:
+            if transaction.is_active:
+                transaction.rollback()
+            raise
+
+    def _retryable(self, exc: sa.exc.DBAPIError, conn: Connection, attempt: int) -> bool:
+        if exc.connection_invalidated or conn.invalidated:
+            self._close()
+        if attempt == 2 or not isinstance(exc, sa.exc.OperationalError):
+            return False
+        logger.warning("batch transaction failed; retrying once", exc_info=True)
+        return True
 
     def _connection(self) -> Connection:
         if self._conn is None or self._conn.closed:
