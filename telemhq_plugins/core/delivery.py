@@ -75,7 +75,8 @@ _REPLAY_AFTER_SUCCESS: Final = 1.0  # at most one replay pass per second trigger
 _REPLAY_BATCH: Final = 20
 _MIN_ATTEMPT_TIMEOUT: Final = 0.05
 _USER_AGENT: Final = "telemhq-plugins/0.1"
-_BATCH_MAX: Final = 100
+_BATCH_MAX: Final = 200
+_LINGER: Final = 0.05  # seconds the worker waits for more pings to batch with the first
 _BATCH_MAX_BYTES: Final = 512_000
 BATCH_PATH: Final = "/ping/_batch"
 
@@ -118,7 +119,8 @@ class Client:
     The keyword arguments after ``settings`` exist for tests and benchmarks: ``transport``
     (an ``httpx`` transport), ``sleep`` (the backoff sleep), ``spool`` (default: one in
     ``settings.spool_dir`` when set), ``ping_budget`` (seconds one ping may occupy the
-    worker), ``backoff_base``, ``breaker_base`` and ``replay_interval`` (seconds).
+    worker), ``backoff_base``, ``breaker_base``, ``replay_interval`` and ``linger``
+    (seconds).
     """
 
     def __init__(
@@ -132,6 +134,7 @@ class Client:
         backoff_base: float = _BACKOFF_BASE,
         breaker_base: float = _BREAKER_BASE,
         replay_interval: float = _REPLAY_INTERVAL,
+        linger: float = _LINGER,
     ) -> None:
         self.settings = settings or load_settings()
         self._transport = transport
@@ -143,6 +146,7 @@ class Client:
         self._backoff_base = backoff_base
         self._breaker_base = breaker_base
         self._replay_interval = replay_interval
+        self._linger = linger
         self._reset()
         _clients.add(self)
 
@@ -324,7 +328,13 @@ class Client:
                 continue
             items = [item]
             stop = item is None
-            while not stop and len(items) < _BATCH_MAX:  # what else is waiting, no blocking
+            # Linger a moment for more pings to share the request (as Kafka's linger.ms): a
+            # busy worker's pings then go in batches, which is what keeps the sending cheap.
+            # A plain sleep, not a timed get(): that would wake this thread (and take the
+            # GIL from the job) for every ping put on the queue meanwhile.
+            if not stop and self._linger > 0:
+                time.sleep(self._linger)
+            while not stop and len(items) < _BATCH_MAX:
                 try:
                     extra = self._queue.get_nowait()
                 except queue.Empty:
@@ -427,9 +437,13 @@ class Client:
             self._no_batch.add(batch_url)
             logger.debug("TelemHQ: %s has no batch endpoint; one request per ping", batch_url)
             return None
-        data = _json_or_none(response) if response.status_code == 200 else None
+        if response.status_code != 200:
+            return None  # a server error or 429: the one-ping path retries (and backs off)
+        data = _json_or_none(response)
         answers = None if data is None else data.get("results")
         if not isinstance(answers, list) or len(answers) != count:
+            # 200 with some other answer: not the batch endpoint we know; don't ask again.
+            self._no_batch.add(batch_url)
             return None
         return answers
 

@@ -52,10 +52,14 @@ def _plugin_failed(hook: str) -> None:
 def run_before_send_hooks(ping: Ping) -> bool:
     """Enrich then filter ``ping``; False when a plugin dropped it. Never raises."""
     hook = plugin_manager().hook
-    try:
-        hook.telemhq_enrich_ping(ping=ping)
-    except Exception:
-        _plugin_failed("telemhq_enrich_ping")
+    # Hooks nobody implements are skipped: this runs for every ping on the delivery thread.
+    if hook.telemhq_enrich_ping.get_hookimpls():
+        try:
+            hook.telemhq_enrich_ping(ping=ping)
+        except Exception:
+            _plugin_failed("telemhq_enrich_ping")
+    if not hook.telemhq_filter_ping.get_hookimpls():
+        return True
     try:
         verdicts = hook.telemhq_filter_ping(ping=ping)
     except Exception:
@@ -65,7 +69,10 @@ def run_before_send_hooks(ping: Ping) -> bool:
 
 
 def run_result_hooks(ping: Ping, result: DeliveryResult) -> None:
+    hook = plugin_manager().hook.telemhq_delivery_result
+    if not hook.get_hookimpls():
+        return
     try:
-        plugin_manager().hook.telemhq_delivery_result(ping=ping, result=result)
+        hook(ping=ping, result=result)
     except Exception:
         _plugin_failed("telemhq_delivery_result")

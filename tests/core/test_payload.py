@@ -184,3 +184,24 @@ def test_it_serialises_anything(value: Any) -> None:
     data = Ping(fields={"value": value}).to_json()
     assert len(data) <= MAX_BODY_BYTES
     assert json.loads(data)["status"] == "success"
+
+
+def test_it_makes_ids_unique_across_forked_processes() -> None:
+    import os
+    import uuid as uuid_mod
+
+    from telemhq_plugins.core.payload import new_id
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its ids must not repeat the parent's
+        os.write(write, ",".join(new_id() for _ in range(100)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as fh:
+        child = set(fh.read().split(","))
+    parent = {new_id() for _ in range(100)}
+    assert len(child) == len(parent) == 100
+    assert not child & parent
+    assert all(uuid_mod.UUID(i).variant == uuid_mod.RFC_4122 for i in parent)
