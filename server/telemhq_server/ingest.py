@@ -273,7 +273,8 @@ _Writes = tuple[
 
 
 class BatchWriter:
-    """Group commit: one writer task, one thread, one transaction per batch of pings."""
+    """Group commit: one writer task, one transaction per batch of pings (see :meth:`_run`
+    for where the statements and the COMMIT run)."""
 
     def __init__(self, engine: Engine, metrics: Metrics, max_batch: int = 512) -> None:
         self.engine = engine
