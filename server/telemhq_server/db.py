@@ -258,6 +258,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 5)
     kwargs.setdefault("max_overflow", 10)
+    if url.startswith("postgresql"):
+        # An unreachable database fails a batch (503, the clients retry) instead of hanging.
+        kwargs.setdefault("connect_args", {}).setdefault("connect_timeout", 10)
     return sa.create_engine(url, **kwargs)
 
 
