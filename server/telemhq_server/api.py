@@ -48,6 +48,7 @@ __all__ = ["ApiError", "routes"]
 
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 500
+MAX_API_BODY: Final = 1_000_000
 
 
 class ApiError(Exception):
@@ -100,7 +101,16 @@ def _endpoint(handler: Handler, scope: str) -> Callable[[Request], Any]:
         app: TelemHQ = request.app.state.telemhq
         body: Any = None
         if request.method in ("POST", "PATCH", "PUT"):
-            raw = await request.body()
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_API_BODY:
+                    return JSONResponse(
+                        {"error": f"body is larger than the limit of {MAX_API_BODY} bytes"}, 413
+                    )
+                chunks.append(chunk)
+            raw = b"".join(chunks)
             if raw.strip():
                 try:
                     body = json.loads(raw)

@@ -191,6 +191,12 @@ def test_a_body_that_is_not_json_is_400(client: AppClient) -> None:
     assert response.json()["error"].startswith("body is not valid JSON")
 
 
+def test_an_oversized_api_body_is_413(client: AppClient) -> None:
+    response = client.post("/api/v1/trackers", content=b"x" * 1_000_001)
+    assert response.status_code == 413
+    assert response.json() == {"error": "body is larger than the limit of 1000000 bytes"}
+
+
 def test_a_taken_slug_is_409(client: AppClient) -> None:
     make_tracker(client, name="etl")
     response = client.post("/api/v1/trackers", json={"name": "ETL"})
