@@ -545,16 +545,17 @@ class BatchWriter:
                     row["open_start_run_id"] = None
                 else:
                     started_at = starts.get((item.tracker_id, run_id))
-                if item.status not in states.NEUTRAL_STATUSES:
-                    row["last_ping_at"] = now
-                    if row["schedule_kind"] != "none":
-                        row["next_expected_at"] = next_expected_at(
-                            row["schedule_kind"],
-                            row["period_seconds"],
-                            row["cron"],
-                            row["timezone"],
-                            now,
-                        )
+                # Any end of a run (retry and skipped too: the job did run) is the ping
+                # the schedule waited for; a start is not.
+                row["last_ping_at"] = now
+                if row["schedule_kind"] != "none":
+                    row["next_expected_at"] = next_expected_at(
+                        row["schedule_kind"],
+                        row["period_seconds"],
+                        row["cron"],
+                        row["timezone"],
+                        now,
+                    )
             duration = item.duration
             if duration is None and started_at is not None:
                 duration = round((now - started_at).total_seconds() * 1000, 3)

@@ -234,11 +234,19 @@ def test_update_changes_only_the_given_fields(client: AppClient) -> None:
 
 def test_a_period_schedule_sets_the_next_expected_ping(client: AppClient) -> None:
     tracker = make_tracker(client, schedule={"kind": "period", "period_seconds": 60})
+    client.post(f"/ping/{tracker['token']}/start")
+    started = client.get(f"/api/v1/trackers/{tracker['id']}").json()
+    assert started["last_ping_at"] is None  # a start is not the ping the schedule waits for
+    assert started["next_expected_at"] is None
     client.post(f"/ping/{tracker['token']}")
     stored = client.get(f"/api/v1/trackers/{tracker['id']}").json()
     assert stored["last_ping_at"] is not None
     assert stored["next_expected_at"] is not None
     assert stored["next_expected_at"] > stored["last_ping_at"]
+    client.post(f"/ping/{tracker['token']}", json={"status": "skipped"})  # the job did run
+    skipped = client.get(f"/api/v1/trackers/{tracker['id']}").json()
+    assert skipped["last_ping_at"] > stored["last_ping_at"]
+    assert skipped["next_expected_at"] > stored["next_expected_at"]
 
 
 def test_delete_removes_the_tracker_and_its_runs(client: AppClient) -> None:
