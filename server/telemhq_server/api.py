@@ -11,6 +11,7 @@ Handlers are plain functions run in a worker thread (blocking SQLAlchemy Core ca
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,7 +40,13 @@ from telemhq_server.db import (
 from telemhq_server.flips import record_flip
 from telemhq_server.keys import ApiKey, verify_api_key
 from telemhq_server.openapi import openapi_document
-from telemhq_server.trackers import ValidationError, new_token, to_json, validate_fields
+from telemhq_server.trackers import (
+    ValidationError,
+    new_token,
+    next_expected_at,
+    to_json,
+    validate_fields,
+)
 
 if TYPE_CHECKING:
     from telemhq_server.app import TelemHQ
@@ -224,6 +231,22 @@ def update_tracker(ctx: Ctx) -> Response:
                 values["updated_at"] = utcnow()
                 conn.execute(trackers.update().where(trackers.c.id == row["id"]).values(**values))
                 row = _tracker_row(conn, str(row["id"]))
+                if "schedule_kind" in values and row["last_ping_at"] is not None:
+                    # A new schedule applies from the last ping on, not from the next one.
+                    last = row["last_ping_at"]
+                    due = next_expected_at(
+                        row["schedule_kind"],
+                        row["period_seconds"],
+                        row["cron"],
+                        row["timezone"],
+                        last if last.tzinfo is not None else last.replace(tzinfo=dt.UTC),
+                    )
+                    conn.execute(
+                        trackers.update()
+                        .where(trackers.c.id == row["id"])
+                        .values(next_expected_at=due)
+                    )
+                    row = _tracker_row(conn, str(row["id"]))
     except sa.exc.IntegrityError as exc:
         raise _conflict(exc, values) from None
     ctx.app.cache.invalidate()

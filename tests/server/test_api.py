@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
@@ -379,3 +380,20 @@ def test_healthz_reports_a_broken_database(
     assert broken.status_code == 503
     assert broken.json()["status"] == "error"
     assert "connection refused" in broken.json()["database"]
+
+
+def test_it_applies_a_new_schedule_from_the_last_ping(client: AppClient) -> None:
+    tracker = make_tracker(client, schedule={"kind": "period", "period_seconds": 86400})
+    assert client.post(f"/ping/{tracker['token']}").status_code == 200
+    before = client.get(f"/api/v1/trackers/{tracker['id']}").json()
+    last_ping = dt.datetime.fromisoformat(before["last_ping_at"].replace("Z", "+00:00"))
+    changed = client.patch(
+        f"/api/v1/trackers/{tracker['id']}",
+        json={"schedule": {"kind": "period", "period_seconds": 60, "grace_seconds": 30}},
+    ).json()
+    due = dt.datetime.fromisoformat(changed["next_expected_at"].replace("Z", "+00:00"))
+    assert due - last_ping == dt.timedelta(seconds=60)
+    cleared = client.patch(
+        f"/api/v1/trackers/{tracker['id']}", json={"schedule": {"kind": "none"}}
+    ).json()
+    assert cleared["next_expected_at"] is None
