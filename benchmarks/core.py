@@ -40,7 +40,7 @@ PER_BATCH = 2_000
 
 _SERVER = textwrap.dedent(
     """
-    import collections, threading
+    import collections, json, threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     GATES = collections.defaultdict(threading.Event)
@@ -50,17 +50,23 @@ _SERVER = textwrap.dedent(
         wbufsize = 65536  # headers and body in one write (no Nagle/delayed-ACK stall)
         disable_nagle_algorithm = True
         def do_POST(self):
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             kind, _, name = self.path.rpartition("/")
+            status, answer = 200, b'{"ok":true}'
             if kind.endswith("/hold"):  # park the caller until /open/<name>
                 GATES[name].wait(120)
             elif kind.endswith("/open"):
                 GATES[name].set()
-            self.send_response(200)
+            elif self.path == "/single/ping/_batch":  # a server without batches
+                status = 404
+            elif self.path == "/ping/_batch":  # the reference server's batch endpoint
+                n = len(json.loads(body)["pings"])
+                answer = json.dumps({"results": [{"status": 200, "ok": True}] * n}).encode()
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", "11")
+            self.send_header("Content-Length", str(len(answer)))
             self.end_headers()
-            self.wfile.write(b'{"ok":true}')
+            self.wfile.write(answer)
         def log_message(self, *args):
             pass
 
@@ -79,7 +85,7 @@ def parked_client(base: str, gate: str) -> Client:
     deadline = time.monotonic() + 10
     while client.stats()["queued"] and time.monotonic() < deadline:
         time.sleep(0.01)  # until the worker took it and waits on the socket
-    time.sleep(0.05)
+    time.sleep(0.1)  # past the worker's linger: it now waits on the held request
     return client
 
 
@@ -172,19 +178,22 @@ def bench_assertions() -> bool:
 
 
 def bench_worker(base: str, pings: int = 3_000) -> None:
-    client = parked_client(base, "worker")
-    url = f"{base}/ping/tok"
-    for _ in range(pings):
-        client.enqueue(Ping(job="bench", fields={"records_processed": 450}), url)
-    started = time.perf_counter()
-    httpx.post(f"{base}/open/worker")
-    if not client.flush(300):
-        print("  the worker did not drain its queue in 300 s")
-        return
-    elapsed = time.perf_counter() - started
     print("Background worker -> no-op HTTP server on loopback (one connection, keep-alive):")
-    print(f"  {pings} pings delivered in {elapsed:.2f} s: {pings / elapsed:,.0f} pings/s")
-    print(f"  (stats: {client.stats()})")
+    for label, prefix in (("batched (/ping/_batch)", ""), ("one request per ping", "/single")):
+        client = parked_client(base, f"worker{prefix.replace('/', '-')}")
+        url = f"{base}{prefix}/ping/tok"
+        for _ in range(pings):
+            client.enqueue(Ping(job="bench", fields={"records_processed": 450}), url)
+        started = time.perf_counter()
+        httpx.post(f"{base}/open/worker{prefix.replace('/', '-')}")
+        if not client.flush(300):
+            print(f"  {label}: the worker did not drain its queue in 300 s")
+            continue
+        elapsed = time.perf_counter() - started
+        stats = client.stats()
+        rate = pings / elapsed
+        print(f"  {label + ':':24}{pings} pings in {elapsed:.2f} s: {rate:9,.0f} pings/s")
+        assert stats["delivered"] == pings + 1, stats  # + the parking ping
 
 
 def main() -> int:

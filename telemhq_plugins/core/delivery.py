@@ -327,20 +327,14 @@ class Client:
                 next_replay = self._replay()
                 continue
             items = [item]
-            stop = item is None
-            # Linger a moment for more pings to share the request (as Kafka's linger.ms): a
-            # busy worker's pings then go in batches, which is what keeps the sending cheap.
-            # A plain sleep, not a timed get(): that would wake this thread (and take the
-            # GIL from the job) for every ping put on the queue meanwhile.
-            if not stop and self._linger > 0:
+            stop = self._drain(items)
+            # Not a full batch yet: linger a moment for more pings to share the request (as
+            # Kafka's linger.ms), so a busy worker's pings go in batches, which is what keeps
+            # sending cheap. A plain sleep, not a timed get(): that would wake this thread
+            # (and take the GIL from the job) for every ping put on the queue meanwhile.
+            if not stop and len(items) < _BATCH_MAX and self._linger > 0:
                 time.sleep(self._linger)
-            while not stop and len(items) < _BATCH_MAX:
-                try:
-                    extra = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                items.append(extra)
-                stop = extra is None
+                stop = self._drain(items)
             try:
                 pending = [i for i in items if i is not None]
                 if self._deliver_many(pending) and self.spool is not None:
@@ -354,6 +348,16 @@ class Client:
                     self._queue.task_done()
             if stop:
                 return
+
+    def _drain(self, items: list[tuple[Ping, str] | None]) -> bool:
+        """Move what is waiting on the queue into ``items`` (up to a batch), without blocking.
+        True when the stop sentinel is among them."""
+        while items[-1] is not None and len(items) < _BATCH_MAX:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return items[-1] is None
 
     def _deliver_many(self, items: list[tuple[Ping, str]]) -> bool:
         """Deliver ``items`` (batched per server where it can); True if any was delivered."""
