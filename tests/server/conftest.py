@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 from telemhq_server.app import TelemHQ, create_app
 from telemhq_server.cli import prepare
 from telemhq_server.config import Settings
+from telemhq_server.db import make_engine, migrate
 
 from tests.server.helpers import ADMIN_KEY, AppClient
 
@@ -43,6 +45,15 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
         with admin.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """The engine of ``db_url``, migrated: for storage tests that run without the app."""
+    engine = make_engine(db_url)
+    migrate(engine)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture

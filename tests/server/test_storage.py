@@ -8,7 +8,6 @@ import threading
 import time
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -23,14 +22,6 @@ from telemhq_server.trackers import create_tracker
 
 from telemhq_plugins.core.assertions import evaluate_all, parse_assertion
 from tests.server.helpers import ADMIN_KEY, AppClient, make_tracker
-
-
-@pytest.fixture
-def engine(db_url: str) -> Any:
-    engine = make_engine(db_url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
 
 
 def new_tracker(engine: Engine, **values: Any) -> Any:
