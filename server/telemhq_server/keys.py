@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from telemhq_server.db import api_keys, iso, ping_keys, utcnow
+from telemhq_server.tokens import url_token
 
 __all__ = [
     "ApiKey",
@@ -101,7 +102,7 @@ def api_key_json(row: Any) -> dict[str, Any]:
 
 
 def create_ping_key(conn: Connection, name: str, auto_create: bool) -> dict[str, Any]:
-    key = secrets.token_urlsafe(16)
+    key = url_token(16)
     new_id = conn.execute(
         ping_keys.insert()
         .values(name=name, key=key, auto_create=auto_create, created_at=utcnow())

@@ -9,7 +9,6 @@ fire time after the last ping, in the tracker's timezone); grace is added by the
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 from collections.abc import Mapping
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -20,6 +19,7 @@ from sqlalchemy.engine import Connection, RowMapping
 from telemhq_plugins.core.assertions import AssertionSyntaxError, parse_assertion
 from telemhq_plugins.core.config import slugify
 from telemhq_server.db import iso, trackers, utcnow
+from telemhq_server.tokens import url_token
 
 __all__ = [
     "ValidationError",
@@ -51,7 +51,7 @@ class ValidationError(ValueError):
 
 def new_token() -> str:
     """A tracker token: 192 random bits, URL-safe (32 characters)."""
-    return secrets.token_urlsafe(24)
+    return url_token(24)
 
 
 def ping_url(base: str, token: str) -> str:
@@ -244,7 +244,7 @@ def create_tracker(conn: Connection, values: Mapping[str, Any]) -> RowMapping:
         "tags": [],
         **values,
         "token": new_token(),
-        "badge_key": secrets.token_urlsafe(12),
+        "badge_key": url_token(12),
         "state": "new",
         "created_at": now,
         "updated_at": now,

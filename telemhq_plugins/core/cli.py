@@ -28,6 +28,7 @@ examples:
   telemhq ping https://telemhq.com/ping/TOKEN
   telemhq ping TOKEN --json '{"records_processed": 450, "errors": 0}'
   telemhq ping TOKEN --status failure -f result.json
+  telemhq ping -- -TOKEN                        (a token that starts with a dash)
   telemhq run --token TOKEN -- python nightly_sync.py --full
   telemhq run --job etl_daily -- ./load.sh          (token from TELEMHQ_TRACKERS/PING_KEY)
   telemhq check 'records_processed > 0' 'status = success' --json '{"records_processed": 0}'
