@@ -104,11 +104,6 @@ class Settings:
             return token
         return f"{self.base_url}/ping/{token}"
 
-    @property
-    def configured(self) -> bool:
-        """True when at least one job could resolve to a ping URL."""
-        return bool(self.ping_url or self.token or self.ping_key or self.trackers)
-
 
 def slugify(name: str) -> str:
     """``etl_daily.Load Orders`` -> ``etl-daily-load-orders`` (the server's slug rule)."""

@@ -15,7 +15,6 @@ def test_it_uses_defaults_when_nothing_is_configured(tmp_path: Path) -> None:
     settings = load_settings(env={}, config_file=None)
     assert settings.base_url == DEFAULT_BASE_URL
     assert settings.timeout == 15.0
-    assert not settings.configured
     assert settings.ping_url_for("etl.load") is None
 
 
