@@ -120,10 +120,6 @@ def worker(celery_app: Celery) -> Iterator[Any]:
 # not ours, and would otherwise turn every stored result into an error under
 # ``filterwarnings = error``. Only that one message is ignored.
 SETEX_WARNING = "ignore:Call to deprecated setex:DeprecationWarning"
-# The worker thread's result backend (thread-local, so ``close_app`` cannot reach it) leaves its
-# Redis connection to the garbage collector; seen in CI as an error at session end. Only an
-# unclosed socket to Redis's port is ignored.
-REDIS_SOCKET_WARNING = r"ignore:unclosed <socket\.socket .*6379\)>:ResourceWarning"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -131,4 +127,3 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if str(item.path).startswith(here):
             item.add_marker(pytest.mark.filterwarnings(SETEX_WARNING))
-            item.add_marker(pytest.mark.filterwarnings(REDIS_SOCKET_WARNING))
