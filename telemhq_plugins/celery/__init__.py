@@ -26,15 +26,6 @@ except ImportError as exc:  # pragma: no cover - exercised in an environment wit
 
 import os
 
-# httpx imports ssl, certifi and httpcore lazily, on first use: the delivery thread's first
-# ping. Under prefork, a worker that forks a child while that import is half done leaves the
-# child a half-initialised module it can never use (every ping of that child then fails).
-# Importing them now, on the importing thread, closes that window.
-import ssl  # noqa: F401
-
-import certifi  # noqa: F401
-import httpcore  # noqa: F401
-
 from telemhq_plugins.celery._context import DEFAULT_EXCLUDE, TaskPolicy, resolve_policy
 from telemhq_plugins.celery._instrumentor import CeleryInstrumentor, setup
 from telemhq_plugins.celery.beat import BeatScheduleSync, schedule_spec

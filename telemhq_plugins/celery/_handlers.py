@@ -358,9 +358,10 @@ class Handlers:
     # -- shutdown -------------------------------------------------------------------------------
 
     def on_shutdown(self, **_: Any) -> None:
-        """Worker (or pool child) shutting down: send what is queued, within the flush bound."""
+        """Worker (or pool child) shutting down: send what is queued, within the flush bound
+        (with a spool, what could not be sent in time is kept there)."""
         with capture_internal_errors("celery.shutdown"):
-            get_client().flush()
+            get_client().close()
 
 
 def _error_info(exception: Any, einfo: Any) -> ErrorInfo | None:

@@ -38,7 +38,7 @@ import logging
 import os
 import queue
 import random
-import ssl  # noqa: F401  (see the httpcore import)
+import ssl  # noqa: F401  (see the certifi import)
 import sys
 import threading
 import time
@@ -47,9 +47,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-# httpcore and ssl: httpx imports them lazily, from the delivery thread, on its first request.
-# A fork in the middle of that import (Celery prefork replacing a child) leaves the child a
-# half-initialised module it can never send with; importing them at import time avoids it.
+# certifi, httpcore and ssl: httpx imports them lazily, from the delivery thread, on its first
+# request. A fork in the middle of that import (Celery prefork replacing a child) leaves the
+# child a half-initialised module it can never send with; importing them at import time (on
+# the importing thread, before any fork) closes that window for every adapter.
+import certifi  # noqa: F401
 import httpcore  # noqa: F401
 import httpx
 
