@@ -16,6 +16,15 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _path(name: str, kind: str = "string", description: str | None = None) -> dict[str, Any]:
+    """A required path parameter."""
+    param: dict[str, Any] = {"name": name, "in": "path", "required": True}
+    if description is not None:
+        param["description"] = description
+    param["schema"] = {"type": kind}
+    return param
+
+
 def _list_of(name: str) -> dict[str, Any]:
     return {
         "type": "object",
@@ -33,13 +42,7 @@ _ERRORS = {
 }
 _NOT_FOUND = {"404": _json(_ref("Error"), "No such object")}
 _INVALID = {"422": _json(_ref("ValidationError"), "A field is invalid")}
-_TRACKER_REF = {
-    "name": "tracker",
-    "in": "path",
-    "required": True,
-    "description": "tracker id or slug",
-    "schema": {"type": "string"},
-}
+_TRACKER_REF = _path("tracker", description="tracker id or slug")
 _PAGING = [
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
     {"name": "cursor", "in": "query", "schema": {"type": "string"}},
@@ -242,7 +245,7 @@ def openapi_document(base_url: str) -> dict[str, Any]:
             "413": _json({"type": "object"}, "Body over the limit"),
         },
     }
-    token = {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}
+    token = _path("token")
     return {
         "openapi": "3.1.0",
         "info": {
@@ -316,13 +319,8 @@ def openapi_document(base_url: str) -> dict[str, Any]:
             },
             "/ping/{ping_key}/{slug}": {
                 "parameters": [
-                    {
-                        "name": "ping_key",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string"},
-                    },
-                    {"name": "slug", "in": "path", "required": True, "schema": {"type": "string"}},
+                    _path("ping_key"),
+                    _path("slug"),
                 ],
                 "post": {**ping, "summary": "Record a run by slug; may create the tracker"},
             },
@@ -415,14 +413,7 @@ def openapi_document(base_url: str) -> dict[str, Any]:
             "/api/v1/keys/{key_id}": {
                 "delete": {
                     "summary": "Delete an API key",
-                    "parameters": [
-                        {
-                            "name": "key_id",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "integer"},
-                        }
-                    ],
+                    "parameters": [_path("key_id", "integer")],
                     "responses": {"204": {"description": "Deleted"}, **_NOT_FOUND, **_ERRORS},
                 }
             },
@@ -444,14 +435,7 @@ def openapi_document(base_url: str) -> dict[str, Any]:
             "/api/v1/ping-keys/{key_id}": {
                 "delete": {
                     "summary": "Delete a ping key",
-                    "parameters": [
-                        {
-                            "name": "key_id",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "integer"},
-                        }
-                    ],
+                    "parameters": [_path("key_id", "integer")],
                     "responses": {"204": {"description": "Deleted"}, **_NOT_FOUND, **_ERRORS},
                 }
             },
