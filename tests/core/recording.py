@@ -40,3 +40,20 @@ def recorder() -> Iterator[Recorder]:
     yield rec
     set_client(previous)
     rec.client.close()
+
+
+_made: list[Client] = []
+
+
+def close_after_test(client: Client) -> Client:
+    """Have ``client`` closed (its kept-alive sockets too) when the test ends."""
+    _made.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    """Close the clients a test made, as an application would."""
+    yield
+    while _made:
+        _made.pop().close(5)

@@ -25,6 +25,7 @@ from telemhq_plugins.core.hookspecs import hookimpl
 from telemhq_plugins.core.payload import Ping
 from telemhq_plugins.core.plugins import plugin_manager
 from tests.core.http_receiver import Receiver, Reply, blackhole, free_port
+from tests.core.recording import close_after_test
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -46,17 +47,6 @@ class Sleeps:
         time.sleep(0.001)
 
 
-_made: list[Client] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_clients() -> Iterator[None]:
-    """Close the clients a test made (their kept-alive sockets), as an application would."""
-    yield
-    while _made:
-        _made.pop().close(5)
-
-
 def make_client(**kw: Any) -> Client:
     settings = Settings(
         timeout=kw.pop("timeout", 2.0),
@@ -67,7 +57,7 @@ def make_client(**kw: Any) -> Client:
     )
     kw.setdefault("sleep", Sleeps())
     client = Client(settings, **kw)
-    _made.append(client)
+    close_after_test(client)
     return client
 
 

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from telemhq_plugins.core.delivery import Client
 from telemhq_plugins.core.payload import Ping
 from telemhq_plugins.core.spool import SPOOL_FILENAME, Spool
 from tests.core.http_receiver import Receiver, Reply, blackhole, free_port
+from tests.core.recording import close_after_test
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -180,17 +180,6 @@ def test_it_is_safe_for_several_processes(tmp_path: Path) -> None:
 # -- replay through the client -----------------------------------------------------------------
 
 
-_made: list[Client] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_clients() -> Iterator[None]:
-    """Close the clients a test made (their kept-alive sockets), as an application would."""
-    yield
-    while _made:
-        _made.pop().close(5)
-
-
 def make_client(spool_dir: Path, **kw: Any) -> Client:
     settings = Settings(
         timeout=kw.pop("timeout", 2.0),
@@ -202,7 +191,7 @@ def make_client(spool_dir: Path, **kw: Any) -> Client:
     kw.setdefault("breaker_base", 0.2)
     kw.setdefault("replay_interval", 0.2)
     client = Client(settings, **kw)
-    _made.append(client)
+    close_after_test(client)
     return client
 
 
