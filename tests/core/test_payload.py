@@ -109,7 +109,7 @@ def test_it_converts_odd_values_and_never_fails() -> None:
         1: "int key",
     }
     body = json.loads(Ping(fields=value).to_json())
-    assert body["when"] == "2026-01-02T01:04:05Z"
+    assert body["when"] == "2026-01-02T03:04:05+02:00"  # the instant, in its own zone
     assert body["naive"] == "2026-01-02T03:04:05"
     assert body["day"] == "2026-01-02"
     assert body["span"] == 120.0
@@ -126,6 +126,21 @@ def test_it_converts_odd_values_and_never_fails() -> None:
     assert body["opaque"] == "<Opaque thing>"
     assert body["broken"] == "<unserialisable Broken>"
     assert body["1"] == "int key"
+
+
+def test_it_sends_what_orjson_refuses_through_the_lenient_path() -> None:
+    loop: dict[str, Any] = {}
+    loop["self"] = loop
+    when = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    fields = {"lone": "a\udc80b", "huge": 2**70, "loop": loop, (1, 2): "tuple key", "when": when}
+    data = Ping(fields=fields).to_json()
+    body = json.loads(data.decode("utf-8"))  # valid UTF-8 despite the lone surrogate
+    assert body["lone"] == "a?b"
+    assert body["huge"] == 2**70
+    assert "nested too deep" in json.dumps(body["loop"])
+    assert body["(1, 2)"] == "tuple key"
+    assert body["when"] == "2026-01-02T03:04:05+02:00"  # as on the fast path
+    assert body["status"] == "success"
 
 
 def test_it_survives_cycles_by_bounding_depth() -> None:
