@@ -33,10 +33,8 @@ from __future__ import annotations
 import atexit
 import contextlib
 import email.utils
-import json
 import logging
 import os
-import queue
 import random
 import ssl  # noqa: F401  (see the certifi import)
 import sys
@@ -54,11 +52,17 @@ from typing import Any, Final, Literal
 import certifi  # noqa: F401
 import httpcore  # noqa: F401
 import httpx
+import orjson
 
 from telemhq_plugins.core.config import Settings, load_settings
 from telemhq_plugins.core.logs import log_once
+from telemhq_plugins.core.outbox import Outbox
 from telemhq_plugins.core.payload import Ping
-from telemhq_plugins.core.plugins import run_before_send_hooks, run_result_hooks
+from telemhq_plugins.core.plugins import (
+    has_result_hooks,
+    run_before_send_hooks,
+    run_result_hooks,
+)
 from telemhq_plugins.core.spool import Spool
 
 __all__ = ["Client", "DeliveryResult", "get_client", "set_client"]
@@ -77,8 +81,9 @@ _REPLAY_AFTER_SUCCESS: Final = 1.0  # at most one replay pass per second trigger
 _REPLAY_BATCH: Final = 20
 _MIN_ATTEMPT_TIMEOUT: Final = 0.05
 _USER_AGENT: Final = "telemhq-plugins/0.1"
-_BATCH_MAX: Final = 200
-_LINGER: Final = 0.05  # seconds the worker waits for more pings to batch with the first
+_BATCH_MAX: Final = 500  # the reference server takes up to 1,000 per batch
+_LINGER: Final = 0.05  # one linger step: seconds the worker waits for more pings to batch
+_MAX_LINGER: Final = 0.5  # lingering goes on, step by step, while pings keep arriving
 _BATCH_MAX_BYTES: Final = 512_000
 BATCH_PATH: Final = "/ping/_batch"
 
@@ -121,8 +126,8 @@ class Client:
     The keyword arguments after ``settings`` exist for tests and benchmarks: ``transport``
     (an ``httpx`` transport), ``sleep`` (the backoff sleep), ``spool`` (default: one in
     ``settings.spool_dir`` when set), ``ping_budget`` (seconds one ping may occupy the
-    worker), ``backoff_base``, ``breaker_base``, ``replay_interval`` and ``linger``
-    (seconds).
+    worker), ``backoff_base``, ``breaker_base``, ``replay_interval``, ``linger`` and
+    ``max_linger`` (seconds).
     """
 
     def __init__(
@@ -137,6 +142,7 @@ class Client:
         breaker_base: float = _BREAKER_BASE,
         replay_interval: float = _REPLAY_INTERVAL,
         linger: float = _LINGER,
+        max_linger: float = _MAX_LINGER,
     ) -> None:
         self.settings = settings or load_settings()
         self._transport = transport
@@ -149,6 +155,7 @@ class Client:
         self._breaker_base = breaker_base
         self._replay_interval = replay_interval
         self._linger = linger
+        self._max_linger = max_linger
         self._reset()
         _clients.add(self)
 
@@ -157,8 +164,10 @@ class Client:
     def _reset(self) -> None:
         """(Re)create per-process state: called at start and in a forked child."""
         self._pid = os.getpid()
-        self._queue: queue.Queue[tuple[Ping, str] | None] = queue.Queue(self.settings.queue_size)
+        self._outbox: Outbox[tuple[Ping, str]] = Outbox(self.settings.queue_size)
         self._lock = threading.Lock()
+        #: callers waiting in flush(); while there are any, the worker does not linger.
+        self._flushers = 0
         self._worker: threading.Thread | None = None
         self._http: httpx.Client | None = None
         #: origin -> (monotonic time the circuit closes again, last cool-down in seconds)
@@ -235,8 +244,8 @@ class Client:
         """Queue ``ping`` for ``url``; never blocks, never raises. False if it was dropped."""
         try:
             self._ensure_worker()
-            self._queue.put_nowait((ping, url))
-        except queue.Full:
+            if self._outbox.put((ping, url)):
+                return True
             self.dropped += 1
             log_once(
                 logger,
@@ -250,21 +259,24 @@ class Client:
             self.dropped += 1
             log_once(logger, logging.ERROR, "enqueue", "TelemHQ: enqueue failed", exc_info=True)
             return False
-        return True
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued ping was handled, at most ``timeout`` seconds (default
         ``settings.flush_timeout``). True when the queue drained in time."""
         if self._pid != os.getpid() or self._worker is None or not self._worker.is_alive():
-            return self._queue.unfinished_tasks == 0
-        deadline = time.monotonic() + (self.settings.flush_timeout if timeout is None else timeout)
-        with self._queue.all_tasks_done:
-            while self._queue.unfinished_tasks:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._queue.all_tasks_done.wait(remaining)
-        return True
+            return self._outbox.pending() == 0
+        with self._lock:
+            self._flushers += 1
+            self._outbox.hurry()
+        try:
+            return self._outbox.wait_done(
+                self.settings.flush_timeout if timeout is None else timeout
+            )
+        finally:
+            with self._lock:
+                self._flushers -= 1
+                if not self._flushers:
+                    self._outbox.hurry(False)
 
     def close(self, timeout: float | None = None) -> None:
         """Flush within ``timeout`` (default ``settings.flush_timeout``); with a spool, write
@@ -275,7 +287,7 @@ class Client:
         try:
             if not self.flush(timeout) and self.spool is not None:
                 self._spool_pending()
-            if self._http is not None and self._queue.unfinished_tasks == 0:
+            if self._http is not None and self._outbox.pending() == 0:
                 self._http.close()
                 self._http = None
         except Exception:
@@ -289,23 +301,14 @@ class Client:
             self.spool.add(*inflight)
         for entry in self._inflight_batch:
             self.spool.add(*entry)
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                if item is not None and run_before_send_hooks(item[0]):
-                    ping, url = item
-                    if self.spool.add(ping.ping_id, url, ping.to_json()):
-                        self.spooled += 1
-            finally:
-                self._queue.task_done()
+        for ping, url in self._outbox.pop_all():
+            if run_before_send_hooks(ping) and self.spool.add(ping.ping_id, url, ping.to_json()):
+                self.spooled += 1
 
     def stats(self) -> dict[str, int]:
         """Counters for this process: what happened to the pings it enqueued."""
         return {
-            "queued": self._queue.qsize(),
+            "queued": len(self._outbox),
             "delivered": self.delivered,
             "rejected": self.rejected,
             "failed": self.failed,
@@ -318,79 +321,88 @@ class Client:
     # -- the worker's side ------------------------------------------------------------------
 
     def _run(self) -> None:
+        outbox = self._outbox
         next_replay = time.monotonic()  # replay what earlier processes left, first thing
         while True:
-            try:
-                if self.spool is None:
-                    item = self._queue.get()
-                else:
-                    item = self._queue.get(timeout=max(0.0, next_replay - time.monotonic()))
-            except queue.Empty:
-                next_replay = self._replay()
+            timeout = None if self.spool is None else max(0.0, next_replay - time.monotonic())
+            if not outbox.wait(timeout):
+                if self.spool is not None and time.monotonic() >= next_replay:
+                    next_replay = self._replay()
                 continue
-            items = [item]
-            stop = self._drain(items)
-            # Not a full batch yet: linger a moment for more pings to share the request (as
-            # Kafka's linger.ms), so a busy worker's pings go in batches, which is what keeps
-            # sending cheap. A plain sleep, not a timed get(): that would wake this thread
-            # (and take the GIL from the job) for every ping put on the queue meanwhile.
-            if not stop and len(items) < _BATCH_MAX and self._linger > 0:
-                time.sleep(self._linger)
-                stop = self._drain(items)
+            items: list[tuple[Ping, str]] = []
+            outbox.take(items, _BATCH_MAX)
+            if self._linger > 0:
+                self._linger_for_more(items)
             try:
-                pending = [i for i in items if i is not None]
-                if self._deliver_many(pending) and self.spool is not None:
+                if self._deliver_many(items) and self.spool is not None:
                     # The server is back: replay soon (once the queue is idle).
                     next_replay = min(next_replay, time.monotonic() + _REPLAY_AFTER_SUCCESS)
             except Exception:
                 log_once(logger, logging.ERROR, "worker", "TelemHQ: delivery error", exc_info=True)
             finally:
                 self._inflight = None
-                for _ in items:
-                    self._queue.task_done()
-            if stop:
-                return
+                outbox.done(len(items))
 
-    def _drain(self, items: list[tuple[Ping, str] | None]) -> bool:
-        """Move what is waiting on the queue into ``items`` (up to a batch), without blocking.
-        True when the stop sentinel is among them."""
-        while items[-1] is not None and len(items) < _BATCH_MAX:
-            try:
-                items.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        return items[-1] is None
+    def _linger_for_more(self, items: list[tuple[Ping, str]]) -> None:
+        """Not a full batch yet: wait for more pings to share the request (as Kafka's
+        linger.ms), because an HTTP request costs the same few hundred µs of CPU whatever its
+        size, and every wake-up of this thread takes the GIL from the job. One ``linger``
+        step tells whether pings keep coming: a lone ping waits only that. If they do, wait
+        once more, for a full batch (the outbox wakes this thread when one is waiting) or
+        ``max_linger`` in all, whichever is first. A flush ends the wait at once."""
+        outbox = self._outbox
+        deadline = time.monotonic() + self._max_linger
+        step = self._linger
+        while len(items) < _BATCH_MAX:
+            outbox.wait(step, at_least=_BATCH_MAX - len(items))
+            if not outbox.take(items, _BATCH_MAX) or outbox.urgent:
+                return
+            step = deadline - time.monotonic()
+            if step <= 0:
+                return
 
     def _deliver_many(self, items: list[tuple[Ping, str]]) -> bool:
         """Deliver ``items`` (batched per server where it can); True if any was delivered."""
         if len(items) == 1:
             return self._deliver(*items[0]).ok
-        ready: list[tuple[Ping, str, bytes]] = []
-        for ping, url in items:
-            if run_before_send_hooks(ping):
-                ready.append((ping, url, ping.to_json()))
-            else:
-                self.filtered += 1
-                run_result_hooks(ping, DeliveryResult("filtered"))
+        want_results = has_result_hooks()
         groups: dict[str | None, list[tuple[Ping, str, bytes]]] = {}
-        for entry in ready:
-            groups.setdefault(self._batch_url(entry[1]), []).append(entry)
+        batch_urls: dict[str, str | None] = {}  # most pings of a batch share one URL
+        for ping, url in items:
+            if not run_before_send_hooks(ping):
+                self.filtered += 1
+                if want_results:
+                    run_result_hooks(ping, DeliveryResult("filtered"))
+                continue
+            try:
+                batch_url = batch_urls[url]
+            except KeyError:
+                batch_url = batch_urls[url] = self._batch_url(url)
+            entry = (ping, url, ping.to_json())
+            try:
+                groups[batch_url].append(entry)
+            except KeyError:
+                groups[batch_url] = [entry]
         delivered = False
         for batch_url, group in groups.items():
-            settled: list[DeliveryResult | None] = [None] * len(group)
+            answers: list[Any] = [None] * len(group)
             if batch_url is not None and len(group) > 1:
-                settled = self._send_batch(batch_url, group)
-            for (ping, url, body), batch_result in zip(group, settled, strict=True):
-                if batch_result is None:  # not settled by a batch: the one-ping path decides
+                answers = self._send_batch(batch_url, group)
+            for (ping, url, body), answer in zip(group, answers, strict=True):
+                if not want_results and _delivered_answer(answer):
+                    self.delivered += 1  # the common case, without building a result
+                    delivered = True
+                    continue
+                result = _batch_item_result(answer)
+                if result is None:  # not settled by a batch: the one-ping path decides
                     result = self._deliver_now(ping.ping_id, url, body)
+                elif result.ok:
+                    self.delivered += 1
                 else:
-                    result = batch_result
-                    if result.ok:
-                        self.delivered += 1
-                    else:
-                        self.rejected += 1
+                    self.rejected += 1
                 delivered = delivered or result.ok
-                run_result_hooks(ping, result)
+                if want_results:
+                    run_result_hooks(ping, result)
         return delivered
 
     def _batch_url(self, url: str) -> str | None:
@@ -405,12 +417,10 @@ class Client:
             return None
         return batch_url
 
-    def _send_batch(
-        self, batch_url: str, group: list[tuple[Ping, str, bytes]]
-    ) -> list[DeliveryResult | None]:
-        """One attempt to send ``group`` in batch requests. Per ping: delivered, rejected,
-        or None (not settled: a server error, a 429, no answer)."""
-        results: list[DeliveryResult | None] = [None] * len(group)
+    def _send_batch(self, batch_url: str, group: list[tuple[Ping, str, bytes]]) -> list[Any]:
+        """One attempt to send ``group`` in batch requests: the server's answer for each
+        ping, or None where there is none (the request failed, or found no batch endpoint)."""
+        answers: list[Any] = [None] * len(group)
         prefix = len(batch_url) - len(BATCH_PATH) + len("/ping/")
         start = 0
         while start < len(group):
@@ -419,20 +429,19 @@ class Client:
                 size += len(group[end][2]) + 64
                 end += 1
             items = b",".join(
-                b'{"ping":' + json.dumps(url[prefix:]).encode() + b',"body":' + body + b"}"
+                b'{"ping":' + orjson.dumps(url[prefix:]) + b',"body":' + body + b"}"
                 for _, url, body in group[start:end]
             )
             self._inflight_batch = [(p.ping_id, u, b) for p, u, b in group[start:end]]
             try:
-                answers = self._post_batch(batch_url, b'{"pings":[' + items + b"]}", end - start)
+                got = self._post_batch(batch_url, b'{"pings":[' + items + b"]}", end - start)
             finally:
                 self._inflight_batch = []
-            if answers is None:
-                return results
-            for offset, answer in enumerate(answers):
-                results[start + offset] = _batch_item_result(answer)
+            if got is None:
+                break
+            answers[start:end] = got
             start = end
-        return results
+        return answers
 
     def _post_batch(self, batch_url: str, body: bytes, count: int) -> list[Any] | None:
         try:
@@ -558,7 +567,7 @@ class Client:
         for item in batch:
             origin = _origin(item.url)
             cooling = self._cooling(origin)
-            if cooling is not None or not self._queue.empty():
+            if cooling is not None or len(self._outbox):
                 spool.release(item.ping_id, cooling or 0.0, attempted=False)
                 continue
             tried = self._attempt(item.url, item.body, 1, None)
@@ -664,6 +673,14 @@ class Client:
         return _Tried(DeliveryResult("failed", status, attempts, None, error), retry_after)
 
 
+def _delivered_answer(answer: Any) -> bool:
+    """True for a batch answer entry that says 2xx (the hot path's question)."""
+    if type(answer) is not dict:
+        return False
+    status = answer.get("status")
+    return type(status) is int and 200 <= status < 300
+
+
 def _batch_item_result(answer: Any) -> DeliveryResult | None:
     """A batch answer's entry ``{"status": 200, ...the single-ping answer}`` as a result."""
     if not isinstance(answer, dict) or not isinstance(answer.get("status"), int):
@@ -706,8 +723,8 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 def _json_or_none(response: httpx.Response) -> dict[str, Any] | None:
     try:
-        data = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
         return None
     return data if isinstance(data, dict) else None
 

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from telemhq_plugins.core.delivery import DeliveryResult
     from telemhq_plugins.core.payload import Ping
 
-__all__ = ["plugin_manager", "run_before_send_hooks", "run_result_hooks"]
+__all__ = ["has_result_hooks", "plugin_manager", "run_before_send_hooks", "run_result_hooks"]
 
 logger = logging.getLogger("telemhq")
 _pm: pluggy.PluginManager | None = None
@@ -66,6 +66,12 @@ def run_before_send_hooks(ping: Ping) -> bool:
         _plugin_failed("telemhq_filter_ping")
         return True
     return all(v is not False for v in verdicts)
+
+
+def has_result_hooks() -> bool:
+    """True when a plugin implements ``telemhq_delivery_result`` (else delivery need not build
+    a result per ping)."""
+    return bool(plugin_manager().hook.telemhq_delivery_result.get_hookimpls())
 
 
 def run_result_hooks(ping: Ping, result: DeliveryResult) -> None:

@@ -353,7 +353,7 @@ def test_it_restarts_the_worker_in_a_forked_child_without_resending(
         parent_pings = [Ping(job="parent") for _ in range(3)]
         for ping in parent_pings:
             client.enqueue(ping, url)
-        assert client._queue.unfinished_tasks >= 2  # pending in the parent at fork time
+        assert client._outbox.pending() >= 2  # pending in the parent at fork time
 
         context = multiprocessing.get_context("fork")
         child = context.Process(target=_child_pings, args=(url, "child-ping"))
@@ -464,6 +464,37 @@ def test_it_sends_waiting_pings_in_one_batch_request(results: Results) -> None:
         assert {p.ping_id: results.results[p.ping_id].outcome for p in pings} == {
             p.ping_id: "delivered" for p in pings
         }
+
+
+def test_flush_cuts_the_linger_short() -> None:
+    with Receiver(batch=True) as receiver:
+        client = make_client(linger=20.0, max_linger=60.0)
+        ping = Ping()
+        assert client.enqueue(ping, receiver.url())
+        assert receiver.wait_for(arrived=1, timeout=1.0) is False  # lingering for company
+        assert client.flush(5)  # far less than one linger step
+        assert list(receiver.stored) == [ping.ping_id]
+
+
+def test_a_lone_ping_waits_one_linger_step_not_the_whole_linger() -> None:
+    with Receiver(batch=True) as receiver:
+        client = make_client(linger=0.05, max_linger=30.0)
+        assert client.enqueue(Ping(), receiver.url())
+        assert receiver.wait_for(arrived=1, timeout=10)  # long before the 30 s max_linger
+
+
+def test_pings_that_keep_coming_share_one_batch_up_to_the_max_linger() -> None:
+    with Receiver(batch=True) as receiver:
+        client = make_client(linger=1.0, max_linger=30.0)
+        pings = [Ping(fields={"n": i}) for i in range(12)]
+        for ping in pings:  # one every 0.15 s: each 1 s linger step sees new ones arrive
+            assert client.enqueue(ping, receiver.url())
+            time.sleep(0.15)
+        assert (receiver.arrived, receiver.batch_requests) == (0, 0)  # lingering, past a step
+        assert client.flush(10)
+        assert receiver.batch_requests == 1
+        assert sorted(receiver.stored) == sorted(p.ping_id for p in pings)
+        assert client.stats()["delivered"] == 12  # counted without any result hook
 
 
 def test_it_sends_one_request_per_ping_to_a_server_without_batches() -> None:
