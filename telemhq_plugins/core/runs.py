@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import datetime as dt
 import functools
 import inspect
 import logging
@@ -36,7 +37,10 @@ _current: contextvars.ContextVar[Run | None] = contextvars.ContextVar("telemhq_r
 
 
 class Run:
-    """One execution of a job. ``url`` is ``None`` when the job is not monitored (inert)."""
+    """One execution of a job. ``url`` is ``None`` when the job is not monitored (inert).
+
+    ``timed=False`` is for a run whose start was not seen (an adapter learns of it only at
+    its end): its pings carry no start time and no duration unless given."""
 
     __slots__ = (
         "_context_token",
@@ -50,6 +54,7 @@ class Run:
         "orchestrator",
         "run_id",
         "started_at",
+        "timed",
         "url",
     )
 
@@ -63,6 +68,7 @@ class Run:
         run_id: str | None = None,
         attempt: int | None = None,
         context: dict[str, Any] | None = None,
+        timed: bool = True,
     ) -> None:
         self.job = job
         self.url = url
@@ -73,7 +79,8 @@ class Run:
         #: extra top-level fields, e.g. the orchestrator block ``{"celery": {...}}``.
         self.context: dict[str, Any] = context if context is not None else {}
         self.metrics: dict[str, Any] = {}
-        self.started_at = utcnow()
+        self.timed = timed
+        self.started_at: dt.datetime | None = utcnow() if timed else None
         self._started = time.monotonic()
         self.finished = False
         self._context_token: contextvars.Token[Run | None] | None = None
@@ -126,12 +133,14 @@ class Run:
         if isinstance(error, BaseException):
             error = ErrorInfo.from_exception(error)
         merged = {**self.context, **self.metrics, **fields}
+        if duration_ms is None and self.timed:
+            duration_ms = self.elapsed_ms()
         ping = Ping(
             status=status,
             job=self.job,
             orchestrator=self.orchestrator,
             run_id=self.run_id,
-            duration=self.elapsed_ms() if duration_ms is None else duration_ms,
+            duration=duration_ms,
             started_at=self.started_at,
             finished_at=utcnow(),
             attempt=self.attempt,

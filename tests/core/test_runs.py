@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import pytest
 
 import telemhq_plugins
 from telemhq_plugins.core.delivery import set_client
-from telemhq_plugins.core.runs import current_run, start_run
+from telemhq_plugins.core.runs import Run, current_run, start_run
 from tests.core.recording import Recorder
 
 
@@ -138,3 +139,17 @@ def test_it_is_inert_when_disabled_or_unconfigured(options: dict[str, Any]) -> N
     finally:
         set_client(previous)
     assert rec.bodies() == []
+
+
+def test_a_run_whose_start_was_not_seen_sends_no_made_up_times(recorder: Recorder) -> None:
+    url = "http://telemhq.test/ping/tok"
+    late = Run("adapter.task", url=url, client=recorder.client, timed=False)
+    time.sleep(0.01)
+    late.finish("success")
+    given = Run("adapter.task", url=url, client=recorder.client, timed=False)
+    given.finish("failure", duration_ms=250.0)
+    untimed, with_duration = recorder.bodies()
+    assert "duration" not in untimed
+    assert "started_at" not in untimed
+    assert "finished_at" in untimed
+    assert with_duration["duration"] == 250.0
