@@ -6,8 +6,10 @@ errors (``capture_internal_errors``, or a plain ``try`` in the four that run for
 
 Where each signal fires matters (see ``celery/app/trace.py`` and ``celery/worker/request.py``):
 
-* ``task_prerun``, ``task_success``, ``task_retry``, ``task_failure`` (an exception in the
-  task) and ``task_postrun`` fire where the task runs: the pool child under prefork.
+* ``task_prerun``, ``task_retry``, ``task_failure`` (an exception in the task) and
+  ``task_postrun`` fire where the task runs: the pool child under prefork. A success is
+  closed by ``task_postrun`` (state ``SUCCESS``), not ``task_success``: every connected
+  signal costs each task a dispatch, and postrun is needed anyway (``Ignore``).
 * ``task_failure`` for a hard time limit or a lost worker, and ``task_revoked``, fire in the
   worker's main process, which never saw the prerun: those pings are built from the task id
   and the request the main process holds (``task_received``), with no open run.
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from billiard.exceptions import TimeLimitExceeded
+from celery import signals
 
 from telemhq_plugins.celery._context import (
     DEFAULT_EXCLUDE,
@@ -38,13 +41,14 @@ from telemhq_plugins.core.config import warn_unconfigured
 from telemhq_plugins.core.delivery import Client, get_client
 from telemhq_plugins.core.logs import capture_internal_errors, log_once
 from telemhq_plugins.core.payload import ErrorInfo, Status
-from telemhq_plugins.core.runs import Run, start_run
+from telemhq_plugins.core.runs import Run
 
 __all__ = ["Handlers", "Target"]
 
 logger = logging.getLogger("telemhq")
 
 ORCHESTRATOR = "celery"
+_SUCCESS = "SUCCESS"
 _IGNORED = "IGNORED"
 #: pools that run tasks in the worker's own process (no main process reporting for a child).
 _IN_PROCESS_POOLS = frozenset(
@@ -62,7 +66,7 @@ class Target:
     """A monitored task's ping URL, whether to send ``start``, and the client that sends."""
 
     url: str
-    send_start: bool | None
+    send_start: bool
     client: Client
 
 
@@ -142,6 +146,8 @@ class Handlers:
                 warn_unconfigured(name)
             else:
                 send_start = self.send_start if policy.send_start is None else policy.send_start
+                if send_start is None:
+                    send_start = client.settings.send_start
                 found = Target(url, send_start, client)
         with self._lock:
             if self._targets_client is client:
@@ -153,45 +159,29 @@ class Handlers:
     def on_prerun(
         self, sender: Any = None, task_id: Any = None, task: Any = None, **_: Any
     ) -> None:
-        # try/except rather than ``capture_internal_errors``: this runs for every task.
+        # try/except rather than ``capture_internal_errors``: this runs for every task, and
+        # so it builds the ``Run`` itself (the URL is resolved already, see ``target``).
         try:
             task = task or sender
             target = self.target(task)
             if target is None or task_id is None:
                 return
             request = task.request
-            current = start_run(
+            current = Run(
                 task.name,
-                token=target.url,  # resolved already; a full URL is used as is
+                url=target.url,
+                client=target.client,
                 orchestrator=ORCHESTRATOR,
                 run_id=task_id,
                 attempt=attempt_of(request),
                 context={"celery": celery_block(task_id, request)},
-                send_start=target.send_start,
-                client=target.client,
             )
-            if current.active:
-                self.runs[task_id] = current
-            else:  # disabled meanwhile: leave no run bound to this thread
-                current.unbind()
+            current.bind()
+            self.runs[task_id] = current
+            if target.send_start:
+                current.start()
         except Exception:
             _internal_error("celery.task_prerun")
-
-    def on_success(self, sender: Any = None, runtime: Any = None, **_: Any) -> None:
-        try:
-            request = getattr(sender, "request", None)
-            task_id = getattr(request, "id", None)
-            if task_id is None:
-                return
-            current = self.runs.pop(task_id, None)
-            if current is not None:
-                current.finish("success")
-            elif isinstance(runtime, (int, float)):  # instrumented mid-task: Celery's timing
-                self._finish_detached(
-                    sender, task_id, "success", duration_ms=runtime * 1000.0, request=request
-                )
-        except Exception:
-            _internal_error("celery.task_success")
 
     def on_failure(
         self,
@@ -249,15 +239,27 @@ class Handlers:
                 self._finish_detached(sender, task_id, "retry", error=error, request=request)
 
     def on_postrun(
-        self, sender: Any = None, task_id: Any = None, state: Any = None, **_: Any
+        self,
+        sender: Any = None,
+        task_id: Any = None,
+        task: Any = None,
+        state: Any = None,
+        **_: Any,
     ) -> None:
-        """Close what no other signal closed: ``Ignore`` -> ``skipped``; a ``Reject`` is
-        left to the main process (it reports a failure unless the message is requeued)."""
+        """Close what ``task_failure`` or ``task_retry`` did not: a success, an ``Ignore``
+        (-> ``skipped``); a ``Reject`` is left to the main process (it reports a failure
+        unless the message is requeued)."""
         try:
-            current = self.runs.pop(task_id, None) if task_id is not None else None
-            if current is None:
+            if task_id is None:
                 return
-            if state == _IGNORED:
+            current = self.runs.pop(task_id, None)
+            if current is None:
+                if state == _SUCCESS:  # instrumented while the task ran: no start, no duration
+                    task = task or sender
+                    self._finish_detached(task, task_id, "success", request=task.request)
+            elif state == _SUCCESS:
+                current.finish("success")
+            elif state == _IGNORED:
                 current.finish("skipped")
             else:
                 current.unbind()
@@ -272,7 +274,10 @@ class Handlers:
             if self._pool_in_process is None:
                 module = type(getattr(sender, "pool", None)).__module__
                 self._pool_in_process = module in _IN_PROCESS_POOLS
-            if self._pool_in_process:  # prerun and the end happen here: nothing to remember
+            if self._pool_in_process:
+                # Prerun and the end happen in this process: nothing to remember, now or
+                # later, so stop costing every task a signal dispatch.
+                signals.task_received.disconnect(self.on_received)
                 return
             task_id = getattr(request, "id", None)
             if task_id is not None:
@@ -336,16 +341,15 @@ class Handlers:
             block["revoked"] = revoked
         received = self.received.pop(task_id, None)
         started_wall = getattr(received, "time_start", None)
-        current = start_run(
+        current = Run(
             task.name,
-            token=target.url,
+            url=target.url,
+            client=target.client,
             orchestrator=ORCHESTRATOR,
             run_id=task_id,
             attempt=attempt_of(request) if same_task(task_id, request) else None,
             context={"celery": block},
-            send_start=False,
-            bind=False,
-            client=target.client,
+            timed=False,  # this process never saw it start
         )
         if isinstance(started_wall, (int, float)) and started_wall > 0:
             # The main process accepted the task at ``time_start`` (wall clock): the best

@@ -101,7 +101,6 @@ class CeleryInstrumentor:
                 )
                 pairs: list[tuple[Signal, Any]] = [
                     (signals.task_prerun, handlers.on_prerun),
-                    (signals.task_success, handlers.on_success),
                     (signals.task_failure, handlers.on_failure),
                     (signals.task_retry, handlers.on_retry),
                     (signals.task_postrun, handlers.on_postrun),

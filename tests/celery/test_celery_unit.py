@@ -186,7 +186,7 @@ def test_it_never_breaks_a_task_when_the_adapter_fails(
 
 
 def test_it_connects_once_and_disconnects_everything() -> None:
-    watched = (signals.task_prerun, signals.task_success, signals.task_failure)
+    watched = (signals.task_prerun, signals.task_postrun, signals.task_failure)
     before = [len(s.receivers) for s in watched]
     instrumentor = CeleryInstrumentor()
     assert instrumentor is CeleryInstrumentor()  # one per process

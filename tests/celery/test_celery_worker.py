@@ -172,3 +172,31 @@ def test_it_stops_recording_after_uninstrument(
     marker.get(timeout=RESULT_TIMEOUT)
     server.wait_finals("tests.add", marker.id)
     assert server.runs("tests.add", result.id) == []
+
+
+def test_a_task_running_when_instrumentation_starts_still_reports_its_success(
+    tasks: dict[str, Any], server: TelemHQ, instrumented: CeleryInstrumentor
+) -> None:
+    instrumented.uninstrument()
+    result = tasks["sleepy"].delay(1.5)
+    time.sleep(0.5)  # running by now, unseen: no prerun reached the handlers
+    instrumented.instrument()
+    assert result.get(timeout=RESULT_TIMEOUT) == "slept"
+    (run,) = server.wait_finals("tests.sleepy", result.id)
+    assert run.status == "success"
+    assert run.body["celery"]["task_id"] == result.id
+    assert "duration" not in run.body  # no prerun: the start was not seen
+
+
+def test_an_in_process_pool_stops_listening_for_received_tasks(
+    tasks: dict[str, Any], instrumented: CeleryInstrumentor
+) -> None:
+    from celery import signals
+
+    handlers = instrumented.handlers
+    assert handlers is not None
+    assert tasks["add"].delay(1, 1).get(timeout=RESULT_TIMEOUT) == 2
+    # The solo pool runs prerun and the end in this process: nothing to remember from
+    # task_received, so that signal no longer costs each task a dispatch.
+    live = [r for _, r in signals.task_received.receivers]
+    assert all(getattr(r, "__self__", None) is not handlers for r in live)
