@@ -1,7 +1,8 @@
 """Delivery: get pings to the server without ever hurting the job that sent them.
 
-* :meth:`Client.enqueue` is what integrations call on the job's thread: it puts the ping on a
-  bounded queue and returns; a full queue drops the ping and counts it, it never blocks.
+* :meth:`Client.enqueue` is what integrations call on the job's thread: it puts the ping in a
+  bounded :class:`~telemhq_plugins.core.outbox.Outbox` and returns; a full outbox drops the
+  ping and counts it, it never blocks.
 * A daemon worker thread sends (hooks, serialisation and HTTP all happen there), retrying
   connection errors, 5xx and 429 with exponential backoff and jitter (``Retry-After`` is
   honoured); other 4xx are not retried. One ping occupies the worker for at most
@@ -83,7 +84,7 @@ _MIN_ATTEMPT_TIMEOUT: Final = 0.05
 _USER_AGENT: Final = "telemhq-plugins/0.1"
 _BATCH_MAX: Final = 500  # the reference server takes up to 1,000 per batch
 _LINGER: Final = 0.05  # one linger step: seconds the worker waits for more pings to batch
-_MAX_LINGER: Final = 0.5  # lingering goes on, step by step, while pings keep arriving
+_MAX_LINGER: Final = 0.5  # the longest the worker lingers for a full batch, in all
 _BATCH_MAX_BYTES: Final = 512_000
 BATCH_PATH: Final = "/ping/_batch"
 
