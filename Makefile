@@ -85,6 +85,7 @@ demo: env-celery
 bench: env-celery env-core wrk
 	.venvs/core/bin/python benchmarks/core.py
 	.venvs/server/bin/python benchmarks/ingest.py
+	.venvs/celery/bin/python benchmarks/celery_instructions.py
 	.venvs/celery/bin/python benchmarks/celery_overhead.py
 
 clean:

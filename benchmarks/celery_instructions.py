@@ -1,0 +1,152 @@
+"""Celery benchmark, counted in instructions: what the instrumentation adds to each task.
+
+Run: ``.venvs/celery/bin/python benchmarks/celery_instructions.py [--tasks N]`` (``make bench``
+runs it too). Needs valgrind and the machine's Redis on 127.0.0.1:6379; takes a few minutes.
+
+``celery_overhead.py`` measures tasks/s, which is what the target is about, but on a shared
+2-core machine its runs spread from 3.5% to 11.5% for the same code. This one counts the
+instructions the whole worker process executes (every thread: the worker's, TelemHQ's delivery
+thread, HTTP to a loopback receiver included) under valgrind's cachegrind, which is
+repeatable to a few hundredths of a percent whatever else the machine does. A worker drains
+``N`` and ``N + 500`` trivial tasks, each with and without ``CeleryInstrumentor``; the
+difference between the two sizes leaves out start-up, so the figures are per task:
+instructions without instrumentation, instructions added with it, and their ratio.
+
+Instructions are not time: code that runs cold (ours, between Celery's) retires fewer
+instructions per cycle, so the wall-clock share is larger than the instruction share.
+Under valgrind the worker runs some fifty times slower, which would shrink the delivery
+thread's batches (it lingers for a time, not a count); the client here lingers until a full
+batch of 500, as it fills at full speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from celery.contrib.testing.worker import start_worker
+
+from telemhq_plugins.celery import CeleryInstrumentor
+from telemhq_plugins.core import Client, load_settings, set_client
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from celery_overhead import RECEIVER, _cleanup, make_app
+
+EXTRA = 500  # the larger run's extra tasks: what the per-task figures are measured over
+_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
+
+
+def child(instrumented: bool, tasks: int, port: int) -> None:
+    """The measured process: one worker drains ``tasks`` tasks, then every ping is sent."""
+    client = Client(
+        load_settings(
+            env={},
+            config_file=os.devnull,
+            base_url=f"http://127.0.0.1:{port}",
+            token="bench",
+            timeout=600.0,
+            queue_size=10 * tasks,
+        ),
+        max_linger=3600.0,  # batches of 500, as at full speed (see the module docstring)
+    )
+    set_client(client)
+    done = threading.Event()
+    count = 0
+
+    def tick() -> None:
+        nonlocal count
+        count += 1
+        if count == tasks:
+            done.set()
+
+    db = 1 + os.getpid() % 15
+    prefix = f"telemhq-instr-{os.getpid()}-"
+    app, task = make_app(db, prefix, tick)
+    if instrumented:
+        CeleryInstrumentor().instrument()
+    try:
+        for _ in range(tasks):
+            task.delay()
+        with start_worker(app, pool="solo", perform_ping_check=False, loglevel="ERROR"):
+            if not done.wait(3600):
+                raise SystemExit(f"the worker ran {count} of {tasks} tasks in an hour")
+        client.flush(600)
+        if instrumented and client.stats()["delivered"] != tasks:
+            raise SystemExit(f"delivered {client.stats()} of {tasks} pings")
+    finally:
+        CeleryInstrumentor().uninstrument()
+        _cleanup(db, prefix)
+        app.close()
+
+
+def count_instructions(instrumented: bool, tasks: int, port: int) -> int:
+    command = [
+        "valgrind",
+        "--tool=cachegrind",
+        "--cache-sim=no",
+        "--cachegrind-out-file=/dev/null",
+        sys.executable,
+        os.path.abspath(__file__),
+        "--child",
+        "on" if instrumented else "off",
+        str(tasks),
+        str(port),
+    ]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    done = subprocess.run(
+        command, check=False, capture_output=True, text=True, env=env, timeout=3600
+    )
+    found = _REFS.search(done.stderr)
+    if done.returncode != 0 or found is None:
+        raise SystemExit(f"valgrind run failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return int(found.group(1).replace(",", ""))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=200, help="tasks in the smaller run")
+    parser.add_argument(
+        "--child", nargs=3, metavar=("MODE", "TASKS", "PORT"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    if args.child:
+        mode, tasks, port = args.child
+        child(mode == "on", int(tasks), int(port))
+        return 0
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed: skipped (apt-get install valgrind)")
+        return 0
+
+    receiver = subprocess.Popen([sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE, text=True)
+    assert receiver.stdout is not None
+    port = int(receiver.stdout.readline())
+    runs = [(on, n) for n in (args.tasks, args.tasks + EXTRA) for on in (False, True)]
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:  # one valgrind per core
+            counted = pool.map(lambda r: count_instructions(*r, port), runs)
+            refs = dict(zip(runs, counted, strict=True))
+    finally:
+        receiver.terminate()
+        receiver.wait()
+
+    small, large = args.tasks, args.tasks + EXTRA
+    off = (refs[(False, large)] - refs[(False, small)]) / EXTRA
+    on = (refs[(True, large)] - refs[(True, small)]) / EXTRA
+    print(
+        "celery worker, solo pool, Redis broker: instructions per trivial task "
+        f"(cachegrind, {small} and {large} tasks)"
+    )
+    print(f"  without instrumentation: {off:12,.0f}")
+    print(f"  instrumented:            {on:12,.0f}")
+    print(f"  added:                   {on - off:12,.0f}  ({(on - off) / off * 100:.2f} % more)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
