@@ -82,7 +82,7 @@ def celery_block(task_id: str, request: Any) -> dict[str, Any]:
     """The ``celery`` object of a ping. ``request`` is the task's request context; it may be
     unrelated to ``task_id`` (the parent process reports a hard time limit with no request on
     the stack), in which case only the id is known."""
-    if not same_task(task_id, request):
+    if request is None or getattr(request, "id", None) != task_id:  # ``same_task``, inline
         return {"task_id": task_id}
     delivery = getattr(request, "delivery_info", None) or {}
     routing_key = delivery.get("routing_key")

@@ -60,6 +60,7 @@ from telemhq_plugins.core.logs import log_once
 from telemhq_plugins.core.outbox import Outbox
 from telemhq_plugins.core.payload import Ping
 from telemhq_plugins.core.plugins import (
+    has_before_send_hooks,
     has_result_hooks,
     run_before_send_hooks,
     run_result_hooks,
@@ -371,10 +372,11 @@ class Client:
         if len(items) == 1:
             return self._deliver(*items[0]).ok
         want_results = has_result_hooks()
+        before_send = has_before_send_hooks()
         groups: dict[str | None, list[tuple[Ping, str, bytes]]] = {}
         batch_urls: dict[str, str | None] = {}  # most pings of a batch share one URL
         for ping, url in items:
-            if not run_before_send_hooks(ping):
+            if before_send and not run_before_send_hooks(ping):
                 self.filtered += 1
                 if want_results:
                     run_result_hooks(ping, DeliveryResult("filtered"))
@@ -427,16 +429,17 @@ class Client:
         ping, or None where there is none (the request failed, or found no batch endpoint)."""
         answers: list[Any] = [None] * len(group)
         prefix = len(batch_url) - len(BATCH_PATH) + len("/ping/")
+        heads: dict[str, bytes] = {}  # b'{"ping":"<token>","body":' per URL
+        for _, url, _ in group:
+            if url not in heads:
+                heads[url] = b'{"ping":' + orjson.dumps(url[prefix:]) + b',"body":'
         start = 0
         while start < len(group):
             end, size = start, 0
             while end < len(group) and (end == start or size < _BATCH_MAX_BYTES):
                 size += len(group[end][2]) + 64
                 end += 1
-            items = b",".join(
-                b'{"ping":' + orjson.dumps(url[prefix:]) + b',"body":' + body + b"}"
-                for _, url, body in group[start:end]
-            )
+            items = b",".join([heads[url] + body + b"}" for _, url, body in group[start:end]])
             self._inflight_batch = [(p.ping_id, u, b) for p, u, b in group[start:end]]
             try:
                 got = self._post_batch(batch_url, b'{"pings":[' + items + b"]}", end - start)

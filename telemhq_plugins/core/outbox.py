@@ -12,6 +12,7 @@ needs (has everything put been handled?) is kept by the consumer alone instead.
 from __future__ import annotations
 
 import collections
+import sys
 import threading
 import time
 from typing import Generic, TypeVar
@@ -29,8 +30,9 @@ class Outbox(Generic[T]):
         self.maxsize = maxsize
         self._items: collections.deque[T] = collections.deque()
         self._wake = threading.Event()
-        #: how many waiting items wake the consumer (it sets this before it sleeps).
-        self._wake_at = 1
+        #: how many waiting items wake the consumer: set before it sleeps, "never" otherwise
+        #: (so a put need not ask the Event whether it sleeps: a Python-level call per ping).
+        self._wake_at = sys.maxsize
         #: set by :meth:`hurry`: the consumer should not wait for more (someone flushes).
         self.urgent = False
         #: items the consumer took and has not yet reported done (written by it alone).
@@ -43,7 +45,7 @@ class Outbox(Generic[T]):
         if len(items) >= self.maxsize:  # racy by a few items under contention: a soft bound
             return False
         items.append(item)
-        if len(items) >= self._wake_at and not self._wake.is_set():
+        if len(items) >= self._wake_at:
             self._wake.set()  # the consumer sleeps (or is about to) until this many wait
         return True
 
@@ -76,7 +78,7 @@ class Outbox(Generic[T]):
         # A put (or hurry) between the first check and the clear may have lost its set().
         if len(items) < at_least and not (at_least > 1 and self.urgent):
             self._wake.wait(timeout)
-        self._wake_at = 1
+        self._wake_at = sys.maxsize
         return bool(items)
 
     def take(self, into: list[T], limit: int) -> int:

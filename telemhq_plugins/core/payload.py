@@ -149,10 +149,8 @@ class Ping:
         fields = self.fields
         if convert:
             out: dict[str, Any] = {str(k): jsonable(v) for k, v in fields.items()}
-            stamp: Any = jsonable
         else:
             out = dict(fields)
-            stamp = _same
         out["status"] = self.status
         out["run_id"] = self.run_id
         out["ping_id"] = self.ping_id
@@ -163,9 +161,9 @@ class Ping:
         if self.duration is not None:
             out["duration"] = round(self.duration, 3)
         if self.started_at is not None:
-            out["started_at"] = stamp(self.started_at)
+            out["started_at"] = jsonable(self.started_at) if convert else self.started_at
         if self.finished_at is not None:
-            out["finished_at"] = stamp(self.finished_at)
+            out["finished_at"] = jsonable(self.finished_at) if convert else self.finished_at
         if self.attempt is not None:
             out["attempt"] = self.attempt
         if self.host is not None:
@@ -202,10 +200,6 @@ def _dumps(obj: Any) -> bytes:
     the stdlib takes any int and key, and a lone surrogate becomes ``?``."""
     text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return text.encode("utf-8", "replace")
-
-
-def _same(value: Any) -> Any:
-    return value
 
 
 _PROTECTED: Final = frozenset(

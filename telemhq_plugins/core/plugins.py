@@ -15,7 +15,13 @@ if TYPE_CHECKING:
     from telemhq_plugins.core.delivery import DeliveryResult
     from telemhq_plugins.core.payload import Ping
 
-__all__ = ["has_result_hooks", "plugin_manager", "run_before_send_hooks", "run_result_hooks"]
+__all__ = [
+    "has_before_send_hooks",
+    "has_result_hooks",
+    "plugin_manager",
+    "run_before_send_hooks",
+    "run_result_hooks",
+]
 
 logger = logging.getLogger("telemhq")
 _pm: pluggy.PluginManager | None = None
@@ -66,6 +72,13 @@ def run_before_send_hooks(ping: Ping) -> bool:
         _plugin_failed("telemhq_filter_ping")
         return True
     return all(v is not False for v in verdicts)
+
+
+def has_before_send_hooks() -> bool:
+    """True when a plugin enriches or filters pings (else delivery need not ask per ping)."""
+    hook = plugin_manager().hook
+    enrich, filters = hook.telemhq_enrich_ping, hook.telemhq_filter_ping
+    return bool(enrich.get_hookimpls() or filters.get_hookimpls())
 
 
 def has_result_hooks() -> bool:

@@ -25,7 +25,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 from telemhq_plugins.core.config import Settings, warn_unconfigured
 from telemhq_plugins.core.delivery import Client, get_client
 from telemhq_plugins.core.logs import capture_internal_errors, log_once
-from telemhq_plugins.core.payload import ErrorInfo, Ping, Status, new_id, utcnow
+from telemhq_plugins.core.payload import ErrorInfo, Ping, Status, new_id
 
 __all__ = ["Run", "current_run", "monitor", "report", "run", "start_run"]
 
@@ -34,6 +34,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _current: contextvars.ContextVar[Run | None] = contextvars.ContextVar("telemhq_run", default=None)
+#: ``payload.utcnow`` without a Python-level call (a run reads the clock twice per task).
+_utcnow = functools.partial(dt.datetime.now, dt.UTC)
 
 
 class Run:
@@ -80,7 +82,7 @@ class Run:
         self.context: dict[str, Any] = context if context is not None else {}
         self.metrics: dict[str, Any] = {}
         self.timed = timed
-        self.started_at: dt.datetime | None = utcnow() if timed else None
+        self.started_at: dt.datetime | None = _utcnow() if timed else None
         self._started = time.monotonic()
         self.finished = False
         self._context_token: contextvars.Token[Run | None] | None = None
@@ -142,7 +144,7 @@ class Run:
             run_id=self.run_id,
             duration=duration_ms,
             started_at=self.started_at,
-            finished_at=utcnow(),
+            finished_at=_utcnow(),
             attempt=self.attempt,
             error=error,
             fields=merged,
