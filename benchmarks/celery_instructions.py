@@ -33,10 +33,9 @@ from concurrent.futures import ThreadPoolExecutor
 from celery.contrib.testing.worker import start_worker
 
 from telemhq_plugins.celery import CeleryInstrumentor
-from telemhq_plugins.core import Client, load_settings, set_client
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from celery_overhead import RECEIVER, _cleanup, make_app
+from celery_overhead import _cleanup, bench_client, make_app, receiver_port
 
 EXTRA = 500  # the larger run's extra tasks: what the per-task figures are measured over
 _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
@@ -44,18 +43,8 @@ _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 def child(instrumented: bool, tasks: int, port: int) -> None:
     """The measured process: one worker drains ``tasks`` tasks, then every ping is sent."""
-    client = Client(
-        load_settings(
-            env={},
-            config_file=os.devnull,
-            base_url=f"http://127.0.0.1:{port}",
-            token="bench",
-            timeout=600.0,
-            queue_size=10 * tasks,
-        ),
-        max_linger=3600.0,  # batches of 500, as at full speed (see the module docstring)
-    )
-    set_client(client)
+    # Batches of 500, as at full speed (see the module docstring).
+    client = bench_client(port, 10 * tasks, max_linger=3600.0)
     done = threading.Event()
     count = 0
 
@@ -123,17 +112,10 @@ def main() -> int:
         print("valgrind is not installed: skipped (apt-get install valgrind)")
         return 0
 
-    receiver = subprocess.Popen([sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE, text=True)
-    assert receiver.stdout is not None
-    port = int(receiver.stdout.readline())
     runs = [(on, n) for n in (args.tasks, args.tasks + EXTRA) for on in (False, True)]
-    try:
-        with ThreadPoolExecutor(max_workers=2) as pool:  # one valgrind per core
-            counted = pool.map(lambda r: count_instructions(*r, port), runs)
-            refs = dict(zip(runs, counted, strict=True))
-    finally:
-        receiver.terminate()
-        receiver.wait()
+    with receiver_port() as port, ThreadPoolExecutor(max_workers=2) as pool:  # valgrind per core
+        counted = pool.map(lambda r: count_instructions(*r, port), runs)
+        refs = dict(zip(runs, counted, strict=True))
 
     small, large = args.tasks, args.tasks + EXTRA
     off = (refs[(False, large)] - refs[(False, small)]) / EXTRA

@@ -35,7 +35,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from celery import Celery
@@ -129,6 +129,35 @@ def _cpu_now() -> tuple[float, float]:
     return time.thread_time(), delivery
 
 
+@contextlib.contextmanager
+def receiver_port() -> Iterator[int]:
+    """The no-op batch receiver in a subprocess (off the worker's GIL), while in use."""
+    receiver = subprocess.Popen([sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE, text=True)
+    assert receiver.stdout is not None
+    try:
+        yield int(receiver.stdout.readline())
+    finally:
+        receiver.terminate()
+        receiver.wait()
+
+
+def bench_client(port: int, queue_size: int, **options: Any) -> Client:
+    """The process-wide client, sending every ping to the receiver on ``port``."""
+    client = Client(
+        load_settings(
+            env={},
+            config_file=os.devnull,
+            base_url=f"http://127.0.0.1:{port}",
+            token="bench",
+            timeout=600.0,
+            queue_size=queue_size,
+        ),
+        **options,
+    )
+    set_client(client)
+    return client
+
+
 def make_app(db: int, prefix: str, tick: Callable[[], None]) -> tuple[Celery, Any]:
     app = Celery("telemhq_bench", set_as_current=False)
     app.conf.update(
@@ -152,21 +181,12 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=2_000, help="tasks per segment")
     parser.add_argument("--rounds", type=int, default=16, help="segments per mode")
     args = parser.parse_args()
+    with receiver_port() as port:
+        return report(args, *run_segments(args, bench_client(port, 4 * args.tasks)))
 
-    receiver = subprocess.Popen([sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE, text=True)
-    assert receiver.stdout is not None
-    port = int(receiver.stdout.readline())
-    client = Client(
-        load_settings(
-            env={},
-            config_file=os.devnull,
-            base_url=f"http://127.0.0.1:{port}",
-            token="bench",
-            timeout=600.0,
-            queue_size=4 * args.tasks,
-        )
-    )
-    set_client(client)
+
+def run_segments(args: argparse.Namespace, client: Client) -> tuple[Segments, dict[str, int]]:
+    """Drain the planned segments through one worker; the segments and the client's counters."""
     instrumentor = CeleryInstrumentor()
 
     def switch(instrumented: bool) -> None:
@@ -188,14 +208,15 @@ def main() -> int:
         with start_worker(app, pool="solo", perform_ping_check=False, loglevel="ERROR"):
             if not segments.done.wait(timeout=1800):
                 raise SystemExit(f"the worker ran {segments.count} tasks in 30 minutes")
-        stats = client.stats()
     finally:
         instrumentor.uninstrument()
-        receiver.terminate()
-        receiver.wait()
         _cleanup(db, prefix)
         app.close()
+    return segments, client.stats()
 
+
+def report(args: argparse.Namespace, segments: Segments, stats: dict[str, int]) -> int:
+    """Print the figures; 1 when the target is missed."""
     measured = segments.results[1:]
     off = [r for r in measured if not r[0]]
     on = [r for r in measured if r[0]]
