@@ -254,8 +254,10 @@ class Handlers:
                 return
             current = self.runs.pop(task_id, None)
             if current is None:
-                if state == _SUCCESS:  # instrumented while the task ran: no start, no duration
-                    task = task or sender
+                task = task or sender
+                # Instrumented while the task ran (no start, no duration). The target check
+                # first: an unmonitored task pays a dict lookup here, not the request lookup.
+                if state == _SUCCESS and self.target(task) is not None:
                     self._finish_detached(task, task_id, "success", request=task.request)
             elif state == _SUCCESS:
                 current.finish("success")
