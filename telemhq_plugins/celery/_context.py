@@ -81,11 +81,13 @@ def same_task(task_id: str, request: Any) -> bool:
 def celery_block(task_id: str, request: Any) -> dict[str, Any]:
     """The ``celery`` object of a ping. ``request`` is the task's request context; it may be
     unrelated to ``task_id`` (the parent process reports a hard time limit with no request on
-    the stack), in which case only the id is known."""
+    the stack), in which case only the id is known. ``retries`` is always an int (the attempt
+    is ``retries + 1``, which the prerun reads from here instead of calling ``attempt_of``)."""
     if request is None or getattr(request, "id", None) != task_id:  # ``same_task``, inline
         return {"task_id": task_id}
     delivery = getattr(request, "delivery_info", None) or {}
     routing_key = delivery.get("routing_key")
+    retries = getattr(request, "retries", 0)
     return {
         "task_id": task_id,
         "root_id": getattr(request, "root_id", None),
@@ -96,7 +98,7 @@ def celery_block(task_id: str, request: Any) -> dict[str, Any]:
         "routing_key": routing_key,
         "exchange": delivery.get("exchange") or None,
         "hostname": getattr(request, "hostname", None),
-        "retries": getattr(request, "retries", 0) or 0,
+        "retries": retries if isinstance(retries, int) else 0,  # ``attempt_of``, inline
         "eta": getattr(request, "eta", None),
         "expires": getattr(request, "expires", None),
     }

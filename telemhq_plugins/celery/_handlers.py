@@ -84,6 +84,7 @@ def _internal_error(where: str) -> None:
 
 
 _REPORTED_MAX = 1024
+_UNRESOLVED: Any = object()
 
 
 class Handlers:
@@ -111,7 +112,8 @@ class Handlers:
         self.reported: collections.OrderedDict[tuple[str, str, int | None], None] = (
             collections.OrderedDict()
         )
-        self._targets: dict[str, Target | None] = {}
+        #: task object -> where its pings go (None: not monitored), for ``_targets_client``.
+        self._targets: dict[Any, Target | None] = {}
         self._targets_client: Client | None = None
         #: None until the first ``task_received`` tells which pool the worker runs.
         self._pool_in_process: bool | None = None
@@ -121,62 +123,70 @@ class Handlers:
 
     def target(self, task: Any) -> Target | None:
         """Where ``task``'s pings go, or None when it is not monitored. Resolved once per task
-        name and delivery client (the glob match and token resolution stay off the hot path)."""
+        object and delivery client: the app check, glob match and token resolution stay off
+        the hot path, whose cache lookup ``on_prerun`` does inline."""
         if task is None:
-            return None
-        if self.app is not None and getattr(task, "app", None) is not self.app:
             return None
         client = get_client()
         if client is not self._targets_client:  # a new client: new settings, resolve again
             with self._lock:
                 self._targets = {}
                 self._targets_client = client
-        name = task.name
         try:
-            return self._targets[name]
+            return self._targets[task]
         except KeyError:
             pass
         found: Target | None = None
-        policy = resolve_policy(
-            name, getattr(task, "telemhq", None), include=self.include, exclude=self.exclude
-        )
-        if policy is not None and not client.settings.disabled:
-            url = client.settings.ping_url_for(name, policy.token)
-            if url is None:
-                warn_unconfigured(name)
-            else:
-                send_start = self.send_start if policy.send_start is None else policy.send_start
-                if send_start is None:
-                    send_start = client.settings.send_start
-                found = Target(url, send_start, client)
+        if self.app is None or getattr(task, "app", None) is self.app:
+            found = self._resolve(task.name, getattr(task, "telemhq", None), client)
         with self._lock:
             if self._targets_client is client:
-                self._targets[name] = found
+                self._targets[task] = found
         return found
+
+    def _resolve(self, name: str, options: Any, client: Client) -> Target | None:
+        policy = resolve_policy(name, options, include=self.include, exclude=self.exclude)
+        if policy is None or client.settings.disabled:
+            return None
+        url = client.settings.ping_url_for(name, policy.token)
+        if url is None:
+            warn_unconfigured(name)
+            return None
+        send_start = self.send_start if policy.send_start is None else policy.send_start
+        if send_start is None:
+            send_start = client.settings.send_start
+        return Target(url, send_start, client)
 
     # -- worker side: where the task runs ------------------------------------------------------
 
     def on_prerun(
         self, sender: Any = None, task_id: Any = None, task: Any = None, **_: Any
     ) -> None:
-        # try/except rather than ``capture_internal_errors``: this runs for every task, and
-        # so it builds the ``Run`` itself (the URL is resolved already, see ``target``).
+        # This and ``on_postrun`` run for every task, so they are written for few Python
+        # calls (each costs µs in a busy worker, see ``Run``): a plain try/except rather than
+        # ``capture_internal_errors``, the target cache read inline, the run bound by ``Run``.
         try:
             task = task or sender
-            target = self.target(task)
+            target = (
+                self._targets.get(task, _UNRESOLVED)
+                if self._targets_client is get_client()
+                else _UNRESOLVED
+            )
+            if target is _UNRESOLVED:
+                target = self.target(task)
             if target is None or task_id is None:
                 return
-            request = task.request
+            block = celery_block(task_id, task.request)
             current = Run(
                 task.name,
                 url=target.url,
                 client=target.client,
                 orchestrator=ORCHESTRATOR,
                 run_id=task_id,
-                attempt=attempt_of(request),
-                context={"celery": celery_block(task_id, request)},
+                attempt=block.get("retries", 0) + 1,
+                context={"celery": block},
+                bind=True,
             )
-            current.bind()
             self.runs[task_id] = current
             if target.send_start:
                 current.start()

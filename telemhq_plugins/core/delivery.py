@@ -197,12 +197,9 @@ class Client:
             self.spool.reset_after_fork()
 
     def _ensure_worker(self) -> None:
-        worker = self._worker
-        if worker is not None and worker.is_alive():
-            # The per-ping path: no os.getpid() here, a system call that cost a busy Celery
-            # worker more than the rest of enqueue (a profile of the benchmark showed it).
-            # Forks are caught by os.register_at_fork, which CPython runs for every os.fork.
-            return
+        """Start the worker thread unless it runs. The per-ping path (``enqueue``) only asks
+        whether ``_worker`` is set: the thread clears it when it ends, and a fork resets it
+        (``os.register_at_fork``, which CPython runs for every ``os.fork``)."""
         if self._pid != os.getpid():  # a fork that skipped those hooks (a C extension)
             self._after_fork_in_child()
         with self._lock:
@@ -249,7 +246,10 @@ class Client:
     def enqueue(self, ping: Ping, url: str) -> bool:
         """Queue ``ping`` for ``url``; never blocks, never raises. False if it was dropped."""
         try:
-            self._ensure_worker()
+            # No Thread.is_alive() here: three Python calls, which inside a busy Celery worker
+            # (its own work evicts ours from the CPU caches between tasks) cost µs each.
+            if self._worker is None:
+                self._ensure_worker()
             if self._outbox.put((ping, url)):
                 return True
             self.dropped += 1
@@ -327,6 +327,22 @@ class Client:
     # -- the worker's side ------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception:
+            log_once(
+                logger,
+                logging.ERROR,
+                "worker-ended",
+                "TelemHQ: the delivery worker stopped; the next ping starts another",
+                exc_info=True,
+            )
+        finally:  # the next enqueue sees no worker and starts another
+            with self._lock:
+                if self._worker is threading.current_thread():
+                    self._worker = None
+
+    def _loop(self) -> None:
         outbox = self._outbox
         next_replay = time.monotonic()  # replay what earlier processes left, first thing
         while True:

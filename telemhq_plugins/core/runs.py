@@ -42,7 +42,13 @@ class Run:
     """One execution of a job. ``url`` is ``None`` when the job is not monitored (inert).
 
     ``timed=False`` is for a run whose start was not seen (an adapter learns of it only at
-    its end): its pings carry no start time and no duration unless given."""
+    its end): its pings carry no start time and no duration unless given. ``bind=True`` makes
+    it the current run at once (as :meth:`bind`).
+
+    An adapter creates and finishes a run for every task, on the task's thread, so the two
+    calls do their work inline rather than through helpers: inside a busy worker, whose own
+    work evicts ours from the CPU caches between two tasks, each Python call costs a few µs
+    (``benchmarks/celery_overhead.py``)."""
 
     __slots__ = (
         "_context_token",
@@ -71,6 +77,7 @@ class Run:
         attempt: int | None = None,
         context: dict[str, Any] | None = None,
         timed: bool = True,
+        bind: bool = False,
     ) -> None:
         self.job = job
         self.url = url
@@ -85,7 +92,9 @@ class Run:
         self.started_at: dt.datetime | None = _utcnow() if timed else None
         self._started = time.monotonic()
         self.finished = False
-        self._context_token: contextvars.Token[Run | None] | None = None
+        self._context_token: contextvars.Token[Run | None] | None = (
+            _current.set(self) if bind else None
+        )
 
     @property
     def active(self) -> bool:
@@ -129,14 +138,20 @@ class Run:
         if self.finished:
             return None
         self.finished = True
-        self.unbind()
+        token = self._context_token
+        if token is not None:  # ``unbind``, inline
+            self._context_token = None
+            try:
+                _current.reset(token)
+            except ValueError:
+                _forget(self)
         if self.url is None:
             return None
         if isinstance(error, BaseException):
             error = ErrorInfo.from_exception(error)
         merged = {**self.context, **self.metrics, **fields}
         if duration_ms is None and self.timed:
-            duration_ms = self.elapsed_ms()
+            duration_ms = (time.monotonic() - self._started) * 1000.0
         ping = Ping(
             status=status,
             job=self.job,
@@ -161,9 +176,15 @@ class Run:
         if token is not None:
             try:
                 _current.reset(token)
-            except ValueError:  # reset from another context: clear ours instead
-                if _current.get() is self:
-                    _current.set(None)
+            except ValueError:
+                _forget(self)
+
+
+def _forget(run: Run) -> None:
+    """``unbind`` from another context than ``bind``'s (the token cannot be reset there):
+    clear this context's current run if it is ``run``."""
+    if _current.get() is run:
+        _current.set(None)
 
 
 def start_run(
@@ -196,9 +217,8 @@ def start_run(
         run_id=run_id,
         attempt=attempt,
         context=context,
+        bind=bind,
     )
-    if bind:
-        current.bind()
     if url is not None and (settings.send_start if send_start is None else send_start):
         current.start()
     return current

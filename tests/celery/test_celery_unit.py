@@ -118,10 +118,11 @@ def test_it_sends_start_when_asked(app: Celery, server: TelemHQ, client: Client)
 def test_it_only_monitors_the_given_app(app: Celery, server: TelemHQ, client: Client) -> None:
     other = Celery("telemhq_tests_other", set_as_current=False)
 
-    @app.task(name="unit.mine", shared=False)
+    # The same task name in both apps: which task is monitored is decided per task object.
+    @app.task(name="unit.shared_name", shared=False)
     def mine() -> None: ...
 
-    @other.task(name="unit.theirs", shared=False)
+    @other.task(name="unit.shared_name", shared=False)
     def theirs() -> None: ...
 
     instrumentor = CeleryInstrumentor()
@@ -129,12 +130,14 @@ def test_it_only_monitors_the_given_app(app: Celery, server: TelemHQ, client: Cl
     try:
         skipped = theirs.apply()
         monitored = mine.apply()
+        skipped_again = theirs.apply()
         assert client.flush()
     finally:
         instrumentor.uninstrument()
         other.close()
     server.wait_finals("default", monitored.id)
     assert final_runs(server, skipped.id) == []
+    assert final_runs(server, skipped_again.id) == []
 
 
 @pytest.mark.services

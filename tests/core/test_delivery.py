@@ -312,6 +312,33 @@ def test_it_uses_an_injected_transport() -> None:
     assert len(seen) == 1
 
 
+def test_it_starts_a_new_worker_when_the_last_one_ended(receiver: Receiver) -> None:
+    client = make_client()
+    first = Ping(job="before")
+    assert client.enqueue(first, receiver.url())
+    assert client.flush(10)
+    worker = client._worker
+    assert worker is not None
+
+    def broken(*args: Any, **kwargs: Any) -> bool:
+        raise RuntimeError("the worker's loop broke")
+
+    client._outbox.wait = broken  # type: ignore[method-assign]
+    client._outbox.hurry()  # wake the worker: it calls wait() again and ends
+    worker.join(10)
+    assert not worker.is_alive()
+    assert client._worker is None  # the ended worker cleared itself
+    del client._outbox.wait  # the class's wait again
+    client._outbox.hurry(False)
+
+    second = Ping(job="after")
+    assert client.enqueue(second, receiver.url())
+    assert client.flush(10)
+    assert client._worker is not None
+    assert client._worker is not worker
+    assert second.ping_id in receiver.stored
+
+
 @pytest.mark.parametrize(
     ("header", "expected"),
     [("7", 7.0), ("0", 0.0), ("9999", 3600.0), ("soon", None), ("-3", 0.0)],

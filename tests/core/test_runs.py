@@ -117,6 +117,19 @@ def test_it_finishes_a_run_once_and_unbinds_it(recorder: Recorder) -> None:
     assert body["records_processed"] == 3
 
 
+def test_a_run_built_bound_is_current_until_it_finishes(recorder: Recorder) -> None:
+    url = "http://telemhq.test/ping/tok"
+    current = Run("adapter.task", url=url, client=recorder.client, run_id="t9", bind=True)
+    telemhq_plugins.report(records_processed=7)
+    assert current_run() is current
+    current.finish("success")
+    assert current_run() is None
+    [body] = recorder.bodies()
+    assert body["run_id"] == "t9"
+    assert body["records_processed"] == 7
+    assert body["duration"] >= 0
+
+
 def test_it_ignores_report_outside_a_run(
     recorder: Recorder, caplog: pytest.LogCaptureFixture
 ) -> None:
