@@ -83,9 +83,9 @@ _REPLAY_AFTER_SUCCESS: Final = 1.0  # at most one replay pass per second trigger
 _REPLAY_BATCH: Final = 20
 _MIN_ATTEMPT_TIMEOUT: Final = 0.05
 _USER_AGENT: Final = "telemhq-plugins/0.1"
-_BATCH_MAX: Final = 500  # the reference server takes up to 1,000 per batch
+_BATCH_MAX: Final = 1_000  # what the reference server takes in one batch
 _LINGER: Final = 0.05  # one linger step: seconds the worker waits for more pings to batch
-_MAX_LINGER: Final = 0.5  # the longest the worker lingers for a full batch, in all
+_MAX_LINGER: Final = 1.0  # the longest the worker lingers for a full batch, in all
 _BATCH_MAX_BYTES: Final = 512_000
 BATCH_PATH: Final = "/ping/_batch"
 
