@@ -3,8 +3,8 @@
 Run: ``.venvs/celery/bin/python benchmarks/celery_instructions.py [--tasks N]`` (``make bench``
 runs it too). Needs valgrind and the machine's Redis on 127.0.0.1:6379; takes a few minutes.
 
-``celery_overhead.py`` measures tasks/s, which is what the target is about, but on a shared
-2-core machine its runs spread from 3.5% to 11.5% for the same code. This one counts the
+``celery_overhead.py`` measures tasks/s, which is what the target is about, to about half a
+percent on a shared 2-core machine, in a minute and a half. This one counts the
 instructions the whole worker process executes (every thread: the worker's, TelemHQ's delivery
 thread, HTTP to a loopback receiver included) under valgrind's cachegrind, which is
 repeatable to a few hundredths of a percent whatever else the machine does. A worker drains
@@ -16,7 +16,7 @@ Instructions are not time: code that runs cold (ours, between Celery's) retires 
 instructions per cycle, so the wall-clock share is larger than the instruction share.
 Under valgrind the worker runs some fifty times slower, which would shrink the delivery
 thread's batches (it lingers for a time, not a count); the client here lingers until a full
-batch of 500, as it fills at full speed.
+batch (up to 1,000 pings), as it fills at full speed.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 def child(instrumented: bool, tasks: int, port: int) -> None:
     """The measured process: one worker drains ``tasks`` tasks, then every ping is sent."""
-    # Batches of 500, as at full speed (see the module docstring).
+    # Full batches, as at full speed (see the module docstring).
     client = bench_client(port, 10 * tasks, max_linger=3600.0)
     done = threading.Event()
     count = 0

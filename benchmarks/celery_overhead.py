@@ -302,7 +302,7 @@ def report(
     f = analyse(recorder, delivery_cpu, stats["delivered"])
     ci_loss = f.worker_ci / f.on_us
     verdict = "ok" if f.loss <= TARGET_LOSS else "MISSED"
-    label = "A/A run, both modes uninstrumented" if args.aa else "instrumented"
+    label = "A/A: uninstrumented too" if args.aa else "instrumented"
     print(
         f"celery worker, solo pool, Redis broker: {recorder.total} trivial tasks in blocks of "
         f"{args.block} alternating between modes ({f.pairs} pairs of blocks)"
