@@ -163,8 +163,9 @@ class Handlers:
         self, sender: Any = None, task_id: Any = None, task: Any = None, **_: Any
     ) -> None:
         # This and ``on_postrun`` run for every task, so they are written for few Python
-        # calls (each costs µs in a busy worker, see ``Run``): a plain try/except rather than
-        # ``capture_internal_errors``, the target cache read inline, the run bound by ``Run``.
+        # calls (each costs about a µs in a busy worker, see ``Run``): a plain try/except
+        # rather than ``capture_internal_errors``, the target cache read inline, the run
+        # bound by ``Run`` itself.
         try:
             task = task or sender
             target = (

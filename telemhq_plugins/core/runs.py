@@ -47,7 +47,7 @@ class Run:
 
     An adapter creates and finishes a run for every task, on the task's thread, so the two
     calls do their work inline rather than through helpers: inside a busy worker, whose own
-    work evicts ours from the CPU caches between two tasks, each Python call costs a few µs
+    work evicts ours from the CPU caches between two tasks, each Python call costs about a µs
     (``benchmarks/celery_overhead.py``)."""
 
     __slots__ = (
