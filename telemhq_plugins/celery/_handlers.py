@@ -24,7 +24,6 @@ import sys
 import threading
 import time
 import weakref
-from dataclasses import dataclass
 from typing import Any
 
 from billiard.exceptions import TimeLimitExceeded
@@ -37,13 +36,12 @@ from telemhq_plugins.celery._context import (
     resolve_policy,
     same_task,
 )
-from telemhq_plugins.core.config import warn_unconfigured
 from telemhq_plugins.core.delivery import Client, get_client
 from telemhq_plugins.core.logs import capture_internal_errors, log_once
 from telemhq_plugins.core.payload import ErrorInfo, Status
-from telemhq_plugins.core.runs import Run
+from telemhq_plugins.core.runs import Run, Target, resolve_target
 
-__all__ = ["Handlers", "Target"]
+__all__ = ["Handlers"]
 
 logger = logging.getLogger("telemhq")
 
@@ -59,15 +57,6 @@ _IN_PROCESS_POOLS = frozenset(
         "celery.concurrency.gevent",
     }
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """A monitored task's ping URL, whether to send ``start``, and the client that sends."""
-
-    url: str
-    send_start: bool
-    client: Client
 
 
 def _internal_error(where: str) -> None:
@@ -146,16 +135,10 @@ class Handlers:
 
     def _resolve(self, name: str, options: Any, client: Client) -> Target | None:
         policy = resolve_policy(name, options, include=self.include, exclude=self.exclude)
-        if policy is None or client.settings.disabled:
-            return None
-        url = client.settings.ping_url_for(name, policy.token)
-        if url is None:
-            warn_unconfigured(name)
+        if policy is None:
             return None
         send_start = self.send_start if policy.send_start is None else policy.send_start
-        if send_start is None:
-            send_start = client.settings.send_start
-        return Target(url, send_start, client)
+        return resolve_target(name, token=policy.token, send_start=send_start, client=client)
 
     # -- worker side: where the task runs ------------------------------------------------------
 

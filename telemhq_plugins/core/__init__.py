@@ -17,7 +17,16 @@ from telemhq_plugins.core.hookspecs import hookimpl
 from telemhq_plugins.core.logs import capture_internal_errors
 from telemhq_plugins.core.payload import STATUSES, ErrorInfo, Ping, Status
 from telemhq_plugins.core.plugins import plugin_manager
-from telemhq_plugins.core.runs import Run, current_run, monitor, report, run, start_run
+from telemhq_plugins.core.runs import (
+    Run,
+    Target,
+    current_run,
+    monitor,
+    report,
+    resolve_target,
+    run,
+    start_run,
+)
 
 __all__ = [
     "STATUSES",
@@ -32,6 +41,7 @@ __all__ = [
     "Run",
     "Settings",
     "Status",
+    "Target",
     "capture_internal_errors",
     "current_run",
     "evaluate_all",
@@ -43,6 +53,7 @@ __all__ = [
     "parse_assertions",
     "plugin_manager",
     "report",
+    "resolve_target",
     "run",
     "set_client",
     "slugify",

@@ -19,6 +19,7 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
@@ -27,7 +28,16 @@ from telemhq_plugins.core.delivery import Client, get_client
 from telemhq_plugins.core.logs import capture_internal_errors, log_once
 from telemhq_plugins.core.payload import ErrorInfo, Ping, Status, new_id
 
-__all__ = ["Run", "current_run", "monitor", "report", "run", "start_run"]
+__all__ = [
+    "Run",
+    "Target",
+    "current_run",
+    "monitor",
+    "report",
+    "resolve_target",
+    "run",
+    "start_run",
+]
 
 logger = logging.getLogger("telemhq")
 P = ParamSpec("P")
@@ -187,6 +197,37 @@ def _forget(run: Run) -> None:
         _current.set(None)
 
 
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a monitored job's pings go, whether its runs send ``start``, and the client that
+    sends them. An adapter resolves it once per job (:func:`resolve_target`) and builds a
+    :class:`Run` from it for every task, so no task pays for the resolution."""
+
+    url: str
+    send_start: bool
+    client: Client
+
+
+def resolve_target(
+    job: str | None,
+    *,
+    token: str | None = None,
+    send_start: bool | None = None,
+    client: Client | None = None,
+) -> Target | None:
+    """Where ``job``'s pings go, or None when TelemHQ is disabled or the job has no tracker
+    (logged once). ``send_start`` None means ``settings.send_start``."""
+    client = client or get_client()
+    settings = client.settings
+    if settings.disabled:
+        return None
+    url = settings.ping_url_for(job, token)
+    if url is None:
+        warn_unconfigured(job)
+        return None
+    return Target(url, settings.send_start if send_start is None else send_start, client)
+
+
 def start_run(
     job: str | None,
     *,
@@ -203,15 +244,10 @@ def start_run(
     ``start`` (default: ``settings.send_start``) and bind it for :func:`report`. Never raises;
     a job with no tracker gets an inert run (logged once)."""
     client = client or get_client()
-    settings = client.settings
-    url: str | None = None
-    if not settings.disabled:
-        url = settings.ping_url_for(job, token)
-        if url is None:
-            warn_unconfigured(job)
+    target = resolve_target(job, token=token, send_start=send_start, client=client)
     current = Run(
         job,
-        url=url,
+        url=None if target is None else target.url,
         client=client,
         orchestrator=orchestrator,
         run_id=run_id,
@@ -219,7 +255,7 @@ def start_run(
         context=context,
         bind=bind,
     )
-    if url is not None and (settings.send_start if send_start is None else send_start):
+    if target is not None and target.send_start:
         current.start()
     return current
 

@@ -15,7 +15,7 @@ import pytest
 
 import telemhq_plugins
 from telemhq_plugins.core.delivery import set_client
-from telemhq_plugins.core.runs import Run, current_run, start_run
+from telemhq_plugins.core.runs import Run, Target, current_run, resolve_target, start_run
 from tests.core.recording import Recorder
 
 
@@ -152,6 +152,17 @@ def test_it_is_inert_when_disabled_or_unconfigured(options: dict[str, Any]) -> N
     finally:
         set_client(previous)
     assert rec.bodies() == []
+
+
+def test_it_resolves_a_jobs_target_once_for_many_runs() -> None:
+    rec = Recorder(send_start=True)
+    target = resolve_target("etl.load", token="tok-1", client=rec.client)
+    assert target == Target(f"{rec.client.settings.base_url}/ping/tok-1", True, rec.client)
+    quiet = resolve_target("etl.load", token="tok-1", send_start=False, client=rec.client)
+    assert quiet is not None
+    assert quiet.send_start is False
+    assert resolve_target("etl.load", client=Recorder(token=None).client) is None
+    assert resolve_target("etl.load", token="t", client=Recorder(disabled=True).client) is None
 
 
 def test_a_run_whose_start_was_not_seen_sends_no_made_up_times(recorder: Recorder) -> None:
