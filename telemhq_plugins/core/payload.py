@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePath
-from typing import Any, Final, Literal, cast, get_args
+from typing import Any, Final, Literal, Protocol, cast, get_args
 
 import orjson
 
@@ -36,6 +36,7 @@ __all__ = [
     "STATUSES",
     "ErrorInfo",
     "Ping",
+    "PingSource",
     "Status",
     "as_status",
     "jsonable",
@@ -140,6 +141,9 @@ class Ping:
     host: str | None = _HOST
     fields: dict[str, Any] = field(default_factory=dict)
 
+    def to_ping(self) -> Ping:
+        return self
+
     def to_dict(self, *, convert: bool = True) -> dict[str, Any]:
         """The JSON object, with custom fields first so the standard ones always win.
 
@@ -189,6 +193,14 @@ class Ping:
         if len(data) <= max_bytes:
             return data
         return _shrink(body, max_bytes)
+
+
+class PingSource(Protocol):
+    """What :meth:`~telemhq_plugins.core.delivery.Client.enqueue` takes: a :class:`Ping`, or
+    something that builds its ping on the delivery thread (a finished
+    :class:`~telemhq_plugins.core.runs.Run`: the job's thread then only records the end)."""
+
+    def to_ping(self) -> Ping: ...
 
 
 #: UTC written as "Z", like ``jsonable``; an aware datetime in another zone keeps its offset.

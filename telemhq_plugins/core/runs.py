@@ -58,7 +58,9 @@ class Run:
     An adapter creates and finishes a run for every task, on the task's thread, so the two
     calls do their work inline rather than through helpers: inside a busy worker, whose own
     work evicts ours from the CPU caches between two tasks, each Python call costs about a µs
-    (``benchmarks/celery_overhead.py``)."""
+    (``benchmarks/celery_overhead.py``). For the same reason :meth:`finish` only records the
+    end and queues the run itself: delivery builds the :class:`Ping` (:meth:`to_ping`) on its
+    own thread, a batch at a time, where that code stays warm."""
 
     __slots__ = (
         "_context_token",
@@ -66,12 +68,16 @@ class Run:
         "attempt",
         "client",
         "context",
+        "duration",
+        "error",
         "finished",
+        "finished_at",
         "job",
         "metrics",
         "orchestrator",
         "run_id",
         "started_at",
+        "status",
         "timed",
         "url",
     )
@@ -102,6 +108,11 @@ class Run:
         self.started_at: dt.datetime | None = _utcnow() if timed else None
         self._started = time.monotonic()
         self.finished = False
+        #: set by ``finish``: what ``to_ping`` builds the final ping from.
+        self.status: Status | None = None
+        self.error: ErrorInfo | None = None
+        self.duration: float | None = None
+        self.finished_at: dt.datetime | None = None
         self._context_token: contextvars.Token[Run | None] | None = (
             _current.set(self) if bind else None
         )
@@ -118,7 +129,16 @@ class Run:
         return (time.monotonic() - self._started) * 1000.0
 
     def report(self, **fields: Any) -> None:
-        """Merge metrics/custom fields into this run's final ping."""
+        """Merge metrics/custom fields into this run's final ping (ignored once finished: the
+        ping may be on its way)."""
+        if self.finished:
+            log_once(
+                logger,
+                logging.INFO,
+                "report-after-finish",
+                "TelemHQ: report() called after the run finished; the metrics are ignored",
+            )
+            return
         self.metrics.update(fields)
 
     def start(self) -> None:
@@ -143,10 +163,10 @@ class Run:
         error: BaseException | ErrorInfo | None = None,
         duration_ms: float | None = None,
         **fields: Any,
-    ) -> Ping | None:
-        """Send the final ping once; later calls are ignored. Returns the ping (or ``None``)."""
+    ) -> bool:
+        """Queue the final ping once; later calls are ignored. True when it was queued."""
         if self.finished:
-            return None
+            return False
         self.finished = True
         token = self._context_token
         if token is not None:  # ``unbind``, inline
@@ -156,26 +176,35 @@ class Run:
             except ValueError:
                 _forget(self)
         if self.url is None:
-            return None
-        if isinstance(error, BaseException):
-            error = ErrorInfo.from_exception(error)
-        merged = {**self.context, **self.metrics, **fields}
+            return False
         if duration_ms is None and self.timed:
             duration_ms = (time.monotonic() - self._started) * 1000.0
-        ping = Ping(
-            status=status,
+        self.finished_at = _utcnow()
+        self.status = status
+        self.duration = duration_ms
+        if error is not None:
+            # The traceback is formatted now: the exception's frames may change after this.
+            self.error = (
+                ErrorInfo.from_exception(error) if isinstance(error, BaseException) else error
+            )
+        if fields:
+            self.metrics.update(fields)
+        return self.client.enqueue(self, self.url)
+
+    def to_ping(self) -> Ping:
+        """The final ping of a finished run (delivery calls this on its own thread)."""
+        return Ping(
+            status=self.status or "success",
             job=self.job,
             orchestrator=self.orchestrator,
             run_id=self.run_id,
-            duration=duration_ms,
+            duration=self.duration,
             started_at=self.started_at,
-            finished_at=_utcnow(),
+            finished_at=self.finished_at,
             attempt=self.attempt,
-            error=error,
-            fields=merged,
+            error=self.error,
+            fields={**self.context, **self.metrics},
         )
-        self.client.enqueue(ping, self.url)
-        return ping
 
     def bind(self) -> None:
         """Make this the current run of this context, so :func:`report` reaches it."""

@@ -106,15 +106,39 @@ def test_it_finishes_a_run_once_and_unbinds_it(recorder: Recorder) -> None:
     current = start_run("adapter.task", orchestrator="celery", context={"celery": {"id": "t1"}})
     assert current_run() is current
     current.report(records_processed=3)
-    first = current.finish("retry", attempt_note="will retry")
-    assert current.finish("failure") is None
+    assert current.finish("retry", attempt_note="will retry") is True
+    assert current.finish("failure") is False
+    current.report(records_processed=99)  # too late: the ping may be on its way
     assert current_run() is None
     [body] = recorder.bodies()
-    assert first is not None
     assert body["status"] == "retry"
     assert body["orchestrator"] == "celery"
     assert body["celery"] == {"id": "t1"}
     assert body["records_processed"] == 3
+    assert body["attempt_note"] == "will retry"
+
+
+def test_a_finished_run_is_built_into_its_ping_by_delivery(recorder: Recorder) -> None:
+    url = "http://telemhq.test/ping/tok"
+    current = Run("etl", url=url, client=recorder.client, run_id="r1", attempt=2, context={"c": 1})
+    try:
+        raise ValueError("bad row")
+    except ValueError as exc:
+        current.finish("failure", error=exc, duration_ms=12.5, note="x")
+    ping = current.to_ping()
+    assert (ping.status, ping.job, ping.run_id, ping.attempt) == ("failure", "etl", "r1", 2)
+    assert ping.duration == 12.5
+    assert ping.fields == {"c": 1, "note": "x"}
+    assert ping.error is not None
+    assert ping.error.type == "ValueError"
+    assert ping.error.traceback is not None
+    assert "bad row" in ping.error.traceback
+    assert ping.finished_at is not None
+    assert ping.started_at is not None
+    assert ping.started_at <= ping.finished_at
+    [body] = recorder.bodies()
+    assert body["error"]["message"] == "bad row"
+    assert body["ping_id"] != body["run_id"]
 
 
 def test_a_run_built_bound_is_current_until_it_finishes(recorder: Recorder) -> None:
@@ -148,7 +172,7 @@ def test_it_is_inert_when_disabled_or_unconfigured(options: dict[str, Any]) -> N
         current = start_run("quiet-job")
         assert not current.active
         assert not block.active
-        assert current.finish() is None
+        assert current.finish() is False
     finally:
         set_client(previous)
     assert rec.bodies() == []
