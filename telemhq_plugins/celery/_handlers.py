@@ -36,6 +36,7 @@ from telemhq_plugins.celery._context import (
     resolve_policy,
     same_task,
 )
+from telemhq_plugins.core import delivery
 from telemhq_plugins.core.delivery import Client, get_client
 from telemhq_plugins.core.logs import capture_internal_errors, log_once
 from telemhq_plugins.core.payload import ErrorInfo, Status
@@ -147,20 +148,22 @@ class Handlers:
     ) -> None:
         # This and ``on_postrun`` run for every task, so they are written for few Python
         # calls (each costs about a µs in a busy worker, see ``Run``): a plain try/except
-        # rather than ``capture_internal_errors``, the target cache read inline, the run
-        # bound by ``Run`` itself.
+        # rather than ``capture_internal_errors``, the target cache read inline (against the
+        # process-wide client as ``get_client`` would return it, when there is one), the
+        # request read from the stack the tracer just pushed it on (``task.request`` is two
+        # more calls to get there), the run bound by ``Run`` itself.
         try:
             task = task or sender
             target = (
                 self._targets.get(task, _UNRESOLVED)
-                if self._targets_client is get_client()
+                if self._targets_client is delivery._client
                 else _UNRESOLVED
             )
             if target is _UNRESOLVED:
                 target = self.target(task)
             if target is None or task_id is None:
                 return
-            block = celery_block(task_id, task.request)
+            block = celery_block(task_id, task.request_stack.top or task.request)
             current = Run(
                 task.name,
                 url=target.url,
