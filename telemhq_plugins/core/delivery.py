@@ -26,7 +26,11 @@
   the sending process a few hundred µs of CPU whatever its size, which a busy Celery worker
   feels; one request per batch makes that cost per ping small. A server without the endpoint
   (404/405) is remembered and gets one request per ping, as does any ping the batch did not
-  settle (each then takes the normal path: retries, breaker, spool).
+  settle (each then takes the normal path: retries, breaker, spool). Batch requests go over
+  the standard library's ``http.client`` where httpx would connect directly (see
+  :mod:`~telemhq_plugins.core.direct_http`: a third of httpx's CPU per request).
+* A finished :class:`~telemhq_plugins.core.runs.Run` is queued as it is; the worker builds its
+  ``Ping`` (``to_ping``), so the job's thread only records the end.
 """
 
 from __future__ import annotations
@@ -111,6 +115,10 @@ class DeliveryResult:
     @property
     def ok(self) -> bool:
         return self.outcome == "delivered"
+
+
+#: one ping of a batch: its id, URL, body, and the ``Ping`` when a plugin hook wants it.
+_Entry = tuple[str, str, bytes, Ping | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,9 +378,7 @@ class Client:
             if self._linger > 0:
                 self._linger_for_more(items)
             try:
-                # Pings are built here, not on the job's thread (see ``Run.finish``).
-                pings = [(source.to_ping(), url) for source, url in items]
-                if self._deliver_many(pings) and self.spool is not None:
+                if self._deliver_many(items) and self.spool is not None:
                     # The server is back: replay soon (once the queue is idle).
                     next_replay = min(next_replay, time.monotonic() + _REPLAY_AFTER_SUCCESS)
             except Exception:
@@ -399,25 +405,36 @@ class Client:
             if step <= 0:
                 return
 
-    def _deliver_many(self, items: list[tuple[Ping, str]]) -> bool:
-        """Deliver ``items`` (batched per server where it can); True if any was delivered."""
+    def _deliver_many(self, items: list[tuple[PingSource, str]]) -> bool:
+        """Deliver ``items`` (batched per server where it can); True if any was delivered.
+
+        The pings are made here, not on the job's thread (``Run.finish`` queues the run): as
+        ``Ping`` objects only when a plugin hook wants them, else straight to their bodies."""
         if len(items) == 1:
-            return self._deliver(*items[0]).ok
+            source, url = items[0]
+            return self._deliver(source.to_ping(), url).ok
         want_results = has_result_hooks()
         before_send = has_before_send_hooks()
-        groups: dict[str | None, list[tuple[Ping, str, bytes]]] = {}
+        hooked = want_results or before_send
+        groups: dict[str | None, list[_Entry]] = {}
         batch_urls: dict[str, str | None] = {}  # most pings of a batch share one URL
-        for ping, url in items:
-            if before_send and not run_before_send_hooks(ping):
-                self.filtered += 1
-                if want_results:
-                    run_result_hooks(ping, DeliveryResult("filtered"))
-                continue
+        for source, url in items:
+            ping: Ping | None = None
+            if hooked:
+                ping = source.to_ping()
+                if before_send and not run_before_send_hooks(ping):
+                    self.filtered += 1
+                    if want_results:
+                        run_result_hooks(ping, DeliveryResult("filtered"))
+                    continue
+                ping_id, body = ping.ping_id, ping.to_json()
+            else:
+                ping_id, body = source.encode()
             try:
                 batch_url = batch_urls[url]
             except KeyError:
                 batch_url = batch_urls[url] = self._batch_url(url)
-            entry = (ping, url, ping.to_json())
+            entry = (ping_id, url, body, ping)
             try:
                 groups[batch_url].append(entry)
             except KeyError:
@@ -427,7 +444,7 @@ class Client:
             answers: list[Any] = [None] * len(group)
             if batch_url is not None and len(group) > 1:
                 answers = self._send_batch(batch_url, group)
-            for (ping, url, body), answer in zip(group, answers, strict=True):
+            for (ping_id, url, body, ping), answer in zip(group, answers, strict=True):
                 # The common case, without building a result (nor a call: this runs per ping).
                 status = answer.get("status") if type(answer) is dict else None
                 if not want_results and type(status) is int and 200 <= status < 300:
@@ -436,13 +453,13 @@ class Client:
                     continue
                 result = _batch_item_result(answer)
                 if result is None:  # not settled by a batch: the one-ping path decides
-                    result = self._deliver_now(ping.ping_id, url, body)
+                    result = self._deliver_now(ping_id, url, body)
                 elif result.ok:
                     self.delivered += 1
                 else:
                     self.rejected += 1
                 delivered = delivered or result.ok
-                if want_results:
+                if want_results and ping is not None:
                     run_result_hooks(ping, result)
         return delivered
 
@@ -458,13 +475,13 @@ class Client:
             return None
         return batch_url
 
-    def _send_batch(self, batch_url: str, group: list[tuple[Ping, str, bytes]]) -> list[Any]:
+    def _send_batch(self, batch_url: str, group: list[_Entry]) -> list[Any]:
         """One attempt to send ``group`` in batch requests: the server's answer for each
         ping, or None where there is none (the request failed, or found no batch endpoint)."""
         answers: list[Any] = [None] * len(group)
         prefix = len(batch_url) - len(BATCH_PATH) + len("/ping/")
         heads: dict[str, bytes] = {}  # b'{"ping":"<token>","body":' per URL
-        for _, url, _ in group:
+        for _, url, _, _ in group:
             if url not in heads:
                 heads[url] = b'{"ping":' + orjson.dumps(url[prefix:]) + b',"body":'
         start = 0
@@ -473,8 +490,8 @@ class Client:
             while end < len(group) and (end == start or size < _BATCH_MAX_BYTES):
                 size += len(group[end][2]) + 64
                 end += 1
-            items = b",".join([heads[url] + body + b"}" for _, url, body in group[start:end]])
-            self._inflight_batch = [(p.ping_id, u, b) for p, u, b in group[start:end]]
+            items = b",".join([heads[url] + body + b"}" for _, url, body, _ in group[start:end]])
+            self._inflight_batch = [(i, u, b) for i, u, b, _ in group[start:end]]
             try:
                 got = self._post_batch(batch_url, b'{"pings":[' + items + b"]}", end - start)
             finally:

@@ -30,17 +30,21 @@ from typing import Any, Final, Literal, Protocol, cast, get_args
 import orjson
 
 __all__ = [
+    "HOST",
     "MAX_BODY_BYTES",
     "MAX_ERROR_MESSAGE",
     "MAX_TRACEBACK",
     "STATUSES",
     "ErrorInfo",
     "Ping",
+    "PingParts",
     "PingSource",
     "Status",
     "as_status",
+    "encode_body",
     "jsonable",
     "new_id",
+    "ping_dict",
     "utcnow",
 ]
 
@@ -54,7 +58,8 @@ MAX_BODY_BYTES: Final = 64_000
 _MAX_DEPTH: Final = 12
 _MAX_STRING: Final = 16_000
 _MAX_ITEMS: Final = 1_000
-_HOST: Final = socket.gethostname()
+#: this machine, the ``host`` of every ping made here.
+HOST: Final = socket.gethostname()
 
 
 def as_status(value: object) -> Status:
@@ -138,11 +143,31 @@ class Ping:
     finished_at: dt.datetime | None = None
     attempt: int | None = None
     error: ErrorInfo | None = None
-    host: str | None = _HOST
+    host: str | None = HOST
     fields: dict[str, Any] = field(default_factory=dict)
 
     def to_ping(self) -> Ping:
         return self
+
+    def encode(self) -> tuple[str, bytes]:
+        return self.ping_id, self.to_json()
+
+    def parts(self) -> PingParts:
+        """The fields in :func:`ping_dict`'s order."""
+        return (
+            self.fields,
+            self.status,
+            self.run_id,
+            self.ping_id,
+            self.job,
+            self.orchestrator,
+            self.duration,
+            self.started_at,
+            self.finished_at,
+            self.attempt,
+            self.host,
+            self.error,
+        )
 
     def to_dict(self, *, convert: bool = True) -> dict[str, Any]:
         """The JSON object, with custom fields first so the standard ones always win.
@@ -150,49 +175,90 @@ class Ping:
         ``convert=False`` leaves custom field values and timestamps as they are (for
         :meth:`to_json`'s fast path: orjson writes datetimes itself and calls ``jsonable`` for
         what it cannot)."""
-        fields = self.fields
-        if convert:
-            out: dict[str, Any] = {str(k): jsonable(v) for k, v in fields.items()}
-        else:
-            out = dict(fields)
-        out["status"] = self.status
-        out["run_id"] = self.run_id
-        out["ping_id"] = self.ping_id
-        if self.job is not None:
-            out["job"] = self.job
-        if self.orchestrator is not None:
-            out["orchestrator"] = self.orchestrator
-        if self.duration is not None:
-            out["duration"] = round(self.duration, 3)
-        if self.started_at is not None:
-            out["started_at"] = jsonable(self.started_at) if convert else self.started_at
-        if self.finished_at is not None:
-            out["finished_at"] = jsonable(self.finished_at) if convert else self.finished_at
-        if self.attempt is not None:
-            out["attempt"] = self.attempt
-        if self.host is not None:
-            out["host"] = self.host
-        if self.error is not None:
-            out["error"] = self.error.to_dict()
-        return out
+        return ping_dict(self.parts(), convert)
 
     def to_json(self, max_bytes: int = MAX_BODY_BYTES) -> bytes:
         """The request body: compact UTF-8 JSON, at most ``max_bytes`` long. Never raises."""
-        try:
-            # Fast path (the delivery worker runs this per ping): plain values and datetimes
-            # need no conversion; orjson calls ``jsonable`` only for the odd ones.
-            data = orjson.dumps(
-                self.to_dict(convert=False), default=jsonable, option=_ORJSON_OPTIONS
-            )
-        except (ValueError, TypeError, RecursionError):  # odd keys, huge ints, surrogates
-            data = b""
-        if data and len(data) <= max_bytes:
-            return data
-        body = self.to_dict()
-        data = _dumps(body)
-        if len(data) <= max_bytes:
-            return data
-        return _shrink(body, max_bytes)
+        return encode_body(self.parts(), max_bytes)
+
+
+#: a ping's fields, as :meth:`Ping.parts` lists them: fields, status, run_id, ping_id, job,
+#: orchestrator, duration, started_at, finished_at, attempt, host, error.
+PingParts = tuple[
+    dict[str, Any],
+    str,
+    str,
+    str,
+    "str | None",
+    "str | None",
+    "float | None",
+    "dt.datetime | None",
+    "dt.datetime | None",
+    "int | None",
+    "str | None",
+    "ErrorInfo | None",
+]
+
+
+def ping_dict(parts: PingParts, convert: bool = True) -> dict[str, Any]:
+    """A ping's JSON object from its parts (:meth:`Ping.to_dict`; a finished ``Run`` encodes
+    itself with it on the delivery thread without building a ``Ping``)."""
+    (
+        fields,
+        status,
+        run_id,
+        ping_id,
+        job,
+        orchestrator,
+        duration,
+        started_at,
+        finished_at,
+        attempt,
+        host,
+        error,
+    ) = parts
+    if convert:
+        out: dict[str, Any] = {str(k): jsonable(v) for k, v in fields.items()}
+    else:
+        out = dict(fields)
+    out["status"] = status
+    out["run_id"] = run_id
+    out["ping_id"] = ping_id
+    if job is not None:
+        out["job"] = job
+    if orchestrator is not None:
+        out["orchestrator"] = orchestrator
+    if duration is not None:
+        out["duration"] = round(duration, 3)
+    if started_at is not None:
+        out["started_at"] = jsonable(started_at) if convert else started_at
+    if finished_at is not None:
+        out["finished_at"] = jsonable(finished_at) if convert else finished_at
+    if attempt is not None:
+        out["attempt"] = attempt
+    if host is not None:
+        out["host"] = host
+    if error is not None:
+        out["error"] = error.to_dict()
+    return out
+
+
+def encode_body(parts: PingParts, max_bytes: int = MAX_BODY_BYTES) -> bytes:
+    """The request body of the ping made of ``parts``: compact UTF-8 JSON, at most
+    ``max_bytes`` long. Never raises."""
+    try:
+        # Fast path (the delivery worker runs this per ping): plain values and datetimes
+        # need no conversion; orjson calls ``jsonable`` only for the odd ones.
+        data = orjson.dumps(ping_dict(parts, False), default=jsonable, option=_ORJSON_OPTIONS)
+    except (ValueError, TypeError, RecursionError):  # odd keys, huge ints, surrogates
+        data = b""
+    if data and len(data) <= max_bytes:
+        return data
+    body = ping_dict(parts)
+    data = _dumps(body)
+    if len(data) <= max_bytes:
+        return data
+    return _shrink(body, max_bytes)
 
 
 class PingSource(Protocol):
@@ -200,7 +266,14 @@ class PingSource(Protocol):
     something that builds its ping on the delivery thread (a finished
     :class:`~telemhq_plugins.core.runs.Run`: the job's thread then only records the end)."""
 
-    def to_ping(self) -> Ping: ...
+    def to_ping(self) -> Ping:
+        """The ping (what plugin hooks see)."""
+        ...
+
+    def encode(self) -> tuple[str, bytes]:
+        """Its ``ping_id`` and request body, as ``to_ping()`` would give them, for delivery's
+        path without hooks (a ``Run`` skips building the ``Ping``)."""
+        ...
 
 
 #: UTC written as "Z", like ``jsonable``; an aware datetime in another zone keeps its offset.

@@ -26,7 +26,15 @@ from typing import Any, ParamSpec, TypeVar, overload
 from telemhq_plugins.core.config import Settings, warn_unconfigured
 from telemhq_plugins.core.delivery import Client, get_client
 from telemhq_plugins.core.logs import capture_internal_errors, log_once
-from telemhq_plugins.core.payload import ErrorInfo, Ping, Status, new_id
+from telemhq_plugins.core.payload import (
+    HOST,
+    ErrorInfo,
+    Ping,
+    PingParts,
+    Status,
+    encode_body,
+    new_id,
+)
 
 __all__ = [
     "Run",
@@ -192,7 +200,8 @@ class Run:
         return self.client.enqueue(self, self.url)
 
     def to_ping(self) -> Ping:
-        """The final ping of a finished run (delivery calls this on its own thread)."""
+        """The final ping of a finished run (delivery calls this on its own thread, when
+        plugin hooks want a ``Ping``)."""
         return Ping(
             status=self.status or "success",
             job=self.job,
@@ -205,6 +214,26 @@ class Run:
             error=self.error,
             fields={**self.context, **self.metrics},
         )
+
+    def encode(self) -> tuple[str, bytes]:
+        """The final ping's id and body, as ``to_ping().encode()`` without the ``Ping``
+        (delivery's path when no plugin hook wants one)."""
+        ping_id = new_id()
+        parts: PingParts = (
+            {**self.context, **self.metrics} if self.metrics else self.context,
+            self.status or "success",
+            self.run_id,
+            ping_id,
+            self.job,
+            self.orchestrator,
+            self.duration,
+            self.started_at,
+            self.finished_at,
+            self.attempt,
+            HOST,
+            self.error,
+        )
+        return ping_id, encode_body(parts)
 
     def bind(self) -> None:
         """Make this the current run of this context, so :func:`report` reaches it."""

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 import telemhq_plugins
+from telemhq_plugins.core import Client, load_settings
 from telemhq_plugins.core.delivery import DeliveryResult
 from telemhq_plugins.core.payload import Ping
+from telemhq_plugins.core.runs import Run
+from tests.core.http_receiver import Receiver
 from tests.core.recording import Recorder
 
 
@@ -75,3 +79,33 @@ def test_it_sends_the_ping_when_a_plugin_raises(
     [body] = recorder.bodies()
     assert body["job"] == "etl"
     assert "telemhq_enrich_ping hook raised" in caplog.text
+
+
+def test_hooks_see_every_ping_of_a_batch_of_runs(plugins: list[object]) -> None:
+    """Runs are queued as they are and built on the delivery thread: into ``Ping`` objects
+    when a hook wants them, in a real batch request to a real receiver."""
+    observer = Observer()
+    for plugin in (Team(), Scrubber(), observer):
+        telemhq_plugins.plugin_manager().register(plugin)
+        plugins.append(plugin)
+    with Receiver(batch=True) as receiver:
+        settings = load_settings(
+            env={}, config_file=os.devnull, base_url=f"http://127.0.0.1:{receiver.port}"
+        )
+        client = Client(settings, linger=0.5)
+        for job in ("a", "b", "noisy", "c"):
+            run = Run(job, url=receiver.url(), client=client)
+            run.report(password="hunter2")
+            run.finish("success")
+        assert client.flush(10)
+        client.close()
+    assert receiver.batch_requests == 1
+    assert sorted(p["job"] for p in receiver.stored.values()) == ["a", "b", "c"]
+    assert all(p["team"] == "data-platform" for p in receiver.stored.values())
+    assert not any("password" in p for p in receiver.stored.values())
+    assert sorted(observer.seen) == [
+        ("a", "delivered"),
+        ("b", "delivered"),
+        ("c", "delivered"),
+        ("noisy", "filtered"),
+    ]

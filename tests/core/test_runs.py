@@ -7,6 +7,8 @@ HTTP edge is an ``httpx.MockTransport`` so each test can read back exactly what 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import json
 import logging
 import time
 from typing import Any
@@ -15,6 +17,7 @@ import pytest
 
 import telemhq_plugins
 from telemhq_plugins.core.delivery import set_client
+from telemhq_plugins.core.payload import ErrorInfo
 from telemhq_plugins.core.runs import Run, Target, current_run, resolve_target, start_run
 from tests.core.recording import Recorder
 
@@ -201,3 +204,26 @@ def test_a_run_whose_start_was_not_seen_sends_no_made_up_times(recorder: Recorde
     assert "started_at" not in untimed
     assert "finished_at" in untimed
     assert with_duration["duration"] == 250.0
+
+
+def test_a_finished_run_encodes_the_body_its_ping_would_have(recorder: Recorder) -> None:
+    """Delivery without hooks encodes a run straight to bytes; with hooks it builds the Ping:
+    both give the same body (the ping id aside), the slow path for odd or huge values too."""
+    url = "http://telemhq.test/ping/tok"
+    for extra in ({}, {"blob": "x" * 100_000, "odd": float("nan"), "when": dt.date(2026, 1, 2)}):
+        current = Run("etl", url=url, client=recorder.client, attempt=1, context={"c": {"k": 1}})
+        current.report(records_processed=5, **extra)
+        current.finish("failure", error=ErrorInfo("E", "boom", "tb"))
+        ping_id, body = current.encode()
+        twin = current.to_ping()
+        twin.ping_id = ping_id
+        assert body == twin.to_json()
+        decoded = json.loads(body)
+        assert decoded["ping_id"] == ping_id
+        assert decoded["records_processed"] == 5
+        assert decoded["c"] == {"k": 1}
+        assert decoded["error"]["type"] == "E"
+        if extra:
+            assert "chars cut" in decoded["blob"]  # too big for the fast path: converted
+            assert decoded["odd"] is None
+            assert decoded["when"] == "2026-01-02"
