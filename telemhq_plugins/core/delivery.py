@@ -189,7 +189,7 @@ class Client:
         #: origin -> (monotonic time the circuit closes again, last cool-down in seconds)
         self._breaker: dict[str, tuple[float, float]] = {}
         self._inflight: tuple[str, str, bytes] | None = None
-        self._inflight_batch: list[tuple[str, str, bytes]] = []
+        self._inflight_batch: list[_Entry] = []
         #: batch URLs that answered 404/405: that server takes one request per ping.
         self._no_batch: set[str] = set()
         self._exit_hooked = False
@@ -326,8 +326,8 @@ class Client:
         inflight = self._inflight
         if inflight is not None:
             self.spool.add(*inflight)
-        for entry in self._inflight_batch:
-            self.spool.add(*entry)
+        for ping_id, url, body, _ in self._inflight_batch:
+            self.spool.add(ping_id, url, body)
         for source, url in self._outbox.pop_all():
             ping = source.to_ping()
             if run_before_send_hooks(ping) and self.spool.add(ping.ping_id, url, ping.to_json()):
@@ -490,8 +490,12 @@ class Client:
             while end < len(group) and (end == start or size < _BATCH_MAX_BYTES):
                 size += len(group[end][2]) + 64
                 end += 1
-            items = b",".join([heads[url] + body + b"}" for _, url, body, _ in group[start:end]])
-            self._inflight_batch = [(i, u, b) for i, u, b, _ in group[start:end]]
+            part = self._inflight_batch = group[start:end]
+            if len(heads) == 1:  # the usual batch: one URL, so one join and no copy per ping
+                [head] = heads.values()
+                items = head + (b"}," + head).join([body for _, _, body, _ in part]) + b"}"
+            else:
+                items = b",".join([heads[url] + body + b"}" for _, url, body, _ in part])
             try:
                 got = self._post_batch(batch_url, b'{"pings":[' + items + b"]}", end - start)
             finally:
