@@ -1,8 +1,9 @@
 """The ping payload: a typed :class:`Ping` and its JSON body.
 
-Building a ``Ping`` is cheap (it runs on the user's thread); turning it into bytes
-(:meth:`Ping.to_json`) happens on the delivery worker, with orjson (a tenth of the stdlib's
-cost, which a busy Celery worker feels: the delivery thread shares the job's GIL).
+Turning a ping into bytes (:meth:`Ping.to_json`, or :func:`encode_body` from its parts, which
+a finished ``Run`` uses without building a ``Ping``) happens on the delivery worker, with
+orjson (a tenth of the stdlib's cost, which a busy Celery worker feels: the delivery thread
+shares the job's GIL).
 Serialisation never fails: odd values (datetimes, Decimals, NaN, bytes, lone surrogates,
 arbitrary objects) are converted or stringified, and the body is bounded: the error message
 and traceback are truncated first, then the largest custom fields; whatever was cut is named
