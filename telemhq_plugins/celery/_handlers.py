@@ -94,6 +94,9 @@ class Handlers:
         self.send_start = send_start
         #: open runs of this process by task id (prerun -> success/failure/retry).
         self.runs: dict[str, Run] = {}
+        #: the run last started on each thread (greenlet, under gevent or eventlet), for
+        #: ``current``; a finished one is stale, not removed (postrun does less that way).
+        self.by_thread: dict[int, Run] = {}
         #: the main process's requests by task id, for pings it reports without a prerun.
         self.received: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
         #: task ids whose end this process already reported without a run, oldest first:
@@ -151,7 +154,8 @@ class Handlers:
         # rather than ``capture_internal_errors``, the target cache read inline (against the
         # process-wide client as ``get_client`` would return it, when there is one), the
         # request read from the stack the tracer just pushed it on (``task.request`` is two
-        # more calls to get there), the run bound by ``Run`` itself.
+        # more calls to get there), and the run not bound to the context: ``report()`` finds
+        # it through ``current`` (a run finder), by thread.
         try:
             task = task or sender
             target = (
@@ -172,9 +176,10 @@ class Handlers:
                 run_id=task_id,
                 attempt=block.get("retries", 0) + 1,
                 context={"celery": block},
-                bind=True,
             )
             self.runs[task_id] = current
+            # Looked up per call, not imported: gevent and eventlet patch it per greenlet.
+            self.by_thread[threading.get_ident()] = current
             if target.send_start:
                 current.start()
         except Exception:
@@ -264,6 +269,12 @@ class Handlers:
                 current.unbind()
         except Exception:
             _internal_error("celery.task_postrun")
+
+    def current(self) -> Run | None:
+        """The run of the task executing on this thread, if any: the run finder that lets
+        ``report()`` reach it (core's ``add_run_finder``)."""
+        found = self.by_thread.get(threading.get_ident())
+        return None if found is None or found.finished else found
 
     # -- worker's main process ----------------------------------------------------------------
 

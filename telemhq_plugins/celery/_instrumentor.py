@@ -19,6 +19,7 @@ from telemhq_plugins.celery._context import DEFAULT_EXCLUDE
 from telemhq_plugins.celery._handlers import Handlers
 from telemhq_plugins.celery.beat import BeatScheduleSync
 from telemhq_plugins.core.logs import capture_internal_errors
+from telemhq_plugins.core.runs import add_run_finder, remove_run_finder
 
 __all__ = ["CeleryInstrumentor", "setup"]
 
@@ -130,6 +131,7 @@ class CeleryInstrumentor:
                 self._disconnect()
                 logger.exception("TelemHQ: Celery instrumentation failed; tasks are unaffected")
                 return False
+            add_run_finder(handlers.current)
             self._handlers = handlers
             self._beat_sync = sync
             return True
@@ -141,13 +143,14 @@ class CeleryInstrumentor:
             if self._handlers is None:
                 return False
             with capture_internal_errors("celery.uninstrument"):
-                for current in list(self._handlers.runs.values()):
-                    current.unbind()
                 self._handlers.runs.clear()
+                self._handlers.by_thread.clear()
             self._disconnect()
             return True
 
     def _disconnect(self) -> None:
+        if self._handlers is not None:
+            remove_run_finder(self._handlers.current)
         for signal, receiver in self._connected:
             with capture_internal_errors("celery.disconnect"):
                 signal.disconnect(receiver)

@@ -97,6 +97,42 @@ def test_it_reaches_report_and_records_an_eager_run(
 
 
 @pytest.mark.services
+def test_report_reaches_the_innermost_run_of_a_task(
+    app: Celery, server: TelemHQ, client: Client, instrumented: CeleryInstrumentor
+) -> None:
+    """The task's run is found by thread (not bound), so a ``run()`` block inside the task
+    takes its own reports, and a task called directly inside another reports to the outer."""
+
+    @app.task(name="unit.helper", shared=False)
+    def helper() -> None:
+        telemhq_plugins.report(from_helper=1)
+
+    @app.task(name="unit.outer", shared=False)
+    def outer() -> None:
+        telemhq_plugins.report(before=1)
+        with telemhq_plugins.run("unit.inner-step") as step:
+            telemhq_plugins.report(inside=2)
+            assert telemhq_plugins.current_run() is step
+        helper()  # a plain call: no message, no run of its own
+        telemhq_plugins.report(after=3)
+
+    result = outer.apply()
+    assert result.successful(), result.traceback
+    assert client.flush()
+    (run,) = server.wait_finals("default", result.id)
+    assert {k: run.body.get(k) for k in ("before", "after", "from_helper", "inside")} == {
+        "before": 1,
+        "after": 3,
+        "from_helper": 1,
+        "inside": None,
+    }
+    [step] = [r for r in server.runs("default") if r.body.get("job") == "unit.inner-step"]
+    assert step.body["inside"] == 2
+    assert "before" not in step.body
+    assert telemhq_plugins.current_run() is None
+
+
+@pytest.mark.services
 def test_it_sends_start_when_asked(app: Celery, server: TelemHQ, client: Client) -> None:
     @app.task(name="unit.started", shared=False)
     def started() -> None: ...

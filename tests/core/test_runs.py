@@ -16,9 +16,18 @@ from typing import Any
 import pytest
 
 import telemhq_plugins
+from telemhq_plugins.core import runs as runs_module
 from telemhq_plugins.core.delivery import set_client
 from telemhq_plugins.core.payload import ErrorInfo
-from telemhq_plugins.core.runs import Run, Target, current_run, resolve_target, start_run
+from telemhq_plugins.core.runs import (
+    Run,
+    Target,
+    add_run_finder,
+    current_run,
+    remove_run_finder,
+    resolve_target,
+    start_run,
+)
 from tests.core.recording import Recorder
 
 
@@ -227,3 +236,30 @@ def test_a_finished_run_encodes_the_body_its_ping_would_have(recorder: Recorder)
             assert "chars cut" in decoded["blob"]  # too big for the fast path: converted
             assert decoded["odd"] is None
             assert decoded["when"] == "2026-01-02"
+
+
+def test_an_adapters_run_finder_answers_when_no_run_is_bound(
+    recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = "http://telemhq.test/ping/tok"
+    found = Run("adapter.task", url=url, client=recorder.client)
+
+    def broken() -> Run | None:
+        raise RuntimeError("finder bug")
+
+    add_run_finder(broken)
+    add_run_finder(lambda: found)
+    try:
+        telemhq_plugins.report(rows=1)  # the broken finder is skipped, logged once
+        assert current_run() is found
+        with telemhq_plugins.run("inner") as inner:  # a bound run comes first
+            assert current_run() is inner
+        found.finish("success")
+    finally:
+        remove_run_finder(broken)
+        for finder in list(runs_module._finders):
+            remove_run_finder(finder)
+    assert current_run() is None
+    bodies = {b["job"]: b for b in recorder.bodies()}
+    assert bodies["adapter.task"]["rows"] == 1
+    assert "run finder" in caplog.text
