@@ -1,8 +1,9 @@
 """The signal receivers: each turns one Celery signal into a ``start_run`` / ``Run.finish``.
 
-They run on the task's thread, so they only build a ``Ping`` and enqueue it (core delivery
-sends it from its own thread) and they never raise: every body catches and logs its own
-errors (``capture_internal_errors``, or a plain ``try`` in the four that run for every task).
+They run on the task's thread, so they only record the run and enqueue it (core delivery
+encodes and sends it from its own thread) and they never raise: every body catches and logs
+its own errors (``capture_internal_errors``, or a plain ``try`` in the four that run for
+every task).
 
 Where each signal fires matters (see ``celery/app/trace.py`` and ``celery/worker/request.py``):
 

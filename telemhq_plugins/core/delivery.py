@@ -29,8 +29,9 @@
   settle (each then takes the normal path: retries, breaker, spool). Batch requests go over
   the standard library's ``http.client`` where httpx would connect directly (see
   :mod:`~telemhq_plugins.core.direct_http`: a third of httpx's CPU per request).
-* A finished :class:`~telemhq_plugins.core.runs.Run` is queued as it is; the worker builds its
-  ``Ping`` (``to_ping``), so the job's thread only records the end.
+* A finished :class:`~telemhq_plugins.core.runs.Run` is queued as it is; the worker encodes it
+  (``encode``; a ``Ping`` via ``to_ping`` only for plugin hooks), so the job's thread only
+  records the end.
 """
 
 from __future__ import annotations
@@ -261,7 +262,7 @@ class Client:
 
     def enqueue(self, ping: PingSource, url: str) -> bool:
         """Queue ``ping`` for ``url``; never blocks, never raises. False if it was dropped.
-        ``ping`` may be a source that builds its ping on the delivery thread (``to_ping``)."""
+        ``ping`` may be a source that the delivery thread encodes (``encode``, ``to_ping``)."""
         try:
             # No Thread.is_alive() here: three Python calls, which inside a busy Celery worker
             # (its own work evicts ours from the CPU caches between tasks) cost µs each.

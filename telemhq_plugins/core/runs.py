@@ -74,8 +74,8 @@ class Run:
     calls do their work inline rather than through helpers: inside a busy worker, whose own
     work evicts ours from the CPU caches between two tasks, each Python call costs about a µs
     (``benchmarks/celery_overhead.py``). For the same reason :meth:`finish` only records the
-    end and queues the run itself: delivery builds the :class:`Ping` (:meth:`to_ping`) on its
-    own thread, a batch at a time, where that code stays warm."""
+    end and queues the run itself: delivery encodes it on its own thread (:meth:`encode`, no
+    :class:`Ping` object nor merged dict; :meth:`to_ping` when a plugin hook wants one)."""
 
     __slots__ = (
         "_context_token",
