@@ -96,7 +96,8 @@ class Handlers:
         #: open runs of this process by task id (prerun -> success/failure/retry).
         self.runs: dict[str, Run] = {}
         #: the run last started on each thread (greenlet, under gevent or eventlet), for
-        #: ``current``; a finished one is stale, not removed (postrun does less that way).
+        #: ``current``; stale once it is no longer open in ``runs`` (never removed here, so
+        #: that the end of a task does one dict operation fewer).
         self.by_thread: dict[int, Run] = {}
         #: the main process's requests by task id, for pings it reports without a prerun.
         self.received: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
@@ -266,8 +267,7 @@ class Handlers:
                 current.finish("success")
             elif state == _IGNORED:
                 current.finish("skipped")
-            else:
-                current.unbind()
+            # Any other state (a Reject): the run is dropped, the main process reports it.
         except Exception:
             _internal_error("celery.task_postrun")
 
@@ -275,7 +275,9 @@ class Handlers:
         """The run of the task executing on this thread, if any: the run finder that lets
         ``report()`` reach it (core's ``add_run_finder``)."""
         found = self.by_thread.get(threading.get_ident())
-        return None if found is None or found.finished else found
+        if found is None or self.runs.get(found.run_id) is not found:
+            return None  # no task here, or its run has ended
+        return found
 
     # -- worker's main process ----------------------------------------------------------------
 
