@@ -154,20 +154,20 @@ class Ping:
         return self.ping_id, self.to_json()
 
     def parts(self) -> PingParts:
-        """The fields in :func:`ping_dict`'s order."""
+        """The fields, in their order here (``Ping(*parts)`` makes the ping again)."""
         return (
-            self.fields,
             self.status,
-            self.run_id,
-            self.ping_id,
             self.job,
             self.orchestrator,
+            self.run_id,
+            self.ping_id,
             self.duration,
             self.started_at,
             self.finished_at,
             self.attempt,
-            self.host,
             self.error,
+            self.host,
+            self.fields,
         )
 
     def to_dict(self, *, convert: bool = True) -> dict[str, Any]:
@@ -183,21 +183,21 @@ class Ping:
         return encode_body(self.parts(), max_bytes)
 
 
-#: a ping's fields, as :meth:`Ping.parts` lists them: fields, status, run_id, ping_id, job,
-#: orchestrator, duration, started_at, finished_at, attempt, host, error.
+#: a ping's fields in :class:`Ping`'s order (:meth:`Ping.parts`): status, job, orchestrator,
+#: run_id, ping_id, duration, started_at, finished_at, attempt, error, host, fields.
 PingParts = tuple[
-    dict[str, Any],
-    str,
-    str,
-    str,
+    Status,
     "str | None",
     "str | None",
+    str,
+    str,
     "float | None",
     "dt.datetime | None",
     "dt.datetime | None",
     "int | None",
-    "str | None",
     "ErrorInfo | None",
+    "str | None",
+    dict[str, Any],
 ]
 
 
@@ -205,18 +205,18 @@ def ping_dict(parts: PingParts, convert: bool = True) -> dict[str, Any]:
     """A ping's JSON object from its parts (:meth:`Ping.to_dict`; a finished ``Run`` encodes
     itself with it on the delivery thread without building a ``Ping``)."""
     (
-        fields,
         status,
-        run_id,
-        ping_id,
         job,
         orchestrator,
+        run_id,
+        ping_id,
         duration,
         started_at,
         finished_at,
         attempt,
-        host,
         error,
+        host,
+        fields,
     ) = parts
     if convert:
         out: dict[str, Any] = {str(k): jsonable(v) for k, v in fields.items()}

@@ -68,7 +68,7 @@ class Run:
 
     ``timed=False`` is for a run whose start was not seen (an adapter learns of it only at
     its end): its pings carry no start time and no duration unless given. ``bind=True`` makes
-    it the current run at once (as :meth:`bind`).
+    it the current run of this context until it finishes (:func:`report` reaches it).
 
     An adapter creates and finishes a run for every task, on the task's thread, so the two
     calls do their work inline rather than through helpers: inside a busy worker, whose own
@@ -184,7 +184,7 @@ class Run:
             return False
         self.finished = True
         token = self._context_token
-        if token is not None:  # ``unbind``, inline
+        if token is not None:  # bound (``bind=True``): unbind
             self._context_token = None
             try:
                 _current.reset(token)
@@ -209,55 +209,34 @@ class Run:
     def to_ping(self) -> Ping:
         """The final ping of a finished run (delivery calls this on its own thread, when
         plugin hooks want a ``Ping``)."""
-        return Ping(
-            status=self.status or "success",
-            job=self.job,
-            orchestrator=self.orchestrator,
-            run_id=self.run_id,
-            duration=self.duration,
-            started_at=self.started_at,
-            finished_at=self.finished_at,
-            attempt=self.attempt,
-            error=self.error,
-            fields={**self.context, **self.metrics},
-        )
+        return Ping(*self._parts(new_id()))
 
     def encode(self) -> tuple[str, bytes]:
         """The final ping's id and body, as ``to_ping().encode()`` without the ``Ping``
         (delivery's path when no plugin hook wants one)."""
         ping_id = new_id()
-        parts: PingParts = (
-            {**self.context, **self.metrics} if self.metrics else self.context,
+        return ping_id, encode_body(self._parts(ping_id))
+
+    def _parts(self, ping_id: str) -> PingParts:
+        return (
             self.status or "success",
-            self.run_id,
-            ping_id,
             self.job,
             self.orchestrator,
+            self.run_id,
+            ping_id,
             self.duration,
             self.started_at,
             self.finished_at,
             self.attempt,
-            HOST,
             self.error,
+            HOST,
+            {**self.context, **self.metrics} if self.metrics else self.context,
         )
-        return ping_id, encode_body(parts)
-
-    def bind(self) -> None:
-        """Make this the current run of this context, so :func:`report` reaches it."""
-        self._context_token = _current.set(self)
-
-    def unbind(self) -> None:
-        token, self._context_token = self._context_token, None
-        if token is not None:
-            try:
-                _current.reset(token)
-            except ValueError:
-                _forget(self)
 
 
 def _forget(run: Run) -> None:
-    """``unbind`` from another context than ``bind``'s (the token cannot be reset there):
-    clear this context's current run if it is ``run``."""
+    """Unbind from another context than the one the run was bound in (the token cannot be
+    reset there): clear this context's current run if it is ``run``."""
     if _current.get() is run:
         _current.set(None)
 

@@ -20,6 +20,7 @@ from telemhq_plugins.core.payload import (
     MAX_TRACEBACK,
     ErrorInfo,
     Ping,
+    encode_body,
     jsonable,
 )
 
@@ -220,3 +221,23 @@ def test_it_makes_ids_unique_across_forked_processes() -> None:
     assert len(child) == len(parent) == 100
     assert not child & parent
     assert all(uuid_mod.UUID(i).variant == uuid_mod.RFC_4122 for i in parent)
+
+
+def test_a_pings_parts_make_the_same_ping_and_body() -> None:
+    """``Ping.parts()`` is in the dataclass's order (``Run`` builds its ping from such a
+    tuple), and ``encode_body`` of the parts is the ping's body."""
+    ping = Ping(
+        status="failure",
+        job="etl",
+        orchestrator="celery",
+        run_id="r",
+        duration=1.5,
+        started_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        finished_at=dt.datetime(2026, 1, 1, 0, 0, 1, tzinfo=dt.UTC),
+        attempt=2,
+        error=ErrorInfo("E", "m"),
+        host="h",
+        fields={"rows": 3},
+    )
+    assert Ping(*ping.parts()) == ping
+    assert encode_body(ping.parts()) == ping.to_json()
