@@ -713,7 +713,9 @@ class Client:
                 status = response.status_code
                 if 200 <= status < 300:
                     return _Tried(
-                        DeliveryResult("delivered", status, attempts, _json_or_none(response))
+                        DeliveryResult(
+                            "delivered", status, attempts, _json_object(response.content)
+                        )
                     )
                 error = f"HTTP {status}: {response.text[:300]}"
                 if 300 <= status < 400:
@@ -728,7 +730,9 @@ class Client:
                         error,
                     )
                     return _Tried(
-                        DeliveryResult("rejected", status, attempts, _json_or_none(response), error)
+                        DeliveryResult(
+                            "rejected", status, attempts, _json_object(response.content), error
+                        )
                     )
                 retry_after = _retry_after(response)
             if attempts >= max_attempts:
@@ -792,10 +796,6 @@ def _retry_after(response: httpx.Response) -> float | None:
             return None
         seconds = parsed.timestamp() - time.time()
     return max(0.0, min(seconds, _RETRY_AFTER_CAP))
-
-
-def _json_or_none(response: httpx.Response) -> dict[str, Any] | None:
-    return _json_object(response.content)
 
 
 def _json_object(content: bytes) -> dict[str, Any] | None:
