@@ -45,9 +45,10 @@ class Broken:
         raise RuntimeError("no repr")
 
 
-def test_it_writes_the_standard_fields() -> None:
+def full_ping() -> Ping:
+    """A ping with every standard field set."""
     started = dt.datetime(2026, 11, 26, 4, 0, tzinfo=dt.UTC)
-    ping = Ping(
+    return Ping(
         status="failure",
         job="etl_daily.load",
         orchestrator="airflow",
@@ -59,6 +60,10 @@ def test_it_writes_the_standard_fields() -> None:
         error=ErrorInfo("ValueError", "bad row", "Traceback..."),
         fields={"records_processed": 450, "airflow": {"dag_id": "etl_daily"}},
     )
+
+
+def test_it_writes_the_standard_fields() -> None:
+    ping = full_ping()
     body = json.loads(ping.to_json())
     assert body["status"] == "failure"
     assert body["run_id"] == "r1"
@@ -226,18 +231,6 @@ def test_it_makes_ids_unique_across_forked_processes() -> None:
 def test_a_pings_parts_make_the_same_ping_and_body() -> None:
     """``Ping.parts()`` is in the dataclass's order (``Run`` builds its ping from such a
     tuple), and ``encode_body`` of the parts is the ping's body."""
-    ping = Ping(
-        status="failure",
-        job="etl",
-        orchestrator="celery",
-        run_id="r",
-        duration=1.5,
-        started_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-        finished_at=dt.datetime(2026, 1, 1, 0, 0, 1, tzinfo=dt.UTC),
-        attempt=2,
-        error=ErrorInfo("E", "m"),
-        host="h",
-        fields={"rows": 3},
-    )
+    ping = full_ping()
     assert Ping(*ping.parts()) == ping
     assert encode_body(ping.parts()) == ping.to_json()
