@@ -45,6 +45,7 @@ import contextlib
 import gc
 import math
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -108,6 +109,8 @@ class Recorder:
         self.delivery: list[float] = []
         #: seconds spent in garbage collection so far, sampled with the others.
         self.gc: list[float] = []
+        #: minor page faults at each block's end: (this thread's, the whole process's).
+        self.faults: list[tuple[int, int]] = []
         self.done = threading.Event()
         self._delivery_clock: int | None = None
         self._gc_total = 0.0
@@ -129,6 +132,8 @@ class Recorder:
         self.delivery.append(self.delivery_cpu())
         self.gc.append(self._gc_total)
         count += 1
+        if count % self.block == 0:
+            self.faults.append(_minor_faults())
         if count == self.total:
             self.switch(False)
             gc.callbacks.remove(self._gc_event)
@@ -147,6 +152,12 @@ class Recorder:
         return time.clock_gettime(self._delivery_clock)
 
 
+def _minor_faults() -> tuple[int, int]:
+    """Minor page faults so far: this thread's and the whole process's."""
+    own = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+    return own, resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 @dataclass
 class Figures:
     off_us: float  # mean µs per task, uninstrumented blocks
@@ -162,6 +173,8 @@ class Figures:
     #: task, and the intervals over STALL seconds (count, their excess over 1 ms per task).
     gc_us: dict[bool, float]
     stalls: dict[bool, tuple[int, float]]
+    #: per mode: minor page faults per task, the worker thread's and the other threads'
+    faults: dict[bool, tuple[float, float]]
     #: the same comparison with the stalls left out of both modes (secondary: see ``report``)
     calm_off_us: float
     calm_worker_us: float
@@ -232,6 +245,13 @@ def analyse(recorder: Recorder, delivery_total: float, pings: int) -> Figures:
         offs.append(off[0])
         cpu_offs.append(off[1])
         calm_offs.append(off[2])
+    faults = {False: [0, 0, 0], True: [0, 0, 0]}  # worker thread, others, tasks
+    for k in range(1, len(recorder.faults)):
+        (own0, all0), (own1, all1) = recorder.faults[k - 1], recorder.faults[k]
+        tally = faults[recorder.plan[k]]
+        tally[0] += own1 - own0
+        tally[1] += (all1 - all0) - (own1 - own0)
+        tally[2] += b
     half_width = 1.96 * statistics.stdev(diffs) / math.sqrt(len(diffs))
     calm_half_width = 1.96 * statistics.stdev(calm_diffs) / math.sqrt(len(calm_diffs))
     return Figures(
@@ -246,6 +266,7 @@ def analyse(recorder: Recorder, delivery_total: float, pings: int) -> Figures:
         intervals=intervals,
         gc_us={m: gc_seconds[m] / max(1, kept[m]) * 1e6 for m in kept},
         stalls={m: (int(stalls[m][0]), stalls[m][1] / max(1, kept[m]) * 1e6) for m in kept},
+        faults={m: (t[0] / max(1, t[2]), t[1] / max(1, t[2])) for m, t in faults.items()},
         calm_off_us=statistics.fmean(calm_offs) * 1e6,
         calm_worker_us=statistics.fmean(calm_diffs) * 1e6,
         calm_worker_ci=calm_half_width * 1e6,
@@ -383,6 +404,11 @@ def report(
         f"  garbage collection per task: {f.gc_us[False]:.1f} µs off, {f.gc_us[True]:.1f} µs on;"
         f" intervals over {STALL * 1e3:.0f} ms: {off_n} off, {on_n} on"
         f" ({off_x:.1f} and {on_x:.1f} µs per task beyond 1 ms)"
+    )
+    (off_own, off_rest), (on_own, on_rest) = f.faults[False], f.faults[True]
+    print(
+        f"  minor page faults per task: worker thread {off_own:.2f} off, {on_own:.2f} on;"
+        f" other threads (TelemHQ's delivery among them) {off_rest:.2f} off, {on_rest:.2f} on"
     )
     calm_ci = f.calm_worker_ci / (f.calm_off_us + f.calm_worker_us + f.delivery_us)
     print(

@@ -76,19 +76,20 @@ def new_id() -> str:
     80 random bits per process plus a 48-bit counter, laid out as an RFC 9562 version-8 UUID:
     as unique as ``uuid4()`` for this purpose at a sixth of its cost (it runs on the job's
     thread for every ping). The random part is drawn again in a forked child."""
-    return f"{_id_prefix}{next(_id_counter) & 0xFFFFFFFFFFFF:012x}"
+    return _id_format % (next(_id_counter) & 0xFFFFFFFFFFFF)
 
 
 def _new_id_prefix() -> None:
-    global _id_prefix, _id_counter
+    global _id_format, _id_counter
     raw = bytearray(os.urandom(10))
     raw[6] = (raw[6] & 0x0F) | 0x80  # version 8 (custom)
     raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 9562 variant
     h = raw.hex()  # the random part fills the first four groups: 8-4-4-4 hex digits
-    _id_prefix, _id_counter = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-", itertools.count()
+    # The random part written into the format once: each id formats only the counter.
+    _id_format, _id_counter = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-%012x", itertools.count()
 
 
-_id_prefix: str
+_id_format: str
 _id_counter: itertools.count[int]
 _new_id_prefix()
 os.register_at_fork(after_in_child=_new_id_prefix)

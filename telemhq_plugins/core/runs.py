@@ -83,6 +83,7 @@ class Run:
         "attempt",
         "client",
         "context",
+        "details",
         "duration",
         "error",
         "finished",
@@ -107,6 +108,7 @@ class Run:
         run_id: str | None = None,
         attempt: int | None = None,
         context: dict[str, Any] | None = None,
+        details: dict[str, Any] | None = None,
         timed: bool = True,
         bind: bool = False,
     ) -> None:
@@ -116,9 +118,16 @@ class Run:
         self.orchestrator = orchestrator
         self.run_id = run_id or new_id()
         self.attempt = attempt
-        #: extra top-level fields, e.g. the orchestrator block ``{"celery": {...}}``.
-        self.context: dict[str, Any] = context if context is not None else {}
-        self.metrics: dict[str, Any] = {}
+        #: extra top-level fields of every ping of this run. This, ``details`` and ``metrics``
+        #: are None rather than empty: a run that waits for delivery (up to a second, with
+        #: hundreds of others) holds no dict it does not need, which keeps the garbage
+        #: collector from running as often in a busy worker.
+        self.context = context
+        #: the orchestrator's own object, the top-level field named after ``orchestrator``
+        #: (``{"celery": {...}}``), apart from ``context`` for the same reason.
+        self.details = details
+        #: what ``report()`` added.
+        self.metrics: dict[str, Any] | None = None
         self.timed = timed
         self.started_at: dt.datetime | None = _utcnow() if timed else None
         self._started = time.monotonic()
@@ -154,7 +163,13 @@ class Run:
                 "TelemHQ: report() called after the run finished; the metrics are ignored",
             )
             return
-        self.metrics.update(fields)
+        self._add_metrics(fields)
+
+    def _add_metrics(self, fields: dict[str, Any]) -> None:
+        if self.metrics is None:
+            self.metrics = fields  # ``**fields``: a dict of the caller's own
+        else:
+            self.metrics.update(fields)
 
     def start(self) -> None:
         """Send the ``start`` ping (pairs with the final ping by ``run_id``)."""
@@ -167,7 +182,7 @@ class Run:
             run_id=self.run_id,
             started_at=self.started_at,
             attempt=self.attempt,
-            fields=dict(self.context),
+            fields=dict(self._fields()),  # a copy: the run's own dicts may still change
         )
         self.client.enqueue(ping, self.url)
 
@@ -203,13 +218,15 @@ class Run:
                 ErrorInfo.from_exception(error) if isinstance(error, BaseException) else error
             )
         if fields:
-            self.metrics.update(fields)
+            self._add_metrics(fields)
         return self.client.enqueue(self, self.url)
 
     def to_ping(self) -> Ping:
         """The final ping of a finished run (delivery calls this on its own thread, when
         plugin hooks want a ``Ping``)."""
-        return Ping(*self._parts(new_id()))
+        ping = Ping(*self._parts(new_id()))
+        ping.fields = dict(ping.fields)  # its own: a plugin hook may change it
+        return ping
 
     def encode(self) -> tuple[str, bytes]:
         """The final ping's id and body, as ``to_ping().encode()`` without the ``Ping``
@@ -230,8 +247,24 @@ class Run:
             self.attempt,
             self.error,
             HOST,
-            {**self.context, **self.metrics} if self.metrics else self.context,
+            self._fields(),
         )
+
+    def _fields(self) -> dict[str, Any]:
+        """The custom top-level fields: ``context``, the orchestrator's object, the metrics
+        (later ones win). ``context`` itself when that is all (not to be changed)."""
+        context, details, metrics = self.context, self.details, self.metrics
+        if details is None and metrics is None:
+            return _NO_FIELDS if context is None else context
+        fields = {} if context is None else dict(context)
+        if details is not None:
+            fields[self.orchestrator or "details"] = details
+        if metrics is not None:
+            fields.update(metrics)
+        return fields
+
+
+_NO_FIELDS: dict[str, Any] = {}  # shared, never changed (see ``Run._fields``)
 
 
 def _forget(run: Run) -> None:
@@ -280,6 +313,7 @@ def start_run(
     run_id: str | None = None,
     attempt: int | None = None,
     context: dict[str, Any] | None = None,
+    details: dict[str, Any] | None = None,
     send_start: bool | None = None,
     bind: bool = True,
     client: Client | None = None,
@@ -297,6 +331,7 @@ def start_run(
         run_id=run_id,
         attempt=attempt,
         context=context,
+        details=details,
         bind=bind,
     )
     if target is not None and target.send_start:

@@ -153,6 +153,37 @@ def test_a_finished_run_is_built_into_its_ping_by_delivery(recorder: Recorder) -
     assert body["ping_id"] != body["run_id"]
 
 
+def test_the_orchestrator_object_is_sent_under_the_orchestrator_name(recorder: Recorder) -> None:
+    url = "http://telemhq.test/ping/tok"
+    block = {"task_id": "t1", "retries": 0}
+    current = Run(
+        "etl",
+        url=url,
+        client=recorder.client,
+        orchestrator="celery",
+        context={"c": 1},
+        details=block,
+    )
+    current.report(records_processed=3, c=2)  # metrics win over context
+    current.finish("success")
+    [body] = recorder.bodies()
+    assert body["celery"] == block
+    assert (body["c"], body["records_processed"]) == (2, 3)
+
+
+def test_a_ping_made_for_plugin_hooks_has_fields_of_its_own(recorder: Recorder) -> None:
+    # A run with no context, details or metrics shares one empty dict for its fields: a
+    # plugin hook that adds a field to its ping must not add it to every later ping.
+    url = "http://telemhq.test/ping/tok"
+    first = Run("etl", url=url, client=recorder.client)
+    first.finish("success")
+    first.to_ping().fields["team"] = "data"
+    second = Run("etl", url=url, client=recorder.client)
+    second.finish("success")
+    assert second.to_ping().fields == {}
+    assert all("team" not in body for body in recorder.bodies())
+
+
 def test_a_run_built_bound_is_current_until_it_finishes(recorder: Recorder) -> None:
     url = "http://telemhq.test/ping/tok"
     current = Run("adapter.task", url=url, client=recorder.client, run_id="t9", bind=True)
