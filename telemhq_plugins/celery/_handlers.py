@@ -34,6 +34,7 @@ from telemhq_plugins.celery._context import (
     DEFAULT_EXCLUDE,
     attempt_of,
     celery_block,
+    current_request,
     resolve_policy,
     same_task,
 )
@@ -165,9 +166,9 @@ class Handlers:
         # per call (0.5 µs per receiver in a quiet loop, a third of the call). A plain try/except
         # rather than ``capture_internal_errors``, the target cache read inline (against the
         # process-wide client as ``get_client`` would return it, when there is one), the
-        # request read from the stack the tracer just pushed it on (``task.request`` is two
-        # more calls to get there), and the run not bound to the context: ``report()`` finds
-        # it through ``current`` (a run finder), by thread.
+        # request read from the stack the tracer just pushed it on (``current_request``), and
+        # the run not bound to the context: ``report()`` finds it through ``current`` (a run
+        # finder), by thread.
         try:
             task = task or sender
             target = (
@@ -179,7 +180,7 @@ class Handlers:
                 target = self.target(task)
             if target is None or task_id is None:
                 return
-            block = celery_block(task_id, task.request_stack.top or task.request)
+            block = celery_block(task_id, current_request(task))
             current = Run(
                 task.name,
                 url=target.url,

@@ -6,16 +6,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 from celery import Celery, signals
+from celery.app.task import Context
 
 import telemhq_plugins
 from telemhq_plugins.celery import CeleryInstrumentor, TaskPolicy, resolve_policy
-from telemhq_plugins.celery._context import celery_block
+from telemhq_plugins.celery._context import celery_block, current_request
 from telemhq_plugins.core import Client, set_client
 from tests.celery.conftest import make_client
 from tests.celery.server import TelemHQ
@@ -58,6 +60,86 @@ def test_it_builds_only_the_id_from_an_unrelated_request() -> None:
 
     assert celery_block("mine", Request()) == {"task_id": "mine"}
     assert celery_block("mine", None) == {"task_id": "mine"}
+
+
+def test_it_reads_a_celery_context_and_any_other_request_alike() -> None:
+    # The prerun's request is Celery's Context (read with plain attribute reads); the main
+    # process holds other request objects (read with getattr and defaults). Same block.
+    values = {
+        "id": "t1",
+        "root_id": "r1",
+        "parent_id": "p1",
+        "delivery_info": {"routing_key": "etl", "exchange": "jobs"},
+        "hostname": "celery@w1",
+        "retries": 2,
+        "eta": "2026-11-26T12:00:00+00:00",
+        "expires": None,
+    }
+
+    class Other:
+        pass
+
+    other = Other()
+    other.__dict__.update(values)
+    expected = {
+        "task_id": "t1",
+        "root_id": "r1",
+        "parent_id": "p1",
+        "queue": "etl",
+        "routing_key": "etl",
+        "exchange": "jobs",
+        "hostname": "celery@w1",
+        "retries": 2,
+        "eta": "2026-11-26T12:00:00+00:00",
+        "expires": None,
+    }
+    assert celery_block("t1", Context(values)) == expected
+    assert celery_block("t1", other) == expected
+    # A bare Context has Celery's class defaults; a partial object has ours.
+    bare = {"task_id": "t2", "root_id": None, "parent_id": None, "queue": None}
+    bare |= {"routing_key": None, "exchange": None, "hostname": None, "retries": 0}
+    bare |= {"eta": None, "expires": None}
+    assert celery_block("t2", Context({"id": "t2"})) == bare
+    partial = Other()
+    partial.id = "t2"  # type: ignore[attr-defined]
+    assert celery_block("t2", partial) == bare
+    assert celery_block("t1", Context({"id": "other"})) == {"task_id": "t1"}
+
+
+def test_it_finds_the_request_on_top_of_the_tasks_stack_per_thread() -> None:
+    app = Celery("telemhq_tests_request", set_as_current=False)
+    try:
+
+        @app.task(name="etl.request", shared=False)
+        def job() -> None:
+            pass
+
+        task = app.tasks["etl.request"]
+        outer, inner = Context({"id": "outer"}), Context({"id": "inner"})
+        task.request_stack.push(outer)
+        task.request_stack.push(inner)
+        try:
+            assert current_request(task) is inner is task.request_stack.top
+            seen: list[Any] = []
+            other = threading.Thread(target=lambda: seen.append(current_request(task)))
+            other.start()
+            other.join()
+            # Another thread has no request pushed: Celery's default request, as ``top or
+            # task.request`` gives.
+            assert seen[0] is not inner
+            assert seen[0] is not outer
+            assert seen[0].id is None
+        finally:
+            task.request_stack.pop()
+            task.request_stack.pop()
+
+        class Stackless:  # a layout other than Celery's Local: the public property instead
+            request_stack = type("Stack", (), {"top": inner})()
+            request = None
+
+        assert current_request(Stackless()) is inner
+    finally:
+        app.close()
 
 
 # -- eager runs through the real tracer -------------------------------------------------------
