@@ -6,8 +6,10 @@ runs it too). Needs valgrind and the machine's Redis on 127.0.0.1:6379; takes a 
 ``celery_overhead.py`` measures tasks/s, which is what the target is about, to about half a
 percent on a shared 2-core machine, in a minute and a half. This one counts the
 instructions the whole worker process executes (every thread: the worker's, TelemHQ's delivery
-thread, HTTP to a loopback receiver included) under valgrind's cachegrind, which is
-repeatable to a few hundredths of a percent whatever else the machine does. A worker drains
+thread, HTTP to a loopback receiver included) under valgrind's cachegrind, which depends far
+less on what else the machine does: per task, two runs of one build have differed by up to
+0.2% (about 12,000 instructions: the worker's own timers and polling run as often as
+valgrind's speed lets them), so differences of a few thousand are noise. A worker drains
 ``N`` and ``N + 500`` trivial tasks, each with and without ``CeleryInstrumentor``; the
 difference between the two sizes leaves out start-up, so the figures are per task:
 instructions without instrumentation, instructions added with it, and their ratio.
