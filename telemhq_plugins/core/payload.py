@@ -79,7 +79,7 @@ def new_id() -> str:
     return _id_format % (next(_id_counter) & 0xFFFFFFFFFFFF)
 
 
-def _new_id_prefix() -> None:
+def _new_id_format() -> None:
     global _id_format, _id_counter
     raw = bytearray(os.urandom(10))
     raw[6] = (raw[6] & 0x0F) | 0x80  # version 8 (custom)
@@ -91,8 +91,8 @@ def _new_id_prefix() -> None:
 
 _id_format: str
 _id_counter: itertools.count[int]
-_new_id_prefix()
-os.register_at_fork(after_in_child=_new_id_prefix)
+_new_id_format()
+os.register_at_fork(after_in_child=_new_id_format)
 
 
 def utcnow() -> dt.datetime:
