@@ -391,6 +391,8 @@ def create_api_key(ctx: Ctx) -> Response:
     if scope not in API_SCOPES:
         raise ValidationError("scope", f"must be one of {list(API_SCOPES)}, got {scope!r}")
     name = _name(body, f"{scope} key")
+    if name == keys_mod.ENV_KEY_NAME:
+        raise ValidationError("name", "is reserved for the key set through TELEMHQ_API_KEY")
     with write_tx(ctx.app.engine) as conn:
         key = keys_mod.create_api_key(conn, name, scope)
         row = (

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 from dataclasses import dataclass
 from typing import Any, Final
@@ -20,6 +21,7 @@ from telemhq_server.db import api_keys, iso, ping_keys, utcnow
 from telemhq_server.tokens import url_token
 
 __all__ = [
+    "ENV_KEY_NAME",
     "ApiKey",
     "create_api_key",
     "create_ping_key",
@@ -28,7 +30,11 @@ __all__ = [
     "verify_api_key",
 ]
 
+logger = logging.getLogger("telemhq_server.keys")
+
 KEY_PREFIX: Final = "thq_"
+#: The name of the admin key set through ``TELEMHQ_API_KEY`` (reserved: the API refuses it).
+ENV_KEY_NAME: Final = "admin (TELEMHQ_API_KEY)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,15 +82,31 @@ def verify_api_key(engine: Engine, key: str) -> ApiKey | None:
 
 
 def ensure_admin_key(engine: Engine, env_key: str | None) -> str | None:
-    """At start: store ``TELEMHQ_API_KEY`` if given (returns None), else create an admin key
-    when the database has none yet and return it (to be printed once)."""
+    """At start: make ``TELEMHQ_API_KEY`` (if given) the one admin key from the environment
+    and return None; else create an admin key when the database has none yet and return it
+    (to be printed once).
+
+    Rotation: a key stored from an earlier ``TELEMHQ_API_KEY`` that differs from the current
+    one is deleted here, so changing the variable and restarting revokes the old key (and the
+    dashboard sessions signed with it). Keys created through the API are left alone."""
     with engine.begin() as conn:
         if env_key:
+            digest = hash_key(env_key)
+            revoked = conn.execute(
+                api_keys.delete().where(
+                    api_keys.c.name == ENV_KEY_NAME, api_keys.c.key_hash != digest
+                )
+            ).rowcount
+            if revoked:
+                logger.warning(
+                    "TELEMHQ_API_KEY changed: the previous admin key from the environment "
+                    "was revoked"
+                )
             exists = conn.execute(
-                sa.select(api_keys.c.id).where(api_keys.c.key_hash == hash_key(env_key))
+                sa.select(api_keys.c.id).where(api_keys.c.key_hash == digest)
             ).first()
             if exists is None:
-                create_api_key(conn, "admin (TELEMHQ_API_KEY)", "write", env_key)
+                create_api_key(conn, ENV_KEY_NAME, "write", env_key)
             return None
         if conn.execute(sa.select(api_keys.c.id).limit(1)).first() is not None:
             return None

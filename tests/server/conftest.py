@@ -28,7 +28,7 @@ def _pg_schema_url(base: str, schema: str) -> str:
     return f"{base}?options=-csearch_path%3D{schema}"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
     """An empty database (not migrated): SQLite file or a fresh PostgreSQL schema."""
     if request.param == "sqlite":
