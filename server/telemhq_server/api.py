@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 from telemhq_server import keys as keys_mod
 from telemhq_server import states
+from telemhq_server.bodies import MAX_API_BODY, BodyTooLarge, declared_too_large, read_body
 from telemhq_server.db import (
     API_SCOPES,
     api_keys,
@@ -55,7 +56,6 @@ __all__ = ["ApiError", "routes"]
 
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 500
-MAX_API_BODY: Final = 1_000_000
 
 
 class ApiError(Exception):
@@ -106,25 +106,24 @@ Handler = Callable[[Ctx], Response]
 def _endpoint(handler: Handler, scope: str) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
         app: TelemHQ = request.app.state.telemhq
-        body: Any = None
-        if request.method in ("POST", "PATCH", "PUT"):
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > MAX_API_BODY:
-                    return JSONResponse(
-                        {"error": f"body is larger than the limit of {MAX_API_BODY} bytes"}, 413
-                    )
-                chunks.append(chunk)
-            raw = b"".join(chunks)
-            if raw.strip():
-                try:
-                    body = json.loads(raw)
-                except (ValueError, UnicodeDecodeError) as exc:
-                    return JSONResponse({"error": f"body is not valid JSON: {exc}"}, 400)
+        reads_body = request.method in ("POST", "PATCH", "PUT")
         try:
-            return await run_in_threadpool(_call, handler, scope, app, request, body)
+            # The cheap refusals first: a declared oversized body, then the key; only an
+            # authorised request has its body read (within the limit).
+            if reads_body and declared_too_large(request, MAX_API_BODY):
+                raise BodyTooLarge(MAX_API_BODY)
+            key = await run_in_threadpool(_authorise, app, request, scope)
+            body: Any = None
+            if reads_body:
+                raw = await read_body(request, MAX_API_BODY)
+                if raw.strip():
+                    try:
+                        body = json.loads(raw)
+                    except (ValueError, UnicodeDecodeError) as exc:
+                        return JSONResponse({"error": f"body is not valid JSON: {exc}"}, 400)
+            return await run_in_threadpool(handler, Ctx(app, request, body, key))
+        except BodyTooLarge as exc:
+            return JSONResponse({"error": str(exc)}, 413)
         except ApiError as exc:
             return JSONResponse(exc.body, exc.status)
         except ValidationError as exc:
@@ -133,11 +132,11 @@ def _endpoint(handler: Handler, scope: str) -> Callable[[Request], Any]:
     return endpoint
 
 
-def _call(handler: Handler, scope: str, app: TelemHQ, request: Request, body: Any) -> Response:
+def _authorise(app: TelemHQ, request: Request, scope: str) -> ApiKey:
     key = _authenticate(app, request)
     if scope == "write" and key.scope != "write":
         raise ApiError(403, "this API key is read-only; this action needs a read-write key")
-    return handler(Ctx(app, request, body, key))
+    return key
 
 
 def _authenticate(app: TelemHQ, request: Request) -> ApiKey:

@@ -15,11 +15,12 @@ from urllib.parse import parse_qs, quote
 import sqlalchemy as sa
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from telemhq_server import db
+from telemhq_server.bodies import MAX_FORM_BODY, BodyTooLarge, read_body
 from telemhq_server.dashboard import auth, pages
 from telemhq_server.keys import hash_key, verify_api_key
 
@@ -87,8 +88,12 @@ async def login_form(request: Request) -> Response:
 
 async def login(request: Request) -> Response:
     app: TelemHQ = request.app.state.telemhq
+    try:
+        raw = await read_body(request, MAX_FORM_BODY)
+    except BodyTooLarge as exc:
+        return PlainTextResponse(str(exc), 413, headers=SECURITY_HEADERS)
     # A urlencoded form, parsed by hand: no multipart dependency for one field.
-    form = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=10)
+    form = parse_qs(raw.decode("utf-8", "replace"), max_num_fields=10)
     key = (form.get("api_key") or [""])[0].strip()
     next_url = _safe_next((form.get("next") or [""])[0])
     found = await run_in_threadpool(verify_api_key, app.engine, key) if key else None
