@@ -15,7 +15,14 @@ from telemhq_plugins.core.config import ConfigError, Settings, load_settings, sl
 from telemhq_plugins.core.delivery import Client, DeliveryResult, get_client, set_client
 from telemhq_plugins.core.hookspecs import hookimpl
 from telemhq_plugins.core.logs import capture_internal_errors
-from telemhq_plugins.core.payload import STATUSES, ErrorInfo, Ping, PingSource, Status
+from telemhq_plugins.core.payload import (
+    STATUSES,
+    ErrorInfo,
+    Ping,
+    PingSource,
+    Status,
+    stable_ping_id,
+)
 from telemhq_plugins.core.plugins import plugin_manager
 from telemhq_plugins.core.runs import (
     Run,
@@ -64,5 +71,6 @@ __all__ = [
     "run",
     "set_client",
     "slugify",
+    "stable_ping_id",
     "start_run",
 ]

@@ -46,6 +46,7 @@ __all__ = [
     "jsonable",
     "new_id",
     "ping_dict",
+    "stable_ping_id",
     "utcnow",
 ]
 
@@ -77,6 +78,18 @@ def new_id() -> str:
     as unique as ``uuid4()`` for this purpose at a sixth of its cost (it runs on the job's
     thread for every ping). The random part is drawn again in a forked child."""
     return _id_format % (next(_id_counter) & 0xFFFFFFFFFFFF)
+
+
+#: the namespace of :func:`stable_ping_id` (a fixed, random UUID: never change it, or ids
+#: derived before and after the change stop matching).
+_STABLE_NAMESPACE: Final = uuid.UUID("5d1c3b0e-8f3a-4c52-9a57-2f6e8b1d4c90")
+
+
+def stable_ping_id(run_id: str, attempt: int | None, status: str) -> str:
+    """A ``ping_id`` derived from what the ping reports (a UUID5 of run id, attempt and
+    status), for adapters that can see one event from two places (in-process hooks and a
+    watcher of the orchestrator's API): both send the same id and the server stores one run."""
+    return str(uuid.uuid5(_STABLE_NAMESPACE, f"{run_id}\x1f{attempt}\x1f{status}"))
 
 
 def _new_id_format() -> None:

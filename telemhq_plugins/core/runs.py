@@ -91,6 +91,7 @@ class Run:
         "job",
         "metrics",
         "orchestrator",
+        "ping_id",
         "run_id",
         "started_at",
         "status",
@@ -137,6 +138,9 @@ class Run:
         self.error: ErrorInfo | None = None
         self.duration: float | None = None
         self.finished_at: dt.datetime | None = None
+        #: the final ping's id when the adapter chose one (``finish(ping_id=...)``), else a new
+        #: id is drawn when it is encoded.
+        self.ping_id: str | None = None
         self._context_token: contextvars.Token[Run | None] | None = (
             _current.set(self) if bind else None
         )
@@ -171,12 +175,14 @@ class Run:
         else:
             self.metrics.update(fields)
 
-    def start(self) -> None:
-        """Send the ``start`` ping (pairs with the final ping by ``run_id``)."""
+    def start(self, *, ping_id: str | None = None) -> None:
+        """Send the ``start`` ping (pairs with the final ping by ``run_id``). ``ping_id``: the
+        ping's id when the adapter derives one (e.g. ``stable_ping_id``), else a new one."""
         if self.url is None:
             return
         ping = Ping(
             status="start",
+            ping_id=ping_id or new_id(),
             job=self.job,
             orchestrator=self.orchestrator,
             run_id=self.run_id,
@@ -192,9 +198,13 @@ class Run:
         *,
         error: BaseException | ErrorInfo | None = None,
         duration_ms: float | None = None,
+        ping_id: str | None = None,
         **fields: Any,
     ) -> bool:
-        """Queue the final ping once; later calls are ignored. True when it was queued."""
+        """Queue the final ping once; later calls are ignored. True when it was queued.
+
+        ``ping_id``: the final ping's id when the adapter derives one (``stable_ping_id``: the
+        same event reported twice is stored once), else a new one."""
         if self.finished:
             return False
         self.finished = True
@@ -212,6 +222,7 @@ class Run:
         self.finished_at = _utcnow()
         self.status = status
         self.duration = duration_ms
+        self.ping_id = ping_id
         if error is not None:
             # The traceback is formatted now: the exception's frames may change after this.
             self.error = (
@@ -224,14 +235,14 @@ class Run:
     def to_ping(self) -> Ping:
         """The final ping of a finished run (delivery calls this on its own thread, when
         plugin hooks want a ``Ping``)."""
-        ping = Ping(*self._parts(new_id()))
+        ping = Ping(*self._parts(self.ping_id or new_id()))
         ping.fields = dict(ping.fields)  # its own: a plugin hook may change it
         return ping
 
     def encode(self) -> tuple[str, bytes]:
         """The final ping's id and body, as ``to_ping().encode()`` without the ``Ping``
         (delivery's path when no plugin hook wants one)."""
-        ping_id = new_id()
+        ping_id = self.ping_id or new_id()
         return ping_id, encode_body(self._parts(ping_id))
 
     def _parts(self, ping_id: str) -> PingParts:

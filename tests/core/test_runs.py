@@ -18,7 +18,7 @@ import pytest
 import telemhq_plugins
 from telemhq_plugins.core import runs as runs_module
 from telemhq_plugins.core.delivery import set_client
-from telemhq_plugins.core.payload import ErrorInfo
+from telemhq_plugins.core.payload import ErrorInfo, stable_ping_id
 from telemhq_plugins.core.runs import (
     Run,
     Target,
@@ -294,3 +294,24 @@ def test_an_adapters_run_finder_answers_when_no_run_is_bound(
     bodies = {b["job"]: b for b in recorder.bodies()}
     assert bodies["adapter.task"]["rows"] == 1
     assert "run finder" in caplog.text
+
+
+def test_a_run_sends_the_ping_ids_its_adapter_derives(recorder: Recorder) -> None:
+    """Two reporters of one event (in-process hooks, a watcher of the orchestrator's API) derive
+    the same ping id from (run id, attempt, status), and the server keeps one run per id."""
+    url = "http://telemhq.test/ping/tok"
+    first = Run("etl", url=url, client=recorder.client, run_id="r1", attempt=1)
+    first.start(ping_id=stable_ping_id("r1", 1, "start"))
+    first.finish("retry", ping_id=stable_ping_id("r1", 1, "retry"))
+    second = Run("etl", url=url, client=recorder.client, run_id="r1", attempt=2)
+    second.finish("success", ping_id=stable_ping_id("r1", 2, "success"))
+    drawn = Run("etl", url=url, client=recorder.client, run_id="r1", attempt=2)
+    drawn.finish("success")
+    start, retry, success, other = recorder.bodies()
+    assert start["ping_id"] == stable_ping_id("r1", 1, "start")
+    assert retry["ping_id"] == stable_ping_id("r1", 1, "retry") == first.to_ping().ping_id
+    assert success["ping_id"] == stable_ping_id("r1", 2, "success")
+    assert other["ping_id"] not in {start["ping_id"], retry["ping_id"], success["ping_id"]}
+    ids = {stable_ping_id(r, a, s) for r in ("r1", "r2") for a in (1, 2) for s in ("a", "b")}
+    assert len(ids) == 8
+    assert stable_ping_id("r1", None, "success") != stable_ping_id("r1", 1, "success")
