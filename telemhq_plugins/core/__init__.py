@@ -1,4 +1,5 @@
-"""Core of telemhq-plugins: payload, assertions, config, delivery, hooks and runs.
+"""Core of telemhq-plugins: payload, assertions, config, delivery, hooks, runs and
+provisioning (trackers and schedules through the management API).
 
 Orchestrator adapters build on these names only; nothing here imports an orchestrator.
 """
@@ -24,6 +25,7 @@ from telemhq_plugins.core.payload import (
     stable_ping_id,
 )
 from telemhq_plugins.core.plugins import plugin_manager
+from telemhq_plugins.core.provision import JobSchedule, ScheduleSync, SyncResult, sync
 from telemhq_plugins.core.runs import (
     Run,
     RunFinder,
@@ -47,12 +49,15 @@ __all__ = [
     "ConfigError",
     "DeliveryResult",
     "ErrorInfo",
+    "JobSchedule",
     "Ping",
     "PingSource",
     "Run",
     "RunFinder",
+    "ScheduleSync",
     "Settings",
     "Status",
+    "SyncResult",
     "Target",
     "add_run_finder",
     "capture_internal_errors",
@@ -73,4 +78,5 @@ __all__ = [
     "slugify",
     "stable_ping_id",
     "start_run",
+    "sync",
 ]
