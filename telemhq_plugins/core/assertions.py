@@ -61,6 +61,8 @@ _SYMBOL_OP_RE = re.compile(r"==|!=|>=|<=|=|>|<|~")
 _WORD_OP_RE = re.compile(r"(in|matches)(?=[\s\[\"]|$)", re.IGNORECASE)
 _BARE_WORD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 _MISSING: Final = object()
+#: A numeric string read as an exact integer (longer ones are read as floats).
+_INTEGER_RE = re.compile(r"[+-]?[0-9]{1,300}")
 
 
 class AssertionSyntaxError(ValueError):
@@ -284,14 +286,19 @@ def _format_value(op: Op, value: Any) -> str:
 
 
 def _as_number(value: Any) -> float | int | None:
-    """ints, finite floats and numeric strings are numbers; bools are not."""
+    """ints, floats but NaN and numeric strings are numbers; bools are not. Integers (and
+    integer strings) stay exact, so two integers compare without rounding, whatever their size
+    (Python compares an int with a float exactly too)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
         return value if not (isinstance(value, float) and math.isnan(value)) else None
     if isinstance(value, str):
+        text = value.strip()
+        if _INTEGER_RE.fullmatch(text):
+            return int(text)  # exact: compared with an integer without rounding
         try:
-            number = float(value.strip())
+            number = float(text)
         except ValueError:
             return None
         return None if math.isnan(number) else number

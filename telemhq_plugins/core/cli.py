@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from telemhq_plugins.core import jsontext
 from telemhq_plugins.core.assertions import AssertionSyntaxError, evaluate_all, parse_assertion
 from telemhq_plugins.core.config import ConfigError, load_settings
 from telemhq_plugins.core.delivery import Client
@@ -90,8 +91,8 @@ def _read_payload(args: argparse.Namespace, stdin: IO[str]) -> dict[str, Any]:
     else:
         return {}
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
+        data = jsontext.loads(text)  # the server's parser: the same values, the same verdict
+    except jsontext.JSONDecodeError as exc:
         raise CliError(f"{source} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise CliError(f"{source} must be a JSON object, got {type(data).__name__}")

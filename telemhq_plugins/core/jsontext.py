@@ -1,0 +1,42 @@
+"""JSON text to Python values with integers kept exact: one parser for every payload.
+
+``telemhq check`` on a laptop and the reference server read a ping's body with this function,
+so an assertion sees the same values in both (and :mod:`telemhq_plugins.core.assertions`
+compares them the same way). orjson does the parsing; it turns an integer beyond 64 bits into
+a float, so a document holding a long run of digits is read again by the standard library,
+which keeps every integer exact. orjson has validated it by then, so both accept and reject
+the same documents: UTF-8 only, no NaN or Infinity, no lone surrogates, no number that is
+infinite as a float, at most 1024 levels of nesting.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Final
+
+import orjson
+
+__all__ = ["JSONDecodeError", "dumps", "loads"]
+
+JSONDecodeError = json.JSONDecodeError  # orjson's error is a subclass of it
+
+#: 19 digits or more may be an integer orjson cannot hold exactly (it keeps 64 bits).
+_LONG_DIGITS: Final = re.compile(rb"\d{19}")
+
+
+def loads(data: bytes | str) -> Any:
+    """The value of the JSON document ``data``; raises :class:`JSONDecodeError`."""
+    value = orjson.loads(data)
+    raw = data.encode() if isinstance(data, str) else data
+    if _LONG_DIGITS.search(raw) is None:
+        return value
+    return json.loads(raw.decode())
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text of a value read by :func:`loads` (integers of any size kept)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # an integer beyond 64 bits
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
