@@ -163,6 +163,9 @@ def test_it_pushes_beat_schedules_to_the_trackers(
     }
     nightly = live.tracker("beat-nightly")
     assert nightly["name"] == "beat.nightly"
+    assert nightly["tags"] == ["celery"]
+    assert live.tracker(every5["id"])["tags"] == ["celery"]
+    assert live.tracker(every5["id"])["name"] == "beat every5"  # named by hand: kept
     assert nightly["schedule"] == {
         "kind": "cron",
         "cron": "0 3 * * *",
@@ -193,6 +196,42 @@ def test_it_does_not_push_without_an_api_key(server: TelemHQ, beat_app: Celery) 
     assert result.outcome == "skipped"
     assert "TELEMHQ_API_KEY" in result.detail
     assert server.live.tracker(tracker["id"])["schedule"] == {"kind": "none"}
+
+
+@pytest.mark.services
+def test_a_second_push_of_the_same_schedule_writes_nothing(
+    server: TelemHQ, beat_app: Celery
+) -> None:
+    from telemhq_plugins.celery.beat import BeatScheduleSync
+
+    ping_key = server.live.api("POST", "/ping-keys", json={"name": "again"}).json()["key"]
+    client = make_client(server, ping_key=ping_key, token=None)
+    previous = set_client(client)
+    entries = {
+        "hourly": _Entry("beat.again", crontab(minute=5)),
+        "hourly-copy": _Entry("beat.again", crontab(minute=5)),
+        "hourly-other": _Entry("beat.again", crontab(minute=10)),
+    }
+    try:
+        sync = BeatScheduleSync(api_key=server.live.api_key, grace=60)
+        first = {r.entry: r for r in sync.push(entries, app=beat_app)}
+        before = server.live.tracker("beat-again")
+        second = {r.entry: r for r in sync.push(entries, app=beat_app)}
+    finally:
+        set_client(previous)
+        client.close()
+    assert first["hourly"].outcome == first["hourly-copy"].outcome == "created"
+    assert first["hourly-other"].outcome == "skipped"
+    assert "schedule of entry 'hourly'" in first["hourly-other"].detail
+    assert second["hourly"].outcome == second["hourly-copy"].outcome == "unchanged"
+    after = server.live.tracker("beat-again")
+    assert after == before  # updated_at included: nothing was written
+    assert after["schedule"] == {
+        "kind": "cron",
+        "cron": "5 * * * *",
+        "timezone": "Europe/Paris",
+        "grace_seconds": 60,
+    }
 
 
 class _Entry:
