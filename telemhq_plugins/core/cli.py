@@ -35,7 +35,7 @@ examples:
   telemhq check 'records_processed > 0' 'status = success' --json '{"records_processed": 0}'
 
 configuration: TELEMHQ_BASE_URL, TELEMHQ_TOKEN, TELEMHQ_PING_URL, TELEMHQ_PING_KEY,
-TELEMHQ_TRACKERS, TELEMHQ_TIMEOUT, TELEMHQ_DISABLED (see the README)."""
+TELEMHQ_TRACKERS, TELEMHQ_TIMEOUT, TELEMHQ_DISABLED (see docs/configuration.md)."""
 
 
 class CliError(Exception):
