@@ -1,10 +1,12 @@
-"""The ``telemhq`` command: ping a tracker, monitor any command, check assertions locally."""
+"""The ``telemhq`` command: ping a tracker, monitor any command, check assertions locally,
+sync the trackers of a ``telemhq.toml`` ``[[jobs]]`` table."""
 
 from __future__ import annotations
 
 import argparse
 import collections
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -17,7 +19,9 @@ from telemhq_plugins.core import jsontext
 from telemhq_plugins.core.assertions import AssertionSyntaxError, evaluate_all, parse_assertion
 from telemhq_plugins.core.config import ConfigError, load_settings
 from telemhq_plugins.core.delivery import Client
+from telemhq_plugins.core.jobsfile import JobsFileError, read_jobs
 from telemhq_plugins.core.payload import STATUSES, ErrorInfo, Ping, as_status
+from telemhq_plugins.core.provision import sync
 from telemhq_plugins.core.runs import start_run
 
 __all__ = ["main"]
@@ -33,9 +37,13 @@ examples:
   telemhq run --token TOKEN -- python nightly_sync.py --full
   telemhq run --job etl_daily -- ./load.sh          (token from TELEMHQ_TRACKERS/PING_KEY)
   telemhq check 'records_processed > 0' 'status = success' --json '{"records_processed": 0}'
+  telemhq sync --dry-run                         (the [[jobs]] of ./telemhq.toml, no writes)
+  telemhq sync --prune -c jobs.toml              (and pause trackers of jobs no longer there)
 
 configuration: TELEMHQ_BASE_URL, TELEMHQ_TOKEN, TELEMHQ_PING_URL, TELEMHQ_PING_KEY,
-TELEMHQ_TRACKERS, TELEMHQ_TIMEOUT, TELEMHQ_DISABLED (see docs/configuration.md)."""
+TELEMHQ_TRACKERS, TELEMHQ_TIMEOUT, TELEMHQ_DISABLED, TELEMHQ_API_KEY (sync)
+(see docs/configuration.md and docs/schedules.md)."""
+SYNC_TAG = "telemhq-sync"
 
 
 class CliError(Exception):
@@ -70,6 +78,32 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="evaluate assertions against a payload locally")
     check.add_argument("expressions", nargs="+", metavar="EXPR", help="e.g. 'errors = 0'")
     _payload_args(check)
+
+    sync_cmd = sub.add_parser(
+        "sync",
+        help="create/update the trackers of a telemhq.toml [[jobs]] table",
+        description="Make the server's trackers match the [[jobs]] of a telemhq.toml file "
+        "(schedule, timezone, grace, assertions, tags, name), through the management API. "
+        "Only what differs is written; every tracker is tagged (--tag).",
+    )
+    sync_cmd.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        help="the file (default: $TELEMHQ_CONFIG, else ./telemhq.toml)",
+    )
+    sync_cmd.add_argument(
+        "--dry-run", action="store_true", help="print what would change, write nothing"
+    )
+    sync_cmd.add_argument(
+        "--prune",
+        action="store_true",
+        help="pause (never delete) trackers with the tag whose job is no longer in the file",
+    )
+    sync_cmd.add_argument(
+        "--tag", default=SYNC_TAG, help=f"tag of the file's trackers (default: {SYNC_TAG})"
+    )
+    sync_cmd.add_argument("--api-key", help="a read-write API key (default: $TELEMHQ_API_KEY)")
     return parser
 
 
@@ -191,6 +225,47 @@ def _cmd_check(args: argparse.Namespace, out: IO[str], stdin: IO[str]) -> int:
     return 0 if all(r.passed for r in results) else 1
 
 
+def _cmd_sync(args: argparse.Namespace, out: IO[str]) -> int:
+    path = args.config or Path(os.environ.get("TELEMHQ_CONFIG") or "telemhq.toml")
+    try:
+        jobs = read_jobs(path)
+    except JobsFileError as exc:
+        raise CliError(str(exc)) from None
+    settings = load_settings(config_file=path)
+    api_key = args.api_key or os.environ.get("TELEMHQ_API_KEY")
+    if not api_key:
+        raise CliError("sync needs a read-write API key: set TELEMHQ_API_KEY or pass --api-key")
+    if settings.disabled:
+        raise CliError("TELEMHQ_DISABLED is set: nothing to sync")
+    client = Client(settings)
+    results = sync(
+        jobs,
+        orchestrator=args.tag,
+        prune=args.prune,
+        api_key=api_key,
+        client=client,
+        background=False,
+        cached=False,
+        dry_run=args.dry_run,
+    ).results
+    client.close()
+    if args.dry_run:
+        print(f"dry run: nothing written to {settings.base_url}", file=out)
+    verbs = {"created": "create", "updated": "update", "paused": "pause"}
+    width = max((len(r.job) for r in results), default=0)
+    counts: collections.Counter[str] = collections.Counter()
+    for result in results:
+        outcome: str = result.outcome
+        if args.dry_run and outcome in verbs:
+            outcome = f"would {verbs[outcome]}"
+        counts[outcome] += 1
+        detail = result.detail or ", ".join(result.changed)
+        print(f"{outcome:<16} {result.job:<{width}}  {detail}".rstrip(), file=out)
+    summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
+    print(f"{len(jobs)} job(s): {summary or 'nothing to do'}", file=out)
+    return 1 if counts["error"] else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``telemhq`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -199,6 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_ping(args, sys.stdout, sys.stdin)
         if args.command == "run":
             return _cmd_run(args, sys.stdout)
+        if args.command == "sync":
+            return _cmd_sync(args, sys.stdout)
         return _cmd_check(args, sys.stdout, sys.stdin)
     except (CliError, ConfigError) as exc:
         print(f"telemhq: error: {exc}", file=sys.stderr)

@@ -159,10 +159,12 @@ def _read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} does not exist (TELEMHQ_CONFIG)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    # Accept both a flat file and a [telemhq] table.
+    # Accept both a flat file and a [telemhq] table; [[jobs]] is read by ``telemhq sync``.
     section = data.get("telemhq", data)
     if not isinstance(section, dict):
         raise ConfigError(f"{path}: [telemhq] must be a table")
+    if section is data:
+        section = {k: v for k, v in data.items() if k != "jobs"}
     if isinstance(section.get("trackers"), dict):
         section = dict(section)
         section["trackers"] = tuple((str(k), str(v)) for k, v in section["trackers"].items())

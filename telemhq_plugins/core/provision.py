@@ -174,6 +174,7 @@ def sync(
     background: bool = True,
     timeout: float | None = None,
     cached: bool = True,
+    dry_run: bool = False,
 ) -> ScheduleSync:
     """Make the server's trackers match ``schedules`` (see the module docstring).
 
@@ -181,7 +182,8 @@ def sync(
     ``TELEMHQ_API_KEY``; ``client`` gives the settings (default: the process's client). With
     ``background=True`` the work runs on a daemon thread and this returns at once; either way
     it ends within ``timeout`` seconds (default: a few times ``settings.timeout``) and never
-    raises.
+    raises. ``dry_run=True`` reads the server and reports what would be written (``detail``:
+    each field, old -> new), writing nothing.
     """
     state = ScheduleSync()
     jobs = list(schedules)
@@ -197,6 +199,7 @@ def sync(
                     client=client,
                     timeout=timeout,
                     cached=cached,
+                    dry_run=dry_run,
                 ).run(jobs)
         finally:
             state._done.set()
@@ -257,6 +260,7 @@ class _Syncer:
         client: Client | None,
         timeout: float | None,
         cached: bool,
+        dry_run: bool,
     ) -> None:
         self.state = state
         self.orchestrator = orchestrator
@@ -265,7 +269,8 @@ class _Syncer:
         self.settings: Settings = (client or get_client()).settings
         budget = TIMEOUT_FACTOR * self.settings.timeout if timeout is None else timeout
         self.deadline = time.monotonic() + budget
-        self.cached = cached
+        self.cached = cached and not dry_run
+        self.dry_run = dry_run
 
     def add(self, result: SyncResult) -> None:
         self.state.results.append(result)
@@ -308,7 +313,7 @@ class _Syncer:
         for api_base, group in by_base.items():
             self._sync_server(api_base, group)
         self._log_summary()
-        if all(r.outcome in _DONE for r in self.state.results):
+        if not self.dry_run and all(r.outcome in _DONE for r in self.state.results):
             with _remembered_lock:
                 _remembered[key] = list(self.state.results)
 
@@ -396,6 +401,10 @@ class _Syncer:
             raise _Refused(f"HTTP {response.status_code}: {_error_text(response)}")
         return response
 
+    def _write(self, server: _Server, method: str, path: str, **kw: Any) -> httpx.Response | None:
+        """A request that changes something; None (nothing sent) in a dry run."""
+        return None if self.dry_run else self._request(server, method, path, **kw)
+
     def _list(self, server: _Server) -> list[dict[str, Any]]:
         """Every tracker (one listing serves token and slug lookups and prune)."""
         items: list[dict[str, Any]] = []
@@ -446,7 +455,11 @@ class _Syncer:
         }
         if js.assertions is not None:
             body["assertions"] = list(js.assertions)
-        response = self._request(server, "POST", "/trackers", json=body)
+        response = self._write(server, "POST", "/trackers", json=body)
+        if response is None:
+            detail = "; ".join(f"{k}: {_show(v)}" for k, v in body.items())
+            self.add(SyncResult(js.job, "created", detail, None, tuple(sorted(body))))
+            return
         if response.status_code == 409:  # created meanwhile (its first ping): update it
             response = self._request(server, "GET", f"/trackers/{quote(job.slug)}")
             if response.status_code < 400:
@@ -473,19 +486,25 @@ class _Syncer:
         tracker_id = str(tracker["id"])
         path = f"/trackers/{tracker_id}"
         if patch:
-            response = self._request(server, "PATCH", path, json=patch)
-            if response.status_code >= 400:
+            response = self._write(server, "PATCH", path, json=patch)
+            if response is not None and response.status_code >= 400:
                 self._refused(js.job, _error_text(response), tracker)
                 return
         changed = tuple(sorted(patch))
         if tracker.get("paused") and PRUNED_TAG in tracker.get("tags", ()):
-            response = self._request(server, "POST", f"{path}/resume")
-            if response.status_code >= 400:
+            response = self._write(server, "POST", f"{path}/resume")
+            if response is not None and response.status_code >= 400:
                 self._refused(js.job, _error_text(response), tracker)
                 return
             changed = (*changed, "paused")
+            patch["paused"] = False
         outcome: Outcome = "updated" if changed else "unchanged"
-        self.add(SyncResult(js.job, outcome, "", tracker_id, changed))
+        detail = ""
+        if self.dry_run:
+            detail = "; ".join(
+                f"{k}: {_show(tracker.get(k))} -> {_show(v)}" for k, v in patch.items()
+            )
+        self.add(SyncResult(js.job, outcome, detail, tracker_id, changed))
 
     def _refused(self, job: str, detail: str, tracker: dict[str, Any] | None) -> None:
         tracker_id = None if tracker is None else str(tracker["id"])
@@ -520,13 +539,13 @@ class _Syncer:
             path = f"/trackers/{tracker['id']}"
             changed: tuple[str, ...] = ("paused",)
             if PRUNED_TAG not in tags:
-                response = self._request(server, "PATCH", path, json={"tags": [*tags, PRUNED_TAG]})
-                if response.status_code >= 400:
+                response = self._write(server, "PATCH", path, json={"tags": [*tags, PRUNED_TAG]})
+                if response is not None and response.status_code >= 400:
                     self._refused(tracker["name"], _error_text(response), tracker)
                     continue
                 changed = ("tags", "paused")
-            response = self._request(server, "POST", f"{path}/pause")
-            if response.status_code >= 400:
+            response = self._write(server, "POST", f"{path}/pause")
+            if response is not None and response.status_code >= 400:
                 self._refused(tracker["name"], _error_text(response), tracker)
                 continue
             detail = f"no job of this {self.orchestrator} set names tracker {tracker['slug']!r}"
@@ -560,6 +579,11 @@ def _differences(
         if list(tracker.get("assertions") or []) != wanted:
             patch["assertions"] = wanted
     return patch
+
+
+def _show(value: Any) -> str:
+    """A field's value for a dry run's report."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
