@@ -12,10 +12,24 @@ from telemhq_plugins.core.assertions import (
     parse_assertion,
     parse_assertions,
 )
-from telemhq_plugins.core.config import ConfigError, Settings, load_settings, slugify
-from telemhq_plugins.core.delivery import Client, DeliveryResult, get_client, set_client
+from telemhq_plugins.core.config import (
+    ConfigError,
+    Settings,
+    env_flag,
+    load_settings,
+    parse_flag,
+    slugify,
+)
+from telemhq_plugins.core.delivery import (
+    Client,
+    DeliveryResult,
+    current_client,
+    get_client,
+    set_client,
+)
 from telemhq_plugins.core.hookspecs import hookimpl
-from telemhq_plugins.core.logs import capture_internal_errors
+from telemhq_plugins.core.instrumentor import Instrumentor, check_version
+from telemhq_plugins.core.logs import capture_internal_errors, log_once, redact_url
 from telemhq_plugins.core.payload import (
     STATUSES,
     ErrorInfo,
@@ -25,6 +39,7 @@ from telemhq_plugins.core.payload import (
     stable_ping_id,
 )
 from telemhq_plugins.core.plugins import plugin_manager
+from telemhq_plugins.core.policy import JobPolicy, matches, resolve_policy
 from telemhq_plugins.core.provision import JobSchedule, ScheduleSync, SyncResult, sync
 from telemhq_plugins.core.runs import (
     Run,
@@ -49,6 +64,8 @@ __all__ = [
     "ConfigError",
     "DeliveryResult",
     "ErrorInfo",
+    "Instrumentor",
+    "JobPolicy",
     "JobSchedule",
     "Ping",
     "PingSource",
@@ -61,17 +78,25 @@ __all__ = [
     "Target",
     "add_run_finder",
     "capture_internal_errors",
+    "check_version",
+    "current_client",
     "current_run",
+    "env_flag",
     "evaluate_all",
     "get_client",
     "hookimpl",
     "load_settings",
+    "log_once",
+    "matches",
     "monitor",
     "parse_assertion",
     "parse_assertions",
+    "parse_flag",
     "plugin_manager",
+    "redact_url",
     "remove_run_finder",
     "report",
+    "resolve_policy",
     "resolve_target",
     "run",
     "set_client",

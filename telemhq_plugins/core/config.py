@@ -32,7 +32,9 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "ConfigError",
     "Settings",
+    "env_flag",
     "load_settings",
+    "parse_flag",
     "slugify",
     "warn_unconfigured",
 ]
@@ -197,7 +199,7 @@ def _cast(key: str, value: Any, source: str) -> Any:
                 return tuple((str(k), str(v)) for k, v in value.items())
             return tuple((str(k), str(v)) for k, v in value)
         if isinstance(default, bool):
-            return _to_bool(value)
+            return parse_flag(value)
         if isinstance(default, int):
             number = int(value)
             if number < 0:
@@ -214,7 +216,10 @@ def _cast(key: str, value: Any, source: str) -> Any:
         raise ConfigError(f"{source}: invalid value {value!r} for {key}: {exc}") from None
 
 
-def _to_bool(value: Any) -> bool:
+def parse_flag(value: object) -> bool:
+    """A switch's value as a bool: ``1/true/yes/on`` are True, ``0/false/no/off`` and the empty
+    string False (any case, surrounding blanks ignored; a bool is returned as is). Anything else
+    raises :class:`ConfigError` naming the value."""
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -222,7 +227,30 @@ def _to_bool(value: Any) -> bool:
         return True
     if text in _FALSE:
         return False
-    raise ValueError("expected 1/0, true/false, yes/no or on/off")
+    raise ConfigError(f"{value!r} is not a switch: expected 1/0, true/false, yes/no or on/off")
+
+
+def env_flag(name: str, *, default: bool = False, env: Mapping[str, str] | None = None) -> bool:
+    """The ``TELEMHQ_*`` switch ``name`` from ``env`` (default ``os.environ``); ``default`` when
+    it is unset, or when its value is unusable (one warning naming the variable; never raises)."""
+    environ = os.environ if env is None else env
+    raw = environ.get(name)
+    if raw is None:
+        return default
+    try:
+        return parse_flag(raw)
+    except ConfigError:
+        log_once(
+            logger,
+            logging.WARNING,
+            ("env_flag", name, raw),
+            "TelemHQ: %s=%r is not a switch (expected 1/0, true/false, yes/no or on/off); "
+            "using the default, %s",
+            name,
+            raw,
+            "on" if default else "off",
+        )
+        return default
 
 
 def warn_unconfigured(job: str | None) -> None:

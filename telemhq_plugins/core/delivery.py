@@ -74,7 +74,7 @@ from telemhq_plugins.core.plugins import (
 )
 from telemhq_plugins.core.spool import Spool
 
-__all__ = ["Client", "DeliveryResult", "get_client", "set_client"]
+__all__ = ["Client", "DeliveryResult", "current_client", "get_client", "set_client"]
 
 logger = logging.getLogger("telemhq")
 
@@ -817,6 +817,11 @@ def get_client() -> Client:
         with _client_lock:
             if _client is None:
                 _client = Client()
+    return _client
+
+
+def current_client() -> Client | None:
+    """The process-wide client if one exists (``None`` before first use); creates nothing."""
     return _client
 
 

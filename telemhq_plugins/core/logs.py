@@ -8,8 +8,9 @@ import os
 import threading
 from collections.abc import Hashable, Iterator
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-__all__ = ["capture_internal_errors", "log_once", "logger"]
+__all__ = ["capture_internal_errors", "log_once", "logger", "redact_url"]
 
 logger = logging.getLogger("telemhq")
 _seen: set[Hashable] = set()
@@ -52,3 +53,35 @@ def capture_internal_errors(where: str) -> Iterator[None]:
             where,
             exc_info=True,
         )
+
+
+#: what a ping URL's secret part is cut to before it is shown.
+_SHOWN = 4
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit for logs and CLI output: the token or ping key after ``/ping/`` cut to its
+    first four characters and ``...`` (a ping key's job slug after it is kept), credentials
+    (``user:password@``) dropped and every query value replaced with ``...``. A string that is
+    not a URL is cut the same way, never returned whole."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc.rpartition("@")[2]
+        query = urlencode(
+            [(key, "...") for key, _ in parse_qsl(parts.query, keep_blank_values=True)],
+            safe=".",
+        )
+        head, sep, secret = parts.path.partition("/ping/")
+        path = head + sep + _cut(secret) if sep else parts.path
+        if not (parts.scheme or netloc):
+            return _cut(url) if not sep else path
+        return urlunsplit((parts.scheme, netloc, path, query, ""))
+    except ValueError:  # an unparsable netloc (a broken IPv6 literal): cut everything after it
+        head = url.partition("://")[0]
+        return f"{head}://..." if head != url else _cut(url)
+
+
+def _cut(secret: str) -> str:
+    """``abcdefgh/etl-load`` -> ``abcd.../etl-load``: the first segment shortened."""
+    first, sep, rest = secret.partition("/")
+    return (first[:_SHOWN] + "..." if first else "") + sep + rest

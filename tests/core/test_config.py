@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 from pathlib import Path
 
 import pytest
 
-from telemhq_plugins.core.config import DEFAULT_BASE_URL, ConfigError, load_settings, slugify
+from telemhq_plugins.core.config import (
+    DEFAULT_BASE_URL,
+    ConfigError,
+    env_flag,
+    load_settings,
+    parse_flag,
+    slugify,
+)
 
 
 def test_it_uses_defaults_when_nothing_is_configured(tmp_path: Path) -> None:
@@ -126,3 +135,62 @@ def test_it_reads_telemhq_toml_from_the_working_directory(
 )
 def test_it_slugifies_job_names(name: str, slug: str) -> None:
     assert slugify(name) == slug
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("1", True),
+        (" TRUE ", True),
+        ("Yes", True),
+        ("on", True),
+        (True, True),
+        ("0", False),
+        ("false", False),
+        ("NO", False),
+        ("off", False),
+        ("", False),
+        ("  ", False),
+        (False, False),
+        (1, True),
+        (0, False),
+    ],
+)
+def test_a_switch_reads_every_spelling(value: object, expected: bool) -> None:
+    assert parse_flag(value) is expected
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", "enabled", None])
+def test_a_switch_refuses_what_it_cannot_read_and_names_it(value: object) -> None:
+    with pytest.raises(ConfigError, match=re.escape(repr(value))):
+        parse_flag(value)
+
+
+def test_a_settings_switch_uses_the_same_reader() -> None:
+    assert load_settings(env={"TELEMHQ_SEND_START": " On "}, config_file=os.devnull).send_start
+    assert not load_settings(env={"TELEMHQ_DISABLED": ""}, config_file=os.devnull).disabled
+
+
+def test_an_environment_switch_falls_back_to_its_default_with_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert env_flag("TELEMHQ_X_AUTO", env={"TELEMHQ_X_AUTO": "yes"}) is True
+    assert env_flag("TELEMHQ_X_AUTO", env={}) is False
+    assert env_flag("TELEMHQ_X_AUTO", default=True, env={}) is True
+    caplog.set_level(logging.WARNING, logger="telemhq")
+    bad = {"TELEMHQ_X_SWITCH": "sometimes"}
+    assert env_flag("TELEMHQ_X_SWITCH", default=True, env=bad) is True
+    assert env_flag("TELEMHQ_X_SWITCH", default=True, env=bad) is True
+    warnings = [r.getMessage() for r in caplog.records if "TELEMHQ_X_SWITCH" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "'sometimes'" in warnings[0]
+    assert "using the default, on" in warnings[0]
+
+
+def test_an_environment_switch_reads_the_process_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TELEMHQ_X_FROM_ENV", "1")
+    assert env_flag("TELEMHQ_X_FROM_ENV") is True
+    monkeypatch.setenv("TELEMHQ_X_FROM_ENV", "off")
+    assert env_flag("TELEMHQ_X_FROM_ENV", default=True) is False

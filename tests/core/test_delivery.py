@@ -550,3 +550,16 @@ def test_it_retries_one_by_one_what_a_failed_batch_did_not_settle() -> None:
         assert sorted(receiver.stored) == sorted(p.ping_id for p in [first, *pings])
         assert client.stats()["delivered"] == 6
         assert client.stats()["failed"] == 0
+
+
+def test_current_client_reads_the_process_client_without_creating_one() -> None:
+    previous = delivery.set_client(None)
+    try:
+        assert delivery.current_client() is None
+        assert delivery.current_client() is None  # asking creates nothing
+        client = make_client()
+        delivery.set_client(client)
+        assert delivery.current_client() is client
+        assert delivery.get_client() is client
+    finally:
+        delivery.set_client(previous)
