@@ -3,6 +3,7 @@ becomes trackers (schedule, assertions, tags), checked through the management AP
 
 from __future__ import annotations
 
+import re
 import subprocess
 import textwrap
 from pathlib import Path
@@ -152,3 +153,18 @@ def test_it_needs_an_api_key(live_server: LiveServer, tmp_path: Path) -> None:
     )
     assert wrong.returncode == 1
     assert "HTTP 401: invalid API key" in wrong.stdout
+
+
+def test_the_documented_telemhq_toml_applies_as_written(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "schedules.md").read_text()
+    [example] = re.findall(r"```toml\n(# telemhq.toml\n.*?)```", doc, flags=re.DOTALL)
+    base = "https://telemhq.example.com"
+    assert base in example
+    (tmp_path / "telemhq.toml").write_text(example.replace(base, live_server.base_url))
+    proc = run_sync(cwd=tmp_path, TELEMHQ_API_KEY=live_server.api_key)
+    assert proc.returncode == 0, proc.stderr
+    assert "4 job(s): 4 created" in proc.stdout
+    assert live_server.tracker("reports")["schedule"]["cron"] == "0 9 * * 1-5,6"
+    assert live_server.tracker("manual-export")["assertions"] == ["rows > 0"]
