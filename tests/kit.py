@@ -1,0 +1,162 @@
+"""The test kit every adapter's suite uses: a delivery client pointed at the live reference
+server, ping keys, waiting for what the server stored, and the helpers behind "the adapter
+failing never fails the job" and "instrumented twice sends one ping".
+
+    pytest_plugins = ["tests.live_server"]      # the ``live_server`` fixture (one per module)
+
+    def test_a_task_reports(live_server):
+        client = client_for(live_server, ping_key=ping_key(live_server))
+        ...run the orchestrator's job with ``client`` as the process's client...
+        runs = wait_for_runs(live_server, "etl-load", 2)
+        assert statuses(runs) == ["start", "success"]
+        assert_one_ping_per_event(runs)
+
+Everything here talks to the real server over HTTP; nothing is mocked but ``breaking_core``,
+which exists to make core fail on purpose.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from telemhq_plugins.core.config import load_settings
+from telemhq_plugins.core.delivery import Client
+from tests.live_server import LiveServer, free_port
+
+__all__ = [
+    "CoreBroken",
+    "assert_one_ping_per_event",
+    "breaking_core",
+    "client_for",
+    "dead_endpoint",
+    "ping_key",
+    "statuses",
+    "tracker_by_slug",
+    "wait_for_runs",
+]
+
+
+def client_for(server: LiveServer, **overrides: Any) -> Client:
+    """A delivery client for ``server`` from explicit settings only (the developer's
+    environment and config file never leak in): short timeout, no retries. ``overrides`` win
+    (``ping_key=...``, ``token=...``, ``trackers=...``). Close it (``client.close()``) when done;
+    install it as the process's client with ``set_client`` when the adapter uses that one."""
+    settings: dict[str, Any] = {
+        "base_url": server.base_url,
+        "timeout": 2.0,
+        "max_retries": 0,
+        "flush_timeout": 10.0,
+        **overrides,
+    }
+    return Client(load_settings(env={}, config_file=os.devnull, **settings))
+
+
+def ping_key(server: LiveServer, *, auto_create: bool = True) -> str:
+    """A new ping key (through the management API): ``/ping/<key>/<slug of the job>`` then
+    reaches a tracker per job, created on its first ping when ``auto_create``."""
+    response = server.api(
+        "POST",
+        "/ping-keys",
+        json={"name": f"kit-{time.monotonic_ns()}", "auto_create": auto_create},
+    )
+    assert response.status_code == 201, response.text
+    key: str = response.json()["key"]
+    return key
+
+
+def tracker_by_slug(server: LiveServer, slug: str) -> dict[str, Any] | None:
+    """The tracker with this slug, or None when there is none (yet)."""
+    response = server.api("GET", f"/trackers/{slug}")
+    if response.status_code == 404:
+        return None
+    assert response.status_code == 200, response.text
+    tracker: dict[str, Any] = response.json()
+    return tracker
+
+
+def wait_for_runs(
+    server: LiveServer, slug_or_id: str | int, count: int, *, timeout: float = 30.0
+) -> list[dict[str, Any]]:
+    """The tracker's runs (newest first) once it has at least ``count``; the tracker may not
+    exist yet (a ping key creates it on the first ping). Fails after ``timeout`` seconds
+    (a bound for a busy machine, not a speed assertion) with what the server did store."""
+    deadline = time.monotonic() + timeout
+    seen: list[dict[str, Any]] = []
+    while True:
+        response = server.api("GET", f"/trackers/{slug_or_id}/runs", params={"limit": 500})
+        if response.status_code == 200:
+            seen = response.json()["items"]
+            if len(seen) >= count:
+                return seen
+        elif response.status_code != 404:
+            raise AssertionError(f"runs of {slug_or_id}: {response.status_code} {response.text}")
+        if time.monotonic() > deadline:
+            what = (
+                f"{len(seen)} run(s): {_summary(seen)}"
+                if response.status_code == 200
+                else "no such tracker"
+            )
+            raise AssertionError(f"{slug_or_id}: expected {count} run(s) in {timeout}s, got {what}")
+        time.sleep(0.05)
+
+
+def statuses(runs: list[dict[str, Any]]) -> list[str]:
+    """The runs' statuses, oldest first (``wait_for_runs`` answers newest first)."""
+    return [run["status"] for run in reversed(runs)]
+
+
+def assert_one_ping_per_event(runs: list[dict[str, Any]]) -> None:
+    """No two stored runs are the same event: (run id, status, attempt) appears once. What an
+    adapter instrumented twice, or reporting one end from two places, would break."""
+    counts = Counter(_event(run) for run in runs)
+    repeated = {event: n for event, n in counts.items() if n > 1}
+    assert not repeated, f"events stored more than once (run_id, status, attempt): {repeated}"
+
+
+class CoreBroken(RuntimeError):
+    """What core raises inside :func:`breaking_core`."""
+
+
+@contextlib.contextmanager
+def breaking_core() -> Iterator[list[str]]:
+    """Make core's delivery path raise inside the adapter: every ``Client.enqueue`` (how a
+    run's start and end reach delivery) raises :class:`CoreBroken`, in this process and in
+    children forked while it is on. Yields the job names core was asked to queue, so a test
+    can show the adapter did reach core (and the job still succeeded)."""
+    reached: list[str] = []
+    original = Client.enqueue
+
+    def enqueue(self: Client, ping: Any, url: str) -> bool:
+        reached.append(str(getattr(ping, "job", "")))
+        raise CoreBroken("core failed on purpose (breaking_core)")
+
+    Client.enqueue = enqueue  # type: ignore[method-assign]
+    try:
+        yield reached
+    finally:
+        Client.enqueue = original  # type: ignore[method-assign]
+
+
+def dead_endpoint() -> str:
+    """A loopback base URL nothing listens on: connections are refused at once."""
+    url = f"http://127.0.0.1:{free_port()}"
+    with contextlib.suppress(httpx.TransportError):
+        httpx.get(url, timeout=1)
+        raise AssertionError(f"{url} answered; it was meant to be dead")
+    return url
+
+
+def _event(run: dict[str, Any]) -> tuple[Any, Any, Any]:
+    payload = run.get("payload") or {}
+    return (run.get("run_id") or payload.get("run_id"), run["status"], payload.get("attempt"))
+
+
+def _summary(runs: list[dict[str, Any]]) -> list[tuple[Any, Any, Any]]:
+    return [_event(run) for run in reversed(runs)]
