@@ -1,0 +1,28 @@
+"""TelemHQ for Dagster: step hooks, run status sensors and a resource.
+
+::
+
+    from dagster import Definitions, job, op
+    from telemhq_plugins.dagster import telemhq_hooks, telemhq_sensors
+
+    @job(hooks=telemhq_hooks())          # one ping per step: "<job>.<op>"
+    def etl(): ...
+
+    defs = Definitions(jobs=[etl], sensors=telemhq_sensors())   # one ping per run: "<job>"
+
+``telemhq_plugins.report(...)`` inside an op or asset adds metrics to that step's ping.
+"""
+
+from __future__ import annotations
+
+try:
+    import dagster  # noqa: F401
+except ImportError as exc:  # pragma: no cover - exercised in an environment without dagster
+    raise ImportError(
+        "telemhq_plugins.dagster needs Dagster, which is not installed: "
+        'pip install "telemhq-plugins[dagster]"'
+    ) from exc
+
+from telemhq_plugins.dagster.hooks import telemhq_hooks
+
+__all__ = ["telemhq_hooks"]
