@@ -44,8 +44,9 @@ from starlette.routing import BaseRoute, Route
 from telemhq_server import api
 from telemhq_server.config import Settings, load_settings
 from telemhq_server.db import check_database, make_engine, runs, trackers, write_tx
-from telemhq_server.ingest import BatchWriter, PingHandler, Receive, Scope, Send, TrackerCache
+from telemhq_server.ingest import BatchWriter, PingHandler, TrackerCache
 from telemhq_server.metrics import Metrics
+from telemhq_server.types import Receive, Scope, Send
 
 __all__ = ["EXTENSIONS", "TelemHQ", "app_from_env", "create_app"]
 

@@ -600,7 +600,7 @@ def test_a_failed_transaction_leaves_no_partial_rows(
         raise RuntimeError("disk on fire")
 
     # The runs are inserted, then the tracker update fails: everything must roll back.
-    monkeypatch.setattr("telemhq_server.ingest._tracker_params", explode)
+    monkeypatch.setattr("telemhq_server.ingest.writer._tracker_params", explode)
     response = post(client, tracker, None, "/fail")
     assert response.status_code == 503
     assert response.json() == {"ok": False, "error": "storage unavailable, nothing was recorded"}

@@ -1,0 +1,191 @@
+"""The webhook outbox's writing side: which change alerts whom, and the alert's document,
+written inside the transaction that records the flip (so an alert exists exactly when the
+state change does, and survives a crash).
+
+Events: ``tracker.failing``, ``tracker.late``, ``tracker.down`` (the new state) and
+``tracker.recovered`` (back to ``up`` from one of those).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from telemhq_server import db
+
+__all__ = [
+    "DEFAULT_EVENTS",
+    "EVENTS",
+    "build_body",
+    "enqueue_flip",
+    "event_for",
+    "load_json",
+    "subscribed",
+]
+
+EVENTS: Final = ("tracker.failing", "tracker.late", "tracker.down", "tracker.recovered")
+#: What a webhook created without ``events`` receives: ``late`` is opt-in, because a job that
+#: pings at its end is briefly "late" by design (inside its grace) on every run.
+DEFAULT_EVENTS: Final = ("tracker.failing", "tracker.down", "tracker.recovered")
+
+
+def event_for(old: str, new: str) -> str | None:
+    """The webhook event for a state change, or ``None`` when it alerts nobody."""
+    if new in ("failing", "late", "down"):
+        return f"tracker.{new}"
+    if new == "up" and old in ("failing", "late", "down"):
+        return "tracker.recovered"
+    return None
+
+
+def subscribed(events: list[str] | None, event: str, old: str) -> bool:
+    """Does a webhook with ``events`` (empty: :data:`DEFAULT_EVENTS`) get this change?
+
+    ``late -> up`` is a recovery only for those who were told about ``late``.
+    """
+    wanted = events or DEFAULT_EVENTS
+    if event == "tracker.recovered" and old == "late":
+        return "tracker.late" in wanted
+    return event in wanted
+
+
+def load_json(text: str | None) -> Any:
+    """A stored JSON column's value (``None`` when empty; the text itself if not JSON)."""
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return db.iso(value)
+
+
+def _schedule(row: Any) -> dict[str, Any]:
+    return {
+        "kind": row["schedule_kind"],
+        "period_seconds": row["period_seconds"],
+        "cron": row["cron"],
+        "timezone": row["timezone"],
+        "grace_seconds": row["grace_seconds"],
+        "max_runtime_seconds": row["max_runtime_seconds"],
+    }
+
+
+def build_body(
+    conn: Connection,
+    *,
+    event: str,
+    tracker_id: int,
+    old: str,
+    new: str,
+    reason: str,
+    run_id: int | None,
+    now: dt.datetime,
+) -> dict[str, Any]:
+    """The JSON document sent for one state change (see the README for its fields)."""
+    tracker = conn.execute(sa.select(db.trackers).where(db.trackers.c.id == tracker_id)).one()
+    t = tracker._mapping
+    run: dict[str, Any] | None = None
+    failed: list[Any] = []
+    if run_id is not None:
+        row = conn.execute(sa.select(db.runs).where(db.runs.c.id == run_id)).one_or_none()
+        if row is not None:
+            r = row._mapping
+            results = load_json(r["assertions"]) or []
+            failed = [a for a in results if isinstance(a, dict) and not a.get("passed", True)]
+            run = {
+                "id": r["id"],
+                "run_id": r["run_id"],
+                "ping_id": r["ping_id"],
+                "status": r["status"],
+                "passed": r["passed"],
+                "duration_ms": r["duration_ms"],
+                "received_at": _iso(r["received_at"]),
+                "assertions": results,
+                "payload": load_json(r["payload"]),
+            }
+    return {
+        "event": event,
+        "created_at": _iso(now),
+        "tracker": {
+            "id": t["id"],
+            "name": t["name"],
+            "slug": t["slug"],
+            "state": new,
+            "previous_state": old,
+            "tags": t["tags"],
+            "schedule": _schedule(t),
+            "last_ping_at": _iso(t["last_ping_at"]),
+            "next_expected_at": _iso(t["next_expected_at"]),
+        },
+        "reason": reason,
+        "run": run,
+        "failed_assertions": failed,
+        # Made absolute with the server's public URL when sent (see Dispatcher).
+        "dashboard_url": f"/dashboard/trackers/{t['id']}",
+    }
+
+
+def enqueue_flip(
+    conn: Connection,
+    *,
+    tracker_id: int,
+    old: str,
+    new: str,
+    reason: str,
+    run_id: int | None,
+    now: dt.datetime,
+) -> int:
+    """Write one outbox row per enabled webhook subscribed to this change; returns how many.
+
+    Call it inside the transaction that records the flip (``record_flip`` does).
+    """
+    event = event_for(old, new)
+    if event is None:
+        return 0
+    hooks = [
+        h
+        for h in conn.execute(
+            sa.select(db.webhooks.c.id, db.webhooks.c.events).where(db.webhooks.c.enabled)
+        )
+        if subscribed(h.events, event, old)
+    ]
+    if not hooks:
+        return 0
+    body = json.dumps(
+        build_body(
+            conn,
+            event=event,
+            tracker_id=tracker_id,
+            old=old,
+            new=new,
+            reason=reason,
+            run_id=run_id,
+            now=now,
+        ),
+        separators=(",", ":"),
+        default=str,
+    )
+    conn.execute(
+        sa.insert(db.webhook_outbox),
+        [
+            {
+                "webhook_id": h.id,
+                "event": event,
+                "tracker_id": tracker_id,
+                "body": body,
+                "created_at": now,
+                "next_attempt_at": now,
+                "attempts": 0,
+            }
+            for h in hooks
+        ],
+    )
+    return len(hooks)
