@@ -6,11 +6,14 @@ and the sensors; none of them raises for a shape it does not know, it returns le
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from telemhq_plugins.core.config import ConfigError, parse_flag
+from telemhq_plugins.core.logs import log_once
 from telemhq_plugins.core.payload import ErrorInfo, Status
 
 __all__ = [
@@ -21,9 +24,12 @@ __all__ = [
     "bounded_tags",
     "error_from_serializable",
     "metrics_from_metadata",
+    "options_from_tags",
     "step_job_name",
     "step_outcome",
 ]
+
+logger = logging.getLogger("telemhq")
 
 ORCHESTRATOR = "dagster"
 PARTITION_TAG = "dagster/partition"
@@ -84,6 +90,32 @@ def _number(value: Any) -> float | int | None:
     if isinstance(raw, float) and not math.isfinite(raw):
         return None
     return raw
+
+
+def options_from_tags(tags: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A job's own TelemHQ options from its tags (``telemhq/enabled``, ``telemhq/token``,
+    ``telemhq/send_start``), for core's ``resolve_policy``; an unusable flag is logged once
+    and left out."""
+    options: dict[str, Any] = {}
+    for name in ("enabled", "send_start"):
+        value = (tags or {}).get(f"telemhq/{name}")
+        if value is None:
+            continue
+        try:
+            options[name] = parse_flag(value)
+        except ConfigError:
+            log_once(
+                logger,
+                logging.WARNING,
+                ("dagster-tag", name, value),
+                "TelemHQ: the tag telemhq/%s=%r is not a switch (1/0, true/false); ignored",
+                name,
+                value,
+            )
+    token = (tags or {}).get("telemhq/token")
+    if token:
+        options["token"] = str(token)
+    return options
 
 
 def metrics_from_metadata(metadata: Mapping[str, Any]) -> dict[str, float | int]:

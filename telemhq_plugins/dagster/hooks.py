@@ -21,6 +21,7 @@ import datetime as dt
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from dagster import HookDefinition, failure_hook, success_hook
@@ -28,6 +29,7 @@ from dagster import HookDefinition, failure_hook, success_hook
 from telemhq_plugins.core.delivery import Client, get_client
 from telemhq_plugins.core.logs import capture_internal_errors, log_once
 from telemhq_plugins.core.payload import ErrorInfo
+from telemhq_plugins.core.policy import resolve_policy
 from telemhq_plugins.core.runs import Run, Target, add_run_finder, resolve_target
 from telemhq_plugins.dagster import _compat
 from telemhq_plugins.dagster._translate import (
@@ -37,6 +39,7 @@ from telemhq_plugins.dagster._translate import (
     asset_key_of,
     bounded_tags,
     metrics_from_metadata,
+    options_from_tags,
     step_job_name,
     step_outcome,
 )
@@ -127,9 +130,18 @@ def _attempt_start(step: Any) -> float | None:
 class StepReporter:
     """Turns a step's end into its ping; one per :func:`telemhq_hooks` call (its options)."""
 
-    def __init__(self, *, token: str | None = None, resource_key: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        token: str | None = None,
+        resource_key: str | None = None,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+    ) -> None:
         self.token = token
         self.resource_key = resource_key
+        self.include = tuple(include)
+        self.exclude = tuple(exclude)
         self._targets: dict[tuple[Client, str], Target | None] = {}
 
     def client_for(self, hook_context: Any) -> Client:
@@ -141,14 +153,21 @@ class StepReporter:
                 return client
         return get_client()
 
-    def target(self, job: str, client: Client) -> Target | None:
+    def target(self, job: str, client: Client, step: Any) -> Target | None:
+        """Where ``job``'s pings go (None: not monitored), resolved once per job and client."""
         key = (client, job)
         try:
             return self._targets[key]
         except KeyError:
-            found = resolve_target(job, token=self.token, send_start=False, client=client)
-            self._targets[key] = found
-            return found
+            pass
+        found: Target | None = None
+        options = options_from_tags(getattr(step.op_def, "tags", None))
+        policy = resolve_policy(job, options, include=self.include, exclude=self.exclude)
+        if policy is not None:
+            token = policy.token or self.token
+            found = resolve_target(job, token=token, send_start=False, client=client)
+        self._targets[key] = found
+        return found
 
     def on_step(self, hook_context: Any, outcome: StepOutcome | None) -> None:
         """Send the ping of the attempt that just ended (``outcome`` None: read it from the
@@ -164,7 +183,7 @@ class StepReporter:
         asset_key = asset_key_of(step)
         job = step_job_name(step.job_name, op, asset_key)
         client = self.client_for(hook_context)
-        target = self.target(job, client)
+        target = self.target(job, client, step)
         if target is None:
             return
         tags = step.dagster_run.tags
@@ -252,7 +271,11 @@ def _public_hooks(reporter: StepReporter, required: set[str]) -> set[HookDefinit
 
 
 def telemhq_hooks(
-    token: str | None = None, *, resource_key: str | None = None
+    token: str | None = None,
+    *,
+    resource_key: str | None = None,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
 ) -> set[HookDefinition]:
     """Hooks for ``@job(hooks=...)``, ``define_asset_job(hooks=...)``, ``@asset(hooks=...)``
     or ``job.with_hooks(...)``: one ping per step attempt, to the tracker of
@@ -261,8 +284,11 @@ def telemhq_hooks(
     ``token``: one tracker (token or ping URL) for every step, else core's resolution by
     job name (``TELEMHQ_TRACKERS`` globs, ping key + slug). ``resource_key``: the key of a
     :class:`~telemhq_plugins.dagster.TelemHQResource` whose settings the pings use (the hooks
-    then require that resource)."""
-    reporter = StepReporter(token=token, resource_key=resource_key)
+    then require that resource). ``include``/``exclude``: globs over those names; an op's
+    tags ``telemhq/enabled`` and ``telemhq/token`` win over them for its steps."""
+    reporter = StepReporter(
+        token=token, resource_key=resource_key, include=include, exclude=exclude
+    )
     required = {resource_key} if resource_key else set()
     add_run_finder(collectors.find)
     if _compat.RAW_HOOKS:

@@ -12,14 +12,16 @@ from dagster import (
     DagsterEventType,
     DagsterInstance,
     Definitions,
+    job,
     materialize,
+    op,
 )
 
 from telemhq_plugins.core import Client, set_client
-from telemhq_plugins.dagster import _compat, hooks, telemhq_hooks
+from telemhq_plugins.dagster import _compat, telemhq_hooks
 from tests.dagster import jobs
-from tests.dagster.conftest import Stored, make_client
-from tests.live_server import free_port
+from tests.dagster.conftest import Stored
+from tests.kit import assert_one_ping_per_event, breaking_core, client_for, dead_endpoint
 
 
 def hook_errors(result: Any) -> list[Any]:
@@ -125,10 +127,10 @@ def test_materialize_names_the_step_by_its_asset_key(
 
 
 def test_endpoint_down_same_outcome_bounded_time(
-    instance: DagsterInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: Stored, instance: DagsterInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TELEMHQ_TEST_MARKER", str(tmp_path))
-    dead = make_client(f"http://127.0.0.1:{free_port()}", ping_key="k" * 22, flush_timeout=2.0)
+    dead = client_for(server.live, base_url=dead_endpoint(), ping_key="k" * 22, flush_timeout=2.0)
     previous = set_client(dead)
     try:
         assert jobs.plain_job.execute_in_process(instance=instance).success
@@ -144,17 +146,18 @@ def test_endpoint_down_same_outcome_bounded_time(
 
 
 def test_adapter_failing_never_fails_the_op(
-    server: Stored, client: Client, instance: DagsterInstance, monkeypatch: pytest.MonkeyPatch
+    server: Stored, client: Client, instance: DagsterInstance
 ) -> None:
-    def broken_resolution(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("core broke")
-
-    monkeypatch.setattr(hooks, "resolve_target", broken_resolution)
-    reporter_hooks = telemhq_hooks()  # a fresh target cache
-    result = jobs.plain_job.graph.to_job(hooks=reporter_hooks).execute_in_process(instance=instance)
+    with breaking_core() as reached:
+        result = jobs.plain_job.execute_in_process(instance=instance)
+        failed = jobs.broken.execute_in_process(instance=instance, raise_on_error=False)
     assert result.success
     assert result.output_for_node("extract") == 450
+    assert not failed.success
+    assert failed.failure_data_for_node("explode") is not None
+    assert {"plain_job.extract", "plain_job.load", "broken.explode"} <= set(reached)
     assert not hook_errors(result)
+    assert not hook_errors(failed)
 
 
 def test_hooks_attached_twice_send_one_ping(
@@ -165,7 +168,9 @@ def test_hooks_attached_twice_send_one_ping(
     assert result.success
     server.wait("plain_job.load", 1, f"{result.run_id}:load")
     client.flush()
-    assert len(server.runs("plain_job.extract", f"{result.run_id}:extract")) == 1
+    stored = server.runs("plain_job.extract", f"{result.run_id}:extract")
+    assert len(stored) == 1
+    assert_one_ping_per_event(server.runs("plain_job.load"))
 
 
 def test_public_hooks_fallback_reports_success_and_failure(
@@ -184,3 +189,31 @@ def test_public_hooks_fallback_reports_success_and_failure(
     (failure,) = server.wait("broken.explode", 1, f"{bad.run_id}:explode")
     assert failure["status"] == "failure"
     assert failure["error"]["type"] == "LoadError"
+
+
+def test_exclude_globs_and_the_op_tag_opt_out(
+    server: Stored, client: Client, instance: DagsterInstance
+) -> None:
+    @op(tags={"telemhq/enabled": "false"})
+    def secret() -> int:
+        return 1
+
+    @op
+    def public(value: int) -> int:
+        return value
+
+    @op
+    def noisy(value: int) -> None:
+        pass
+
+    @job(hooks=telemhq_hooks(exclude=["*.noisy"]))
+    def selective() -> None:
+        noisy(public(secret()))
+
+    result = selective.execute_in_process(instance=instance)
+    assert result.success
+    (ping,) = server.wait("selective.public", 1, f"{result.run_id}:public")
+    assert ping["status"] == "success"
+    assert client.flush()
+    assert server.tracker("selective.secret") is None
+    assert server.tracker("selective.noisy") is None

@@ -9,6 +9,7 @@ from telemhq_plugins.dagster._translate import (
     bounded_tags,
     error_from_serializable,
     metrics_from_metadata,
+    options_from_tags,
     step_job_name,
 )
 
@@ -67,3 +68,12 @@ def test_tags_are_bounded() -> None:
     out = bounded_tags(tags)
     assert len(out) == 20
     assert all(len(v) == 200 for v in out.values())
+
+
+def test_options_from_tags() -> None:
+    assert options_from_tags(None) == {}
+    assert options_from_tags({"telemhq/enabled": "false", "telemhq/token": "abc"}) == {
+        "enabled": False,
+        "token": "abc",
+    }
+    assert options_from_tags({"telemhq/send_start": "maybe", "other": "x"}) == {}
