@@ -9,7 +9,7 @@ The user-facing API::
     @telemhq_plugins.monitor(token="...")                # any function, sync or async
     def nightly_sync(): ...
 
-    with telemhq_plugins.run(token="...") as r:          # any block
+    with telemhq_plugins.monitored("backfill", token="...") as r:   # any block
         r.report(cost_usd=0.12)
 """
 
@@ -25,6 +25,7 @@ from telemhq_plugins.core import (
     hookimpl,
     load_settings,
     monitor,
+    monitored,
     parse_assertion,
     plugin_manager,
     report,
@@ -47,6 +48,7 @@ __all__ = [
     "hookimpl",
     "load_settings",
     "monitor",
+    "monitored",
     "parse_assertion",
     "plugin_manager",
     "report",

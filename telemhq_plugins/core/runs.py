@@ -44,6 +44,7 @@ __all__ = [
     "add_run_finder",
     "current_run",
     "monitor",
+    "monitored",
     "remove_run_finder",
     "report",
     "resolve_target",
@@ -357,7 +358,7 @@ def add_run_finder(finder: RunFinder) -> None:
     For an adapter whose tasks run often: its runs need not be bound, and binding
     (``ContextVar.set`` and ``reset``, about 1.5 µs in a quiet loop and several in a busy
     worker) is paid by every task, while a finder costs only the calls to ``report()``. A
-    bound run (a ``run()`` block inside a task) still comes first."""
+    bound run (a ``monitored()`` block inside a task) still comes first."""
     if finder not in _finders:
         _finders.append(finder)
 
@@ -385,7 +386,7 @@ def report(**fields: Any) -> None:
         telemhq_plugins.report(records_processed=450, cost_usd=0.12)
 
     Works inside any instrumented task (Airflow, Prefect, Dagster, Celery) and inside
-    :func:`monitor` / :func:`run`. Outside a run it does nothing (logged once)."""
+    :func:`monitor` / :class:`monitored`. Outside a run it does nothing (logged once)."""
     current = current_run()
     if current is None:
         log_once(
@@ -406,14 +407,14 @@ def _status_for(exc: BaseException) -> Status:
     return "failure"
 
 
-class run:
-    """Monitor a block, sync or async::
+class monitored:
+    """Monitor a block, sync or async, as :func:`monitor` monitors a function::
 
-        with telemhq_plugins.run(token="...", job="nightly-sync") as r:
+        with telemhq_plugins.monitored("nightly-sync", token="...") as r:
             r.report(records_processed=n)
 
-    Success on a clean exit; failure (with the error) when the block raises, and the
-    exception propagates unchanged."""
+    The block's value is its :class:`Run`. Success on a clean exit; failure (with the error)
+    when the block raises, and the exception propagates unchanged."""
 
     def __init__(
         self,
@@ -443,7 +444,7 @@ class run:
         current = self._run
         if current is None:
             return
-        with capture_internal_errors("run.__exit__"):
+        with capture_internal_errors("monitored.__exit__"):
             if exc is None:
                 current.finish("success")
             else:
@@ -461,6 +462,11 @@ class run:
         tb: TracebackType | None,
     ) -> None:
         self.__exit__(exc_type, exc, tb)
+
+
+#: The first name of :class:`monitored`, kept for code written against it (it differs from
+#: :class:`Run`, the run object, only by case).
+run = monitored
 
 
 @overload
@@ -491,14 +497,14 @@ def monitor(
 
             @functools.wraps(fn)
             async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                async with run(name, token=token, send_start=send_start):
+                async with monitored(name, token=token, send_start=send_start):
                     return await async_fn(*args, **kwargs)
 
             return async_wrapper  # type: ignore[return-value]
 
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            with run(name, token=token, send_start=send_start):
+            with monitored(name, token=token, send_start=send_start):
                 return fn(*args, **kwargs)
 
         return wrapper

@@ -182,7 +182,7 @@ def test_it_reaches_report_and_records_an_eager_run(
 def test_report_reaches_the_innermost_run_of_a_task(
     app: Celery, server: TelemHQ, client: Client, instrumented: CeleryInstrumentor
 ) -> None:
-    """The task's run is found by thread (not bound), so a ``run()`` block inside the task
+    """The task's run is found by thread (not bound), so a ``monitored()`` block inside the task
     takes its own reports, and a task called directly inside another reports to the outer."""
 
     @app.task(name="unit.helper", shared=False)
@@ -192,7 +192,7 @@ def test_report_reaches_the_innermost_run_of_a_task(
     @app.task(name="unit.outer", shared=False)
     def outer() -> None:
         telemhq_plugins.report(before=1)
-        with telemhq_plugins.run("unit.inner-step") as step:
+        with telemhq_plugins.monitored("unit.inner-step") as step:
             telemhq_plugins.report(inside=2)
             assert telemhq_plugins.current_run() is step
         helper()  # a plain call: no message, no run of its own

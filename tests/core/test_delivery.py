@@ -421,7 +421,7 @@ def test_it_delivers_from_a_process_that_exits_right_after_pinging(receiver: Rec
     done = _run_python(
         """
         import telemhq_plugins
-        with telemhq_plugins.run(job="quick-script") as r:
+        with telemhq_plugins.monitored(job="quick-script") as r:
             r.report(records_processed=3)
         """,
         {"TELEMHQ_PING_URL": receiver.url()},
@@ -444,7 +444,7 @@ def test_it_does_not_hold_process_exit_beyond_flush_timeout() -> None:
         done = _run_python(
             """
             import telemhq_plugins
-            with telemhq_plugins.run(job="stuck-server"):
+            with telemhq_plugins.monitored(job="stuck-server"):
                 pass
             print("job done")
             """,

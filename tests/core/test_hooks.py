@@ -57,9 +57,9 @@ def test_it_enriches_scrubs_drops_and_reports(recorder: Recorder, plugins: list[
     for plugin in (Team(), Scrubber(), observer):
         telemhq_plugins.plugin_manager().register(plugin)
         plugins.append(plugin)
-    with telemhq_plugins.run("etl") as r:
+    with telemhq_plugins.monitored("etl") as r:
         r.report(password="hunter2", rows=3)
-    with telemhq_plugins.run("noisy"):
+    with telemhq_plugins.monitored("noisy"):
         pass
     [body] = recorder.bodies()
     assert body["team"] == "data-platform"
@@ -74,7 +74,7 @@ def test_it_sends_the_ping_when_a_plugin_raises(
     broken = Broken()
     telemhq_plugins.plugin_manager().register(broken)
     plugins.append(broken)
-    with telemhq_plugins.run("etl"):
+    with telemhq_plugins.monitored("etl"):
         pass
     [body] = recorder.bodies()
     assert body["job"] == "etl"

@@ -1,4 +1,4 @@
-"""Runs, ``report()``, ``@monitor`` and ``run()``: what the user API puts in the pings.
+"""Runs, ``report()``, ``@monitor`` and ``monitored()``: what the user API puts in the pings.
 
 Delivery is exercised for real (over loopback) in test_delivery*.py and tests/e2e; here the
 HTTP edge is an ``httpx.MockTransport`` so each test can read back exactly what was sent.
@@ -73,7 +73,7 @@ def test_it_monitors_async_functions_and_blocks(recorder: Recorder) -> None:
         return "done"
 
     async def block() -> None:
-        async with telemhq_plugins.run("async-block") as r:
+        async with telemhq_plugins.monitored("async-block") as r:
             r.report(tokens=1200)
 
     assert asyncio.run(job()) == "done"
@@ -88,7 +88,7 @@ def test_it_monitors_async_functions_and_blocks(recorder: Recorder) -> None:
 
 def test_it_keeps_concurrent_runs_apart(recorder: Recorder) -> None:
     async def one(n: int) -> None:
-        async with telemhq_plugins.run(f"job-{n}"):
+        async with telemhq_plugins.monitored(f"job-{n}"):
             await asyncio.sleep(0.01 * (3 - n))
             telemhq_plugins.report(n=n)
 
@@ -103,10 +103,19 @@ def test_it_keeps_concurrent_runs_apart(recorder: Recorder) -> None:
     ]
 
 
+def test_the_block_still_answers_to_its_first_name(recorder: Recorder) -> None:
+    """``telemhq_plugins.run`` was the block's documented name before ``monitored``."""
+    assert telemhq_plugins.run is telemhq_plugins.monitored
+    with telemhq_plugins.run("first-name") as r:
+        r.report(records_processed=3)
+    [body] = recorder.bodies()
+    assert (body["job"], body["status"], body["records_processed"]) == ("first-name", "success", 3)
+
+
 def test_it_marks_cancellation_and_clean_system_exit(recorder: Recorder) -> None:
-    with pytest.raises(KeyboardInterrupt), telemhq_plugins.run("interrupted"):
+    with pytest.raises(KeyboardInterrupt), telemhq_plugins.monitored("interrupted"):
         raise KeyboardInterrupt
-    with pytest.raises(SystemExit), telemhq_plugins.run("exits"):
+    with pytest.raises(SystemExit), telemhq_plugins.monitored("exits"):
         raise SystemExit(0)
     interrupted, exits = recorder.bodies()
     assert interrupted["status"] == "cancelled"
@@ -210,7 +219,7 @@ def test_it_is_inert_when_disabled_or_unconfigured(options: dict[str, Any]) -> N
     rec = Recorder(**options)
     previous = set_client(rec.client)
     try:
-        with telemhq_plugins.run("quiet") as block:
+        with telemhq_plugins.monitored("quiet") as block:
             telemhq_plugins.report(records_processed=1)
         current = start_run("quiet-job")
         assert not current.active
@@ -283,7 +292,7 @@ def test_an_adapters_run_finder_answers_when_no_run_is_bound(
     try:
         telemhq_plugins.report(rows=1)  # the broken finder is skipped, logged once
         assert current_run() is found
-        with telemhq_plugins.run("inner") as inner:  # a bound run comes first
+        with telemhq_plugins.monitored("inner") as inner:  # a bound run comes first
             assert current_run() is inner
         found.finish("success")
     finally:

@@ -236,7 +236,7 @@ def test_it_replays_what_an_exited_process_left_behind(tmp_path: Path, port: int
     done = _python(
         """
         import telemhq_plugins
-        with telemhq_plugins.run(job="offline-script") as r:
+        with telemhq_plugins.monitored(job="offline-script") as r:
             r.report(records_processed=7)
         """,
         {
