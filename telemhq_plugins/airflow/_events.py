@@ -1,0 +1,316 @@
+"""Airflow events to runs: the one place callbacks and the listener report through.
+
+Every reporter (a task or DAG callback, the listener) calls :data:`reporter` with the Airflow
+objects it was given and where the pings go. The reporter
+
+* sends one ping per event: the first reporter of an event (a try's start or end, a DAG
+  run's end) claims it and the others are ignored, whatever order Airflow calls them in;
+  the key holds the try number, so a retry's end never hides the next try's. Across
+  processes (the scheduler's listener and the DAG processor's callback of one DAG run) the
+  ping id is derived from the event (``stable_ping_id``), and the server stores it once;
+* keeps the open run of each try, which ``telemhq_plugins.report()`` reaches through a run
+  finder over Airflow's current task context;
+* flushes delivery after each task's final event and each DAG run's end, bounded by
+  ``settings.flush_timeout``: Airflow ends a task process with ``os._exit`` and runs DAG
+  callbacks in a child of the DAG processor, where the exit flush may never run.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+from telemhq_plugins.airflow._client import airflow_client
+from telemhq_plugins.airflow._identity import (
+    dag_block,
+    dag_end,
+    dag_identity,
+    dag_start,
+    elapsed_ms,
+    task_block,
+    task_identity,
+    task_start,
+)
+from telemhq_plugins.core.logs import log_once
+from telemhq_plugins.core.payload import ErrorInfo, Status, stable_ping_id
+from telemhq_plugins.core.runs import Run, Target, resolve_target
+
+__all__ = ["ORCHESTRATOR", "Options", "Reporter", "reporter"]
+
+logger = logging.getLogger("telemhq")
+
+ORCHESTRATOR = "airflow"
+_DONE_MAX = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Where one reporter's pings go: an explicit token or URL (else core resolution of the
+    job name) and whether runs send ``start`` (None: ``settings.send_start``)."""
+
+    token: str | None = None
+    send_start: bool | None = None
+
+
+#: answers whether a task is monitored, and how, from its task instance (None: not by me).
+TaskSource = Callable[[Any], "Options | None"]
+
+
+def _error(error: Any) -> BaseException | ErrorInfo | None:
+    if isinstance(error, BaseException):
+        return error
+    if error:
+        return ErrorInfo("AirflowTaskFailure", str(error))
+    return None
+
+
+def _context_getter() -> Callable[[], Any]:
+    try:
+        from airflow.sdk import get_current_context
+    except ImportError:  # Airflow 2
+        from airflow.operators.python import get_current_context as legacy
+
+        return cast("Callable[[], Any]", legacy)
+    return cast("Callable[[], Any]", get_current_context)
+
+
+def _current_context() -> Any:
+    """Airflow's context of the task executing here, or None outside a task."""
+    try:
+        return _context_getter()()
+    except Exception:  # outside a task: Airflow raises
+        return None
+
+
+def _target(job: str, options: Options) -> Target | None:
+    return resolve_target(
+        job, token=options.token, send_start=options.send_start, client=airflow_client()
+    )
+
+
+def _run(
+    target: Target,
+    job: str,
+    run_id: str,
+    *,
+    attempt: int | None,
+    details: dict[str, Any],
+    started: dt.datetime | None,
+) -> Run:
+    """A run whose start Airflow knows (the try's or DAG run's start date), not measured here."""
+    current = Run(
+        job,
+        url=target.url,
+        client=target.client,
+        orchestrator=ORCHESTRATOR,
+        run_id=run_id,
+        attempt=attempt,
+        details=details,
+        timed=False,
+    )
+    current.started_at = started
+    return current
+
+
+class Reporter:
+    """The runs of this process's tasks and DAG runs (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        #: the open run of each try, by (run id, try number): timing, metrics, start ping.
+        self._open: dict[tuple[str, int | None], Run] = {}
+        #: events already reported, oldest first: (run id, try number, "start" | "end").
+        self._done: collections.OrderedDict[tuple[str, int | None, str], None] = (
+            collections.OrderedDict()
+        )
+        self._sources: list[TaskSource] = []
+
+    # -- who monitors what ----------------------------------------------------------------------
+
+    def add_source(self, source: TaskSource) -> None:
+        """Register how a reporter tells whether a task is monitored (for ``report()``)."""
+        with self._lock:
+            if source not in self._sources:
+                self._sources.append(source)
+
+    def remove_source(self, source: TaskSource) -> None:
+        with self._lock:
+            if source in self._sources:
+                self._sources.remove(source)
+
+    def options_for(self, ti: Any) -> Options | None:
+        for source in list(self._sources):
+            options = source(ti)
+            if options is not None:
+                return options
+        return None
+
+    def claim(self, key: tuple[str, int | None, str]) -> bool:
+        """True for the first reporter of an event, False for every later one."""
+        with self._lock:
+            if key in self._done:
+                return False
+            self._done[key] = None
+            if len(self._done) > _DONE_MAX:
+                self._done.popitem(last=False)
+            return True
+
+    # -- tasks ----------------------------------------------------------------------------------
+
+    def task_started(self, ti: Any, context: Any, options: Options) -> None:
+        """A try began: open its run, send ``start`` when asked."""
+        identity = task_identity(ti)
+        if not self.claim((identity.run_id, identity.try_number, "start")):
+            return
+        target = _target(identity.job, options)
+        if target is None:
+            return
+        current = _run(
+            target,
+            identity.job,
+            identity.run_id,
+            attempt=identity.try_number,
+            details=task_block(ti, identity, context),
+            started=task_start(ti),
+        )
+        with self._lock:
+            previous = self._open.get(identity.key)
+            if previous is not None and previous.metrics:  # report() ran before the start
+                current.metrics = previous.metrics
+            self._open[identity.key] = current
+        if target.send_start:
+            current.start(ping_id=stable_ping_id(identity.run_id, identity.try_number, "start"))
+
+    def task_finished(
+        self, ti: Any, context: Any, status: Status, options: Options, error: Any = None
+    ) -> None:
+        """A try ended (``success``, ``failure``, ``retry`` or ``skipped``): one final ping,
+        then a bounded flush."""
+        identity = task_identity(ti)
+        with self._lock:
+            opened = self._open.pop(identity.key, None)
+        if not self.claim((identity.run_id, identity.try_number, "end")):
+            return
+        target = _target(identity.job, options)
+        if target is None:
+            return
+        started = task_start(ti)
+        final = _run(
+            target,
+            identity.job,
+            identity.run_id,
+            attempt=identity.try_number,
+            details=task_block(ti, identity, context),
+            started=started,
+        )
+        if opened is not None and opened.metrics:
+            final.metrics = dict(opened.metrics)
+        ended = getattr(ti, "end_date", None)
+        final.finish(
+            status,
+            ping_id=stable_ping_id(identity.run_id, identity.try_number, status),
+            error=_error(error),
+            duration_ms=elapsed_ms(started, ended if isinstance(ended, dt.datetime) else None),
+        )
+        self.flush(final)
+
+    def current(self) -> Run | None:
+        """The run finder: the open run of the task executing here, opened on first use
+        (``report()`` before any start event) when the task is monitored."""
+        context = _current_context()
+        if context is None:
+            return None
+        ti = context.get("ti") or context.get("task_instance")
+        if ti is None:
+            return None
+        identity = task_identity(ti)
+        with self._lock:
+            found = self._open.get(identity.key)
+        if found is not None:
+            return found
+        if self.options_for(ti) is None:
+            return None
+        holder = Run(
+            identity.job,
+            url=None,  # only holds report()'s metrics until the final event
+            client=airflow_client(),
+            orchestrator=ORCHESTRATOR,
+            run_id=identity.run_id,
+            attempt=identity.try_number,
+            timed=False,
+        )
+        with self._lock:
+            return self._open.setdefault(identity.key, holder)
+
+    # -- DAG runs -------------------------------------------------------------------------------
+
+    def dag_started(self, dag_run: Any, options: Options) -> None:
+        identity = dag_identity(dag_run)
+        target = _target(identity.job, options)
+        if target is None or not target.send_start:
+            return
+        if not self.claim((identity.run_id, None, "start")):
+            return
+        _run(
+            target,
+            identity.job,
+            identity.run_id,
+            attempt=None,
+            details=dag_block(dag_run, identity, None),
+            started=dag_start(dag_run),
+        ).start(ping_id=stable_ping_id(identity.run_id, None, "start"))
+
+    def dag_finished(
+        self, dag_run: Any, status: Status, options: Options, reason: str | None = None
+    ) -> None:
+        """A DAG run ended: one final ping, then a bounded flush."""
+        identity = dag_identity(dag_run)
+        if not self.claim((identity.run_id, None, "end")):
+            return
+        target = _target(identity.job, options)
+        if target is None:
+            return
+        started = dag_start(dag_run)
+        final = _run(
+            target,
+            identity.job,
+            identity.run_id,
+            attempt=None,
+            details=dag_block(dag_run, identity, reason),
+            started=started,
+        )
+        error = None
+        if status == "failure":
+            error = ErrorInfo("DagRunFailed", reason or f"DAG run {identity.dag_run_id} failed")
+        final.finish(
+            status,
+            ping_id=stable_ping_id(identity.run_id, None, status),
+            error=error,
+            duration_ms=elapsed_ms(started, dag_end(dag_run)),
+        )
+        self.flush(final)
+
+    # -- delivery -------------------------------------------------------------------------------
+
+    def flush(self, run: Run | None = None) -> None:
+        """Wait for queued pings, bounded by ``settings.flush_timeout``; a timeout is logged
+        once (the pings stay queued, or spooled when a spool is set)."""
+        client = run.client if run is not None else airflow_client()
+        if not client.flush():
+            log_once(
+                logger,
+                logging.WARNING,
+                ("airflow-flush-timeout", client.settings.base_url),
+                "TelemHQ: pings not delivered within %.1f s (TELEMHQ_FLUSH_TIMEOUT) at the end "
+                "of an Airflow task or DAG run; Airflow may end this process before they are",
+                client.settings.flush_timeout,
+            )
+
+
+#: the process's reporter, shared by the callbacks and the listener.
+reporter = Reporter()

@@ -1,0 +1,78 @@
+"""Fixtures for the Airflow adapter tests: a real Airflow 3 (``dag.test()``, its metadata DB
+migrated once per session in a temporary ``AIRFLOW_HOME``) and the real reference server.
+
+Airflow reads its configuration when first imported, so the environment is set here, before
+any test module imports it. Every DAG lives in ``tests/airflow/dags`` (``dag.test()`` parses
+that folder on each call; one file keeps it quick).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+DAGS_FOLDER = Path(__file__).parent / "dags"
+AIRFLOW_HOME = tempfile.mkdtemp(prefix="telemhq-airflow-")
+AIRFLOW_ENV = {
+    "AIRFLOW_HOME": AIRFLOW_HOME,
+    "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__CORE__PLUGINS_FOLDER": os.path.join(AIRFLOW_HOME, "plugins"),
+    "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+}
+os.environ.update(AIRFLOW_ENV)
+# The listener plugin stays off unless a test turns it on (see ``listener`` fixtures).
+os.environ.pop("TELEMHQ_AIRFLOW_AUTO", None)
+
+import warnings  # noqa: E402
+
+# Airflow's in-process execution API (``dag.test()``) imports Starlette's test client, which
+# warns at import that it prefers ``httpx2``: theirs, not ours, and under
+# ``filterwarnings = error`` it would fail every task. Imported once here, warning ignored.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    import starlette.testclient  # noqa: F401
+
+from telemhq_plugins.core import Client, set_client  # noqa: E402
+from tests.airflow.helpers import make_client, new_ping_key  # noqa: E402
+from tests.live_server import LiveServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> str:
+    """The metadata DB of this session, migrated once (``airflow db migrate``)."""
+    subprocess.run(
+        [str(Path(sys.executable).with_name("airflow")), "db", "migrate"],
+        env={**os.environ, **AIRFLOW_ENV},
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return AIRFLOW_HOME
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[LiveServer]:
+    with LiveServer() as live:
+        yield live
+
+
+@pytest.fixture(scope="session")
+def ping_key(server: LiveServer) -> str:
+    return new_ping_key(server)
+
+
+@pytest.fixture
+def client(server: LiveServer, ping_key: str) -> Iterator[Client]:
+    """The process-wide delivery client, on the server's ping key (a tracker per job)."""
+    current = make_client(server, ping_key=ping_key)
+    previous = set_client(current)
+    yield current
+    current.close()
+    set_client(previous)

@@ -1,0 +1,106 @@
+"""The DAGs of the Airflow adapter tests (one file: ``dag.test()`` parses the folder)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowSkipException
+
+import telemhq_plugins
+from telemhq_plugins.airflow import callbacks, dag_callbacks
+
+START = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+NO_DELAY = dt.timedelta(0)
+
+
+def _try_number() -> int:
+    number: int = get_current_context()["ti"].try_number
+    return number
+
+
+@dag(schedule=None, start_date=START, catchup=False, default_args=callbacks(), **dag_callbacks())
+def cb_success() -> None:
+    @task
+    def load() -> int:
+        telemhq_plugins.report(records_processed=450, cost_usd=0.12)
+        return 450
+
+    load()
+
+
+@dag(
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    default_args={"retries": 2, "retry_delay": NO_DELAY, **callbacks()},
+    **dag_callbacks(),
+)
+def cb_retry() -> None:
+    @task
+    def flaky() -> None:
+        if _try_number() == 1:
+            raise ValueError("first try fails")
+        telemhq_plugins.report(records_processed=7)
+
+    flaky()
+
+
+@dag(
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    default_args={"retries": 1, "retry_delay": NO_DELAY, **callbacks()},
+    **dag_callbacks(),
+)
+def cb_failure() -> None:
+    @task
+    def broken() -> None:
+        raise RuntimeError("always broken")
+
+    broken()
+
+
+@dag(schedule=None, start_date=START, catchup=False, default_args=callbacks(), **dag_callbacks())
+def cb_skipped() -> None:
+    @task
+    def nothing_to_do() -> None:
+        raise AirflowSkipException("no new files")
+
+    @task(trigger_rule="none_failed")
+    def after() -> None:
+        pass
+
+    nothing_to_do() >> after()
+
+
+@dag(schedule=None, start_date=START, catchup=False, default_args=callbacks(), **dag_callbacks())
+def cb_mapped() -> None:
+    @task
+    def part(n: int) -> int:
+        telemhq_plugins.report(part=n)
+        return n
+
+    part.expand(n=[0, 1, 2])
+
+
+@dag(
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    default_args=callbacks(send_start=True),
+    **dag_callbacks(),
+)
+def cb_start() -> None:
+    @task
+    def with_start() -> None:
+        pass
+
+    with_start()
+
+
+#: every DAG above by its id (Airflow also finds them, registered as they are created).
+DAGS = {
+    d.dag_id: d
+    for d in (cb_success(), cb_retry(), cb_failure(), cb_skipped(), cb_mapped(), cb_start())
+}
