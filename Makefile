@@ -23,13 +23,15 @@ apt = command -v $(1) >/dev/null 2>&1 || { \
 	else echo "$(1) is missing: install $(2) (tests that need it skip)"; fi; }
 
 .PHONY: help uv browser wrk env-core env-server env-celery env-airflow env-prefect env-dagster \
-	test test-core test-server test-celery test-airflow test-prefect test-dagster test-e2e \
+	test test-core test-server test-reliability test-security test-celery test-airflow \
+	test-prefect test-dagster test-e2e \
 	lint demo bench clean
 
 help:
 	@echo "make demo    the reference server, monitored jobs (script, CLI, Celery) against it"
 	@echo "make test    lint + every part's tests, each in its own environment"
 	@echo "make test-core|test-server|test-celery|test-airflow|test-prefect|test-dagster|test-e2e"
+	@echo "make test-reliability|test-security   the server under kill -9, locks, hostile input"
 	@echo "make bench   run the benchmarks under benchmarks/ (prints figures)"
 
 uv:
@@ -63,6 +65,11 @@ test-core: env-core
 	@$(call pytest,core,tests/core)
 test-server: env-server
 	@$(call pytest,server,tests/server)
+# Loopback only (real server processes, PostgreSQL and Redis on this machine), each test bounded.
+test-reliability: env-server
+	@$(call pytest,server,tests/reliability)
+test-security: env-server
+	@$(call pytest,server,tests/security)
 test-e2e: env-server browser
 	@$(call pytest,server,tests/e2e)
 test-celery: env-celery
@@ -77,7 +84,7 @@ test-dagster:
 	@if [ -d tests/dagster ]; then $(MAKE) env-dagster && $(call pytest,dagster,tests/dagster); \
 	else echo "tests/dagster: no adapter yet"; fi
 
-test: lint test-core test-server test-celery test-airflow test-prefect test-dagster test-e2e
+test: lint test-core test-server test-reliability test-security test-celery test-airflow test-prefect test-dagster test-e2e
 
 demo: env-celery
 	.venvs/celery/bin/python -m demo $(DEMO_ARGS)
@@ -85,6 +92,7 @@ demo: env-celery
 bench: env-celery env-core wrk
 	.venvs/core/bin/python benchmarks/core.py
 	.venvs/server/bin/python benchmarks/ingest.py
+	.venvs/server/bin/python benchmarks/detector.py
 	.venvs/celery/bin/python benchmarks/celery_instructions.py
 	.venvs/celery/bin/python benchmarks/celery_overhead.py
 

@@ -24,15 +24,15 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from telemhq_server import db, states
-from telemhq_server.flips import record_flip
+from telemhq_server.flips import record_flips
 from telemhq_server.schedules import (
     Schedule,
     ScheduleError,
@@ -44,14 +44,19 @@ from telemhq_server.schedules import (
 if TYPE_CHECKING:
     from telemhq_server.app import TelemHQ
 
-__all__ = ["DETECT_INTERVAL", "Detector", "TickResult", "register", "schedule_of"]
+__all__ = ["CHUNK", "DETECT_INTERVAL", "Detector", "TickResult", "register", "schedule_of"]
 
 logger = logging.getLogger("telemhq_server.detector")
+
+T = TypeVar("T")
 
 #: States from which a missed ping turns the tracker late / down.
 _CAN_BE_LATE: Final = ("up", "late")
 _CAN_BE_DOWN: Final = ("up", "late", "failing")
-_BATCH: Final = 500
+#: Trackers read per query; a pass goes on reading pages until none is left.
+_PAGE: Final = 1000
+#: State changes (or refreshed expectations) written per transaction, by default.
+CHUNK: Final = 200
 #: Seconds between detection passes in the server: how late a late/down can be noticed.
 DETECT_INTERVAL: Final = 5.0
 
@@ -90,8 +95,11 @@ class Detector:
         clock: Callable[[], dt.datetime] = db.utcnow,
         interval: float = 5.0,
         on_flip: Callable[[], None] | None = None,
+        chunk: int = CHUNK,
     ) -> None:
         self.engine = engine
+        #: State changes (or refreshed expectations) written per transaction.
+        self.chunk = chunk
         self.clock = clock
         self.interval = interval
         #: Called after a tick that flipped something (the app wakes the webhook dispatcher).
@@ -109,7 +117,8 @@ class Detector:
             await asyncio.sleep(self.interval)
 
     def tick(self, now: dt.datetime | None = None) -> TickResult:
-        """One detection pass at ``now`` (default: the clock)."""
+        """One detection pass at ``now`` (default: the clock): every tracker due by then is
+        handled in this pass, however many there are."""
         now = self.clock() if now is None else now
         result = TickResult()
         result.refreshed = self._refresh(now)
@@ -117,165 +126,218 @@ class Detector:
         self._hung(now, result)
         return result
 
+    def _pages(self, query: sa.Select[Any]) -> Iterator[Sequence[Any]]:
+        """The rows of ``query`` (on trackers) in pages of :data:`_PAGE`, by id: every
+        matching tracker once, and a page's changes never hide the rows after it."""
+        t = db.trackers
+        after = 0
+        while True:
+            with self.engine.connect() as conn:
+                rows = conn.execute(query.where(t.c.id > after).order_by(t.c.id).limit(_PAGE)).all()
+            if rows:
+                yield rows
+            if len(rows) < _PAGE:
+                return
+            after = rows[-1].id
+
+    def _chunks(self, items: Sequence[T]) -> Iterator[Sequence[T]]:
+        for i in range(0, len(items), self.chunk):
+            yield items[i : i + self.chunk]
+
     # -- 1. expectations ---------------------------------------------------------------------
 
     def _refresh(self, now: dt.datetime) -> int:
         t = db.trackers
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(t)
-                .where(
-                    t.c.schedule_kind != "none",
-                    t.c.last_ping_at.is_not(None),
-                    sa.or_(
-                        t.c.next_expected_at.is_(None),
-                        t.c.next_expected_at <= t.c.last_ping_at,
-                    ),
-                )
-                .limit(_BATCH)
-            ).all()
+        query = sa.select(t).where(
+            t.c.schedule_kind != "none",
+            t.c.last_ping_at.is_not(None),
+            sa.or_(
+                t.c.next_expected_at.is_(None),
+                t.c.next_expected_at <= t.c.last_ping_at,
+            ),
+        )
         count = 0
-        for row in rows:
-            schedule = schedule_of(row)
-            if schedule is None:
-                continue
-            expected = next_expected_after(schedule, row.last_ping_at)
-            if expected is None:
-                continue
-            with db.write_tx(self.engine) as conn:
-                # Conditional on what we read, so a newer ping's refresh is never overwritten.
-                count += conn.execute(
-                    sa.update(t)
-                    .where(t.c.id == row.id, _same(t.c.last_ping_at, row.last_ping_at))
-                    .values(next_expected_at=expected)
-                ).rowcount
+        for rows in self._pages(query):
+            updates: list[tuple[Any, dt.datetime]] = []
+            for row in rows:
+                schedule = schedule_of(row)
+                if schedule is None:
+                    continue
+                expected = next_expected_after(schedule, row.last_ping_at)
+                if expected is not None:
+                    updates.append((row, expected))
+            for chunk in self._chunks(updates):
+                with db.write_tx(self.engine) as conn:
+                    for row, expected in chunk:
+                        count += self._set_expected(conn, row, expected)
         return count
 
     # -- 2. overdue pings ---------------------------------------------------------------------
 
     def _overdue(self, now: dt.datetime, result: TickResult) -> None:
         t = db.trackers
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(t)
-                .where(
-                    t.c.schedule_kind != "none",
-                    t.c.paused.is_(False),
-                    t.c.state.in_(_CAN_BE_DOWN),
-                    t.c.next_expected_at <= now,
-                    # A ping since the expectation was computed makes it stale, not overdue.
-                    sa.or_(t.c.last_ping_at.is_(None), t.c.next_expected_at > t.c.last_ping_at),
-                )
-                .order_by(t.c.next_expected_at)
-                .limit(_BATCH)
-            ).all()
-        for row in rows:
-            schedule = schedule_of(row)
-            if schedule is None:
-                continue
-            expected = db.as_utc(row.next_expected_at)
-            # The schedule may have been edited since the expectation was stored: recompute.
-            if row.last_ping_at is not None:
-                fresh = next_expected_after(schedule, row.last_ping_at)
-                if fresh is None or fresh > now:
-                    self._set_expected(row, fresh)
-                    continue
-                expected = fresh
-            target = expected_state(schedule, expected, now)
-            if target is None or target == row.state:
-                continue
-            allowed = _CAN_BE_LATE if target == "late" else _CAN_BE_DOWN
-            if row.state not in allowed:
-                continue
-            assert expected is not None
-            if target == "late":
-                reason = f"expected a ping at {db.iso(expected)}; none yet"
-            else:
-                deadline = expected + schedule.grace
-                reason = (
-                    f"expected a ping at {db.iso(expected)}; none by {db.iso(deadline)} "
-                    f"(grace {schedule.grace_seconds}s)"
-                )
-            self._claim(row, target, reason, now, result=result, witness=t.c.next_expected_at)
+        query = sa.select(t).where(
+            t.c.schedule_kind != "none",
+            t.c.paused.is_(False),
+            t.c.state.in_(_CAN_BE_DOWN),
+            t.c.next_expected_at <= now,
+            # A ping since the expectation was computed makes it stale, not overdue.
+            sa.or_(t.c.last_ping_at.is_(None), t.c.next_expected_at > t.c.last_ping_at),
+        )
+        for rows in self._pages(query):
+            stale: list[tuple[Any, dt.datetime | None]] = []
+            claims: list[_Claim] = []
+            for row in rows:
+                self._judge_overdue(row, now, stale, claims)
+            for chunk in self._chunks(stale):
+                with db.write_tx(self.engine) as conn:
+                    for row, expected in chunk:
+                        self._set_expected(conn, row, expected)
+            self._claim_all(claims, now, result, witness=t.c.next_expected_at)
 
-    def _set_expected(self, row: Any, expected: dt.datetime | None) -> None:
+    def _judge_overdue(
+        self,
+        row: Any,
+        now: dt.datetime,
+        stale: list[tuple[Any, dt.datetime | None]],
+        claims: list[_Claim],
+    ) -> None:
+        """Decide what ``row`` needs: a fresh expectation (``stale``) or a flip (``claims``)."""
+        schedule = schedule_of(row)
+        if schedule is None:
+            return
+        expected = db.as_utc(row.next_expected_at)
+        # The schedule may have been edited since the expectation was stored: recompute.
+        if row.last_ping_at is not None:
+            fresh = next_expected_after(schedule, row.last_ping_at)
+            if fresh is None or fresh > now:
+                stale.append((row, fresh))
+                return
+            expected = fresh
+        target = expected_state(schedule, expected, now)
+        if target is None or target == row.state:
+            return
+        allowed = _CAN_BE_LATE if target == "late" else _CAN_BE_DOWN
+        if row.state not in allowed:
+            return
+        assert expected is not None
+        if target == "late":
+            reason = f"expected a ping at {db.iso(expected)}; none yet"
+        else:
+            deadline = expected + schedule.grace
+            reason = (
+                f"expected a ping at {db.iso(expected)}; none by {db.iso(deadline)} "
+                f"(grace {schedule.grace_seconds}s)"
+            )
+        claims.append((row, target, reason))
+
+    def _set_expected(self, conn: Connection, row: Any, expected: dt.datetime | None) -> int:
+        """Store ``row``'s next expected time, unless a newer ping came meanwhile."""
         t = db.trackers
-        with db.write_tx(self.engine) as conn:
+        return int(
             conn.execute(
                 sa.update(t)
                 .where(t.c.id == row.id, _same(t.c.last_ping_at, row.last_ping_at))
                 .values(next_expected_at=expected)
-            )
+            ).rowcount
+        )
 
     # -- 3. hung runs -------------------------------------------------------------------------
 
     def _hung(self, now: dt.datetime, result: TickResult) -> None:
         t = db.trackers
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(t)
-                .where(
-                    t.c.open_start_at.is_not(None),
-                    t.c.max_runtime_seconds.is_not(None),
-                    t.c.paused.is_(False),
-                    t.c.state.in_(("new", *_CAN_BE_DOWN)),
+        query = sa.select(t).where(
+            t.c.open_start_at.is_not(None),
+            t.c.max_runtime_seconds.is_not(None),
+            t.c.paused.is_(False),
+            t.c.state.in_(("new", *_CAN_BE_DOWN)),
+        )
+        for rows in self._pages(query):
+            claims: list[_Claim] = []
+            for row in rows:
+                schedule = schedule_of(row)
+                if schedule is None or not runtime_exceeded(schedule, row.open_start_at, now):
+                    continue
+                reason = (
+                    f"run started at {db.iso(row.open_start_at)} has not ended within the max "
+                    f"runtime of {schedule.max_runtime_seconds}s"
                 )
-                .order_by(t.c.open_start_at)
-                .limit(_BATCH)
-            ).all()
-        for row in rows:
-            schedule = schedule_of(row)
-            if schedule is None or not runtime_exceeded(schedule, row.open_start_at, now):
-                continue
-            reason = (
-                f"run started at {db.iso(row.open_start_at)} has not ended within the max "
-                f"runtime of {schedule.max_runtime_seconds}s"
-            )
-            self._claim(row, "down", reason, now, result=result, witness=t.c.open_start_at)
+                claims.append((row, "down", reason))
+            self._claim_all(claims, now, result, witness=t.c.open_start_at)
 
     # -- the claim ------------------------------------------------------------------------------
 
-    def _claim(
+    def _claim_all(
         self,
-        row: Any,
-        target: str,
-        reason: str,
+        claims: Sequence[_Claim],
         now: dt.datetime,
-        *,
         result: TickResult,
+        *,
         witness: sa.Column[Any],
     ) -> None:
-        """Flip ``row`` to ``target`` unless anything we based the verdict on has changed."""
-        transition = states.on_missed(
-            states.TrackerStatus(
-                state=row.state,
-                consecutive_failures=row.consecutive_failures,
-                failure_threshold=row.failure_threshold,
-                paused=row.paused,
-            ),
-            target,
-            reason,
-        )
-        if not transition.changed:
-            return
+        """Flip the claimed rows, ``chunk`` per transaction (few statements and one
+        commit for many flips; short enough that the ping writer never waits long)."""
+        for chunk in self._chunks(claims):
+            with db.write_tx(self.engine) as conn:
+                done = self._claim_chunk(conn, chunk, now, witness)
+            for row, new, reason in done:
+                logger.info("tracker %s: %s -> %s (%s)", row.id, row.state, new, reason)
+                result.flips.append((row.id, row.state, new))
+
+    def _claim_chunk(
+        self,
+        conn: Connection,
+        chunk: Sequence[_Claim],
+        now: dt.datetime,
+        witness: sa.Column[Any],
+    ) -> list[_Claim]:
+        """Inside one transaction: re-read the rows (locked), keep the claims whose tracker
+        is still as we saw it (no ping, no edit, no other process since), flip those."""
         t = db.trackers
-        with db.write_tx(self.engine) as conn:
-            hit = conn.execute(
-                sa.update(t)
-                .where(
-                    t.c.id == row.id,
-                    t.c.state == row.state,
-                    t.c.paused.is_(False),
-                    _same(t.c.last_ping_at, row.last_ping_at),
-                    _same(witness, getattr(row, witness.name)),
-                )
-                .values(state=transition.state, state_changed_at=now)
-            ).rowcount
-            if hit != 1:
-                return  # another process (or a ping) got there first
-            record_flip(conn, row.id, row.state, transition.state, reason, None, now)
-        logger.info("tracker %s: %s -> %s (%s)", row.id, row.state, transition.state, reason)
-        result.flips.append((row.id, row.state, transition.state))
+        query = (
+            sa.select(t.c.id, t.c.state, t.c.paused, t.c.last_ping_at, witness)
+            .where(t.c.id.in_([row.id for row, _, _ in chunk]))
+            .order_by(t.c.id)  # the ingest writer locks in id order too: no deadlock
+        )
+        if self.engine.dialect.name == "postgresql":
+            query = query.with_for_update()  # SQLite: write_tx already holds the write lock
+        now_rows = {r.id: r for r in conn.execute(query)}
+        done: list[_Claim] = []
+        for row, target, reason in chunk:
+            transition = states.on_missed(
+                states.TrackerStatus(
+                    state=row.state,
+                    consecutive_failures=row.consecutive_failures,
+                    failure_threshold=row.failure_threshold,
+                    paused=row.paused,
+                ),
+                target,
+                reason,
+            )
+            current = now_rows.get(row.id)
+            if (
+                not transition.changed
+                or current is None
+                or current.state != row.state
+                or current.paused
+                or current.last_ping_at != row.last_ping_at
+                or getattr(current, witness.name) != getattr(row, witness.name)
+            ):
+                continue  # another process (or a ping, or an edit) got there first
+            done.append((row, transition.state, reason))
+        for new in {new for _, new, _ in done}:
+            ids = [row.id for row, state, _ in done if state == new]
+            conn.execute(
+                sa.update(t).where(t.c.id.in_(ids)).values(state=new, state_changed_at=now)
+            )
+        record_flips(
+            conn, [(row.id, row.state, new, reason, None, now) for row, new, reason in done]
+        )
+        return done
+
+
+#: (tracker row, target state, reason) of one flip to make.
+_Claim = tuple[Any, str, str]
 
 
 def _same(column: sa.Column[Any], value: Any) -> sa.ColumnElement[bool]:

@@ -9,12 +9,17 @@ atomically with a state change (e.g. queueing webhooks in ``webhook_outbox``) be
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from telemhq_server.db import flips
+from telemhq_server.db import flips, webhooks
 
-__all__ = ["record_flip"]
+__all__ = ["Flip", "record_flip", "record_flips"]
+
+#: (tracker id, old state, new state, reason, runs.id or None, time) of one change.
+Flip = tuple[int, str, str, str, int | None, dt.datetime]
 
 
 def record_flip(  # noqa: PLR0917 - the positional order is the documented seam
@@ -45,3 +50,32 @@ def record_flip(  # noqa: PLR0917 - the positional order is the documented seam
     enqueue_flip(
         conn, tracker_id=tracker_id, old=old, new=new, reason=reason, run_id=run_id, now=now
     )
+
+
+def record_flips(conn: Connection, changes: Sequence[Flip]) -> None:
+    """:func:`record_flip` for many changes at once (the missed-run detector's pass): one
+    INSERT for the flips, and the webhook outbox visited only when some webhook is enabled."""
+    if not changes:
+        return
+    conn.execute(
+        sa.insert(flips),
+        [
+            {
+                "tracker_id": tracker_id,
+                "old_state": old,
+                "new_state": new,
+                "reason": reason,
+                "run_id": run_id,
+                "created_at": now,
+            }
+            for tracker_id, old, new, reason, run_id, now in changes
+        ],
+    )
+    if conn.execute(sa.select(webhooks.c.id).where(webhooks.c.enabled).limit(1)).first() is None:
+        return
+    from telemhq_server.webhooks import enqueue_flip
+
+    for tracker_id, old, new, reason, run_id, now in changes:
+        enqueue_flip(
+            conn, tracker_id=tracker_id, old=old, new=new, reason=reason, run_id=run_id, now=now
+        )

@@ -1,0 +1,71 @@
+"""The missed-run detector with 10,000 trackers falling due at once: one pass flags every one
+of them (late, then down after the grace), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from telemhq_server import db
+from telemhq_server.detector import Detector
+
+pytestmark = pytest.mark.slow
+
+N = 10_000
+T0 = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
+PERIOD, GRACE = 3600, 300
+
+
+def add_due_trackers(engine: Engine, count: int) -> None:
+    """``count`` trackers that are ``up``, pinged at T0 and expected again an hour later."""
+    rows = [
+        {
+            "name": f"job {i}",
+            "slug": f"job-{i}",
+            "token": secrets.token_hex(16),
+            "badge_key": secrets.token_hex(8),
+            "assertions": [],
+            "tags": [],
+            "schedule_kind": "period",
+            "period_seconds": PERIOD,
+            "grace_seconds": GRACE,
+            "state": "up",
+            "state_changed_at": T0,
+            "last_ping_at": T0,
+            "last_run_at": T0,
+            "next_expected_at": T0 + dt.timedelta(seconds=PERIOD),
+            "created_at": T0,
+            "updated_at": T0,
+        }
+        for i in range(count)
+    ]
+    with db.write_tx(engine) as conn:
+        conn.execute(sa.insert(db.trackers), rows)
+
+
+def states(engine: Engine) -> dict[str, int]:
+    t = db.trackers
+    with engine.connect() as conn:
+        query = sa.select(t.c.state, sa.func.count()).group_by(t.c.state)
+        return {str(row[0]): int(row[1]) for row in conn.execute(query)}
+
+
+def test_every_tracker_due_at_once_is_flagged_in_one_pass(engine: Engine) -> None:
+    add_due_trackers(engine, N)
+    detector = Detector(engine)
+    assert detector.tick(T0 + dt.timedelta(seconds=PERIOD - 1)).flips == []
+
+    late = detector.tick(T0 + dt.timedelta(seconds=PERIOD))
+    assert len(late.flips) == N
+    assert states(engine) == {"late": N}
+
+    down = detector.tick(T0 + dt.timedelta(seconds=PERIOD + GRACE))
+    assert len(down.flips) == N
+    assert states(engine) == {"down": N}
+    with engine.connect() as conn:
+        flips = conn.execute(sa.select(sa.func.count()).select_from(db.flips)).scalar_one()
+    assert flips == 2 * N  # one flip per change, none twice
+    assert detector.tick(T0 + dt.timedelta(seconds=2 * PERIOD)).flips == []
