@@ -1,0 +1,161 @@
+"""Translation of Prefect's objects into what a ping carries: job names, the ``prefect`` block
+(bounded, secret-free parameters) and the error of a state. No state is kept here."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from prefect.context import FlowRunContext, TaskRunContext
+
+from telemhq_plugins.core.payload import ErrorInfo, jsonable
+
+__all__ = [
+    "MAX_PARAMETERS",
+    "MAX_PARAMETER_CHARS",
+    "error_of",
+    "flow_details",
+    "parameters_block",
+    "task_details",
+    "task_job",
+]
+
+#: at most this many parameters in the ``prefect`` block, each at most this long as JSON.
+MAX_PARAMETERS = 25
+MAX_PARAMETER_CHARS = 200
+#: parameter (and nested key) names whose values are never sent.
+_SECRET_NAME = re.compile(
+    r"pass(word|wd|phrase)?|secret|token|api[_-]?key|credential|private[_-]?key|auth|dsn",
+    re.IGNORECASE,
+)
+#: how Prefect writes a ``SecretStr`` when it serializes a flow run's parameters.
+_MASKED = "**********"
+
+
+def task_job(task: Any) -> str:
+    """``<flow name>.<task name>`` inside a flow run, the task's name outside one."""
+    flow_context = FlowRunContext.get()
+    flow = getattr(flow_context, "flow", None)
+    name = str(task.name)
+    return f"{flow.name}.{name}" if flow is not None else name
+
+
+def flow_details(flow: Any, flow_run: Any, attempt: int) -> dict[str, Any]:
+    """The ``prefect`` block of a flow run's pings."""
+    raw: Mapping[str, Any] = {}
+    context = FlowRunContext.get()
+    context_run = getattr(context, "flow_run", None)
+    if context is not None and context_run is not None and context_run.id == flow_run.id:
+        raw = context.parameters or {}
+    block: dict[str, Any] = {
+        "flow_run_id": str(flow_run.id),
+        "flow_run_name": flow_run.name,
+        "flow_name": flow.name,
+        "run_count": attempt,
+        "tags": list(flow_run.tags or ()),
+    }
+    if flow_run.deployment_id is not None:
+        labels = flow_run.labels or {}
+        block["deployment"] = {
+            "id": str(flow_run.deployment_id),
+            "name": labels.get("prefect.deployment.name"),
+        }
+    if flow_run.work_pool_name:
+        block["work_pool"] = flow_run.work_pool_name
+    parameters = parameters_block(flow_run.parameters or {}, raw)
+    if parameters:
+        block["parameters"] = parameters
+    return block
+
+
+def task_details(task: Any, task_run: Any) -> dict[str, Any]:
+    """The ``prefect`` block of a task run's pings."""
+    block: dict[str, Any] = {
+        "task_run_id": str(task_run.id),
+        "task_run_name": task_run.name,
+        "task_name": task.name,
+        "run_count": task_run.run_count,
+        "tags": list(task_run.tags or ()),
+    }
+    if task_run.flow_run_id is not None:
+        block["flow_run_id"] = str(task_run.flow_run_id)
+    flow = getattr(FlowRunContext.get(), "flow", None)
+    if flow is not None:
+        block["flow_name"] = flow.name
+    context = TaskRunContext.get()
+    if context is not None and context.task_run.id == task_run.id and context.parameters:
+        parameters = parameters_block(context.parameters, context.parameters)
+        if parameters:
+            block["parameters"] = parameters
+    return block
+
+
+def parameters_block(values: Mapping[str, Any], raw: Mapping[str, Any]) -> dict[str, Any]:
+    """At most :data:`MAX_PARAMETERS` parameters, each cut to :data:`MAX_PARAMETER_CHARS` of
+    JSON. Never a secret: parameters (and nested keys) named like one, ``SecretStr`` and
+    pydantic secrets, and Prefect blocks (a ``Secret`` block or credentials) are left out.
+    ``raw`` holds the Python values where known (``values`` may be Prefect's serialized form)."""
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if len(out) >= MAX_PARAMETERS:
+            break
+        key = str(name)
+        if _SECRET_NAME.search(key) or _is_secret(raw.get(key, value)) or _is_secret(value):
+            continue
+        out[key] = _bounded(_scrub(jsonable(value)))
+    return out
+
+
+def _is_secret(value: object) -> bool:
+    if value == _MASKED:
+        return True
+    kind = type(value)
+    for cls in kind.__mro__:
+        module = cls.__module__
+        if cls.__name__.startswith("Secret") and module.startswith("pydantic"):
+            return True
+        if cls.__name__ == "Block" and module.startswith("prefect.blocks"):
+            return True
+    return False
+
+
+def _scrub(value: Any) -> Any:
+    """``value`` (JSON-able) without nested keys named like secrets, nor masked values."""
+    if isinstance(value, dict):
+        return {
+            k: _scrub(v)
+            for k, v in value.items()
+            if not _SECRET_NAME.search(str(k)) and v != _MASKED
+        }
+    if isinstance(value, list):
+        return [_scrub(v) for v in value if v != _MASKED]
+    return value
+
+
+def _bounded(value: Any) -> Any:
+    if isinstance(value, str):
+        if len(value) <= MAX_PARAMETER_CHARS:
+            return value
+        return value[:MAX_PARAMETER_CHARS] + "..."
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    text = orjson.dumps(value).decode()
+    return value if len(text) <= MAX_PARAMETER_CHARS else text[:MAX_PARAMETER_CHARS] + "..."
+
+
+def error_of(state: Any) -> BaseException | ErrorInfo:
+    """The error behind a failed or crashed state: the exception when this process still holds
+    it (in the state's result, or the one being handled), else the state's name and message."""
+    data = getattr(state, "data", None)
+    if isinstance(data, BaseException):
+        return data
+    result = getattr(data, "result", None)
+    if isinstance(result, BaseException):
+        return result
+    handled = sys.exc_info()[1]
+    if handled is not None:
+        return handled
+    return ErrorInfo(str(state.name), str(state.message or state.name))

@@ -1,0 +1,260 @@
+"""The state hooks: Prefect's state changes in, :class:`Run` calls out.
+
+One process-wide table of open runs (flow runs and task runs, by Prefect's run id) lets a
+terminal hook finish the run its ``on_running`` started, lets a second ``on_running`` of the
+same run (a retry) report the previous attempt as ``retry``, and lets ``report()`` find the run
+of the flow or task executing here (a core run finder over Prefect's run context).
+
+Every ping's ``ping_id`` is :func:`stable_ping_id` of (run id, attempt, status): a watcher of the
+Prefect API that reports the same event sends the same id and the server stores one run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from prefect.context import FlowRunContext, TaskRunContext
+
+from telemhq_plugins.core.logs import capture_internal_errors
+from telemhq_plugins.core.payload import ErrorInfo, Status, stable_ping_id
+from telemhq_plugins.core.runs import Run, add_run_finder, resolve_target
+from telemhq_plugins.prefect._details import error_of, flow_details, task_details, task_job
+
+__all__ = [
+    "FlowHook",
+    "HookOptions",
+    "StateHook",
+    "TaskHook",
+    "carries_hooks",
+    "find_run",
+    "flow_event",
+    "task_event",
+]
+
+ORCHESTRATOR = "prefect"
+FlowEvent = Literal["running", "completion", "failure", "crashed", "cancellation"]
+TaskEvent = Literal["running", "completion", "failure"]
+#: an open run whose end never came (a hook list replaced mid-run) is dropped past this many.
+_MAX_OPEN = 10_000
+
+_lock = threading.Lock()
+_open: dict[str, Run] = {}  # Prefect run id (flow or task run) -> the attempt in progress
+_flow_of_task: dict[str, str] = {}  # task run id -> its flow run id (closed with a crash)
+
+
+@dataclass(frozen=True, slots=True)
+class HookOptions:
+    """Where a flow's or task's pings go: ``token`` (token or ping URL; None: core's
+    resolution by job name) and whether its runs send ``start`` (None: the setting)."""
+
+    token: str | None = None
+    send_start: bool | None = False
+
+
+def find_run() -> Run | None:
+    """The open run of the task, else the flow, executing in this context (``report()``)."""
+    task_context = TaskRunContext.get()
+    if task_context is not None:
+        found = _open.get(str(task_context.task_run.id))
+        if found is not None:
+            return found
+    flow_context = FlowRunContext.get()
+    flow_run = getattr(flow_context, "flow_run", None)
+    return None if flow_run is None else _open.get(str(flow_run.id))
+
+
+def _begin(
+    job: str,
+    run_id: str,
+    attempt: int,
+    details: dict[str, Any],
+    options: HookOptions,
+) -> None:
+    """Start ``run_id``'s attempt; an attempt of the same run still open was retried."""
+    with _lock:
+        previous = _open.pop(run_id, None)
+    if previous is not None:
+        attempt = max(attempt, (previous.attempt or 0) + 1)
+        details["run_count"] = attempt
+        # The failed attempt's exception is still being handled when its retry starts.
+        _end(previous, "retry", sys.exc_info()[1])
+    target = resolve_target(job, token=options.token, send_start=options.send_start)
+    if target is None:
+        return
+    current = Run(
+        job,
+        url=target.url,
+        client=target.client,
+        orchestrator=ORCHESTRATOR,
+        run_id=run_id,
+        attempt=attempt,
+        details=details,
+    )
+    if target.send_start:
+        current.start(ping_id=stable_ping_id(run_id, attempt, "start"))
+    with _lock:
+        if len(_open) >= _MAX_OPEN:
+            _open.pop(next(iter(_open)))
+        _open[run_id] = current
+
+
+def _end(current: Run, status: Status, error: BaseException | ErrorInfo | None) -> None:
+    current.finish(
+        status,
+        error=error,
+        ping_id=stable_ping_id(current.run_id, current.attempt, status),
+    )
+
+
+def _late_run(
+    job: str, run_id: str, attempt: int, details: dict[str, Any], options: HookOptions, *, run: Any
+) -> Run | None:
+    """A run for an end whose start this process did not see (a served run's cancellation
+    and crash hooks run in the runner's process): timed by Prefect's own timestamps."""
+    target = resolve_target(job, token=options.token, send_start=False)
+    if target is None:
+        return None
+    late = Run(
+        job,
+        url=target.url,
+        client=target.client,
+        orchestrator=ORCHESTRATOR,
+        run_id=run_id,
+        attempt=attempt,
+        details=details,
+        timed=False,
+    )
+    started = getattr(run, "start_time", None)
+    if isinstance(started, dt.datetime):
+        late.started_at = started
+    return late
+
+
+_FLOW_STATUS: dict[str, Status] = {
+    "completion": "success",
+    "failure": "failure",
+    "crashed": "failure",
+    "cancellation": "cancelled",
+}
+
+
+def flow_event(
+    event: FlowEvent, flow: Any, flow_run: Any, state: Any, options: HookOptions
+) -> None:
+    """One flow hook call. Never raises."""
+    with capture_internal_errors(f"prefect flow {event} hook"):
+        job = str(flow.name)
+        run_id = str(flow_run.id)
+        if event == "running":
+            # ``run_count`` is still the previous attempt's while the run enters Running.
+            attempt = int(flow_run.run_count or 0) + 1
+            _begin(job, run_id, attempt, flow_details(flow, flow_run, attempt), options)
+            return
+        status = _FLOW_STATUS[event]
+        with _lock:
+            current = _open.pop(run_id, None)
+        if current is None:
+            attempt = max(int(flow_run.run_count or 0), 1)
+            current = _late_run(
+                job, run_id, attempt, flow_details(flow, flow_run, attempt), options, run=flow_run
+            )
+        if current is not None:
+            error: BaseException | ErrorInfo | None = None
+            if status == "failure":
+                error = error_of(state)
+            elif status == "cancelled":
+                error = ErrorInfo("Cancelled", str(state.message or state.name))
+            _end(current, status, error)
+        if event in ("crashed", "cancellation"):
+            _close_tasks_of(run_id, status, state)
+            # After a SIGTERM Prefect re-raises the signal with the default handler: the
+            # process ends without running ``atexit``, so deliver now (bounded).
+            if current is not None:
+                current.client.flush()
+
+
+def _close_tasks_of(flow_run_id: str, status: Status, state: Any) -> None:
+    """Task runs still open in a flow run that crashed or was cancelled: they end with it."""
+    with _lock:
+        ids = [t for t, f in _flow_of_task.items() if f == flow_run_id]
+        ended = [(_open.pop(t, None), _flow_of_task.pop(t)) for t in ids]
+    for current, _ in ended:
+        if current is not None:
+            _end(current, status, ErrorInfo("FlowRun" + str(state.name), str(state.message)))
+
+
+def task_event(
+    event: TaskEvent, task: Any, task_run: Any, state: Any, options: HookOptions
+) -> None:
+    """One task hook call. Never raises."""
+    with capture_internal_errors(f"prefect task {event} hook"):
+        run_id = str(task_run.id)
+        if event == "running":
+            # The task engine counts the attempt before the hook: ``run_count`` is current.
+            attempt = max(int(task_run.run_count or 0), 1)
+            _begin(task_job(task), run_id, attempt, task_details(task, task_run), options)
+            if task_run.flow_run_id is not None:
+                with _lock:
+                    _flow_of_task[run_id] = str(task_run.flow_run_id)
+            return
+        with _lock:
+            current = _open.pop(run_id, None)
+            _flow_of_task.pop(run_id, None)
+        if current is None:
+            return
+        if event == "completion":
+            _end(current, "success", None)
+        else:
+            _end(current, "failure", error_of(state))
+
+
+class StateHook:
+    """One of our state hooks: named for Prefect's logs (``telemhq_completion``), and what
+    :func:`carries_hooks` recognises. Registering the run finder on creation makes
+    ``report()`` work in any flow that carries one."""
+
+    __slots__ = ("__name__", "event", "options")
+    kind = "flow"
+
+    def __init__(self, event: str, options: HookOptions) -> None:
+        self.event = event
+        self.options = options
+        self.__name__ = f"telemhq_{'' if self.kind == 'flow' else 'task_'}{event}"
+        add_run_finder(find_run)
+
+    def __repr__(self) -> str:
+        return f"<TelemHQ Prefect {self.kind} hook {self.event}>"
+
+
+class FlowHook(StateHook):
+    """A flow state hook (``@flow(on_completion=[...])``). Prefect calls it with ``flow``,
+    ``flow_run`` and ``state``, by position in the flow's process and by name in a runner."""
+
+    __slots__ = ()
+
+    def __call__(self, flow: Any, flow_run: Any, state: Any) -> None:
+        flow_event(self.event, flow, flow_run, state, self.options)  # type: ignore[arg-type]
+
+
+class TaskHook(StateHook):
+    """A task state hook (``@task(on_completion=[...])``): ``task``, ``task_run``, ``state``."""
+
+    __slots__ = ()
+    kind = "task"
+
+    def __call__(self, task: Any, task_run: Any, state: Any) -> None:
+        task_event(self.event, task, task_run, state, self.options)  # type: ignore[arg-type]
+
+
+def carries_hooks(flow_or_task: Any) -> bool:
+    """Whether ``flow_or_task`` already has our hooks (given explicitly, or copied by
+    ``with_options``): instrument-all then leaves it alone (one ping per event)."""
+    for name in ("on_running_hooks", "on_completion_hooks", "on_failure_hooks"):
+        for hook in getattr(flow_or_task, name, None) or ():
+            if isinstance(hook, StateHook):
+                return True
+    return False
