@@ -4,7 +4,8 @@ Layout: ``/ping/...`` goes to a raw ASGI handler (:mod:`telemhq_server.ingest`, 
 everything else goes to a Starlette app (management API, ``/healthz``, ``/metrics`` and the
 routes extensions add).
 
-Extending the server (how part 2 plugs in — no edit here needed):
+Extending the server (how the dashboard, badges, webhooks and detector plug in, with no edit
+here):
 
 - Each module named in :data:`EXTENSIONS` that exists is imported at app creation and its
   ``register(app: TelemHQ) -> None`` is called. Inside it:
@@ -201,8 +202,8 @@ def _tune_gc() -> None:
     Everything loaded at start (SQLAlchemy, Starlette, the app) is frozen out of collection,
     and the youngest generation is collected every 20,000 allocations rather than 700: a
     ping allocates a handful of short-lived containers freed by reference counting, so
-    frequent young collections only cost time. Measured with benchmarks/ingest.py: p99 on
-    SQLite from ~30 ms to ~8 ms, and ~10% more pings/s."""
+    frequent young collections only cost time, most visibly in the tail latency
+    (benchmarks/ingest.py; the figures are in docs/benchmarks.md)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 100)

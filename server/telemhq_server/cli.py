@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--database-url", help="SQLAlchemy URL (env TELEMHQ_DATABASE_URL)")
     serve.add_argument("--workers", type=int, help="server processes (env TELEMHQ_WORKERS)")
     serve.add_argument("--public-url", help="base URL in links (env TELEMHQ_PUBLIC_URL)")
-    serve.add_argument(  # part 2: the dashboard
+    serve.add_argument(
         "--public-dashboard",
         action="store_true",
         default=None,

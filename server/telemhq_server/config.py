@@ -43,7 +43,7 @@ _ENV: Final[dict[str, str]] = {
     "workers": "TELEMHQ_WORKERS",
     "log_level": "TELEMHQ_LOG_LEVEL",
     "max_batch": "TELEMHQ_MAX_BATCH",
-    "public_dashboard": "TELEMHQ_PUBLIC_DASHBOARD",  # part 2: dashboard without sign-in
+    "public_dashboard": "TELEMHQ_PUBLIC_DASHBOARD",  # the dashboard without sign-in
 }
 
 
@@ -89,7 +89,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             continue
         kind = type(getattr(Settings(), f.name))
         try:
-            if kind is bool:  # part 2: TELEMHQ_PUBLIC_DASHBOARD=1/true/yes/on
+            if kind is bool:  # TELEMHQ_PUBLIC_DASHBOARD=1/true/yes/on
                 values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
             elif kind is int:
                 values[f.name] = int(raw)

@@ -1,6 +1,6 @@
 """Storage: the schema (SQLAlchemy Core tables), engines and a few shared helpers.
 
-Seams for other modules (part 2: schedules, detector, webhooks, badges, dashboard):
+Seams for other modules (schedules, detector, webhooks, badges, dashboard):
 
 - **Tables** are module-level :class:`sqlalchemy.Table` objects here (``trackers``, ``runs``,
   ``flips``, ``api_keys``, ``ping_keys``, ``webhooks``, ``webhook_outbox``,
@@ -56,7 +56,7 @@ __all__ = [
 
 logger = logging.getLogger("telemhq_server.db")
 
-#: Every tracker state. ``late``/``down`` are set by the missed-run detector (part 2).
+#: Every tracker state. ``late``/``down`` are set by the missed-run detector.
 STATES: Final = ("new", "up", "failing", "late", "down", "paused")
 SCHEDULE_KINDS: Final = ("none", "period", "cron")
 API_SCOPES: Final = ("read", "write")

@@ -88,7 +88,7 @@ def current_request(task: Any) -> Any:
 
     Celery's ``top`` reads ``stack`` from its thread-local ``Local``, whose slots do not hold
     it: every read raises an ``AttributeError`` inside Python before ``Local.__getattr__``
-    finds the value (7,700 instructions, a quarter of a prerun's). This reads the same storage
+    finds the value (a large part of a prerun's instructions). This reads the same storage
     as ``__getattr__`` does, with the same ident function; if Celery's layout is not the one
     expected (``USE_FAST_LOCALS``, a future release), it falls back to ``top``."""
     try:

@@ -64,7 +64,7 @@ _IN_PROCESS_POOLS = frozenset(
 
 def _internal_error(where: str) -> None:
     """Log our own bug once per place and type, like ``capture_internal_errors`` (which the
-    per-task handlers do not use: a ``with`` costs a few µs on every task)."""
+    per-task handlers do not use: a ``with`` adds its own calls to every task)."""
     log_once(
         logger,
         logging.ERROR,
@@ -161,9 +161,9 @@ class Handlers:
         **_: Any,
     ) -> None:
         # This and ``on_postrun`` run for every task, so they are written for few Python
-        # calls (each costs about a µs in a busy worker, see ``Run``). Every argument Celery
-        # sends is named, even those not used: whatever lands in ``**_`` costs a dict built
-        # per call (0.5 µs per receiver in a quiet loop, a third of the call). A plain try/except
+        # calls (each costs far more in a busy worker than in a loop, see ``Run``). Every
+        # argument Celery sends is named, even those not used: whatever lands in ``**_`` costs
+        # a dict built per call, a large part of a receiver's own cost. A plain try/except
         # rather than ``capture_internal_errors``, the target cache read inline (against the
         # process-wide client as ``get_client`` would return it, when there is one), the
         # request read from the stack the tracer just pushed it on (``current_request``), and

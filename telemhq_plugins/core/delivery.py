@@ -23,12 +23,12 @@
   same retries and budget, no hooks, no breaker, no spool.
 * Batching: when several pings are waiting for the same server, the worker sends them in one
   ``POST <base>/ping/_batch`` (the reference server's batch endpoint). An HTTP request costs
-  the sending process a few hundred µs of CPU whatever its size, which a busy Celery worker
-  feels; one request per batch makes that cost per ping small. A server without the endpoint
+  the sending process about the same CPU whatever its size, which a busy Celery worker feels;
+  one request per batch makes that cost per ping small. A server without the endpoint
   (404/405) is remembered and gets one request per ping, as does any ping the batch did not
   settle (each then takes the normal path: retries, breaker, spool). Batch requests go over
   the standard library's ``http.client`` where httpx would connect directly (see
-  :mod:`~telemhq_plugins.core.direct_http`: a third of httpx's CPU per request).
+  :mod:`~telemhq_plugins.core.direct_http`: far less CPU per request than httpx).
 * A finished :class:`~telemhq_plugins.core.runs.Run` is queued as it is; the worker encodes it
   (``encode``; a ``Ping`` via ``to_ping`` only for plugin hooks), so the job's thread only
   records the end.
@@ -390,7 +390,7 @@ class Client:
 
     def _linger_for_more(self, items: list[tuple[PingSource, str]]) -> None:
         """Not a full batch yet: wait for more pings to share the request (as Kafka's
-        linger.ms), because an HTTP request costs the same few hundred µs of CPU whatever its
+        linger.ms), because an HTTP request costs about the same CPU whatever its
         size, and every wake-up of this thread takes the GIL from the job. One ``linger``
         step tells whether pings keep coming: a lone ping waits only that. If they do, wait
         once more, for a full batch (the outbox wakes this thread when one is waiting) or
@@ -528,7 +528,7 @@ class Client:
 
     def _post(self, url: str, body: bytes) -> tuple[int, bytes]:
         """One batch request: the standard library's ``http.client`` where httpx would
-        connect directly (a third of httpx's CPU per request, which the job's thread feels:
+        connect directly (far less CPU per request than httpx, which the job's thread feels:
         see :mod:`~telemhq_plugins.core.direct_http`), httpx with a custom transport or a
         proxy from the environment."""
         if self._transport is None:

@@ -2,9 +2,9 @@
 connection per server.
 
 Why not httpx for these: a batch request is sent from a thread that shares the GIL with the
-job (a busy Celery worker), and its CPU cost is the job's loss. httpx spends about three times
-the standard library's CPU on one request (loopback, a 500-ping batch: 596 vs 207 µs; 50 pings:
-425 vs 92 µs), in its client, transport and connection-pool layers; the body is the same bytes.
+job (a busy Celery worker), and its CPU cost is the job's loss. httpx spends several times the
+standard library's CPU on one request, in its client, transport and connection-pool layers,
+for the same bytes (measured in docs/benchmarks.md).
 httpx stays the path for everything else: single pings with their retries, ``Client.send``,
 custom transports (tests) and proxies.
 

@@ -4,9 +4,10 @@ A bounded FIFO with one consumer. :meth:`Outbox.put` is what a job's thread pays
 a length check and a ``deque.append`` (atomic in CPython), plus one ``Event.set`` only when
 the consumer sleeps and waits for exactly this (an item, or a full batch). ``queue.Queue``
 takes a lock and notifies a condition on every put and every get, and its ``task_done``
-bookkeeping takes a third lock: about 3 µs per ping across the two threads, and every
-notify can wake the consumer, which then takes the GIL from the job. What :meth:`wait_done`
-needs (has everything put been handled?) is kept by the consumer alone instead.
+bookkeeping takes a third lock: several lock operations per ping across the two threads,
+and every notify can wake the consumer, which then takes the GIL from the job. What
+:meth:`wait_done` needs (has everything put been handled?) is kept by the consumer alone
+instead.
 """
 
 from __future__ import annotations

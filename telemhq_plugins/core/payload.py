@@ -2,8 +2,8 @@
 
 Turning a ping into bytes (:meth:`Ping.to_json`, or :func:`encode_body` from its parts, which
 a finished ``Run`` uses without building a ``Ping``) happens on the delivery worker, with
-orjson (a tenth of the stdlib's cost, which a busy Celery worker feels: the delivery thread
-shares the job's GIL).
+orjson (many times cheaper than the stdlib's ``json``, which a busy Celery worker feels: the
+delivery thread shares the job's GIL; see docs/benchmarks.md).
 Serialisation never fails: odd values (datetimes, Decimals, NaN, bytes, lone surrogates,
 arbitrary objects) are converted or stringified, and the body is bounded: the error message
 and traceback are truncated first, then the largest custom fields; whatever was cut is named
@@ -75,8 +75,9 @@ def new_id() -> str:
     """A unique id in UUID form (``ping_id`` and default ``run_id``).
 
     80 random bits per process plus a 48-bit counter, laid out as an RFC 9562 version-8 UUID:
-    as unique as ``uuid4()`` for this purpose at a sixth of its cost (it runs on the job's
-    thread for every ping). The random part is drawn again in a forked child."""
+    as unique as ``uuid4()`` for this purpose at a fraction of its cost (it runs on the job's
+    thread for every ping: no system call, one formatting). The random part is drawn again
+    in a forked child."""
     return _id_format % (next(_id_counter) & 0xFFFFFFFFFFFF)
 
 

@@ -73,10 +73,11 @@ class Run:
 
     An adapter creates and finishes a run for every task, on the task's thread, so the two
     calls do their work inline rather than through helpers: inside a busy worker, whose own
-    work evicts ours from the CPU caches between two tasks, each Python call costs about a µs
-    (``benchmarks/celery_overhead.py``). For the same reason :meth:`finish` only records the
-    end and queues the run itself: delivery encodes it on its own thread (:meth:`encode`, no
-    :class:`Ping` object nor merged dict; :meth:`to_ping` when a plugin hook wants one)."""
+    work evicts ours from the CPU caches between two tasks, each Python call costs several
+    times what it costs in a loop (``benchmarks/celery_overhead.py``, docs/benchmarks.md).
+    For the same reason :meth:`finish` only records the end and queues the run itself:
+    delivery encodes it on its own thread (:meth:`encode`, no :class:`Ping` object nor merged
+    dict; :meth:`to_ping` when a plugin hook wants one)."""
 
     __slots__ = (
         "_context_token",
@@ -356,8 +357,8 @@ def add_run_finder(finder: RunFinder) -> None:
     when none is bound in this context.
 
     For an adapter whose tasks run often: its runs need not be bound, and binding
-    (``ContextVar.set`` and ``reset``, about 1.5 µs in a quiet loop and several in a busy
-    worker) is paid by every task, while a finder costs only the calls to ``report()``. A
+    (``ContextVar.set`` and ``reset``, dearer in a busy worker than in a quiet loop) is paid
+    by every task, while a finder costs only the calls to ``report()``. A
     bound run (a ``monitored()`` block inside a task) still comes first."""
     if finder not in _finders:
         _finders.append(finder)
