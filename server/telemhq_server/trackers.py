@@ -22,9 +22,13 @@ from telemhq_server.db import iso, trackers, utcnow
 from telemhq_server.tokens import url_token
 
 __all__ = [
+    "MAX_NAME",
+    "MAX_TAG",
+    "MAX_TAGS",
     "ValidationError",
     "badge_url",
     "create_tracker",
+    "from_first_ping",
     "new_token",
     "next_expected_at",
     "ping_url",
@@ -34,6 +38,8 @@ __all__ = [
 
 MAX_ASSERTIONS: Final = 50
 MAX_TAGS: Final = 50
+MAX_TAG: Final = 100  # characters
+MAX_NAME: Final = 200  # characters
 
 
 class ValidationError(ValueError):
@@ -203,8 +209,10 @@ def validate_fields(body: Any, *, creating: bool) -> dict[str, Any]:
     values: dict[str, Any] = {}
     if "name" in body or creating:
         name = body.get("name")
-        if not isinstance(name, str) or not name.strip() or len(name) > 200:
-            raise ValidationError("name", "must be a non-empty string of at most 200 characters")
+        if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
+            raise ValidationError(
+                "name", f"must be a non-empty string of at most {MAX_NAME} characters"
+            )
         values["name"] = name.strip()
     if body.get("slug") is not None:
         slug = body["slug"]
@@ -228,11 +236,31 @@ def validate_fields(body: Any, *, creating: bool) -> dict[str, Any]:
         if (
             not isinstance(tags, list)
             or len(tags) > MAX_TAGS
-            or not all(isinstance(t, str) and 0 < len(t) <= 100 for t in tags)
+            or not all(isinstance(t, str) and 0 < len(t) <= MAX_TAG for t in tags)
         ):
             raise ValidationError("tags", f"must be a list of at most {MAX_TAGS} short strings")
         values["tags"] = list(dict.fromkeys(tags))
     return values
+
+
+def from_first_ping(slug: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The values of a tracker a ping key creates: named after the payload's ``job`` (else the
+    slug), tagged with its ``orchestrator`` and its ``tags`` list. A name or tags a tracker
+    cannot have (not strings, too long, too many) are left out: the ping is recorded anyway."""
+    job = payload.get("job")
+    name = job.strip() if isinstance(job, str) else ""
+    tags: list[str] = []
+    orchestrator = payload.get("orchestrator")
+    if isinstance(orchestrator, str):
+        tags.append(orchestrator)
+    extra = payload.get("tags")
+    if isinstance(extra, list):
+        tags.extend(t for t in extra if isinstance(t, str))
+    return {
+        "name": name if 0 < len(name) <= MAX_NAME else slug,
+        "slug": slug,
+        "tags": list(dict.fromkeys(t for t in tags if 0 < len(t) <= MAX_TAG))[:MAX_TAGS],
+    }
 
 
 def create_tracker(conn: Connection, values: Mapping[str, Any]) -> RowMapping:

@@ -563,6 +563,79 @@ def test_a_ping_key_creates_the_tracker_on_first_ping(client: AppClient) -> None
     assert len(runs_of(client, tracker["id"])) == 3
 
 
+def test_a_ping_key_names_and_tags_the_tracker_after_the_first_ping(client: AppClient) -> None:
+    key = client.post("/api/v1/ping-keys", json={"name": "project"}).json()["key"]
+    body = {"job": "etl_daily.Load Orders", "orchestrator": "airflow", "tags": ["team-data"]}
+    first = client.post(f"/ping/{key}/etl-daily-load-orders/start", json=body)
+    assert first.status_code == 200, first.text
+    tracker = tracker_of(client, "etl-daily-load-orders")  # type: ignore[arg-type]
+    assert tracker["name"] == "etl_daily.Load Orders"
+    assert tracker["tags"] == ["airflow", "team-data"]
+    # Later pings change neither.
+    later = {"job": "renamed", "orchestrator": "prefect", "tags": ["other"]}
+    assert client.post(f"/ping/{key}/etl-daily-load-orders", json=later).status_code == 200
+    again = tracker_of(client, "etl-daily-load-orders")  # type: ignore[arg-type]
+    assert (again["name"], again["tags"]) == ("etl_daily.Load Orders", ["airflow", "team-data"])
+    assert [r["status"] for r in runs_of(client, tracker["id"])] == ["success", "start"]
+
+
+@pytest.mark.parametrize(
+    ("body", "name", "tags"),
+    [
+        ({}, "plain-job", []),
+        ({"job": "   "}, "plain-job", []),
+        ({"job": "x" * 201, "orchestrator": 5}, "plain-job", []),
+        ({"job": 7, "tags": "not-a-list"}, "plain-job", []),
+        ({"job": " Spaced ", "tags": ["a", 3, "", "b" * 101, "a", "c"]}, "Spaced", ["a", "c"]),
+        ({"tags": [f"t{i}" for i in range(80)]}, "plain-job", [f"t{i}" for i in range(50)]),
+    ],
+)
+def test_a_ping_keys_tracker_takes_only_usable_names_and_tags(
+    client: AppClient, body: dict[str, Any], name: str, tags: list[str]
+) -> None:
+    key = client.post("/api/v1/ping-keys", json={}).json()["key"]
+    response = client.post(f"/ping/{key}/plain-job", json=body)
+    assert response.status_code == 200, response.text  # the ping is recorded either way
+    tracker = tracker_of(client, "plain-job")  # type: ignore[arg-type]
+    assert (tracker["name"], tracker["tags"]) == (name, tags)
+    assert runs_of(client, tracker["id"])[0]["payload"] == body
+
+
+def test_a_batch_ping_creates_the_tracker_from_its_body(client: AppClient) -> None:
+    key = client.post("/api/v1/ping-keys", json={}).json()["key"]
+    body = {"job": "batch.Job", "orchestrator": "celery"}
+    pings = [
+        {"ping": f"{key}/batch-job/start", "body": {**body, "run_id": "r1"}},
+        {"ping": f"{key}/batch-job", "body": {"job": "other", "run_id": "r1"}},
+        {"ping": f"{key}/batch-job", "body": {"run_id": "r2"}},
+    ]
+    answer = client.post("/ping/_batch", json={"pings": pings}).json()
+    assert [r["status"] for r in answer["results"]] == [200, 200, 200]
+    tracker = tracker_of(client, "batch-job")  # type: ignore[arg-type]
+    assert (tracker["name"], tracker["tags"]) == ("batch.Job", ["celery"])
+    # Stored in the batch's order, though all three waited for the tracker's creation.
+    stored = runs_of(client, tracker["id"])
+    assert [(r["status"], r["run_id"]) for r in stored] == [
+        ("success", "r2"),
+        ("success", "r1"),
+        ("start", "r1"),
+    ]
+
+
+def test_an_invalid_first_ping_creates_no_tracker_and_a_get_never_does(
+    client: AppClient,
+) -> None:
+    key = client.post("/api/v1/ping-keys", json={}).json()["key"]
+    bad = client.post(f"/ping/{key}/not-yet", content=b"{not json")
+    assert bad.status_code == 400
+    looked = client.get(f"/ping/{key}/not-yet")
+    assert looked.status_code == 404
+    assert "no tracker with slug 'not-yet' yet (its first ping creates it)" in looked.text
+    assert client.get("/api/v1/trackers/not-yet").status_code == 404
+    assert client.post(f"/ping/{key}/not-yet").status_code == 200
+    assert tracker_of(client, "not-yet")["name"] == "not-yet"  # type: ignore[arg-type]
+
+
 def test_a_ping_key_reaches_existing_trackers_by_slug(client: AppClient) -> None:
     key = client.post("/api/v1/ping-keys", json={"auto_create": False}).json()
     tracker = make_tracker(client, name="Nightly ETL")

@@ -16,8 +16,8 @@ from sqlalchemy.engine import Engine
 
 from telemhq_plugins.core.assertions import Assertion, parse_assertion
 from telemhq_server.db import as_utc, ping_keys, trackers, write_tx
-from telemhq_server.ingest.errors import PingError
-from telemhq_server.trackers import create_tracker
+from telemhq_server.ingest.errors import NewSlug, PingError
+from telemhq_server.trackers import create_tracker, from_first_ping
 
 __all__ = ["CachedTracker", "TrackerCache"]
 
@@ -55,6 +55,7 @@ class TrackerCache:
         self.executor = executor
         self._entries: dict[str, _Entry] = {}
         self._loading: dict[str, asyncio.Future[_Entry]] = {}
+        self._creating: dict[str, asyncio.Future[None]] = {}
         self._refreshing: set[asyncio.Task[_Entry]] = set()
 
     def invalidate(self) -> None:
@@ -75,6 +76,8 @@ class TrackerCache:
             error = entry.error
             assert error is not None
             # A fresh exception each time: raising a shared one would grow its traceback.
+            if isinstance(error, NewSlug):
+                raise NewSlug(error.key, error.slug)
             raise PingError(error.status, error.reason, error.message)
         return entry.tracker
 
@@ -154,7 +157,7 @@ class TrackerCache:
                     .first()
                 )
             if row is None and pk.auto_create:
-                row = self._auto_create(slug)
+                return self._missing(NewSlug(key, slug))
             if row is None:
                 return self._missing(
                     PingError(
@@ -167,16 +170,34 @@ class TrackerCache:
 
         return load
 
-    def _auto_create(self, slug: str) -> Any:
+    async def auto_create(self, new: NewSlug, payload: dict[str, Any]) -> None:
+        """Create the tracker ``new`` names, as the ping's payload describes it
+        (:func:`~telemhq_server.trackers.from_first_ping`), and forget the cached miss.
+
+        One creation per key at a time, from the first ping's payload: pings that arrive
+        meanwhile wait for it and go on in their order (a batch's ``start`` before its end)."""
+        pending = self._creating.get(new.key)
+        if pending is not None:
+            await asyncio.shield(pending)
+            return
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._creating[new.key] = future
+        try:
+            await loop.run_in_executor(self.executor, self._create, new.slug, payload)
+            self._entries.pop(new.key, None)
+            future.set_result(None)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning when nobody waits
+            raise
+        finally:
+            del self._creating[new.key]
+
+    def _create(self, slug: str, payload: dict[str, Any]) -> None:
         try:
             with write_tx(self.engine) as conn:
-                create_tracker(conn, {"name": slug, "slug": slug})
+                create_tracker(conn, from_first_ping(slug, payload))
             logger.info("tracker created by ping key", extra={"slug": slug})
         except sa.exc.IntegrityError:
             pass  # another request or process created it first
-        with self.engine.connect() as conn:
-            return (
-                conn.execute(sa.select(*self._COLUMNS).where(trackers.c.slug == slug))
-                .mappings()
-                .first()
-            )

@@ -15,7 +15,7 @@ from telemhq_plugins.core.config import slugify
 from telemhq_plugins.core.payload import STATUSES
 from telemhq_server.db import utcnow
 from telemhq_server.ingest.cache import CachedTracker, TrackerCache
-from telemhq_server.ingest.errors import PingError
+from telemhq_server.ingest.errors import NewSlug, PingError
 from telemhq_server.ingest.writer import BatchWriter, Pending
 from telemhq_server.metrics import Metrics
 from telemhq_server.types import Receive, Scope, Send
@@ -215,9 +215,17 @@ class PingHandler:
     async def _post(
         self, scope: Scope, receive: Receive, started: float
     ) -> tuple[int, dict[str, Any]]:
-        tracker, suffix = await self.resolve(scope["path"][len("/ping/") :])
-        body = await self._read_body(receive, self.max_body_bytes)
-        payload = parse_body(body)
+        path = scope["path"][len("/ping/") :]
+        try:
+            tracker, suffix = await self.resolve(path)
+        except NewSlug as new:
+            body = await self._read_body(receive, self.max_body_bytes)
+            payload = parse_body(body)
+            await self.cache.auto_create(new, payload)
+            tracker, suffix = await self.resolve(path)
+        else:
+            body = await self._read_body(receive, self.max_body_bytes)
+            payload = parse_body(body)
         return await self._record(tracker, suffix, payload, _payload_text(body, payload), started)
 
     async def _record(
@@ -298,7 +306,11 @@ class PingHandler:
                         "too_large",
                         f"body is larger than the limit of {self.max_body_bytes} bytes",
                     )
-                tracker, suffix = await self.resolve(item["ping"])
+                try:
+                    tracker, suffix = await self.resolve(item["ping"])
+                except NewSlug as new:
+                    await self.cache.auto_create(new, body)
+                    tracker, suffix = await self.resolve(item["ping"])
                 code, answer = await self._record(tracker, suffix, body, text, started)
             except PingError as exc:
                 self.metrics.reject(exc.reason)
