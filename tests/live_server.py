@@ -12,7 +12,8 @@ Or as a pytest fixture: ``pytest_plugins = ["tests.live_server"]`` in a conftest
 ``live_server`` (one server per test module; SQLite). ``LiveServer(database_url=...)`` runs it on
 another database (e.g. a PostgreSQL schema: ``...?options=-csearch_path%3Dmy_schema``).
 
-Interface (kept stable): ``base_url``, ``api_key``, ``start()``, ``stop()``, context manager,
+Interface (kept stable): ``base_url``, ``api_key``, ``start()``, ``stop()``, ``kill()`` (SIGKILL,
+then ``start()`` again on the same database and port), context manager,
 ``create_tracker(**fields) -> dict``, ``tracker(id) -> dict``, ``runs(tracker_id, **params)
 -> list`` (newest first), ``flips(tracker_id) -> list``, ``ping(tracker, body=None,
 suffix="") -> httpx.Response``, ``api(method, path, **kwargs) -> httpx.Response``, ``output``.
@@ -20,6 +21,7 @@ suffix="") -> httpx.Response``, ``api(method, path, **kwargs) -> httpx.Response`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -122,6 +124,20 @@ class LiveServer:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=5)
         self.client.close()
+
+    def kill(self) -> None:
+        """SIGKILL the server and its worker processes at once (a crash: no shutdown at all);
+        ``start()`` brings it back on the same database and port."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id (its workers are in its process group)."""
+        return None if self._proc is None else self._proc.pid
 
     def close(self) -> None:
         """Stop and delete the temporary folder (SQLite file, log)."""
