@@ -24,5 +24,7 @@ except ImportError as exc:  # pragma: no cover - exercised in an environment wit
     ) from exc
 
 from telemhq_plugins.dagster.hooks import telemhq_hooks
+from telemhq_plugins.dagster.resources import TelemHQResource
+from telemhq_plugins.dagster.sensors import telemhq_sensors
 
-__all__ = ["telemhq_hooks"]
+__all__ = ["TelemHQResource", "telemhq_hooks", "telemhq_sensors"]

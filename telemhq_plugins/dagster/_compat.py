@@ -15,7 +15,13 @@ from typing import Any
 
 from telemhq_plugins.core.logs import log_once
 
-__all__ = ["RAW_HOOKS", "current_step_context", "hook_result", "step_context"]
+__all__ = [
+    "RAW_HOOKS",
+    "current_step_context",
+    "hook_result",
+    "schedule_states",
+    "step_context",
+]
 
 logger = logging.getLogger("telemhq")
 
@@ -60,3 +66,26 @@ def current_step_context() -> Any:
         return OpExecutionContext.get().get_step_execution_context()
     except Exception:  # DagsterInvariantViolationError: no op in scope
         return None
+
+
+def schedule_states(instance: Any) -> dict[str, bool]:
+    """Schedule name -> running, for the schedules whose state the instance stores (a user
+    started or stopped them, or the daemon recorded their default); {} when unknown."""
+    try:
+        from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
+
+        states = instance.all_instigator_state(instigator_type=InstigatorType.SCHEDULE)
+        return {
+            state.instigator_name: state.status
+            in (InstigatorStatus.RUNNING, InstigatorStatus.DECLARED_IN_CODE)
+            for state in states
+        }
+    except Exception:
+        log_once(
+            logger,
+            logging.WARNING,
+            "dagster-schedule-states",
+            "TelemHQ: cannot read this Dagster's schedule states; syncing by default status",
+            exc_info=True,
+        )
+        return {}

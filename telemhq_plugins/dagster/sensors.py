@@ -1,0 +1,299 @@
+"""Run status sensors: one ping per Dagster run, and the schedules' sync.
+
+::
+
+    defs = Definitions(jobs=[...], schedules=[...], sensors=telemhq_sensors())
+
+The sensors run in the Dagster daemon (evaluated in the code location's process), so they see
+every run of the code location, however it ended: a run whose worker crashed is reported too.
+What Dagster does around a run status sensor decides how ours are written:
+
+* Dagster owns the cursor: the function never sets it and returns None (a ``SkipReason`` would
+  end the tick after one run; None lets Dagster hand it several per tick).
+* If the function raises, Dagster still moves the cursor and that run is never seen again,
+  so nothing here raises.
+* The first tick of a sensor only sets its cursor: runs that ended before it are not reported.
+* A run launched outside a code location (``execute_in_process``) is seen only with
+  ``monitor_all_code_locations=True``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from dagster import (
+    DagsterEventType,
+    DagsterRunStatus,
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    RunStatusSensorContext,
+    SensorDefinition,
+    SensorEvaluationContext,
+    run_status_sensor,
+    sensor,
+)
+
+from telemhq_plugins.core.delivery import Client, get_client
+from telemhq_plugins.core.logs import capture_internal_errors
+from telemhq_plugins.core.payload import ErrorInfo, Status
+from telemhq_plugins.core.policy import JobPolicy, resolve_policy
+from telemhq_plugins.core.provision import JobSchedule, ScheduleSync, sync
+from telemhq_plugins.core.runs import Run, resolve_target
+from telemhq_plugins.dagster import _compat
+from telemhq_plugins.dagster._translate import (
+    ORCHESTRATOR,
+    PARTITION_TAG,
+    bounded_tags,
+    error_from_serializable,
+    options_from_tags,
+)
+from telemhq_plugins.dagster.resources import TelemHQResource, resource_in
+
+__all__ = ["RunReporter", "failure_of", "schedules_of", "start_sync", "telemhq_sensors"]
+
+logger = logging.getLogger("telemhq")
+
+_STATUS: dict[DagsterRunStatus, Status] = {
+    DagsterRunStatus.SUCCESS: "success",
+    DagsterRunStatus.FAILURE: "failure",
+    DagsterRunStatus.CANCELED: "cancelled",
+    DagsterRunStatus.STARTED: "start",
+}
+#: at most this many failed steps are named in a failure's message.
+_STEPS_NAMED = 5
+
+
+class RunReporter:
+    """Turns a run's status change into its ping; one per :func:`telemhq_sensors` call."""
+
+    def __init__(
+        self,
+        *,
+        token: str | None = None,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+    ) -> None:
+        self.token = token
+        self.include = tuple(include)
+        self.exclude = tuple(exclude)
+
+    def policy(self, job: str, tags: Any) -> JobPolicy | None:
+        options = options_from_tags(tags)
+        return resolve_policy(job, options, include=self.include, exclude=self.exclude)
+
+    def on_run(self, context: RunStatusSensorContext, run_status: DagsterRunStatus) -> None:
+        dagster_run = context.dagster_run
+        job = dagster_run.job_name
+        policy = self.policy(job, dagster_run.tags)
+        if policy is None:
+            return
+        resource = resource_in(context.repository_def)
+        client = resource.client() if resource is not None else get_client()
+        target = resolve_target(job, token=policy.token or self.token, client=client)
+        if target is None:
+            return
+        record = context.instance.get_run_record_by_id(dagster_run.run_id)
+        started = getattr(record, "start_time", None)
+        ended = getattr(record, "end_time", None)
+        block: dict[str, Any] = {"run_id": dagster_run.run_id, "job_name": job}
+        partition = dagster_run.tags.get(PARTITION_TAG)
+        if partition is not None:
+            block["partition_key"] = partition
+        tags = bounded_tags(dagster_run.tags)
+        if tags:
+            block["tags"] = tags
+        current = Run(
+            job,
+            url=target.url,
+            client=client,
+            orchestrator=ORCHESTRATOR,
+            run_id=dagster_run.run_id,
+            details=block,
+            timed=False,
+        )
+        if started is not None:
+            current.started_at = dt.datetime.fromtimestamp(started, dt.UTC)
+        status = _STATUS[run_status]
+        if status == "start":
+            current.start()
+            return
+        duration = (ended - started) * 1000.0 if started is not None and ended else None
+        error: ErrorInfo | None = None
+        if status == "failure":
+            error, failed = failure_of(context)
+            if failed:
+                block["failed_steps"] = failed
+        current.finish(status, error=error, duration_ms=duration)
+
+
+def failure_of(context: RunStatusSensorContext) -> tuple[ErrorInfo | None, list[str]]:
+    """The user's error of a failed run and its failed step keys: the first step failure's
+    error, named after its step; without one (the run failed outside any step) the run
+    failure event's own error or message."""
+    records = context.instance.get_records_for_run(
+        run_id=context.dagster_run.run_id, of_type=DagsterEventType.STEP_FAILURE
+    ).records
+    failures = [r.event_log_entry.dagster_event for r in records]
+    steps = [str(e.step_key) for e in failures if e is not None and e.step_key]
+    for event in failures:
+        error = error_from_serializable(
+            getattr(getattr(event, "event_specific_data", None), "error", None)
+        )
+        if error is not None:
+            named = ", ".join(steps[:_STEPS_NAMED]) + (" ..." if len(steps) > _STEPS_NAMED else "")
+            message = f"step {named} failed: {error.message}" if steps else error.message
+            return ErrorInfo(error.type, message, error.traceback), steps
+    event = context.dagster_event
+    error = error_from_serializable(getattr(event.event_specific_data, "error", None))
+    if error is None:
+        error = ErrorInfo("RunFailure", str(event.message or "the run failed"))
+    return error, steps
+
+
+def schedules_of(
+    repository_def: Any,
+    instance: Any,
+    reporter: RunReporter,
+    resource: TelemHQResource | None = None,
+) -> list[JobSchedule]:
+    """The code location's schedules as one :class:`JobSchedule` per job: the crons of its
+    running schedules (a list is combined by core), None when none of them runs."""
+    states = _compat.schedule_states(instance) if instance is not None else {}
+    crons_by_job: dict[str, list[str]] = {}
+    timezone_by_job: dict[str, str | None] = {}
+    for schedule in repository_def.schedule_defs:
+        job = schedule.job_name
+        crons = crons_by_job.setdefault(job, [])
+        default = schedule.default_status == DefaultScheduleStatus.RUNNING
+        if not states.get(schedule.name, default):
+            continue  # a stopped schedule expects nothing
+        cron = schedule.cron_schedule
+        crons.extend([cron] if isinstance(cron, str) else cron)
+        timezone_by_job.setdefault(job, schedule.execution_timezone)
+    found: list[JobSchedule] = []
+    for job, crons in crons_by_job.items():
+        policy = reporter.policy(job, None)
+        if policy is None:
+            continue
+        token = policy.token or reporter.token or (resource.token if resource else None)
+        found.append(
+            JobSchedule(
+                job=job,
+                schedule=crons or None,
+                timezone=timezone_by_job.get(job),
+                token=token,
+            )
+        )
+    return found
+
+
+def telemhq_sensors(
+    *,
+    monitored_jobs: Sequence[Any] | None = None,
+    monitor_all_code_locations: bool = False,
+    send_start: bool = False,
+    default_status: DefaultSensorStatus = DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds: int = 30,
+    name_prefix: str = "telemhq",
+    token: str | None = None,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    sync_schedules: bool = True,
+) -> list[SensorDefinition]:
+    """Sensors for ``Definitions(sensors=[*telemhq_sensors()])``: one ping per run (job name
+    = the Dagster job, ``run_id`` = the Dagster run id, duration from the run record) on
+    success, failure (the failed steps and the user's error) and cancellation; ``start`` too
+    with ``send_start``. With ``sync_schedules``, one more sensor makes the code location's
+    schedules the job trackers' schedules (needs ``TELEMHQ_API_KEY`` or the resource's
+    ``api_key``). ``include``/``exclude`` are globs over job names; a job's tags
+    ``telemhq/enabled`` and ``telemhq/token`` win over them."""
+    reporter = RunReporter(token=token, include=include, exclude=exclude)
+    statuses = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED]
+    if send_start:
+        statuses.append(DagsterRunStatus.STARTED)
+    sensors: list[SensorDefinition] = [
+        _run_sensor(
+            reporter,
+            status,
+            name=f"{name_prefix}_run_{status.value.lower()}",
+            monitored_jobs=monitored_jobs,
+            monitor_all_code_locations=monitor_all_code_locations,
+            default_status=default_status,
+            minimum_interval_seconds=minimum_interval_seconds,
+        )
+        for status in statuses
+    ]
+    if sync_schedules:
+        sensors.append(
+            _schedule_sensor(
+                reporter,
+                name=f"{name_prefix}_schedules",
+                default_status=default_status,
+                minimum_interval_seconds=minimum_interval_seconds,
+            )
+        )
+    return sensors
+
+
+def _run_sensor(
+    reporter: RunReporter,
+    run_status: DagsterRunStatus,
+    *,
+    name: str,
+    monitored_jobs: Sequence[Any] | None,
+    monitor_all_code_locations: bool,
+    default_status: DefaultSensorStatus,
+    minimum_interval_seconds: int,
+) -> SensorDefinition:
+    def report_run(context: RunStatusSensorContext) -> None:
+        with capture_internal_errors(f"dagster.sensor {name}"):
+            reporter.on_run(context, run_status)
+        # None, never a SkipReason: Dagster then hands this sensor the next run of the tick.
+
+    definition: SensorDefinition = run_status_sensor(
+        run_status=run_status,
+        name=name,
+        monitored_jobs=list(monitored_jobs) if monitored_jobs else None,
+        monitor_all_code_locations=monitor_all_code_locations,
+        default_status=default_status,
+        minimum_interval_seconds=minimum_interval_seconds,
+        description=f"TelemHQ: one ping per run that ends {run_status.value.lower()}",
+    )(report_run)
+    return definition
+
+
+def _schedule_sensor(
+    reporter: RunReporter,
+    *,
+    name: str,
+    default_status: DefaultSensorStatus,
+    minimum_interval_seconds: int,
+) -> SensorDefinition:
+    def sync_schedules(context: SensorEvaluationContext) -> None:
+        with capture_internal_errors(f"dagster.sensor {name}"):
+            start_sync(context.repository_def, context.instance, reporter)
+
+    definition: SensorDefinition = sensor(
+        name=name,
+        default_status=default_status,
+        minimum_interval_seconds=minimum_interval_seconds,
+        description="TelemHQ: the code location's schedules become its job trackers' schedules",
+    )(sync_schedules)
+    return definition
+
+
+def start_sync(repository_def: Any, instance: Any, reporter: RunReporter) -> ScheduleSync | None:
+    """Sync the code location's schedules on a background thread (core's ``sync``: only what
+    changed is written, and an unchanged set skips the server)."""
+    if repository_def is None:
+        return None
+    resource = resource_in(repository_def)
+    schedules = schedules_of(repository_def, instance, reporter, resource)
+    if not schedules:
+        return None
+    client: Client = resource.client() if resource is not None else get_client()
+    api_key = resource.api_key if resource is not None else None
+    return sync(schedules, orchestrator=ORCHESTRATOR, api_key=api_key, client=client)
