@@ -71,6 +71,7 @@ PRUNED_TAG: Final = "pruned"
 TIMEOUT_FACTOR: Final = 4
 _MAX_NAME: Final = 200
 _PAGE: Final = 500
+_MAX_REMEMBERED: Final = 64
 
 Outcome = Literal["created", "updated", "unchanged", "paused", "skipped", "error"]
 _DONE: Final = frozenset({"created", "updated", "unchanged", "paused"})
@@ -315,6 +316,8 @@ class _Syncer:
         self._log_summary()
         if not self.dry_run and all(r.outcome in _DONE for r in self.state.results):
             with _remembered_lock:
+                if len(_remembered) >= _MAX_REMEMBERED:  # a set that keeps changing
+                    _remembered.clear()
                 _remembered[key] = list(self.state.results)
 
     def _plan(self, js: JobSchedule) -> _Job:
@@ -464,6 +467,7 @@ class _Syncer:
             response = self._request(server, "GET", f"/trackers/{quote(job.slug)}")
             if response.status_code < 400:
                 created = _json(response)
+                trackers.append(created)
                 kept.add(created["id"])
                 taken[created["id"]] = js.job
                 self._update(server, js, job.spec, created)
@@ -472,6 +476,7 @@ class _Syncer:
             self._refused(js.job, _error_text(response), None)
             return
         created = _json(response)
+        trackers.append(created)  # another job of the set may name the same slug
         kept.add(created["id"])
         taken[created["id"]] = js.job
         self.add(SyncResult(js.job, "created", "", str(created["id"]), tuple(sorted(body))))

@@ -180,6 +180,17 @@ def test_it_finds_a_tracker_by_the_token_the_job_pings(live_server: LiveServer) 
     assert live_server.api("GET", "/trackers/lost").status_code == 404
 
 
+def test_two_jobs_with_one_slug_share_one_tracker(live_server: LiveServer, client: Client) -> None:
+    results = run_sync(
+        live_server,
+        client,
+        [JobSchedule("etl.same", 60), JobSchedule("etl-same", 120), JobSchedule("etl_same", 60)],
+    )
+    assert [r.outcome for r in results] == ["created", "skipped", "skipped"]
+    assert "already takes the schedule of job 'etl.same'" in results[1].detail
+    assert live_server.tracker("etl-same")["schedule"]["period_seconds"] == 60
+
+
 def test_prune_pauses_what_is_gone_and_a_later_sync_resumes_it(
     live_server: LiveServer, client: Client
 ) -> None:
