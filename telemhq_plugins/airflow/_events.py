@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from telemhq_plugins.airflow._client import airflow_client
+from telemhq_plugins.airflow._client import airflow_client, existing_client
 from telemhq_plugins.airflow._identity import (
     dag_block,
     dag_end,
@@ -36,6 +36,7 @@ from telemhq_plugins.airflow._identity import (
     task_identity,
     task_start,
 )
+from telemhq_plugins.core.delivery import Client
 from telemhq_plugins.core.logs import log_once
 from telemhq_plugins.core.payload import ErrorInfo, Status, stable_ping_id
 from telemhq_plugins.core.runs import Run, Target, resolve_target
@@ -297,19 +298,28 @@ class Reporter:
 
     # -- delivery -------------------------------------------------------------------------------
 
-    def flush(self, run: Run | None = None) -> None:
+    def flush(self, run: Run) -> None:
         """Wait for queued pings, bounded by ``settings.flush_timeout``; a timeout is logged
         once (the pings stay queued, or spooled when a spool is set)."""
-        client = run.client if run is not None else airflow_client()
-        if not client.flush():
-            log_once(
-                logger,
-                logging.WARNING,
-                ("airflow-flush-timeout", client.settings.base_url),
-                "TelemHQ: pings not delivered within %.1f s (TELEMHQ_FLUSH_TIMEOUT) at the end "
-                "of an Airflow task or DAG run; Airflow may end this process before they are",
-                client.settings.flush_timeout,
-            )
+        _flush(run.client)
+
+    def flush_existing(self) -> None:
+        """Flush the process's client if there is one (nothing to wait for otherwise)."""
+        client = existing_client()
+        if client is not None:
+            _flush(client)
+
+
+def _flush(client: Client) -> None:
+    if not client.flush():
+        log_once(
+            logger,
+            logging.WARNING,
+            ("airflow-flush-timeout", client.settings.base_url),
+            "TelemHQ: pings not delivered within %.1f s (TELEMHQ_FLUSH_TIMEOUT) at the end "
+            "of an Airflow task or DAG run; Airflow may end this process before they are",
+            client.settings.flush_timeout,
+        )
 
 
 #: the process's reporter, shared by the callbacks and the listener.

@@ -40,7 +40,8 @@ with warnings.catch_warnings():
     import starlette.testclient  # noqa: F401
 
 from telemhq_plugins.core import Client, set_client  # noqa: E402
-from tests.airflow.helpers import make_client, new_ping_key  # noqa: E402
+from tests.kit import client_for  # noqa: E402
+from tests.kit import ping_key as new_ping_key  # noqa: E402
 from tests.live_server import LiveServer  # noqa: E402
 
 
@@ -71,7 +72,7 @@ def ping_key(server: LiveServer) -> str:
 @pytest.fixture
 def client(server: LiveServer, ping_key: str) -> Iterator[Client]:
     """The process-wide delivery client, on the server's ping key (a tracker per job)."""
-    current = make_client(server, ping_key=ping_key)
+    current = client_for(server, ping_key=ping_key)
     previous = set_client(current)
     yield current
     current.close()

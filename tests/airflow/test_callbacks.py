@@ -9,7 +9,8 @@ import pytest
 
 from telemhq_plugins.core import Client, set_client
 from tests.airflow.dags.telemhq_test_dags import DAGS
-from tests.airflow.helpers import make_client, runs_of, statuses, tracker
+from tests.airflow.helpers import block, run_count, runs_of, statuses, tracker
+from tests.kit import assert_one_ping_per_event, breaking_core, client_for, dead_endpoint
 from tests.live_server import LiveServer
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
@@ -17,11 +18,6 @@ pytestmark = pytest.mark.usefixtures("airflow_db")
 
 def run_dag(dag_id: str) -> Any:
     return DAGS[dag_id].test()
-
-
-def block(run: dict[str, Any]) -> dict[str, Any]:
-    found: dict[str, Any] = run["payload"]["airflow"]
-    return found
 
 
 def test_it_reports_a_success_with_metrics_and_the_dag_run(
@@ -66,6 +62,7 @@ def test_it_reports_a_retry_then_a_success_and_the_tracker_never_fails(
 
     runs = runs_of(server, "cb_retry.flaky", 2)
     assert statuses(runs) == ["retry", "success"]
+    assert_one_ping_per_event(runs)
     assert [r["payload"]["attempt"] for r in runs] == [1, 2]
     assert {r["run_id"] for r in runs} == {f"cb_retry/{dag_run.run_id}/flaky"}
     assert runs[0]["payload"]["error"]["type"] == "ValueError"
@@ -130,7 +127,7 @@ def test_it_sends_a_start_ping_with_send_start(server: LiveServer, client: Clien
 
 
 def test_it_changes_nothing_when_the_endpoint_is_down(server: LiveServer) -> None:
-    dead = make_client(None, base_url=_dead_endpoint(), ping_key="k", flush_timeout=1.0)
+    dead = client_for(server, base_url=dead_endpoint(), ping_key="k", flush_timeout=1.0)
     previous = set_client(dead)
     try:
         started = time.monotonic()
@@ -144,26 +141,10 @@ def test_it_changes_nothing_when_the_endpoint_is_down(server: LiveServer) -> Non
     assert elapsed < 5 * 1.0 + 10.0, elapsed
 
 
-def test_it_never_fails_the_task_when_the_adapter_fails(
-    server: LiveServer, client: Client, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def broken(*_args: Any, **_kwargs: Any) -> bool:
-        raise RuntimeError("delivery is broken")
-
-    monkeypatch.setattr(Client, "enqueue", broken)
-    before = _count(server, "cb_success.load")
-    dag_run = run_dag("cb_success")
+def test_it_never_fails_the_task_when_the_adapter_fails(server: LiveServer, client: Client) -> None:
+    before = run_count(server, "cb_success.load")
+    with breaking_core() as reached:
+        dag_run = run_dag("cb_success")
     assert dag_run.state == "success"
-    monkeypatch.undo()
-    assert _count(server, "cb_success.load") == before
-
-
-def _count(server: LiveServer, job: str) -> int:
-    found = tracker(server, job)
-    return 0 if found is None else len(server.runs(found["id"]))
-
-
-def _dead_endpoint() -> str:
-    from tests.live_server import free_port
-
-    return f"http://127.0.0.1:{free_port()}"
+    assert "cb_success.load" in reached  # the adapter did reach core, which failed
+    assert run_count(server, "cb_success.load") == before

@@ -99,8 +99,93 @@ def cb_start() -> None:
     with_start()
 
 
+# -- for the listener: no TelemHQ code in the DAG ------------------------------------------------
+
+
+@dag(
+    schedule="0 6 * * *",
+    start_date=START,
+    catchup=False,
+    default_args={"retries": 1, "retry_delay": NO_DELAY},
+)
+def ls_etl() -> None:
+    @task
+    def extract() -> int:
+        telemhq_plugins.report(records_processed=12)
+        return 12
+
+    @task
+    def flaky(_: int) -> None:
+        if _try_number() == 1:
+            raise ValueError("first try fails")
+
+    @task
+    def skip() -> None:
+        raise AirflowSkipException("nothing new")
+
+    @task
+    def part(n: int) -> int:
+        return n
+
+    flaky(extract()) >> skip()
+    part.expand(n=[0, 1])
+
+
+@dag(schedule="@hourly", start_date=START, catchup=False)
+def ls_broken() -> None:
+    @task
+    def broken() -> None:
+        raise RuntimeError("always broken")
+
+    broken()
+
+
+@dag(schedule=dt.timedelta(minutes=30), start_date=START, catchup=False)
+def ls_excluded() -> None:
+    @task
+    def quiet() -> None:
+        pass
+
+    quiet()
+
+
+# -- callbacks and the listener together --------------------------------------------------------
+
+
+@dag(
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    default_args={"retries": 1, "retry_delay": NO_DELAY, **callbacks()},
+    **dag_callbacks(),
+)
+def both_etl() -> None:
+    @task
+    def flaky() -> None:
+        if _try_number() == 1:
+            raise ValueError("first try fails")
+        telemhq_plugins.report(records_processed=3)
+
+    @task
+    def plain() -> None:
+        pass
+
+    flaky() >> plain()
+
+
 #: every DAG above by its id (Airflow also finds them, registered as they are created).
 DAGS = {
     d.dag_id: d
-    for d in (cb_success(), cb_retry(), cb_failure(), cb_skipped(), cb_mapped(), cb_start())
+    for d in (
+        cb_success(),
+        cb_retry(),
+        cb_failure(),
+        cb_skipped(),
+        cb_mapped(),
+        cb_start(),
+        ls_etl(),
+        ls_broken(),
+        ls_excluded(),
+        both_etl(),
+    )
 }
