@@ -58,11 +58,11 @@ def flow_details(flow: Any, flow_run: Any, attempt: int) -> dict[str, Any]:
         "tags": list(flow_run.tags or ()),
     }
     if flow_run.deployment_id is not None:
-        labels = flow_run.labels or {}
-        block["deployment"] = {
-            "id": str(flow_run.deployment_id),
-            "name": labels.get("prefect.deployment.name"),
-        }
+        deployment = {"id": str(flow_run.deployment_id)}
+        name = (flow_run.labels or {}).get("prefect.deployment.name")
+        if name:
+            deployment["name"] = str(name)
+        block["deployment"] = deployment
     if flow_run.work_pool_name:
         block["work_pool"] = flow_run.work_pool_name
     parameters = parameters_block(flow_run.parameters or {}, raw)

@@ -102,12 +102,26 @@ def _begin(
         _open[run_id] = current
 
 
-def _end(current: Run, status: Status, error: BaseException | ErrorInfo | None) -> None:
+def _end(
+    current: Run,
+    status: Status,
+    error: BaseException | ErrorInfo | None,
+    duration_ms: float | None = None,
+) -> None:
     current.finish(
         status,
         error=error,
+        duration_ms=duration_ms,
         ping_id=stable_ping_id(current.run_id, current.attempt, status),
     )
+
+
+def _prefect_duration_ms(run: Any, state: Any) -> float | None:
+    """From the run's start to the state, by Prefect's timestamps (for a run opened elsewhere)."""
+    started, ended = getattr(run, "start_time", None), getattr(state, "timestamp", None)
+    if isinstance(started, dt.datetime) and isinstance(ended, dt.datetime):
+        return max((ended - started).total_seconds() * 1000.0, 0.0)
+    return None
 
 
 def _late_run(
@@ -157,7 +171,9 @@ def flow_event(
         status = _FLOW_STATUS[event]
         with _lock:
             current = _open.pop(run_id, None)
+        duration_ms = None
         if current is None:
+            duration_ms = _prefect_duration_ms(flow_run, state)
             attempt = max(int(flow_run.run_count or 0), 1)
             current = _late_run(
                 job, run_id, attempt, flow_details(flow, flow_run, attempt), options, run=flow_run
@@ -168,7 +184,7 @@ def flow_event(
                 error = error_of(state)
             elif status == "cancelled":
                 error = ErrorInfo("Cancelled", str(state.message or state.name))
-            _end(current, status, error)
+            _end(current, status, error, duration_ms)
         if event in ("crashed", "cancellation"):
             _close_tasks_of(run_id, status, state)
             # After a SIGTERM Prefect re-raises the signal with the default handler: the
