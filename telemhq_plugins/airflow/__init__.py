@@ -31,9 +31,18 @@ except ImportError as exc:  # pragma: no cover - exercised in an environment wit
 
 from telemhq_plugins.airflow._callbacks import DagCallback, TaskCallback, callbacks, dag_callbacks
 from telemhq_plugins.airflow._events import reporter
+from telemhq_plugins.airflow.hooks import TelemHQHook
+from telemhq_plugins.airflow.listener import TelemHQListener
 from telemhq_plugins.core.runs import add_run_finder
 
-__all__ = ["DagCallback", "TaskCallback", "callbacks", "dag_callbacks"]
+__all__ = [
+    "DagCallback",
+    "TaskCallback",
+    "TelemHQHook",
+    "TelemHQListener",
+    "callbacks",
+    "dag_callbacks",
+]
 
 # ``report()`` inside a monitored task reaches its run through Airflow's task context.
 add_run_finder(reporter.current)

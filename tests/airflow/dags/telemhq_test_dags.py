@@ -173,6 +173,18 @@ def both_etl() -> None:
     flaky() >> plain()
 
 
+# -- for the connection: callbacks with no TELEMHQ_* settings ------------------------------------
+
+
+@dag(schedule=None, start_date=START, catchup=False, default_args=callbacks(), **dag_callbacks())
+def conn_dag() -> None:
+    @task
+    def work() -> None:
+        telemhq_plugins.report(rows=1)
+
+    work()
+
+
 #: every DAG above by its id (Airflow also finds them, registered as they are created).
 DAGS = {
     d.dag_id: d
@@ -187,5 +199,6 @@ DAGS = {
         ls_broken(),
         ls_excluded(),
         both_etl(),
+        conn_dag(),
     )
 }
