@@ -26,7 +26,13 @@ from starlette.routing import Route
 
 from telemhq_server import keys as keys_mod
 from telemhq_server import states
-from telemhq_server.bodies import MAX_API_BODY, BodyTooLarge, declared_too_large, read_body
+from telemhq_server.bodies import (
+    MAX_API_BODY,
+    BodyTooLarge,
+    declared_too_large,
+    holds_nul,
+    read_body,
+)
 from telemhq_server.db import (
     API_SCOPES,
     api_keys,
@@ -121,6 +127,8 @@ def _endpoint(handler: Handler, scope: str) -> Callable[[Request], Any]:
                         body = json.loads(raw)
                     except (ValueError, UnicodeDecodeError) as exc:
                         return JSONResponse({"error": f"body is not valid JSON: {exc}"}, 400)
+                    if holds_nul(raw, body):
+                        return JSONResponse({"error": "strings must not hold NUL (\\u0000)"}, 400)
             return await run_in_threadpool(handler, Ctx(app, request, body, key))
         except BodyTooLarge as exc:
             return JSONResponse({"error": str(exc)}, 413)

@@ -8,11 +8,18 @@ a raw ASGI handler, applies the same rule itself.)
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from starlette.requests import Request
 
-__all__ = ["MAX_API_BODY", "MAX_FORM_BODY", "BodyTooLarge", "declared_too_large", "read_body"]
+__all__ = [
+    "MAX_API_BODY",
+    "MAX_FORM_BODY",
+    "BodyTooLarge",
+    "declared_too_large",
+    "holds_nul",
+    "read_body",
+]
 
 #: Largest JSON body of a management API request.
 MAX_API_BODY: Final = 1_000_000
@@ -46,3 +53,22 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise BodyTooLarge(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def holds_nul(raw: bytes, value: Any) -> bool:
+    """Does the JSON document ``raw`` (parsed: ``value``) hold a NUL character in a string
+    or key? PostgreSQL cannot store one, so both databases refuse it alike."""
+    if b"\\u0000" not in raw:  # JSON can only write it as this escape
+        return False
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False

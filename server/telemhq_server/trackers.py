@@ -257,9 +257,11 @@ def from_first_ping(slug: str, payload: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(extra, list):
         tags.extend(t for t in extra if isinstance(t, str))
     return {
-        "name": name if 0 < len(name) <= MAX_NAME else slug,
+        "name": name if 0 < len(name) <= MAX_NAME and "\x00" not in name else slug,
         "slug": slug,
-        "tags": list(dict.fromkeys(t for t in tags if 0 < len(t) <= MAX_TAG))[:MAX_TAGS],
+        "tags": list(dict.fromkeys(t for t in tags if 0 < len(t) <= MAX_TAG and "\x00" not in t))[
+            :MAX_TAGS
+        ],
     }
 
 

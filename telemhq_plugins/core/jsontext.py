@@ -17,7 +17,7 @@ from typing import Any, Final
 
 import orjson
 
-__all__ = ["JSONDecodeError", "dumps", "loads"]
+__all__ = ["JSONDecodeError", "dumpb", "dumps", "loads"]
 
 JSONDecodeError = json.JSONDecodeError  # orjson's error is a subclass of it
 
@@ -35,8 +35,15 @@ def loads(data: bytes | str) -> Any:
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON text of a value read by :func:`loads` (integers of any size kept)."""
+    """Compact JSON text of ``value``, integers of any size kept (other values JSON cannot
+    hold are written as ``str()`` of them)."""
+    return dumpb(value).decode()
+
+
+def dumpb(value: Any) -> bytes:
+    """:func:`dumps` as UTF-8 bytes."""
     try:
-        return orjson.dumps(value).decode()
+        return orjson.dumps(value, default=str)
     except TypeError:  # an integer beyond 64 bits
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+        return text.encode()

@@ -8,8 +8,7 @@ import json
 import time
 from typing import Any, Final
 
-import orjson
-
+from telemhq_plugins.core import jsontext
 from telemhq_plugins.core.assertions import evaluate_all
 from telemhq_plugins.core.config import slugify
 from telemhq_plugins.core.payload import STATUSES
@@ -82,8 +81,8 @@ def parse_body(body: bytes) -> dict[str, Any]:
     if not body.strip():
         return {}
     try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        value = jsontext.loads(body)  # the reading `telemhq check` does: exact integers
+    except jsontext.JSONDecodeError as exc:
         raise PingError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise PingError(400, "not_object", f"body must be a JSON object, got {_json_type(value)}")
@@ -98,7 +97,7 @@ def _payload_text(body: bytes, payload: dict[str, Any]) -> str:
     """The body to store: as received when it is UTF-8 JSON, else re-encoded."""
     if not payload:
         return "{}"
-    return body.decode()  # orjson accepted it, so it is UTF-8
+    return body.decode()  # the parser accepted it, so it is UTF-8
 
 
 def _string_field(payload: dict[str, Any], name: str) -> str | None:
@@ -111,6 +110,8 @@ def _string_field(payload: dict[str, Any], name: str) -> str | None:
             "invalid_field",
             f"{name} must be a non-empty string of at most {MAX_ID_LENGTH} characters",
         )
+    if "\x00" in value:  # PostgreSQL cannot store it; refused on SQLite too, alike
+        raise PingError(400, "invalid_field", f"{name} must not contain NUL characters")
     return value
 
 
@@ -299,7 +300,7 @@ class PingHandler:
                     raise PingError(
                         400, "not_object", f"body must be a JSON object, got {_json_type(body)}"
                     )
-                text = orjson.dumps(body).decode() if body else "{}"
+                text = jsontext.dumps(body) if body else "{}"
                 if len(text) > self.max_body_bytes:
                     raise PingError(
                         413,
@@ -340,7 +341,7 @@ class PingHandler:
 
 
 async def _send_json(send: Send, status: int, answer: dict[str, Any]) -> None:
-    await _send(send, status, orjson.dumps(answer, default=str), b"application/json")
+    await _send(send, status, jsontext.dumpb(answer), b"application/json")
 
 
 async def _send(

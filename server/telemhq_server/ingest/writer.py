@@ -21,10 +21,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, RootTransaction
 
+from telemhq_plugins.core import jsontext
 from telemhq_plugins.core.assertions import AssertionResult
 from telemhq_server import states
 from telemhq_server.db import write_lock
@@ -57,6 +57,8 @@ class Pending:
     received_at: dt.datetime
     future: asyncio.Future[tuple[int, dict[str, Any]]] | None = None
     answer: tuple[int, dict[str, Any]] | None = field(default=None)
+    #: committed (its answer stands even if a later part of the batch fails)
+    stored: bool = False
 
 
 @dataclass(slots=True)
@@ -135,7 +137,6 @@ class BatchWriter:
         transaction mostly waits for the database server, so all of it runs in the writer
         thread."""
         assert self._wakeup is not None
-        loop = asyncio.get_running_loop()
         while not self._stopping or self._queue:
             await self._wakeup.wait()
             self._wakeup.clear()
@@ -143,22 +144,61 @@ class BatchWriter:
                 batch = self._queue[: self.max_batch]
                 del self._queue[: self.max_batch]
                 try:
-                    if self.is_postgres:
-                        await loop.run_in_executor(self._executor, self.write, batch)
-                    else:
-                        await self.write_sqlite(batch)
+                    await self._write_isolating(batch)
                 except Exception:
                     logger.exception("writing a batch of %d pings failed", len(batch))
                     for item in batch:
-                        item.answer = (
-                            503,
-                            {"ok": False, "error": "storage unavailable, nothing was recorded"},
-                        )
+                        if not item.stored:
+                            item.answer = (
+                                503,
+                                {"ok": False, "error": "storage unavailable, nothing was recorded"},
+                            )
                 for item in batch:
                     if item.future is not None and not item.future.done():
                         assert item.answer is not None
                         item.future.set_result(item.answer)
                 await asyncio.sleep(0)  # more than max_batch queued: let the loop breathe
+
+    async def _write_isolating(self, batch: Sequence[Pending]) -> None:
+        """Write ``batch``; when the database refuses it for what a ping holds (not for being
+        unavailable), write each half on its own, down to the ping that cannot be stored,
+        which alone is answered 400. One sender's bad ping never fails anyone else's."""
+        try:
+            if self.is_postgres:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self._executor, self.write, batch)
+            else:
+                await self.write_sqlite(batch)
+        except Exception as exc:
+            if not self._refused_for_data(exc):
+                raise
+            if len(batch) > 1:
+                middle = len(batch) // 2
+                await self._write_isolating(batch[:middle])
+                await self._write_isolating(batch[middle:])
+                return
+            logger.warning("a ping the database cannot store was refused: %s", exc)
+            batch[0].answer = (
+                400,
+                {"ok": False, "error": "the ping holds a value the database cannot store"},
+            )
+            return
+        for item in batch:
+            item.stored = True
+
+    def _refused_for_data(self, exc: BaseException) -> bool:
+        """Did the database refuse the statements' values (rather than fail to answer)?"""
+        if isinstance(exc, sa.exc.DBAPIError):
+            if exc.connection_invalidated:
+                return False
+            exc = exc.orig if exc.orig is not None else exc
+        dbapi = self.engine.dialect.dbapi
+        unavailable = (dbapi.OperationalError, dbapi.InterfaceError) if dbapi else ()
+        if isinstance(exc, (*unavailable, sa.exc.OperationalError, sa.exc.InterfaceError)):
+            return False
+        return isinstance(exc, (ValueError, TypeError)) or (
+            dbapi is not None and isinstance(exc, (dbapi.DataError, dbapi.IntegrityError))
+        )
 
     def write(self, batch: Sequence[Pending]) -> None:
         """Write ``batch`` in one transaction and set each item's ``answer`` (blocking: the
@@ -344,7 +384,7 @@ class BatchWriter:
                 "duplicate": True,
                 "run_id": dup[0],
                 "state": row["state"],
-                "assertions": orjson.loads(dup[1]),
+                "assertions": jsontext.loads(dup[1]),
             },
         )
         return True
@@ -521,4 +561,4 @@ def _new_run_id() -> str:
 
 
 def _dumps(value: Any) -> str:
-    return orjson.dumps(value, default=str).decode()
+    return jsontext.dumps(value)  # an assertion's actual value may be an integer beyond 64 bits

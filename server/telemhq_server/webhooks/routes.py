@@ -23,7 +23,8 @@ def _webhook_json(row: Any, *, with_secret: bool = False) -> dict[str, Any]:
         "events": list(row["events"]) or list(DEFAULT_EVENTS),
         "enabled": bool(row["enabled"]),
         "created_at": db.iso(row["created_at"]),
-        "secret_hint": row["secret"][:10] + "...",
+        # Never more than 4 characters of a secret a user may have chosen (and reused).
+        "secret_hint": row["secret"][:4] + "...",
     }
     if with_secret:
         out["secret"] = row["secret"]
