@@ -1,5 +1,13 @@
 """Webhook delivery: a :class:`Dispatcher` per server process claims due outbox rows, POSTs
-them with httpx (async, short timeout) and records every attempt in ``webhook_attempts``.
+them with httpx (async) and records every attempt in ``webhook_attempts``.
+
+No receiver can hold up another's alerts. Each attempt has an overall deadline
+(``RetryPolicy.timeout``: connecting, sending and reading the whole answer, so a receiver that
+answers one byte at a time is cut off too), at most ``max_in_flight`` deliveries run at once
+and at most ``per_receiver`` of them to one receiver (scheme, host and port), and the loop
+goes on claiming due alerts while earlier deliveries are still under way. A receiver that
+hangs, drips, redirects or fails therefore delays nobody else's alert, and its own alert is
+retried.
 
 Retries. A non-2xx answer, a timeout or a connection error is retried after
 ``initial * factor**(attempt-1)`` seconds (capped at ``max_delay``, with optional jitter),
@@ -11,6 +19,7 @@ conditional ``UPDATE ... SET claimed_until`` (a lease), so it is never sent by t
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import json
@@ -20,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import httpx
 import sqlalchemy as sa
@@ -37,6 +47,8 @@ _USER_AGENT: Final = "telemhq-server-webhooks/1"
 KEEP_DAYS: Final = 30
 #: Most characters of an error or response kept in ``webhook_attempts``/``last_error``.
 _MAX_ERROR: Final = 500
+#: Most bytes of a receiver's answer read (its start goes into the error of a non-2xx).
+_MAX_ANSWER: Final = 1024
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,7 @@ class RetryPolicy:
     give_up_after: float = 24 * 3600.0
     #: Each delay is multiplied by a random factor in [1 - jitter, 1 + jitter].
     jitter: float = 0.1
+    #: Overall deadline of one attempt, from connecting to the last byte of the answer.
     timeout: float = 5.0
 
     def delay(self, attempts: int) -> float:
@@ -88,6 +101,8 @@ class Dispatcher:
         batch: int = 50,
         lease: float = 60.0,
         client: httpx.AsyncClient | None = None,
+        max_in_flight: int = 64,
+        per_receiver: int = 4,
     ) -> None:
         self.engine = engine
         self.public_url = (public_url or "").rstrip("/")
@@ -99,6 +114,10 @@ class Dispatcher:
         self._client = client
         self._own_client = client is None
         self._wake = asyncio.Event()
+        self.max_in_flight = max_in_flight
+        self.per_receiver = per_receiver
+        #: deliveries under way: task -> the receiver it is sending to
+        self._in_flight: dict[asyncio.Task[None], str] = {}
 
     def wake(self) -> None:
         """Ask the loop to look at the outbox now (e.g. right after a flip)."""
@@ -110,7 +129,7 @@ class Dispatcher:
         try:
             while True:
                 try:
-                    await self.tick()
+                    await self.tick(wait=False)
                     if time.monotonic() >= next_prune:
                         next_prune = time.monotonic() + 3600
                         await asyncio.to_thread(self.prune, self.clock())
@@ -120,6 +139,10 @@ class Dispatcher:
                     await asyncio.wait_for(self._wake.wait(), self.interval)
                 self._wake.clear()
         finally:
+            tasks = list(self._in_flight)
+            for task in tasks:
+                task.cancel()  # its row's lease runs out and it is sent again later
+            await asyncio.gather(*tasks, return_exceptions=True)
             await self.aclose()
 
     def prune(self, now: dt.datetime) -> int:
@@ -141,32 +164,75 @@ class Dispatcher:
             self._client = httpx.AsyncClient(
                 timeout=self.policy.timeout,
                 follow_redirects=False,
-                headers={"User-Agent": _USER_AGENT},
+                # identity: the start of an error answer is kept as sent, nothing to inflate
+                headers={"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"},
             )
         return self._client
 
-    async def tick(self) -> int:
+    async def tick(self, *, wait: bool = True) -> int:
+        """Claim the due rows there is room for and start delivering them; returns how many.
+        ``wait``: return only once those deliveries are done (tests); the loop does not wait,
+        so a slow receiver never holds up the next pass."""
         now = self.clock()
-        jobs = await asyncio.to_thread(self._claim, now)
-        if jobs:
-            await asyncio.gather(*(self._deliver(job) for job in jobs))
+        busy = collections.Counter(self._in_flight.values())
+        room = self.max_in_flight - len(self._in_flight)
+        if room <= 0:
+            return 0
+        jobs = await asyncio.to_thread(self._claim, now, room, busy)
+        started = []
+        for job in jobs:
+            task = asyncio.get_running_loop().create_task(self._deliver(job))
+            self._in_flight[task] = _receiver(job.url)
+            task.add_done_callback(self._delivered)
+            started.append(task)
+        if wait and started:
+            await asyncio.gather(*started, return_exceptions=True)
         return len(jobs)
 
-    def _claim(self, now: dt.datetime) -> list[_Job]:
+    def _delivered(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.pop(task, None)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("a webhook delivery failed", exc_info=task.exception())
+        self._wake.set()  # room for another delivery
+
+    def _claim(
+        self, now: dt.datetime, room: int, busy: collections.Counter[str] | None = None
+    ) -> list[_Job]:
+        """Lease up to ``room`` due rows, leaving those whose receiver already has
+        ``per_receiver`` deliveries under way (``busy`` counts them) for a later pass."""
         o, w = db.webhook_outbox, db.webhooks
         free = sa.or_(o.c.claimed_until.is_(None), o.c.claimed_until < now)
         pending = sa.and_(o.c.delivered_at.is_(None), o.c.failed_at.is_(None))
+        # The oldest due rows of each webhook, a few per webhook: a receiver with thousands
+        # of alerts waiting never pushes another's out of the pass.
+        due = (
+            sa.select(
+                o.c.id,
+                sa.func.row_number()
+                .over(partition_by=o.c.webhook_id, order_by=(o.c.next_attempt_at, o.c.id))
+                .label("rank"),
+            )
+            .where(pending, o.c.next_attempt_at <= now, free)
+            .subquery()
+        )
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(o.c.id, o.c.event, o.c.body, o.c.created_at, o.c.attempts, w.c.url)
                 .add_columns(w.c.secret, w.c.enabled)
+                .join(due, due.c.id == o.c.id)
                 .join(w, w.c.id == o.c.webhook_id)
-                .where(pending, o.c.next_attempt_at <= now, free)
+                .where(due.c.rank <= self.per_receiver)
                 .order_by(o.c.next_attempt_at, o.c.id)
                 .limit(self.batch)
             ).all()
+        taken = collections.Counter(busy or {})
         jobs: list[_Job] = []
         for row in rows:
+            if len(jobs) >= room:
+                break
+            receiver = _receiver(row.url)
+            if row.enabled and taken[receiver] >= self.per_receiver:
+                continue
             with db.write_tx(self.engine) as conn:
                 claimed = conn.execute(
                     sa.update(o)
@@ -182,6 +248,7 @@ class Dispatcher:
                         .values(failed_at=now, last_error="webhook disabled", claimed_until=None)
                     )
                     continue
+            taken[receiver] += 1
             created = db.as_utc(row.created_at)
             assert created is not None
             jobs.append(
@@ -211,16 +278,28 @@ class Dispatcher:
         error: str | None = None
         t0 = time.perf_counter()
         try:
-            response = await self._http().post(job.url, content=body, headers=headers)
-            status = response.status_code
+            async with asyncio.timeout(self.policy.timeout):
+                status, answer = await self._post(job.url, body, headers)
             if not 200 <= status < 300:
-                error = f"HTTP {status}: {response.text[:200]}"
+                error = f"HTTP {status}: {answer[:200]}"
+        except TimeoutError:
+            error = f"Timeout: no complete answer within {self.policy.timeout:g} s"
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR] or type(exc).__name__
         except Exception as exc:  # never let one bad URL stop the loop
             error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR]
         elapsed_ms = (time.perf_counter() - t0) * 1000
         await asyncio.to_thread(self._record, job, started, status, error, elapsed_ms)
+
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+        """POST and read at most :data:`_MAX_ANSWER` bytes of the answer."""
+        async with self._http().stream("POST", url, content=body, headers=headers) as response:
+            answer = b""
+            async for chunk in response.aiter_raw():
+                answer += chunk
+                if len(answer) >= _MAX_ANSWER:
+                    break
+        return response.status_code, answer[:_MAX_ANSWER].decode("utf-8", "replace")
 
     def _record(
         self,
@@ -263,3 +342,9 @@ class Dispatcher:
                     )
                 )
             # else: the webhook (and its outbox, by cascade) was deleted meanwhile
+
+
+def _receiver(url: str) -> str:
+    """What deliveries are bounded per: the URL's scheme, host and port."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
