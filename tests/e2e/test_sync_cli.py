@@ -165,6 +165,18 @@ def test_the_documented_telemhq_toml_applies_as_written(
     (tmp_path / "telemhq.toml").write_text(example.replace(base, live_server.base_url))
     proc = run_sync(cwd=tmp_path, TELEMHQ_API_KEY=live_server.api_key)
     assert proc.returncode == 0, proc.stderr
-    assert "4 job(s): 4 created" in proc.stdout
+    assert "4 job(s): " in proc.stdout  # created, or updated where another test made one
+    backup = live_server.tracker("nightly-backup")
+    assert backup["schedule"] == {
+        "kind": "cron",
+        "cron": "0 3 * * *",
+        "timezone": "Europe/Berlin",
+        "grace_seconds": 900,
+    }
+    assert backup["assertions"] == ["files_copied > 0", "errors = 0"]
+    assert live_server.tracker("cache-warmer")["schedule"]["period_seconds"] == 600
+    assert live_server.tracker("cache-warmer")["paused"] is False
     assert live_server.tracker("reports")["schedule"]["cron"] == "0 9 * * 1-5,6"
     assert live_server.tracker("manual-export")["assertions"] == ["rows > 0"]
+    again = run_sync(cwd=tmp_path, TELEMHQ_API_KEY=live_server.api_key)
+    assert "4 job(s): 4 unchanged" in again.stdout
