@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, Final
 
+from telemhq_plugins.core.config import parse_flag
+
 __all__ = ["DEFAULT_DATABASE_URL", "Settings", "load_settings"]
 
 DEFAULT_DATABASE_URL: Final = "sqlite:///telemhq.db"
@@ -89,8 +91,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             continue
         kind = type(getattr(Settings(), f.name))
         try:
-            if kind is bool:  # TELEMHQ_PUBLIC_DASHBOARD=1/true/yes/on
-                values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
+            if kind is bool:  # TELEMHQ_PUBLIC_DASHBOARD=1/true/yes/on, 0/false/no/off
+                values[f.name] = parse_flag(raw)
             elif kind is int:
                 values[f.name] = int(raw)
             elif kind is float:

@@ -24,11 +24,10 @@ except ImportError as exc:  # pragma: no cover - exercised in an environment wit
         'pip install "telemhq-plugins[celery]"'
     ) from exc
 
-import os
-
 from telemhq_plugins.celery._context import DEFAULT_EXCLUDE, TaskPolicy, resolve_policy
 from telemhq_plugins.celery._instrumentor import CeleryInstrumentor, setup
 from telemhq_plugins.celery.beat import BeatScheduleSync, schedule_spec
+from telemhq_plugins.core.config import env_flag
 
 __all__ = [
     "DEFAULT_EXCLUDE",
@@ -42,5 +41,5 @@ __all__ = [
 
 # ``TELEMHQ_CELERY_AUTO=1``: instrument every task of the process as soon as this package is
 # imported (the ``celery`` command imports it through its ``celery.commands`` entry point).
-if os.environ.get("TELEMHQ_CELERY_AUTO", "").strip().lower() in {"1", "true", "yes", "on"}:
+if env_flag("TELEMHQ_CELERY_AUTO"):
     CeleryInstrumentor().instrument()

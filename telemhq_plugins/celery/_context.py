@@ -1,17 +1,18 @@
 """Translate Celery objects into TelemHQ terms: the ``celery`` payload block, the request a
-task runs with, and task options.
+task runs with, and task options (core's job policy, with Celery's default exclude).
 
-Pure functions and a small frozen policy; nothing here sends anything or touches signals.
+Pure functions; nothing here sends anything or touches signals.
 """
 
 from __future__ import annotations
 
-import fnmatch
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 from celery.app.task import Context
+
+from telemhq_plugins.core.policy import JobPolicy
+from telemhq_plugins.core.policy import resolve_policy as resolve_job_policy
 
 __all__ = [
     "DEFAULT_EXCLUDE",
@@ -28,47 +29,20 @@ __all__ = [
 DEFAULT_EXCLUDE: tuple[str, ...] = ("celery.*",)
 
 
-@dataclass(frozen=True, slots=True)
-class TaskPolicy:
-    """How one task is monitored: an explicit token (else the core resolver decides) and
-    whether to send a ``start`` ping (``None``: the ``TELEMHQ_SEND_START`` setting)."""
-
-    token: str | None = None
-    send_start: bool | None = None
+#: the policy of one task: core's job policy under the name Celery users know.
+TaskPolicy = JobPolicy
 
 
 def resolve_policy(
     name: str,
-    options: Any,
+    options: object,
     *,
     include: Sequence[str] = (),
     exclude: Sequence[str] = DEFAULT_EXCLUDE,
-) -> TaskPolicy | None:
-    """The policy for task ``name`` with task option ``options`` (``telemhq=...``), or
-    ``None`` when the task is not monitored.
-
-    An explicit ``enabled`` in the task option wins over the globs (per-task opt-in/opt-out);
-    otherwise a task matching an ``exclude`` glob is off, and with ``include`` globs given a
-    task must match one of them. ``options`` may be ``True``/``False`` as a shorthand, or a
-    mapping with ``enabled``, ``token`` and ``send_start``."""
-    if isinstance(options, bool):
-        options = {"enabled": options}
-    elif not isinstance(options, Mapping):
-        options = {}
-    enabled = options.get("enabled")
-    if enabled is None:
-        if any(fnmatch.fnmatchcase(name, pattern) for pattern in exclude):
-            return None
-        if include and not any(fnmatch.fnmatchcase(name, pattern) for pattern in include):
-            return None
-    elif not enabled:
-        return None
-    token = options.get("token")
-    send_start = options.get("send_start")
-    return TaskPolicy(
-        token=str(token) if token else None,
-        send_start=None if send_start is None else bool(send_start),
-    )
+) -> JobPolicy | None:
+    """Core's :func:`~telemhq_plugins.core.policy.resolve_policy` for task ``name`` and its
+    ``telemhq=...`` option, with Celery's housekeeping tasks excluded by default."""
+    return resolve_job_policy(name, options, include=include, exclude=exclude)
 
 
 def attempt_of(request: Any) -> int:

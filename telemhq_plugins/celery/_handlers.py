@@ -38,8 +38,7 @@ from telemhq_plugins.celery._context import (
     resolve_policy,
     same_task,
 )
-from telemhq_plugins.core import delivery
-from telemhq_plugins.core.delivery import Client, get_client
+from telemhq_plugins.core.delivery import Client, current_client, get_client
 from telemhq_plugins.core.logs import capture_internal_errors, log_once
 from telemhq_plugins.core.payload import ErrorInfo, Status
 from telemhq_plugins.core.runs import Run, Target, resolve_target
@@ -165,7 +164,7 @@ class Handlers:
         # argument Celery sends is named, even those not used: whatever lands in ``**_`` costs
         # a dict built per call, a large part of a receiver's own cost. A plain try/except
         # rather than ``capture_internal_errors``, the target cache read inline (against the
-        # process-wide client as ``get_client`` would return it, when there is one), the
+        # process-wide client, ``current_client``: one call, which creates nothing), the
         # request read from the stack the tracer just pushed it on (``current_request``), and
         # the run not bound to the context: ``report()`` finds it through ``current`` (a run
         # finder), by thread.
@@ -173,7 +172,7 @@ class Handlers:
             task = task or sender
             target = (
                 self._targets.get(task, _UNRESOLVED)
-                if self._targets_client is delivery._client
+                if self._targets_client is current_client()
                 else _UNRESOLVED
             )
             if target is _UNRESOLVED:

@@ -1,14 +1,12 @@
 """``CeleryInstrumentor``: connect the receivers to Celery's public signals, and take them off.
 
-A process-wide singleton, like OpenTelemetry's instrumentors: ``instrument()`` twice connects
-once, ``uninstrument()`` disconnects everything it connected and forgets open runs.
+An :class:`~telemhq_plugins.core.instrumentor.Instrumentor`: one per process, ``instrument()``
+twice connects once (Celery 5.3 or later), ``uninstrument()`` disconnects everything it
+connected and forgets open runs.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,15 +16,15 @@ from celery.utils.dispatch import Signal
 from telemhq_plugins.celery._context import DEFAULT_EXCLUDE
 from telemhq_plugins.celery._handlers import Handlers
 from telemhq_plugins.celery.beat import BeatScheduleSync
+from telemhq_plugins.core.config import env_flag
+from telemhq_plugins.core.instrumentor import Instrumentor
 from telemhq_plugins.core.logs import capture_internal_errors
 from telemhq_plugins.core.runs import add_run_finder, remove_run_finder
 
 __all__ = ["CeleryInstrumentor", "setup"]
 
-logger = logging.getLogger("telemhq")
 
-
-class CeleryInstrumentor:
+class CeleryInstrumentor(Instrumentor):
     """Monitor every Celery task of this process through signals::
 
         CeleryInstrumentor().instrument(app)          # or telemhq_plugins.celery.setup(app)
@@ -44,28 +42,12 @@ class CeleryInstrumentor:
     * ``api_key``: management API key for the push (default: ``TELEMHQ_API_KEY``).
     """
 
-    _instance: CeleryInstrumentor | None = None
-    _instance_lock = threading.Lock()
+    instruments = ("celery", "5.3")
 
-    def __new__(cls) -> CeleryInstrumentor:
-        with cls._instance_lock:
-            if cls._instance is None:
-                instance = super().__new__(cls)
-                instance._lock = threading.RLock()
-                instance._handlers = None
-                instance._connected = []
-                instance._beat_sync = None
-                cls._instance = instance
-            return cls._instance
-
-    _lock: threading.RLock
-    _handlers: Handlers | None
+    _handlers: Handlers | None = None
+    _beat_sync: BeatScheduleSync | None = None
+    #: what ``_instrument`` connected so far, for ``_uninstrument`` to take back.
     _connected: list[tuple[Signal, Any]]
-    _beat_sync: BeatScheduleSync | None
-
-    @property
-    def is_instrumented(self) -> bool:
-        return self._handlers is not None
 
     @property
     def beat_sync(self) -> BeatScheduleSync | None:
@@ -77,7 +59,7 @@ class CeleryInstrumentor:
         """The connected receivers (their open runs), while instrumented."""
         return self._handlers
 
-    def instrument(
+    def _instrument(
         self,
         app: Any = None,
         *,
@@ -87,76 +69,57 @@ class CeleryInstrumentor:
         beat_schedules: bool | None = None,
         beat_grace: float = 300.0,
         api_key: str | None = None,
-    ) -> bool:
-        """Connect the receivers; True if this call did it, False if already instrumented.
-        Never raises (a failure is logged and leaves Celery untouched)."""
-        with self._lock:
-            if self._handlers is not None:
-                return False
-            try:
-                handlers = Handlers(
-                    app=app,
-                    include=tuple(include or ()),
-                    exclude=DEFAULT_EXCLUDE if exclude is None else tuple(exclude),
-                    send_start=send_start,
-                )
-                pairs: list[tuple[Signal, Any]] = [
-                    (signals.task_prerun, handlers.on_prerun),
-                    (signals.task_failure, handlers.on_failure),
-                    (signals.task_retry, handlers.on_retry),
-                    (signals.task_postrun, handlers.on_postrun),
-                    (signals.task_revoked, handlers.on_revoked),
-                    (signals.task_received, handlers.on_received),
-                    (signals.worker_process_shutdown, handlers.on_shutdown),
-                    (signals.worker_shutdown, handlers.on_shutdown),
-                ]
-                if beat_schedules is None:
-                    beat_schedules = _env_flag("TELEMHQ_CELERY_BEAT_SCHEDULES")
-                sync: BeatScheduleSync | None = None
-                if beat_schedules:
-                    sync = BeatScheduleSync(
-                        app=app,
-                        grace=beat_grace,
-                        api_key=api_key,
-                        include=handlers.include,
-                        exclude=handlers.exclude,
-                    )
-                    pairs.append((signals.beat_init, sync.on_beat_init))
-                for signal, receiver in pairs:
-                    # Strong references: the receivers live exactly as long as instrumentation.
-                    signal.connect(receiver, weak=False)
-                    self._connected.append((signal, receiver))
-            except Exception:
-                # Half-connected is worse than not at all: take back what was connected.
-                self._disconnect()
-                logger.exception("TelemHQ: Celery instrumentation failed; tasks are unaffected")
-                return False
-            add_run_finder(handlers.current)
-            self._handlers = handlers
-            self._beat_sync = sync
-            return True
+    ) -> None:
+        self._connected = []
+        handlers = Handlers(
+            app=app,
+            include=tuple(include or ()),
+            exclude=DEFAULT_EXCLUDE if exclude is None else tuple(exclude),
+            send_start=send_start,
+        )
+        pairs: list[tuple[Signal, Any]] = [
+            (signals.task_prerun, handlers.on_prerun),
+            (signals.task_failure, handlers.on_failure),
+            (signals.task_retry, handlers.on_retry),
+            (signals.task_postrun, handlers.on_postrun),
+            (signals.task_revoked, handlers.on_revoked),
+            (signals.task_received, handlers.on_received),
+            (signals.worker_process_shutdown, handlers.on_shutdown),
+            (signals.worker_shutdown, handlers.on_shutdown),
+        ]
+        if beat_schedules is None:
+            beat_schedules = env_flag("TELEMHQ_CELERY_BEAT_SCHEDULES")
+        sync: BeatScheduleSync | None = None
+        if beat_schedules:
+            sync = BeatScheduleSync(
+                app=app,
+                grace=beat_grace,
+                api_key=api_key,
+                include=handlers.include,
+                exclude=handlers.exclude,
+            )
+            pairs.append((signals.beat_init, sync.on_beat_init))
+        for signal, receiver in pairs:
+            # Strong references: the receivers live exactly as long as instrumentation.
+            signal.connect(receiver, weak=False)
+            self._connected.append((signal, receiver))
+        add_run_finder(handlers.current)
+        self._handlers = handlers
+        self._beat_sync = sync
 
-    def uninstrument(self) -> bool:
-        """Disconnect every receiver; True if something was connected. Open runs are dropped
-        without a ping (their tasks keep running untouched)."""
-        with self._lock:
-            if self._handlers is None:
-                return False
+    def _uninstrument(self) -> None:
+        """Disconnect every receiver connected so far. Open runs are dropped without a ping
+        (their tasks keep running untouched)."""
+        handlers, self._handlers, self._beat_sync = self._handlers, None, None
+        if handlers is not None:
             with capture_internal_errors("celery.uninstrument"):
-                self._handlers.runs.clear()
-                self._handlers.by_thread.clear()
-            self._disconnect()
-            return True
-
-    def _disconnect(self) -> None:
-        if self._handlers is not None:
-            remove_run_finder(self._handlers.current)
+                remove_run_finder(handlers.current)
+                handlers.runs.clear()
+                handlers.by_thread.clear()
         for signal, receiver in self._connected:
             with capture_internal_errors("celery.disconnect"):
                 signal.disconnect(receiver)
         self._connected = []
-        self._handlers = None
-        self._beat_sync = None
 
 
 def setup(app: Any = None, **options: Any) -> CeleryInstrumentor:
@@ -168,7 +131,3 @@ def setup(app: Any = None, **options: Any) -> CeleryInstrumentor:
     instrumentor = CeleryInstrumentor()
     instrumentor.instrument(app, **options)
     return instrumentor
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}

@@ -15,6 +15,7 @@ from celery.bin.base import CeleryCommand, handle_preload_options
 from telemhq_plugins.celery._context import resolve_policy
 from telemhq_plugins.celery._instrumentor import CeleryInstrumentor
 from telemhq_plugins.core.delivery import get_client
+from telemhq_plugins.core.logs import redact_url
 
 __all__ = ["telemhq"]
 
@@ -44,10 +45,5 @@ def telemhq(ctx: Any) -> None:
             where = "not monitored"
         else:
             url = settings.ping_url_for(name, policy.token)
-            where = _redact(url) if url else "no tracker (set TELEMHQ_TOKEN, ...)"
+            where = redact_url(url) if url else "no tracker (set TELEMHQ_TOKEN, ...)"
         click.echo(f"  {name}: {where}")
-
-
-def _redact(url: str) -> str:
-    head, _, path = url.partition("/ping/")
-    return f"{head}/ping/{path[:4]}..." if path else url

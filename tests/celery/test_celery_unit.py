@@ -3,6 +3,7 @@ and signals, in this thread) and pings delivered to the real reference server.""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from celery.app.task import Context
 import telemhq_plugins
 from telemhq_plugins.celery import CeleryInstrumentor, TaskPolicy, resolve_policy
 from telemhq_plugins.celery._context import celery_block, current_request
-from telemhq_plugins.core import Client, set_client
+from telemhq_plugins.core import Client, JobPolicy, set_client
 from tests.celery.conftest import make_client
 from tests.celery.server import TelemHQ
 
@@ -319,6 +320,49 @@ def test_it_connects_once_and_disconnects_everything() -> None:
     assert instrumentor.is_instrumented is False
 
 
+def test_it_takes_back_a_half_connected_instrumentation(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    watched = (signals.task_prerun, signals.task_postrun, signals.task_failure)
+    before = [len(s.receivers) for s in watched]
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("signal refused")
+
+    # task_revoked comes after prerun, failure, retry and postrun are connected
+    monkeypatch.setattr(signals.task_revoked, "connect", refuse)
+    instrumentor = CeleryInstrumentor()
+    assert instrumentor.instrument() is False
+    assert instrumentor.is_instrumented is False
+    assert instrumentor.handlers is None
+    assert [len(s.receivers) for s in watched] == before
+    assert "CeleryInstrumentor failed to instrument" in caplog.text
+    monkeypatch.undo()
+    assert instrumentor.instrument() is True  # nothing left behind blocks a real install
+    assert instrumentor.uninstrument() is True
+
+
+def test_it_refuses_a_celery_older_than_supported(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = len(signals.task_prerun.receivers)
+    real_version = importlib.metadata.version
+    monkeypatch.setattr(
+        importlib.metadata,
+        "version",
+        lambda name: "5.2.7" if name == "celery" else real_version(name),
+    )
+    instrumentor = CeleryInstrumentor()
+    assert instrumentor.instrument() is False
+    assert instrumentor.is_instrumented is False
+    assert len(signals.task_prerun.receivers) == before
+    assert "celery 5.2.7 is installed but telemhq-plugins needs celery>=5.3" in caplog.text
+
+
+def test_the_task_policy_is_cores_job_policy() -> None:
+    assert TaskPolicy is JobPolicy
+
+
 def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("TELEMHQ_")}
     environ.update(PYTHONPATH=str(ROOT), **env)
@@ -335,7 +379,11 @@ def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
 def test_it_instruments_on_import_with_telemhq_celery_auto() -> None:
     code = "import telemhq_plugins.celery as c; print(c.CeleryInstrumentor().is_instrumented)"
     assert _python(code, TELEMHQ_CELERY_AUTO="1").stdout.strip() == "True"
+    assert _python(code, TELEMHQ_CELERY_AUTO=" Yes ").stdout.strip() == "True"
     assert _python(code).stdout.strip() == "False"
+    unreadable = _python(code, TELEMHQ_CELERY_AUTO="sometimes")
+    assert unreadable.stdout.strip() == "False"
+    assert "TELEMHQ_CELERY_AUTO='sometimes' is not a switch" in unreadable.stderr
 
 
 def test_it_names_the_extra_when_celery_is_missing() -> None:
