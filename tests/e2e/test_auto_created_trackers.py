@@ -4,13 +4,12 @@ the job and tags it with the orchestrator and the run's tags (real client, real 
 from __future__ import annotations
 
 from telemhq_plugins.core import start_run
-from tests.e2e.test_provision import client_for
+from tests.kit import client_for, ping_key
 from tests.live_server import LiveServer
 
 
 def test_a_runs_first_ping_names_and_tags_its_new_tracker(live_server: LiveServer) -> None:
-    key = live_server.api("POST", "/ping-keys", json={"name": "auto"}).json()["key"]
-    client = client_for(live_server.base_url, ping_key=key)
+    client = client_for(live_server, ping_key=ping_key(live_server))
     try:
         run = start_run(
             "etl_daily.Load Orders",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import socket
 import time
 from collections.abc import Iterator
@@ -13,27 +12,15 @@ from typing import Any
 
 import pytest
 
-from telemhq_plugins.core import Client, JobSchedule, load_settings, start_run, sync
+from telemhq_plugins.core import Client, JobSchedule, start_run, sync
 from telemhq_plugins.core.provision import PRUNED_TAG, SyncResult
-from tests.live_server import LiveServer, free_port
-
-
-def client_for(base_url: str, **overrides: Any) -> Client:
-    """A client from explicit settings only (nothing from this machine's environment)."""
-    settings = load_settings(
-        env={},
-        config_file=os.devnull,
-        base_url=base_url,
-        timeout=overrides.pop("timeout", 5.0),
-        max_retries=0,
-        **overrides,
-    )
-    return Client(settings)
+from tests.kit import client_for, dead_endpoint, ping_key
+from tests.live_server import LiveServer
 
 
 @pytest.fixture
 def client(live_server: LiveServer) -> Iterator[Client]:
-    made = client_for(live_server.base_url)
+    made = client_for(live_server)
     yield made
     made.close()
 
@@ -154,7 +141,7 @@ def test_a_repeated_sync_in_one_process_skips_the_server(
 
 def test_it_finds_a_tracker_by_the_token_the_job_pings(live_server: LiveServer) -> None:
     tracker = live_server.create_tracker(name="by token")
-    mapped = client_for(live_server.base_url, trackers=(("etl.*", tracker["token"]),))
+    mapped = client_for(live_server, trackers=(("etl.*", tracker["token"]),))
     try:
         results = run_sync(
             live_server,
@@ -316,9 +303,9 @@ def test_an_unusable_schedule_is_an_error_not_an_exception(
 
 
 def test_a_server_that_is_down_ends_the_sync_in_bounded_time(
-    caplog: pytest.LogCaptureFixture,
+    live_server: LiveServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    down = client_for(f"http://127.0.0.1:{free_port()}")
+    down = client_for(live_server, base_url=dead_endpoint())
     started = time.monotonic()
     try:
         with caplog.at_level(logging.WARNING, logger="telemhq"):
@@ -338,12 +325,12 @@ def test_a_server_that_is_down_ends_the_sync_in_bounded_time(
     assert "does not answer" in caplog.text
 
 
-def test_a_server_that_never_answers_is_bounded_by_the_timeout() -> None:
+def test_a_server_that_never_answers_is_bounded_by_the_timeout(live_server: LiveServer) -> None:
     with socket.socket() as silent:  # accepts connections (backlog), never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         port = silent.getsockname()[1]
-        slow = client_for(f"http://127.0.0.1:{port}", timeout=30.0)
+        slow = client_for(live_server, base_url=f"http://127.0.0.1:{port}", timeout=30.0)
         try:
             started = time.monotonic()
             pending = sync(
@@ -365,8 +352,7 @@ def test_a_server_that_never_answers_is_bounded_by_the_timeout() -> None:
 
 
 def test_a_tracker_created_by_sync_takes_the_ping_keys_pings(live_server: LiveServer) -> None:
-    key = live_server.api("POST", "/ping-keys", json={"name": "sync", "auto_create": False})
-    keyed = client_for(live_server.base_url, ping_key=key.json()["key"])
+    keyed = client_for(live_server, ping_key=ping_key(live_server, auto_create=False))
     try:
         (result,) = run_sync(live_server, keyed, [JobSchedule("keyed.job", "*/5 * * * *")])
         assert result.outcome == "created"
