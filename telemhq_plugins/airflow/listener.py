@@ -16,6 +16,7 @@ from pluggy import HookimplMarker
 
 from telemhq_plugins.airflow._callbacks import TaskEvent, has_dag_callback, has_task_callback
 from telemhq_plugins.airflow._events import Options, reporter
+from telemhq_plugins.airflow.schedules import sync_dag
 from telemhq_plugins.core.logs import capture_internal_errors
 from telemhq_plugins.core.payload import Status
 from telemhq_plugins.core.policy import resolve_policy
@@ -53,10 +54,13 @@ class TelemHQListener:
         include: Sequence[str] = (),
         exclude: Sequence[str] = (),
         send_start: bool | None = None,
+        sync_schedules: bool = False,
     ) -> None:
         self.include = tuple(include)
         self.exclude = tuple(exclude)
         self.send_start = send_start
+        #: at the end of each DAG run, sync its schedule to its tracker (``schedules``).
+        self.sync_schedules = sync_schedules
 
     def options(self, dag_id: str) -> Options | None:
         """Where ``dag_id``'s pings go, None when it is not monitored."""
@@ -117,12 +121,15 @@ class TelemHQListener:
     # -- DAG runs (the scheduler) ---------------------------------------------------------------
 
     def _dag_event(self, dag_run: Any, status: Status, msg: Any) -> None:
-        if has_dag_callback(getattr(dag_run, "dag", None), status):
-            return  # the DAG's own TelemHQ callback reports this run
         options = self.options(str(dag_run.dag_id))
         if options is None:
             return
-        reporter.dag_finished(dag_run, status, options, reason=None if msg is None else str(msg))
+        dag = getattr(dag_run, "dag", None)
+        if not has_dag_callback(dag, status):  # else the DAG's own callback reports the run
+            reason = None if msg is None else str(msg)
+            reporter.dag_finished(dag_run, status, options, reason=reason)
+        if self.sync_schedules and dag is not None:
+            sync_dag(dag, options)
 
     @hookimpl
     def on_dag_run_running(self, dag_run: Any, msg: Any) -> None:

@@ -23,7 +23,10 @@ def listener_from_conf() -> TelemHQListener | None:
     if not conf.auto():
         return None
     listener = TelemHQListener(
-        include=conf.include(), exclude=conf.exclude(), send_start=conf.send_start()
+        include=conf.include(),
+        exclude=conf.exclude(),
+        send_start=conf.send_start(),
+        sync_schedules=conf.sync_schedules(),
     )
     reporter.add_source(listener.source)
     return listener

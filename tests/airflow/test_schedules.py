@@ -1,0 +1,168 @@
+"""Schedule sync: DAG timetables become their trackers' schedules on the real server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+from airflow.sdk import DAG, Asset, CronTriggerTimetable
+from airflow.serialization.serialized_objects import DagSerialization
+
+from telemhq_plugins.airflow.listener import TelemHQListener
+from telemhq_plugins.airflow.schedules import dag_schedule, sync_dags
+from telemhq_plugins.core import Client
+from tests.airflow.conftest import AIRFLOW_ENV, DAGS_FOLDER
+from tests.airflow.dags.telemhq_test_dags import DAGS
+from tests.airflow.helpers import tracker
+from tests.live_server import LiveServer
+
+START = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+
+
+def make_dag(schedule: Any) -> DAG:
+    extra = {"max_active_runs": 1} if schedule == "@continuous" else {}
+    return DAG(f"d{time.monotonic_ns()}", schedule=schedule, start_date=START, **extra)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "spec"),
+    [
+        ("0 6 * * *", {"kind": "cron", "cron": "0 6 * * *", "timezone": "UTC"}),
+        ("@daily", {"kind": "cron", "cron": "0 0 * * *", "timezone": "UTC"}),
+        ("@hourly", {"kind": "cron", "cron": "0 * * * *", "timezone": "UTC"}),
+        (
+            CronTriggerTimetable("0 6 * * 1", timezone="Europe/Paris"),
+            {"kind": "cron", "cron": "0 6 * * 1", "timezone": "Europe/Paris"},
+        ),
+        (dt.timedelta(minutes=30), {"kind": "period", "period_seconds": 1800}),
+        (None, {"kind": "none"}),
+        ("@once", {"kind": "none"}),
+        ("@continuous", {"kind": "none"}),
+        ([Asset("s3://bucket/file")], {"kind": "none"}),
+    ],
+)
+def test_a_timetable_maps_to_a_tracker_schedule(schedule: Any, spec: dict[str, Any]) -> None:
+    dag = make_dag(schedule)
+    # The Task SDK's DAG (DAG files, callbacks) and the scheduler's (the listener's DAG runs).
+    scheduler_dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+    for seen in (dag, scheduler_dag):
+        found = dag_schedule(seen).spec()
+        assert {k: found[k] for k in spec} == spec, type(seen.timetable)
+        assert dag_schedule(seen).job == dag.dag_id
+
+
+@pytest.fixture
+def api_key(server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("TELEMHQ_API_KEY", server.api_key)
+    return server.api_key
+
+
+def schedule_of(server: LiveServer, job: str) -> dict[str, Any] | None:
+    found = tracker(server, job)
+    return None if found is None else dict(found["schedule"])
+
+
+def test_it_syncs_cron_preset_and_timedelta_schedules_to_the_server(
+    server: LiveServer, client: Client, api_key: str
+) -> None:
+    dags = [DAGS["ls_etl"], DAGS["ls_broken"], DAGS["ls_excluded"], DAGS["cb_success"]]
+    listener = TelemHQListener(exclude=["ls_excluded"])
+    results = sync_dags(dags, listener_options=listener.options, background=False).results
+    assert sorted(r.job for r in results) == ["cb_success", "ls_broken", "ls_etl"]
+    assert {r.outcome for r in results} <= {"created", "updated"}, results
+    assert schedule_of(server, "ls_etl") == {
+        "kind": "cron",
+        "cron": "0 6 * * *",
+        "timezone": "UTC",
+        "grace_seconds": 300,
+    }
+    hourly = schedule_of(server, "ls_broken")
+    assert hourly is not None
+    assert hourly["cron"] == "0 * * * *"
+    found = tracker(server, "cb_success")
+    assert found is not None
+    assert "airflow" in found["tags"]
+
+    every = sync_dags([DAGS["ls_excluded"]], every_dag=True, background=False).results
+    assert [r.outcome for r in every] in (["created"], ["updated"])
+    assert schedule_of(server, "ls_excluded") == {
+        "kind": "period",
+        "period_seconds": 1800,
+        "grace_seconds": 300,
+    }
+    again = sync_dags(dags, listener_options=listener.options, background=False, cached=False)
+    assert {r.outcome for r in again.results} == {"unchanged"}
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_the_listener_syncs_the_schedule_at_the_end_of_a_dag_run(
+    server: LiveServer, client: Client, api_key: str
+) -> None:
+    from airflow.listeners.listener import get_listener_manager
+
+    listener = TelemHQListener(include=["ls_broken"], sync_schedules=True)
+    manager = get_listener_manager()
+    manager.add_listener(listener)
+    try:
+        server.api("PATCH", "/trackers/ls-broken", json={"schedule": {"kind": "none"}})
+        DAGS["ls_broken"].test()
+    finally:
+        manager.pm.unregister(listener)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        schedule = schedule_of(server, "ls_broken")
+        if schedule is not None and schedule.get("cron") == "0 * * * *":
+            break
+        time.sleep(0.1)
+    assert schedule_of(server, "ls_broken") == {
+        "kind": "cron",
+        "cron": "0 * * * *",
+        "timezone": "UTC",
+        "grace_seconds": 300,
+    }
+
+
+def test_the_sync_command_syncs_the_dags_folder(server: LiveServer, api_key: str) -> None:
+    server.api("PATCH", "/trackers/ls-etl", json={"schedule": {"kind": "none"}})
+    env = {
+        **os.environ,
+        **AIRFLOW_ENV,
+        "TELEMHQ_BASE_URL": server.base_url,
+        "TELEMHQ_PING_KEY": _any_ping_key(server),
+        "TELEMHQ_API_KEY": server.api_key,
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "telemhq_plugins.airflow",
+            "sync",
+            "--all",
+            "--dags-folder",
+            str(DAGS_FOLDER),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ls_etl: updated" in done.stdout
+    assert schedule_of(server, "ls_etl") == {
+        "kind": "cron",
+        "cron": "0 6 * * *",
+        "timezone": "UTC",
+        "grace_seconds": 300,
+    }
+
+
+def _any_ping_key(server: LiveServer) -> str:
+    from tests.kit import ping_key
+
+    return ping_key(server)
