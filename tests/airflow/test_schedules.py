@@ -74,7 +74,9 @@ def test_it_syncs_cron_preset_and_timedelta_schedules_to_the_server(
     listener = TelemHQListener(exclude=["ls_excluded"])
     results = sync_dags(dags, listener_options=listener.options, background=False).results
     assert sorted(r.job for r in results) == ["cb_success", "ls_broken", "ls_etl"]
-    assert {r.outcome for r in results} <= {"created", "updated"}, results
+    outcomes = {r.job: r.outcome for r in results}
+    assert outcomes["ls_etl"] in {"created", "updated"}, results
+    assert outcomes["ls_broken"] in {"created", "updated"}, results
     assert schedule_of(server, "ls_etl") == {
         "kind": "cron",
         "cron": "0 6 * * *",
