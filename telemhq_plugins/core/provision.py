@@ -326,7 +326,8 @@ class _Syncer:
         parts = path.strip("/").split("/") if path else []
         api_base = (head if url else self.settings.base_url) + "/api/v1"
         token = parts[0] if len(parts) == 1 else None
-        job = _Job(js, api_base, token, slugify(js.job))
+        slug = parts[1] if len(parts) == 2 else slugify(js.job)  # a mapped ping-key URL's own
+        job = _Job(js, api_base, token, slug)
         try:
             job.spec = js.spec()
         except ValueError as exc:

@@ -167,6 +167,18 @@ def test_it_finds_a_tracker_by_the_token_the_job_pings(live_server: LiveServer) 
     assert live_server.api("GET", "/trackers/lost").status_code == 404
 
 
+def test_a_mapped_ping_key_url_names_the_trackers_slug(live_server: LiveServer) -> None:
+    url = f"{live_server.base_url}/ping/{ping_key(live_server)}/shared-loader"
+    mapped = client_for(live_server, trackers=(("loader.*", url),))
+    try:
+        (result,) = run_sync(live_server, mapped, [JobSchedule("loader.eu", 300)])
+    finally:
+        mapped.close()
+    assert result.outcome == "created"
+    assert live_server.tracker("shared-loader")["name"] == "loader.eu"
+    assert live_server.api("GET", "/trackers/loader-eu").status_code == 404
+
+
 def test_two_jobs_with_one_slug_share_one_tracker(live_server: LiveServer, client: Client) -> None:
     results = run_sync(
         live_server,
