@@ -322,7 +322,13 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                     _path("ping_key"),
                     _path("slug"),
                 ],
-                "post": {**ping, "summary": "Record a run by slug; may create the tracker"},
+                "post": {
+                    **ping,
+                    "summary": "Record a run by slug; may create the tracker",
+                    "description": "With a ping key that creates trackers, the first POST to "
+                    "a new slug creates its tracker, named after the body's job (else the "
+                    "slug) and tagged with its orchestrator and its tags list.",
+                },
             },
             "/api/v1/trackers": {
                 "get": {
