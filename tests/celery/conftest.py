@@ -14,9 +14,10 @@ from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
 from telemhq_plugins.celery import CeleryInstrumentor
-from telemhq_plugins.core import Client, load_settings, set_client
+from telemhq_plugins.core import Client, set_client
 from tests.celery.server import TelemHQ
 from tests.celery.tasks import configure, register
+from tests.kit import client_for
 from tests.live_server import LiveServer
 
 
@@ -44,18 +45,15 @@ def server() -> Iterator[TelemHQ]:
         yield TelemHQ(live)
 
 
-def make_client(server: TelemHQ | None, **overrides: Any) -> Client:
-    """A delivery client from explicit settings only (the developer's environment and config
-    file never leak in): each task to its own tracker, short timeouts, no retries."""
-    options: dict[str, Any] = {"timeout": 2.0, "max_retries": 0, "flush_timeout": 10.0}
-    if server is not None:
-        options.update(
-            base_url=server.base_url,
-            token=server.default_token,
-            trackers=server.trackers_map,
-        )
-    options.update(overrides)
-    return Client(load_settings(env={}, config_file=os.devnull, **options))
+def make_client(server: TelemHQ, **overrides: Any) -> Client:
+    """The kit's client for the live server, each task to its own tracker
+    (``TELEMHQ_TRACKERS``), the default tracker for the rest; ``overrides`` win."""
+    settings: dict[str, Any] = {
+        "token": server.default_token,
+        "trackers": server.trackers_map,
+        **overrides,
+    }
+    return client_for(server.live, **settings)
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from croniter import croniter
 from telemhq_plugins.celery import CeleryInstrumentor, schedule_spec
 from telemhq_plugins.celery.beat import cron_expression
 from telemhq_plugins.core import set_client
+from tests import kit
 from tests.celery.conftest import close_app, make_client
 from tests.celery.server import TelemHQ
 from tests.celery.tasks import configure
@@ -122,9 +123,11 @@ def test_it_pushes_beat_schedules_to_the_trackers(
 ) -> None:
     live = server.live
     every5 = live.create_tracker(name="beat every5")
-    ping_key = live.api("POST", "/ping-keys", json={"name": "beat"}).json()["key"]
     client = make_client(
-        server, trackers=(("beat.every5", every5["token"]),), ping_key=ping_key, token=None
+        server,
+        trackers=(("beat.every5", every5["token"]),),
+        ping_key=kit.ping_key(live),
+        token=None,
     )
     previous = set_client(client)
     instrumentor = CeleryInstrumentor()
@@ -204,8 +207,7 @@ def test_a_second_push_of_the_same_schedule_writes_nothing(
 ) -> None:
     from telemhq_plugins.celery.beat import BeatScheduleSync
 
-    ping_key = server.live.api("POST", "/ping-keys", json={"name": "again"}).json()["key"]
-    client = make_client(server, ping_key=ping_key, token=None)
+    client = make_client(server, ping_key=kit.ping_key(server.live), token=None)
     previous = set_client(client)
     entries = {
         "hourly": _Entry("beat.again", crontab(minute=5)),

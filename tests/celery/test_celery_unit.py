@@ -17,11 +17,19 @@ from celery import Celery, signals
 from celery.app.task import Context
 
 import telemhq_plugins
-from telemhq_plugins.celery import CeleryInstrumentor, TaskPolicy, resolve_policy
+from telemhq_plugins.celery import CeleryInstrumentor, TaskPolicy, resolve_policy, setup
 from telemhq_plugins.celery._context import celery_block, current_request
 from telemhq_plugins.core import Client, JobPolicy, set_client
 from tests.celery.conftest import make_client
 from tests.celery.server import TelemHQ
+from tests.kit import (
+    assert_one_ping_per_event,
+    breaking_core,
+    client_for,
+    ping_key,
+    statuses,
+    wait_for_runs,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -302,6 +310,48 @@ def test_it_never_breaks_a_task_when_the_adapter_fails(
     result = exploding.apply()
     assert result.get() == "still fine"
     assert result.successful()
+
+
+@pytest.mark.services
+def test_a_task_succeeds_while_core_fails(
+    app: Celery, server: TelemHQ, client: Client, instrumented: CeleryInstrumentor
+) -> None:
+    @app.task(name="unit.core-broken", shared=False)
+    def job() -> str:
+        return "done"
+
+    with breaking_core() as reached:
+        result = job.apply()
+    assert result.successful(), result.traceback
+    assert result.get() == "done"
+    assert reached == ["unit.core-broken"]  # the adapter did reach core, which raised
+    assert client.flush()
+    assert server.runs("default", result.id) == []
+
+
+@pytest.mark.services
+def test_instrumented_twice_a_task_sends_one_ping_per_event(app: Celery, server: TelemHQ) -> None:
+    @app.task(name="unit.twice", shared=False)
+    def twice() -> int:
+        return 2
+
+    keyed = client_for(server.live, ping_key=ping_key(server.live))
+    previous = set_client(keyed)
+    instrumentor = CeleryInstrumentor()
+    try:
+        assert instrumentor.instrument(send_start=True) is True
+        assert instrumentor.instrument(send_start=True) is False
+        assert setup(app) is instrumentor
+        results = [twice.apply() for _ in range(2)]
+        assert keyed.flush()
+    finally:
+        instrumentor.uninstrument()
+        keyed.close()
+        set_client(previous)
+    runs = wait_for_runs(server.live, "unit-twice", 4)
+    assert statuses(runs) == ["start", "success", "start", "success"]
+    assert_one_ping_per_event(runs)
+    assert {run["run_id"] for run in runs} == {result.id for result in results}
 
 
 # -- instrumentation lifecycle ----------------------------------------------------------------

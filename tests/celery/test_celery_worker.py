@@ -13,6 +13,7 @@ from telemhq_plugins.celery import CeleryInstrumentor
 from telemhq_plugins.core import set_client
 from tests.celery.conftest import make_client
 from tests.celery.server import TelemHQ
+from tests.kit import dead_endpoint
 
 pytestmark = [pytest.mark.services, pytest.mark.usefixtures("worker", "instrumented")]
 RESULT_TIMEOUT = 60
@@ -136,8 +137,8 @@ def test_it_records_skipped_for_an_ignored_task(tasks: dict[str, Any], server: T
 def test_it_keeps_tasks_running_when_the_endpoint_is_down(
     tasks: dict[str, Any], server: TelemHQ
 ) -> None:
-    down = make_client(server, base_url="http://127.0.0.1:9", trackers=(), max_retries=1)
-    previous = set_client(down)  # port 9 (discard) refuses connections
+    down = make_client(server, base_url=dead_endpoint(), trackers=(), max_retries=1)
+    previous = set_client(down)
     try:
         results = [tasks["add"].delay(i, i) for i in range(3)]
         assert [r.get(timeout=RESULT_TIMEOUT) for r in results] == [0, 2, 4]
