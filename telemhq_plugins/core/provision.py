@@ -187,29 +187,35 @@ def sync(
     each field, old -> new), writing nothing.
     """
     state = ScheduleSync()
-    jobs = list(schedules)
+    running = False
+    with capture_internal_errors("provision.sync"):
+        jobs = list(schedules)
 
-    def work() -> None:
-        try:
-            with capture_internal_errors("provision.sync"):
-                _Syncer(
-                    state,
-                    orchestrator=orchestrator,
-                    prune=prune,
-                    api_key=api_key,
-                    client=client,
-                    timeout=timeout,
-                    cached=cached,
-                    dry_run=dry_run,
-                ).run(jobs)
-        finally:
-            state._done.set()
+        def work() -> None:
+            try:
+                with capture_internal_errors("provision.sync"):
+                    _Syncer(
+                        state,
+                        orchestrator=orchestrator,
+                        prune=prune,
+                        api_key=api_key,
+                        client=client,
+                        timeout=timeout,
+                        cached=cached,
+                        dry_run=dry_run,
+                    ).run(jobs)
+            finally:
+                state._done.set()
 
-    if background:
-        state.thread = threading.Thread(target=work, name="telemhq-sync", daemon=True)
-        state.thread.start()
-    else:
-        work()
+        if background:
+            thread = threading.Thread(target=work, name="telemhq-sync", daemon=True)
+            thread.start()
+            state.thread = thread
+        else:
+            work()
+        running = True
+    if not running:  # the schedules could not be read, or no thread could start (logged)
+        state._done.set()
     return state
 
 

@@ -1,14 +1,17 @@
-"""The server schedule JSON a JobSchedule stands for, and one cron for several (pure functions;
-what a sync stores on the real server is tested in tests/e2e/test_provision.py)."""
+"""The server schedule JSON a JobSchedule stands for, one cron for several, and sync() never
+raising (no server involved; what a sync stores on the real server is tested in
+tests/e2e/test_provision.py)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from telemhq_plugins.core import JobSchedule
+from telemhq_plugins.core import JobSchedule, sync
 from telemhq_plugins.core.cron import combine_crons, fires_per_year
 
 
@@ -73,6 +76,18 @@ def test_a_job_schedule_is_a_frozen_value() -> None:
     assert hash(job) == hash(JobSchedule("a", 60, tags=("x",)))
     with pytest.raises(AttributeError):
         job.schedule = 30  # type: ignore[misc]
+
+
+def test_schedules_that_cannot_be_read_raise_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    def broken() -> Iterator[JobSchedule]:
+        yield JobSchedule("fine", 60)
+        raise RuntimeError("the orchestrator's schedule objects broke")
+
+    with caplog.at_level(logging.ERROR, logger="telemhq"):
+        pending = sync(broken(), api_key="thq_any")
+    assert pending.done
+    assert pending.wait(0) == []
+    assert "TelemHQ integration error in provision.sync" in caplog.text
 
 
 @pytest.mark.parametrize(
