@@ -38,6 +38,7 @@ from sqlalchemy.engine import Connection, Engine
 
 __all__ = [
     "STATES",
+    "SqliteWriteLock",
     "api_keys",
     "as_utc",
     "flips",
@@ -321,14 +322,30 @@ class SqliteWriteLock:
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+    def acquire(self) -> None:
+        """Take the lock (blocking). It may be released from another thread."""
         import fcntl
 
-        with self._thread_lock:
+        self._thread_lock.acquire()
+        try:
             fcntl.flock(self._file, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(self._file, fcntl.LOCK_UN)
+        except BaseException:
+            self._thread_lock.release()
+            raise
+
+    def release(self) -> None:
+        import fcntl
+
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection, Engine, RootTransaction
 from telemhq_plugins.core import jsontext
 from telemhq_plugins.core.assertions import AssertionResult
 from telemhq_server import states
-from telemhq_server.db import write_lock
+from telemhq_server.db import SqliteWriteLock, write_lock
 from telemhq_server.flips import record_flip
 from telemhq_server.ingest.errors import PingError
 from telemhq_server.ingest.sql import Statements
@@ -223,15 +223,24 @@ class BatchWriter:
         self.metrics.batch(len(batch), done - started, done - committing)
 
     async def write_sqlite(self, batch: Sequence[Pending]) -> None:
-        """:meth:`write` on the event loop (SQLite): the statements run here, the COMMIT,
-        which waits for the fsync, in the writer thread (see :meth:`_run`)."""
+        """:meth:`write` for SQLite. What may wait runs in the writer thread: taking the write
+        lock and ``BEGIN IMMEDIATE`` (another process may hold the database's lock for long),
+        and the COMMIT (the fsync). The statements in between, which no lock can hold up once
+        the transaction has begun, run here on the event loop (see :meth:`_run`). So a locked
+        database makes the pings wait, never the server: reads and errors are answered."""
         loop = asyncio.get_running_loop()
+        lock = SqliteWriteLock.for_engine(self.engine)
         started = time.perf_counter()
         for attempt in (1, 2):
             conn = self._connection()
             try:
-                with write_lock(self.engine):
-                    transaction = self._begin_and_write(conn, batch)
+                transaction = await loop.run_in_executor(self._executor, self._lock_and_begin, conn)
+                try:
+                    try:
+                        self._write(conn, batch)
+                    except BaseException:
+                        transaction.rollback()
+                        raise
                     committing = time.perf_counter()
                     driver = conn.connection.dbapi_connection
                     assert driver is not None
@@ -243,12 +252,27 @@ class BatchWriter:
                         transaction.rollback()
                         raise
                     self._commit(transaction)
+                finally:
+                    if lock is not None:
+                        lock.release()
                 break
             except sa.exc.DBAPIError as exc:
                 if not self._retryable(exc, conn, attempt):
                     raise
         done = time.perf_counter()
         self.metrics.batch(len(batch), done - started, done - committing)
+
+    def _lock_and_begin(self, conn: Connection) -> RootTransaction:
+        """Take the SQLite write lock and begin (``BEGIN IMMEDIATE``): both may wait."""
+        lock = SqliteWriteLock.for_engine(self.engine)
+        if lock is not None:
+            lock.acquire()
+        try:
+            return conn.begin()
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
 
     def _begin_and_write(self, conn: Connection, batch: Sequence[Pending]) -> RootTransaction:
         transaction = conn.begin()
