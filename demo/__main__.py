@@ -7,7 +7,10 @@ print what the server made of them.
    with 0 records (the assertion turns the tracker failing);
 4. ``telemhq run -- CMD``: a shell command that fails, tracker created by its first ping;
 5. a real Celery worker (prefork) on the machine's Redis: a task with metrics, a retry then
-   success, a failure - every task monitored by ``telemhq_plugins.celery.setup(app)``.
+   success, a failure - every task monitored by ``telemhq_plugins.celery.setup(app)``;
+6. Prefect flows on a real Prefect API server (``demo/prefect_stage.py``, in ``.venvs/prefect``):
+   metrics, a retry then success, a failure, 0 records, and the watcher reporting a flow with
+   no hooks.
 
 ``python -m demo --keep`` leaves the server running for the dashboard until Ctrl-C.
 """
@@ -162,6 +165,18 @@ def celery_jobs(base_url: str, trackers_file: Path, ping_key: str) -> None:
         worker.wait(60)
 
 
+def prefect_jobs(base_url: str, ping_key: str) -> None:
+    """The Prefect stage (``demo/prefect_stage.py``) in its own environment, if it exists."""
+    python = ROOT / ".venvs" / "prefect" / "bin" / "python"
+    if not python.exists():
+        print("skipped: no .venvs/prefect (make env-prefect)")
+        return
+    command = [str(python), "-m", "demo.prefect_stage", "--base-url", base_url,
+               "--ping-key", ping_key]  # fmt: skip
+    if subprocess.call(command, cwd=ROOT, env=clean_env(), timeout=600) != 0:
+        print("the Prefect stage failed; see .demo/prefect/")
+
+
 def summary(api: httpx.Client, base_url: str) -> None:
     trackers = api.get("/api/v1/trackers").json()["items"]
     print(f"{'tracker':<22} {'state':<9} {'runs':>4}  last run")
@@ -221,6 +236,11 @@ def main() -> int:
 
         say("A real Celery worker (prefork) on Redis: metrics, retry then success, failure")
         celery_jobs(base_url, trackers_file, ping_key)
+
+        say("Prefect flows (hooks) and the watcher, on a real Prefect API server")
+        for name in ("prefect-etl", "prefect-empty"):
+            create(name=name, assertions=["records_processed > 0"])
+        prefect_jobs(base_url, ping_key)
 
         say("What the server recorded")
         summary(api, base_url)
