@@ -10,7 +10,9 @@ print what the server made of them.
    success, a failure - every task monitored by ``telemhq_plugins.celery.setup(app)``;
 6. Prefect flows on a real Prefect API server (``demo/prefect_stage.py``, in ``.venvs/prefect``):
    metrics, a retry then success, a failure, 0 records, and the watcher reporting a flow with
-   no hooks.
+   no hooks;
+7. Dagster jobs (``demo/dagster_stage.py``, in ``.venvs/dagster``): step hooks (metadata
+   metrics, a retry then success, a failure, 0 records) and run status sensors.
 
 ``python -m demo --keep`` leaves the server running for the dashboard until Ctrl-C.
 """
@@ -177,6 +179,18 @@ def prefect_jobs(base_url: str, ping_key: str) -> None:
         print("the Prefect stage failed; see .demo/prefect/")
 
 
+def dagster_jobs(base_url: str, ping_key: str) -> None:
+    """The Dagster stage (``demo/dagster_stage.py``) in its own environment, if it exists."""
+    python = ROOT / ".venvs" / "dagster" / "bin" / "python"
+    if not python.exists():
+        print("skipped: no .venvs/dagster (make env-dagster)")
+        return
+    command = [str(python), "-m", "demo.dagster_stage", "--base-url", base_url,
+               "--ping-key", ping_key]  # fmt: skip
+    if subprocess.call(command, cwd=ROOT, env=clean_env(), timeout=600) != 0:
+        print("the Dagster stage failed")
+
+
 def summary(api: httpx.Client, base_url: str) -> None:
     trackers = api.get("/api/v1/trackers").json()["items"]
     print(f"{'tracker':<22} {'state':<9} {'runs':>4}  last run")
@@ -241,6 +255,10 @@ def main() -> int:
         for name in ("prefect-etl", "prefect-empty"):
             create(name=name, assertions=["records_processed > 0"])
         prefect_jobs(base_url, ping_key)
+
+        say("Dagster jobs: a ping per step (hooks) and per run (sensors)")
+        create(name="dagster_etl.extract", assertions=["records_processed > 0"])
+        dagster_jobs(base_url, ping_key)
 
         say("What the server recorded")
         summary(api, base_url)
