@@ -86,7 +86,7 @@ test-dagster:
 
 test: lint test-core test-server test-reliability test-security test-celery test-airflow test-prefect test-dagster test-e2e
 
-demo: env-celery env-prefect env-dagster
+demo: env-celery env-prefect env-dagster env-airflow
 	.venvs/celery/bin/python -m demo $(DEMO_ARGS)
 
 bench: env-celery env-core wrk

@@ -12,7 +12,8 @@ print what the server made of them.
    metrics, a retry then success, a failure, 0 records, and the watcher reporting a flow with
    no hooks;
 7. Dagster jobs (``demo/dagster_stage.py``, in ``.venvs/dagster``): step hooks (metadata
-   metrics, a retry then success, a failure, 0 records) and run status sensors.
+   metrics, a retry then success, a failure, 0 records) and run status sensors;
+8. a real Airflow DAG run (``.venvs/airflow``), reported by the listener plugin alone.
 
 ``python -m demo --keep`` leaves the server running for the dashboard until Ctrl-C.
 """
@@ -191,6 +192,19 @@ def dagster_jobs(base_url: str, ping_key: str) -> None:
         print("the Dagster stage failed")
 
 
+def airflow_jobs(base_url: str, ping_key: str) -> None:
+    """A real Airflow 3 (``demo/airflow_stage.py``) in its own environment: Airflow and
+    Prefect cannot share one."""
+    python = ROOT / ".venvs" / "airflow" / "bin" / "python"
+    if not python.exists():
+        print("skipped: no .venvs/airflow (make env-airflow)")
+        return
+    command = [str(python), "-m", "demo.airflow_stage", "--base-url", base_url,
+               "--ping-key", ping_key]  # fmt: skip
+    if subprocess.call(command, cwd=ROOT, env=clean_env(), timeout=600) != 0:
+        print("the Airflow stage failed")
+
+
 def summary(api: httpx.Client, base_url: str) -> None:
     trackers = api.get("/api/v1/trackers").json()["items"]
     print(f"{'tracker':<22} {'state':<9} {'runs':>4}  last run")
@@ -259,6 +273,11 @@ def main() -> int:
         say("Dagster jobs: a ping per step (hooks) and per run (sensors)")
         create(name="dagster_etl.extract", assertions=["records_processed > 0"])
         dagster_jobs(base_url, ping_key)
+
+        say("Airflow: the listener plugin, no TelemHQ code in the DAG")
+        create(name="airflow_demo.extract", assertions=["records_processed > 0"])
+        create(name="airflow_demo.load", assertions=["records_processed > 0"])
+        airflow_jobs(base_url, ping_key)
 
         say("What the server recorded")
         summary(api, base_url)
