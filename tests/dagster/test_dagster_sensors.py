@@ -190,3 +190,26 @@ def test_schedules_reach_the_server(
     assert broken["schedule"]["timezone"] == "UTC"
     assert flaky["schedule"] == {"kind": "none"}
     assert "dagster" in plain["tags"]
+
+
+def test_a_run_that_dies_outside_any_step_and_a_canceled_run(
+    server: Stored, client: Client, instance: DagsterInstance
+) -> None:
+    """What Dagster's run monitoring reports for a crashed run worker (a failure with no step
+    failure), and a termination: the sensors are the only place these are seen."""
+    failed = Ticks(definitions(), "telemhq_run_failure", instance)
+    canceled = Ticks(definitions(), "telemhq_run_canceled", instance)
+    failed.tick()
+    canceled.tick()
+    crashed = instance.create_run_for_job(jobs.flaky_job)
+    instance.report_run_failed(crashed, message="run worker exited unexpectedly")
+    stopped = instance.create_run_for_job(jobs.flaky_job)
+    instance.report_run_canceled(stopped, message="terminated from the UI")
+    failed.tick()
+    canceled.tick()
+    (crash,) = server.wait("flaky_job", 1, crashed.run_id)
+    assert crash["status"] == "failure"
+    assert crash["error"]["message"] == "run worker exited unexpectedly"
+    assert "failed_steps" not in crash["dagster"]
+    (stop,) = server.wait("flaky_job", 1, stopped.run_id)
+    assert stop["status"] == "cancelled"
