@@ -36,6 +36,7 @@ from telemhq_server.bodies import (
 from telemhq_server.db import (
     API_SCOPES,
     api_keys,
+    as_id,
     flips,
     iso,
     ping_keys,
@@ -86,24 +87,26 @@ class Ctx:
 
     def path_int(self, name: str) -> int:
         raw = self.request.path_params[name]
-        try:
-            return int(raw)
-        except ValueError:
-            raise ApiError(404, f"no such {name.removesuffix('_id')}: {raw!r}") from None
+        value = as_id(raw)
+        if value is None:
+            raise ApiError(404, f"no such {name.removesuffix('_id')}: {raw!r}")
+        return value
 
     def limit(self) -> int:
         raw = self.request.query_params.get("limit", str(DEFAULT_LIMIT))
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        value = as_id(raw)
+        if value is None or not 1 <= value <= MAX_LIMIT:
             raise ApiError(400, f"limit must be an integer from 1 to {MAX_LIMIT}")
-        return int(raw)
+        return value
 
     def cursor(self) -> int | None:
         raw = self.request.query_params.get("cursor")
         if raw is None or raw == "":
             return None
-        if not raw.isdigit():
+        value = as_id(raw)
+        if value is None:
             raise ApiError(400, "cursor must be the 'next' value of a previous page")
-        return int(raw)
+        return value
 
 
 Handler = Callable[[Ctx], Response]
@@ -113,6 +116,11 @@ def _endpoint(handler: Handler, scope: str) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
         app: TelemHQ = request.app.state.telemhq
         reads_body = request.method in ("POST", "PATCH", "PUT")
+        if "\x00" in request.scope["path"] or "\x00" in request.url.query:
+            # PostgreSQL cannot compare with NUL; both databases refuse it alike.
+            return JSONResponse({"error": "NUL is not allowed in the URL"}, 400)
+        if any("\x00" in value for value in request.query_params.values()):
+            return JSONResponse({"error": "NUL is not allowed in the URL"}, 400)
         try:
             # The cheap refusals first: a declared oversized body, then the key; only an
             # authorised request has its body read (within the limit).
@@ -168,10 +176,13 @@ def _page(items: list[dict[str, Any]], limit: int) -> dict[str, Any]:
 
 
 def _tracker_row(conn: Connection, ref: str) -> RowMapping:
+    tracker_id = as_id(ref)
+    if tracker_id is None and (ref.isdigit() or "\x00" in ref):
+        raise ApiError(404, f"no such tracker: {ref!r}")  # no such id, nor a possible slug
     query = sa.select(trackers)
     query = (
-        query.where(trackers.c.id == int(ref))
-        if ref.isdigit()
+        query.where(trackers.c.id == tracker_id)
+        if tracker_id is not None
         else query.where(trackers.c.slug == ref)
     )
     row = conn.execute(query).mappings().first()

@@ -40,6 +40,7 @@ __all__ = [
     "STATES",
     "SqliteWriteLock",
     "api_keys",
+    "as_id",
     "as_utc",
     "flips",
     "make_engine",
@@ -228,6 +229,19 @@ webhook_attempts = sa.Table(
     sa.Column("duration_ms", sa.Float(), nullable=True),
     sa.Index("ix_attempts_outbox_id", "outbox_id"),
 )
+
+
+#: The largest id either database stores (a signed 64-bit integer).
+MAX_ID: Final = 2**63 - 1
+
+
+def as_id(raw: str) -> int | None:
+    """``raw`` (from a URL) as a row id or cursor, or None when it cannot be one: ASCII digits
+    only (``str.isdigit`` also admits "²", which ``int`` refuses), within 64 bits."""
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19:
+        return None
+    value = int(raw)
+    return value if value <= MAX_ID else None
 
 
 def utcnow() -> dt.datetime:

@@ -37,8 +37,10 @@ def _list_of(name: str) -> dict[str, Any]:
 
 
 _ERRORS = {
+    "400": _json(_ref("Error"), "Body not JSON, a string holding NUL, or a bad limit/cursor"),
     "401": _json(_ref("Error"), "Missing or invalid API key"),
     "403": _json(_ref("Error"), "The key is read-only"),
+    "413": _json(_ref("Error"), "Body over the limit"),
 }
 _NOT_FOUND = {"404": _json(_ref("Error"), "No such object")}
 _INVALID = {"422": _json(_ref("ValidationError"), "A field is invalid")}
@@ -449,7 +451,10 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                 "get": {
                     "summary": "Liveness and database check",
                     "security": [],
-                    "responses": {"200": {"description": "OK"}},
+                    "responses": {
+                        "200": {"description": "OK"},
+                        "503": {"description": "The database does not answer"},
+                    },
                 }
             },
             "/metrics": {

@@ -181,9 +181,10 @@ async def trackers_page(request: Request, app: TelemHQ, who: str | None) -> Resp
 
 
 def _tracker(conn: sa.Connection, raw: str) -> dict[str, Any] | None:
-    if not raw.isdigit():
+    tracker_id = db.as_id(raw)
+    if tracker_id is None:
         return None
-    row = conn.execute(sa.select(db.trackers).where(db.trackers.c.id == int(raw))).mappings()
+    row = conn.execute(sa.select(db.trackers).where(db.trackers.c.id == tracker_id)).mappings()
     found = row.first()
     return None if found is None else _aware(found)
 
@@ -262,7 +263,7 @@ def _run(row: Any) -> dict[str, Any]:
 
 async def tracker_page(request: Request, app: TelemHQ, who: str | None) -> Response:
     raw_before = request.query_params.get("before", "")
-    before = int(raw_before) if raw_before.isdigit() else None
+    before = db.as_id(raw_before)
     data = await run_in_threadpool(
         _load_tracker, app.engine, request.path_params["tracker_id"], before
     )
@@ -286,13 +287,12 @@ async def tracker_page(request: Request, app: TelemHQ, who: str | None) -> Respo
 def _load_run(engine: sa.Engine, raw_tracker: str, raw_run: str) -> tuple[Any, Any] | None:
     with engine.connect() as conn:
         tracker = _tracker(conn, raw_tracker)
-        if tracker is None or not raw_run.isdigit():
+        run_id = db.as_id(raw_run)
+        if tracker is None or run_id is None:
             return None
         r = db.runs
         row = (
-            conn.execute(
-                sa.select(r).where(r.c.id == int(raw_run), r.c.tracker_id == tracker["id"])
-            )
+            conn.execute(sa.select(r).where(r.c.id == run_id, r.c.tracker_id == tracker["id"]))
             .mappings()
             .first()
         )

@@ -161,7 +161,7 @@ class PingHandler:
         """The tracker ``path`` (what follows ``/ping/`` in the URL) names, and the status its
         suffix implies."""
         parts = path.rstrip("/").split("/")
-        if not parts or not parts[0] or len(parts) > 3 or "" in parts:
+        if not parts or not parts[0] or len(parts) > 3 or "" in parts or "\x00" in path:
             raise PingError(404, "unknown_token", "unknown token")
         suffix: str | None = None
         if len(parts) > 1 and parts[-1] in SUFFIXES:
