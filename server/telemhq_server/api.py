@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -60,6 +61,8 @@ if TYPE_CHECKING:
     from telemhq_server.app import TelemHQ
 
 __all__ = ["ApiError", "routes"]
+
+logger = logging.getLogger("telemhq_server.api")
 
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 500
@@ -144,6 +147,9 @@ def _endpoint(handler: Handler, scope: str) -> Callable[[Request], Any]:
             return JSONResponse(exc.body, exc.status)
         except ValidationError as exc:
             return JSONResponse(exc.to_json(), 422)
+        except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError):
+            logger.warning("database unavailable for %s %s", request.method, request.url.path)
+            return JSONResponse({"error": "database unavailable; retry"}, 503)
 
     return endpoint
 

@@ -41,6 +41,7 @@ _ERRORS = {
     "401": _json(_ref("Error"), "Missing or invalid API key"),
     "403": _json(_ref("Error"), "The key is read-only"),
     "413": _json(_ref("Error"), "Body over the limit"),
+    "503": _json(_ref("Error"), "The database is unavailable (locked or down); retry"),
 }
 _NOT_FOUND = {"404": _json(_ref("Error"), "No such object")}
 _INVALID = {"422": _json(_ref("ValidationError"), "A field is invalid")}
