@@ -115,11 +115,7 @@ def main() -> int:
 def run(args: argparse.Namespace, dags: Path, base_url: str) -> int:
     import importlib.util
 
-    from airflow.listeners.listener import get_listener_manager as core_listeners
-    from airflow.sdk.listener import get_listener_manager as task_listeners
-
-    from telemhq_plugins.airflow import TelemHQListener
-    from telemhq_plugins.airflow._events import reporter
+    from telemhq_plugins.airflow import AirflowInstrumentor
     from telemhq_plugins.core import Client, load_settings, set_client
 
     api = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {API_KEY}"})
@@ -134,16 +130,13 @@ def run(args: argparse.Namespace, dags: Path, base_url: str) -> int:
     spec.loader.exec_module(module)
     dag: Any = module.bench_dag
 
-    listener = TelemHQListener()
-    managers = [core_listeners(), task_listeners()]
+    instrumentor = AirflowInstrumentor()
 
     def switch(on: bool) -> None:
-        for manager in managers:
-            if on:
-                manager.add_listener(listener)
-            elif manager.pm.is_registered(listener):
-                manager.pm.unregister(listener)
-        (reporter.add_source if on else reporter.remove_source)(listener.source)
+        if on:
+            instrumentor.instrument()
+        else:
+            instrumentor.uninstrument()
 
     def timed(on: bool) -> float:
         switch(on)

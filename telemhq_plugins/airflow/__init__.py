@@ -31,11 +31,13 @@ except ImportError as exc:  # pragma: no cover - exercised in an environment wit
 
 from telemhq_plugins.airflow._callbacks import DagCallback, TaskCallback, callbacks, dag_callbacks
 from telemhq_plugins.airflow._events import reporter
+from telemhq_plugins.airflow._instrumentor import AirflowInstrumentor
 from telemhq_plugins.airflow.hooks import TelemHQHook
 from telemhq_plugins.airflow.listener import TelemHQListener
 from telemhq_plugins.core.runs import add_run_finder
 
 __all__ = [
+    "AirflowInstrumentor",
     "DagCallback",
     "TaskCallback",
     "TelemHQHook",

@@ -22,14 +22,12 @@ def listener_from_conf() -> TelemHQListener | None:
     """The listener as configured (``conf``), None when the plugin is off."""
     if not conf.auto():
         return None
-    listener = TelemHQListener(
+    return TelemHQListener(
         include=conf.include(),
         exclude=conf.exclude(),
         send_start=conf.send_start(),
         sync_schedules=conf.sync_schedules(),
     )
-    reporter.add_source(listener.source)
-    return listener
 
 
 def _listeners() -> list[Any]:
@@ -37,6 +35,7 @@ def _listeners() -> list[Any]:
     with capture_internal_errors("airflow.plugin"):
         listener = listener_from_conf()
         if listener is not None:
+            reporter.add_source(listener.source)  # report() inside its tasks
             found.append(listener)
     return found
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from importlib.metadata import entry_points
-from typing import Any
 
 import pytest
 from airflow.listeners.listener import get_listener_manager as core_listeners
 from airflow.sdk.listener import get_listener_manager as task_listeners
 
-from telemhq_plugins.airflow._events import reporter
+from telemhq_plugins.airflow import AirflowInstrumentor
 from telemhq_plugins.airflow.listener import TelemHQListener
 from telemhq_plugins.airflow.plugin import TelemHQPlugin, listener_from_conf
 from telemhq_plugins.core import Client
@@ -25,17 +24,29 @@ pytestmark = pytest.mark.usefixtures("airflow_db")
 
 @pytest.fixture
 def listener(client: Client) -> Iterator[TelemHQListener]:
-    """The listener registered as Airflow registers a plugin's listeners (the scheduler's
-    manager for DAG runs, the task runner's for task instances), taken off afterwards."""
-    found = TelemHQListener(exclude=["ls_excluded"])
-    reporter.add_source(found.source)
-    managers = [core_listeners(), task_listeners()]
-    for manager in managers:
-        manager.add_listener(found)
-    yield found
-    for manager in managers:
-        manager.pm.unregister(found)
-    reporter.remove_source(found.source)
+    """The listener registered in both of Airflow's listener managers (the scheduler's for DAG
+    runs, the task runner's for task instances), as the plugin would be; taken off after."""
+    instrumentor = AirflowInstrumentor()
+    assert instrumentor.instrument(exclude=["ls_excluded"])
+    assert instrumentor.listener is not None
+    yield instrumentor.listener
+    assert instrumentor.uninstrument()
+
+
+def test_the_instrumentor_registers_one_listener_and_takes_it_off() -> None:
+    instrumentor = AirflowInstrumentor()
+    assert instrumentor.instrument()
+    try:
+        assert not instrumentor.instrument()  # a second call changes nothing
+        registered = instrumentor.listener
+        assert registered is not None
+        for manager in (core_listeners(), task_listeners()):
+            assert manager.pm.is_registered(registered)
+    finally:
+        assert instrumentor.uninstrument()
+    assert not instrumentor.uninstrument()
+    for manager in (core_listeners(), task_listeners()):
+        assert not manager.pm.is_registered(registered)
 
 
 def test_it_reports_every_task_try_and_the_dag_run_with_no_dag_code(
@@ -121,8 +132,6 @@ def test_the_plugin_is_registered_and_off_without_the_switch(
     monkeypatch.setenv("TELEMHQ_AIRFLOW_AUTO", "no")
     assert listener_from_conf() is None
 
-    sources: list[Any] = []
-    monkeypatch.setattr(reporter, "add_source", sources.append)
     monkeypatch.setenv("TELEMHQ_AIRFLOW_AUTO", "1")
     monkeypatch.setenv("TELEMHQ_AIRFLOW_INCLUDE", "etl_*, ml_*")
     monkeypatch.setenv("TELEMHQ_AIRFLOW_EXCLUDE", "etl_tmp*")
@@ -133,7 +142,6 @@ def test_the_plugin_is_registered_and_off_without_the_switch(
     assert on.options("etl_daily") is not None
     assert on.options("etl_tmp1") is None
     assert on.options("reports") is None
-    assert sources == [on.source]
 
     # Airflow's own config wins over the TELEMHQ_* fallback ([telemhq] auto = False).
     monkeypatch.setenv("AIRFLOW__TELEMHQ__AUTO", "False")

@@ -13,6 +13,7 @@ import pytest
 from airflow.sdk import DAG, Asset, CronTriggerTimetable
 from airflow.serialization.serialized_objects import DagSerialization
 
+from telemhq_plugins.airflow import AirflowInstrumentor
 from telemhq_plugins.airflow.listener import TelemHQListener
 from telemhq_plugins.airflow.schedules import dag_schedule, sync_dags
 from telemhq_plugins.core import Client
@@ -105,16 +106,13 @@ def test_it_syncs_cron_preset_and_timedelta_schedules_to_the_server(
 def test_the_listener_syncs_the_schedule_at_the_end_of_a_dag_run(
     server: LiveServer, client: Client, api_key: str
 ) -> None:
-    from airflow.listeners.listener import get_listener_manager
-
-    listener = TelemHQListener(include=["ls_broken"], sync_schedules=True)
-    manager = get_listener_manager()
-    manager.add_listener(listener)
+    instrumentor = AirflowInstrumentor()
+    assert instrumentor.instrument(include=["ls_broken"], sync_schedules=True)
     try:
         server.api("PATCH", "/trackers/ls-broken", json={"schedule": {"kind": "none"}})
         DAGS["ls_broken"].test()
     finally:
-        manager.pm.unregister(listener)
+        instrumentor.uninstrument()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         schedule = schedule_of(server, "ls_broken")
