@@ -142,7 +142,9 @@ class StepReporter:
         self.resource_key = resource_key
         self.include = tuple(include)
         self.exclude = tuple(exclude)
-        self._targets: dict[tuple[Client, str], Target | None] = {}
+        #: job name -> where its pings go, for ``_targets_client`` (a new client: resolved again).
+        self._targets: dict[str, Target | None] = {}
+        self._targets_client: Client | None = None
 
     def client_for(self, hook_context: Any) -> Client:
         if self.resource_key is not None:
@@ -155,9 +157,10 @@ class StepReporter:
 
     def target(self, job: str, client: Client, step: Any) -> Target | None:
         """Where ``job``'s pings go (None: not monitored), resolved once per job and client."""
-        key = (client, job)
+        if client is not self._targets_client:
+            self._targets, self._targets_client = {}, client
         try:
-            return self._targets[key]
+            return self._targets[job]
         except KeyError:
             pass
         found: Target | None = None
@@ -166,12 +169,12 @@ class StepReporter:
         if policy is not None:
             token = policy.token or self.token
             found = resolve_target(job, token=token, send_start=False, client=client)
-        self._targets[key] = found
+        self._targets[job] = found
         return found
 
     def on_step(self, hook_context: Any, outcome: StepOutcome | None) -> None:
-        """Send the ping of the attempt that just ended (``outcome`` None: read it from the
-        step's context when the caller could not)."""
+        """Send the ping of the attempt that just ended (``outcome`` None: nothing ended it,
+        nothing is sent)."""
         step = _compat.step_context(hook_context)
         if step is None or outcome is None:
             return
