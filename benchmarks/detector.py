@@ -40,6 +40,7 @@ PERIOD, GRACE = 3600, 300
 
 
 def add_due_trackers(engine: Engine, count: int) -> None:
+    """``count`` trackers that are ``up``, pinged at T0 and expected again an hour later."""
     rows = [
         {
             "name": f"job {i}",

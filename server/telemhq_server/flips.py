@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from telemhq_server.db import flips, webhooks
+from telemhq_server.db import flips
 
 __all__ = ["Flip", "record_flip", "record_flips"]
 
@@ -54,7 +54,7 @@ def record_flip(  # noqa: PLR0917 - the positional order is the documented seam
 
 def record_flips(conn: Connection, changes: Sequence[Flip]) -> None:
     """:func:`record_flip` for many changes at once (the missed-run detector's pass): one
-    INSERT for the flips, and the webhook outbox visited only when some webhook is enabled."""
+    INSERT for the flips, and their alerts queued together."""
     if not changes:
         return
     conn.execute(
@@ -71,11 +71,7 @@ def record_flips(conn: Connection, changes: Sequence[Flip]) -> None:
             for tracker_id, old, new, reason, run_id, now in changes
         ],
     )
-    if conn.execute(sa.select(webhooks.c.id).where(webhooks.c.enabled).limit(1)).first() is None:
-        return
-    from telemhq_server.webhooks import enqueue_flip
+    # Queue the alerts in the same transaction (see record_flip), all at once.
+    from telemhq_server.webhooks import enqueue_flips
 
-    for tracker_id, old, new, reason, run_id, now in changes:
-        enqueue_flip(
-            conn, tracker_id=tracker_id, old=old, new=new, reason=reason, run_id=run_id, now=now
-        )
+    enqueue_flips(conn, changes)

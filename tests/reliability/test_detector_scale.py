@@ -4,7 +4,6 @@ of them (late, then down after the grace), on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 
 import pytest
 import sqlalchemy as sa
@@ -12,38 +11,11 @@ from sqlalchemy.engine import Engine
 from telemhq_server import db
 from telemhq_server.detector import Detector
 
+from benchmarks.detector import GRACE, PERIOD, T0, add_due_trackers
+
 pytestmark = pytest.mark.slow
 
 N = 10_000
-T0 = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
-PERIOD, GRACE = 3600, 300
-
-
-def add_due_trackers(engine: Engine, count: int) -> None:
-    """``count`` trackers that are ``up``, pinged at T0 and expected again an hour later."""
-    rows = [
-        {
-            "name": f"job {i}",
-            "slug": f"job-{i}",
-            "token": secrets.token_hex(16),
-            "badge_key": secrets.token_hex(8),
-            "assertions": [],
-            "tags": [],
-            "schedule_kind": "period",
-            "period_seconds": PERIOD,
-            "grace_seconds": GRACE,
-            "state": "up",
-            "state_changed_at": T0,
-            "last_ping_at": T0,
-            "last_run_at": T0,
-            "next_expected_at": T0 + dt.timedelta(seconds=PERIOD),
-            "created_at": T0,
-            "updated_at": T0,
-        }
-        for i in range(count)
-    ]
-    with db.write_tx(engine) as conn:
-        conn.execute(sa.insert(db.trackers), rows)
 
 
 def states(engine: Engine) -> dict[str, int]:

@@ -330,3 +330,36 @@ def test_two_server_processes_on_one_postgresql_alert_once(postgres_url: str) ->
         with admin.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+def test_a_detector_flip_queues_the_same_alert_as_a_single_flip(engine: Engine) -> None:
+    from telemhq_server.webhooks import build_body
+
+    with db.write_tx(engine) as conn:
+        conn.execute(
+            sa.insert(db.webhooks).values(
+                url="http://127.0.0.1:9/h",
+                events=["tracker.late", "tracker.down"],
+                secret="whsec_detector_test_secret_01",
+                enabled=True,
+                created_at=T0,
+            )
+        )
+    tid = tracker(engine, **PERIOD)
+    ping(engine, tid, T0)
+    at = T0 + dt.timedelta(hours=1)
+    assert Detector(engine).tick(at).flips == [(tid, "up", "late")]
+    with engine.connect() as conn:
+        [row] = conn.execute(sa.select(db.webhook_outbox)).all()
+        expected = build_body(
+            conn,
+            event="tracker.late",
+            tracker_id=tid,
+            old="up",
+            new="late",
+            reason="expected a ping at 2026-06-01T13:00:00Z; none yet",
+            run_id=None,
+            now=at,
+        )
+    assert row.event == "tracker.late"
+    assert json.loads(row.body) == json.loads(json.dumps(expected, default=str))

@@ -21,6 +21,7 @@ from telemhq_server.webhooks.outbox import (
     EVENTS,
     build_body,
     enqueue_flip,
+    enqueue_flips,
     event_for,
     subscribed,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "api_routes",
     "build_body",
     "enqueue_flip",
+    "enqueue_flips",
     "event_for",
     "new_secret",
     "register",

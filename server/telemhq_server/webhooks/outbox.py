@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -20,8 +21,10 @@ from telemhq_server import db
 __all__ = [
     "DEFAULT_EVENTS",
     "EVENTS",
+    "Change",
     "build_body",
     "enqueue_flip",
+    "enqueue_flips",
     "event_for",
     "load_json",
     "subscribed",
@@ -91,26 +94,40 @@ def build_body(
 ) -> dict[str, Any]:
     """The JSON document sent for one state change (see the README for its fields)."""
     tracker = conn.execute(sa.select(db.trackers).where(db.trackers.c.id == tracker_id)).one()
-    t = tracker._mapping
+    run = None
+    if run_id is not None:
+        run = conn.execute(sa.select(db.runs).where(db.runs.c.id == run_id)).one_or_none()
+    return _document(
+        tracker._mapping,
+        None if run is None else run._mapping,
+        event=event,
+        old=old,
+        new=new,
+        reason=reason,
+        now=now,
+    )
+
+
+def _document(
+    t: Any, r: Any, *, event: str, old: str, new: str, reason: str, now: dt.datetime
+) -> dict[str, Any]:
+    """:func:`build_body` from the tracker's row ``t`` and the run's row ``r`` (or None)."""
     run: dict[str, Any] | None = None
     failed: list[Any] = []
-    if run_id is not None:
-        row = conn.execute(sa.select(db.runs).where(db.runs.c.id == run_id)).one_or_none()
-        if row is not None:
-            r = row._mapping
-            results = load_json(r["assertions"]) or []
-            failed = [a for a in results if isinstance(a, dict) and not a.get("passed", True)]
-            run = {
-                "id": r["id"],
-                "run_id": r["run_id"],
-                "ping_id": r["ping_id"],
-                "status": r["status"],
-                "passed": r["passed"],
-                "duration_ms": r["duration_ms"],
-                "received_at": _iso(r["received_at"]),
-                "assertions": results,
-                "payload": load_json(r["payload"]),
-            }
+    if r is not None:
+        results = load_json(r["assertions"]) or []
+        failed = [a for a in results if isinstance(a, dict) and not a.get("passed", True)]
+        run = {
+            "id": r["id"],
+            "run_id": r["run_id"],
+            "ping_id": r["ping_id"],
+            "status": r["status"],
+            "passed": r["passed"],
+            "duration_ms": r["duration_ms"],
+            "received_at": _iso(r["received_at"]),
+            "assertions": results,
+            "payload": load_json(r["payload"]),
+        }
     return {
         "event": event,
         "created_at": _iso(now),
@@ -189,3 +206,65 @@ def enqueue_flip(
         ],
     )
     return len(hooks)
+
+
+#: (tracker id, old state, new state, reason, runs.id or None, time) of one change.
+Change = tuple[int, str, str, str, int | None, dt.datetime]
+
+
+def enqueue_flips(conn: Connection, changes: Sequence[Change]) -> int:
+    """:func:`enqueue_flip` for many changes (the missed-run detector's pass): the webhooks,
+    trackers and runs are read once for all of them and the outbox rows written in one
+    INSERT. Returns how many rows were written."""
+    hooks = conn.execute(
+        sa.select(db.webhooks.c.id, db.webhooks.c.events).where(db.webhooks.c.enabled)
+    ).all()
+    wanted: list[tuple[Change, str, list[int]]] = []
+    for change in changes:
+        _, old, new, *_ = change
+        event = event_for(old, new)
+        if event is None:
+            continue
+        ids = [h.id for h in hooks if subscribed(h.events, event, old)]
+        if ids:
+            wanted.append((change, event, ids))
+    if not wanted:
+        return 0
+    t, r = db.trackers, db.runs
+    tracker_ids = sorted({change[0] for change, _, _ in wanted})
+    run_ids = sorted({change[4] for change, _, _ in wanted if change[4] is not None})
+    tracker_rows = {
+        row["id"]: row
+        for row in conn.execute(sa.select(t).where(t.c.id.in_(tracker_ids))).mappings()
+    }
+    run_rows = (
+        {row["id"]: row for row in conn.execute(sa.select(r).where(r.c.id.in_(run_ids))).mappings()}
+        if run_ids
+        else {}
+    )
+    rows: list[dict[str, Any]] = []
+    for (tracker_id, old, new, reason, run_id, now), event, ids in wanted:
+        document = _document(
+            tracker_rows[tracker_id],
+            None if run_id is None else run_rows.get(run_id),
+            event=event,
+            old=old,
+            new=new,
+            reason=reason,
+            now=now,
+        )
+        body = json.dumps(document, separators=(",", ":"), default=str)
+        rows.extend(
+            {
+                "webhook_id": hook_id,
+                "event": event,
+                "tracker_id": tracker_id,
+                "body": body,
+                "created_at": now,
+                "next_attempt_at": now,
+                "attempts": 0,
+            }
+            for hook_id in ids
+        )
+    conn.execute(sa.insert(db.webhook_outbox), rows)
+    return len(rows)
