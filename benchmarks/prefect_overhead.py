@@ -127,22 +127,22 @@ def bench(server: LiveServer, n_tasks: int, rounds: int) -> int:
     client.flush(60)
     stored_flows = len(server.runs("bench-200"))
     stored_tasks = len(server.runs("bench-200-step"))
+    delivery = client.stats()
     client.close()
 
-    off, on_ = statistics.median(times[False]), statistics.median(times[True])
     print(f"Prefect {n_tasks}-task flow, {rounds} runs per mode, interleaved, one process")
-    print(
-        f"  not instrumented: median {off:.3f} s, mean {statistics.mean(times[False]):.3f} s "
-        f"(runs: {', '.join(f'{t:.2f}' for t in times[False])})"
-    )
-    print(
-        f"  instrumented:     median {on_:.3f} s, mean {statistics.mean(times[True]):.3f} s "
-        f"(runs: {', '.join(f'{t:.2f}' for t in times[True])})"
-    )
-    print(f"  ratio instrumented / not: {on_ / off:.3f} ({(on_ / off - 1) * 100:+.1f}%)")
-    print(f"  added per task run: {(on_ - off) / (n_tasks + 1) * 1e6:.0f} µs")
+    for label, data in (("wall", times), ("CPU ", cpu)):
+        off, on_ = statistics.median(data[False]), statistics.median(data[True])
+        for mode, name in ((False, "not instrumented"), (True, "instrumented")):
+            runs = ", ".join(f"{t:.2f}" for t in data[mode])
+            print(f"  {label} {name:<17} median {statistics.median(data[mode]):7.3f} s ({runs})")
+        print(
+            f"  {label} ratio instrumented / not: {on_ / off:.3f} ({(on_ / off - 1) * 100:+.1f}%),"
+            f" {(on_ - off) / (n_tasks + 1) * 1e6:+.0f} µs per task run"
+        )
     expected_tasks = rounds * n_tasks
     print(f"  stored: {stored_flows}/{rounds} flow runs, {stored_tasks}/{expected_tasks} task runs")
+    print(f"  delivery: {delivery}")
     return 0 if (stored_flows, stored_tasks) == (rounds, expected_tasks) else 1
 
 

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from prefect.context import FlowRunContext, TaskRunContext
 
+from telemhq_plugins.core.delivery import Client
 from telemhq_plugins.core.logs import capture_internal_errors
 from telemhq_plugins.core.payload import ErrorInfo, Status, stable_ping_id
 from telemhq_plugins.core.runs import Run, add_run_finder, resolve_target
@@ -30,8 +31,10 @@ __all__ = [
     "StateHook",
     "TaskHook",
     "carries_hooks",
+    "end_run",
     "find_run",
     "flow_event",
+    "new_run",
     "task_event",
 ]
 
@@ -67,6 +70,58 @@ def find_run() -> Run | None:
     return None if flow_run is None else _open.get(str(flow_run.id))
 
 
+def new_run(
+    job: str,
+    run_id: str,
+    attempt: int,
+    details: dict[str, Any],
+    options: HookOptions,
+    *,
+    timed: bool = True,
+    started_at: dt.datetime | None = None,
+    client: Client | None = None,
+) -> Run | None:
+    """A run of ``job`` for Prefect's run ``run_id`` (None when the job has no tracker).
+    ``timed=False``: a run whose start this process did not see (``started_at`` from
+    Prefect's own timestamps); ``start`` is then never sent."""
+    target = resolve_target(
+        job, token=options.token, send_start=options.send_start if timed else False,
+        client=client,
+    )  # fmt: skip
+    if target is None:
+        return None
+    current = Run(
+        job,
+        url=target.url,
+        client=target.client,
+        orchestrator=ORCHESTRATOR,
+        run_id=run_id,
+        attempt=attempt,
+        details=details,
+        timed=timed,
+    )
+    if not timed:
+        current.started_at = started_at
+    elif target.send_start:
+        current.start(ping_id=stable_ping_id(run_id, attempt, "start"))
+    return current
+
+
+def end_run(
+    current: Run,
+    status: Status,
+    error: BaseException | ErrorInfo | None,
+    duration_ms: float | None = None,
+) -> None:
+    """Finish ``current`` with the ping id of (run id, attempt, status)."""
+    current.finish(
+        status,
+        error=error,
+        duration_ms=duration_ms,
+        ping_id=stable_ping_id(current.run_id, current.attempt, status),
+    )
+
+
 def _begin(
     job: str,
     run_id: str,
@@ -81,39 +136,14 @@ def _begin(
         attempt = max(attempt, (previous.attempt or 0) + 1)
         details["run_count"] = attempt
         # The failed attempt's exception is still being handled when its retry starts.
-        _end(previous, "retry", sys.exc_info()[1])
-    target = resolve_target(job, token=options.token, send_start=options.send_start)
-    if target is None:
+        end_run(previous, "retry", sys.exc_info()[1])
+    current = new_run(job, run_id, attempt, details, options)
+    if current is None:
         return
-    current = Run(
-        job,
-        url=target.url,
-        client=target.client,
-        orchestrator=ORCHESTRATOR,
-        run_id=run_id,
-        attempt=attempt,
-        details=details,
-    )
-    if target.send_start:
-        current.start(ping_id=stable_ping_id(run_id, attempt, "start"))
     with _lock:
         if len(_open) >= _MAX_OPEN:
             _open.pop(next(iter(_open)))
         _open[run_id] = current
-
-
-def _end(
-    current: Run,
-    status: Status,
-    error: BaseException | ErrorInfo | None,
-    duration_ms: float | None = None,
-) -> None:
-    current.finish(
-        status,
-        error=error,
-        duration_ms=duration_ms,
-        ping_id=stable_ping_id(current.run_id, current.attempt, status),
-    )
 
 
 def _prefect_duration_ms(run: Any, state: Any) -> float | None:
@@ -122,30 +152,6 @@ def _prefect_duration_ms(run: Any, state: Any) -> float | None:
     if isinstance(started, dt.datetime) and isinstance(ended, dt.datetime):
         return max((ended - started).total_seconds() * 1000.0, 0.0)
     return None
-
-
-def _late_run(
-    job: str, run_id: str, attempt: int, details: dict[str, Any], options: HookOptions, *, run: Any
-) -> Run | None:
-    """A run for an end whose start this process did not see (a served run's cancellation
-    and crash hooks run in the runner's process): timed by Prefect's own timestamps."""
-    target = resolve_target(job, token=options.token, send_start=False)
-    if target is None:
-        return None
-    late = Run(
-        job,
-        url=target.url,
-        client=target.client,
-        orchestrator=ORCHESTRATOR,
-        run_id=run_id,
-        attempt=attempt,
-        details=details,
-        timed=False,
-    )
-    started = getattr(run, "start_time", None)
-    if isinstance(started, dt.datetime):
-        late.started_at = started
-    return late
 
 
 _FLOW_STATUS: dict[str, Status] = {
@@ -175,16 +181,19 @@ def flow_event(
         if current is None:
             duration_ms = _prefect_duration_ms(flow_run, state)
             attempt = max(int(flow_run.run_count or 0), 1)
-            current = _late_run(
-                job, run_id, attempt, flow_details(flow, flow_run, attempt), options, run=flow_run
-            )
+            # A run opened in another process (a served run's end, in the runner's).
+            started = getattr(flow_run, "start_time", None)
+            current = new_run(
+                job, run_id, attempt, flow_details(flow, flow_run, attempt), options,
+                timed=False, started_at=started if isinstance(started, dt.datetime) else None,
+            )  # fmt: skip
         if current is not None:
             error: BaseException | ErrorInfo | None = None
             if status == "failure":
                 error = error_of(state)
             elif status == "cancelled":
                 error = ErrorInfo("Cancelled", str(state.message or state.name))
-            _end(current, status, error, duration_ms)
+            end_run(current, status, error, duration_ms)
         if event in ("crashed", "cancellation"):
             _close_tasks_of(run_id, status, state)
             # After a SIGTERM Prefect re-raises the signal with the default handler: the
@@ -200,7 +209,7 @@ def _close_tasks_of(flow_run_id: str, status: Status, state: Any) -> None:
         ended = [(_open.pop(t, None), _flow_of_task.pop(t)) for t in ids]
     for current, _ in ended:
         if current is not None:
-            _end(current, status, ErrorInfo("FlowRun" + str(state.name), str(state.message)))
+            end_run(current, status, ErrorInfo("FlowRun" + str(state.name), str(state.message)))
 
 
 def task_event(
@@ -223,9 +232,9 @@ def task_event(
         if current is None:
             return
         if event == "completion":
-            _end(current, "success", None)
+            end_run(current, "success", None)
         else:
-            _end(current, "failure", error_of(state))
+            end_run(current, "failure", error_of(state))
 
 
 class StateHook:

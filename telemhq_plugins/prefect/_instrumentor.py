@@ -20,7 +20,9 @@ from typing import Any
 from telemhq_plugins.core.config import env_flag
 from telemhq_plugins.core.instrumentor import Instrumentor
 from telemhq_plugins.core.logs import capture_internal_errors
+from telemhq_plugins.core.policy import resolve_policy
 from telemhq_plugins.core.runs import add_run_finder, remove_run_finder
+from telemhq_plugins.prefect._details import task_job
 from telemhq_plugins.prefect._hooks import (
     FlowEvent,
     HookOptions,
@@ -76,8 +78,10 @@ class PrefectInstrumentor(Instrumentor):
 
     Options of :meth:`instrument`: ``tasks`` (default ``TELEMHQ_PREFECT_TASKS``), ``token``
     (one token or ping URL for every flow; default: core's resolution by job name),
-    ``send_start`` (default: ``TELEMHQ_SEND_START``). A flow or task that carries the hooks of
-    ``hooks()`` / ``task_hooks()`` is left to them (one ping per event)."""
+    ``send_start`` (default: ``TELEMHQ_SEND_START``), ``include`` / ``exclude`` (globs over
+    job names: the flow's name, ``<flow>.<task>`` for tasks; core's job policy). A flow or task
+    that carries the hooks of ``hooks()`` / ``task_hooks()`` is left to them (one ping per
+    event)."""
 
     instruments = ("prefect", "3.0")
 
@@ -87,8 +91,12 @@ class PrefectInstrumentor(Instrumentor):
         tasks = options.pop("tasks", None)
         if tasks is None:
             tasks = env_flag("TELEMHQ_PREFECT_TASKS")
-        hook_options = HookOptions(
-            token=options.pop("token", None), send_start=options.pop("send_start", None)
+        policy = _Policy(
+            HookOptions(
+                token=options.pop("token", None), send_start=options.pop("send_start", None)
+            ),
+            tuple(options.pop("include", ()) or ()),
+            tuple(options.pop("exclude", ()) or ()),
         )
         if args or options:
             raise TypeError(f"unknown options: {sorted(options)} {args}")
@@ -98,7 +106,7 @@ class PrefectInstrumentor(Instrumentor):
                 continue
             cls = getattr(importlib.import_module(module), name)
             original = cls.__dict__["call_hooks"]
-            wrapper = _wrap(original, kind, hook_options)
+            wrapper = _wrap(original, kind, policy)
             self._originals.append((cls, original))
             cls.call_hooks = wrapper
         add_run_finder(find_run)
@@ -110,7 +118,38 @@ class PrefectInstrumentor(Instrumentor):
         remove_run_finder(find_run)
 
 
-def _dispatch(kind: str, engine: Any, state: Any, options: HookOptions) -> None:
+class _Policy:
+    """Which jobs instrument-all reports, and where (core's job policy, by job name)."""
+
+    __slots__ = ("_jobs", "exclude", "include", "options")
+
+    def __init__(
+        self, options: HookOptions, include: tuple[str, ...], exclude: tuple[str, ...]
+    ) -> None:
+        self.options, self.include, self.exclude = options, include, exclude
+        self._jobs: dict[str, HookOptions | None] = {}
+
+    def for_job(self, job: str) -> HookOptions | None:
+        """The options of ``job``'s pings, or None when it is not monitored."""
+        try:
+            return self._jobs[job]
+        except KeyError:
+            pass
+        found = resolve_policy(job, None, include=self.include, exclude=self.exclude)
+        options = None
+        if found is not None:
+            options = HookOptions(
+                token=found.token or self.options.token,
+                send_start=self.options.send_start
+                if found.send_start is None
+                else found.send_start,
+            )
+        if len(self._jobs) < 10_000:
+            self._jobs[job] = options
+        return options
+
+
+def _dispatch(kind: str, engine: Any, state: Any, policy: _Policy) -> None:
     with capture_internal_errors("prefect instrumentation"):
         if state is None:
             state = engine.state
@@ -119,31 +158,33 @@ def _dispatch(kind: str, engine: Any, state: Any, options: HookOptions) -> None:
             if flow_run is None or carries_hooks(flow):
                 return
             event = _flow_event_of(engine, state)
-            if event is not None:
+            options = policy.for_job(str(flow.name)) if event is not None else None
+            if event is not None and options is not None:
                 flow_event(event, flow, flow_run, state, options)
             return
         task, task_run = engine.task, engine.task_run
         if task_run is None or carries_hooks(task):
             return
         task_event_ = _task_event_of(state)
-        if task_event_ is not None:
+        options = policy.for_job(task_job(task)) if task_event_ is not None else None
+        if task_event_ is not None and options is not None:
             task_event(task_event_, task, task_run, state, options)
 
 
-def _wrap(original: Callable[..., Any], kind: str, options: HookOptions) -> Callable[..., Any]:
+def _wrap(original: Callable[..., Any], kind: str, policy: _Policy) -> Callable[..., Any]:
     if _is_async(original):
         async_original: Callable[..., Coroutine[Any, Any, None]] = original
 
         @functools.wraps(original)
         async def call_hooks_async(self: Any, state: Any = None) -> None:
-            _dispatch(kind, self, state, options)
+            _dispatch(kind, self, state, policy)
             await async_original(self, state)
 
         return call_hooks_async
 
     @functools.wraps(original)
     def call_hooks(self: Any, state: Any = None) -> None:
-        _dispatch(kind, self, state, options)
+        _dispatch(kind, self, state, policy)
         original(self, state)
 
     return call_hooks

@@ -40,9 +40,9 @@ from prefect.events.filters import (
 
 from telemhq_plugins.core.delivery import Client, get_client
 from telemhq_plugins.core.logs import capture_internal_errors
-from telemhq_plugins.core.payload import ErrorInfo, Status, stable_ping_id
+from telemhq_plugins.core.payload import ErrorInfo, Status
 from telemhq_plugins.core.provision import JobSchedule, ScheduleSync, sync
-from telemhq_plugins.core.runs import Run, resolve_target
+from telemhq_plugins.prefect._hooks import HookOptions, end_run, new_run
 
 __all__ = ["STATE_STATUS", "Watcher", "deployment_schedules"]
 
@@ -58,6 +58,7 @@ STATE_STATUS: dict[str, Status] = {
     "AwaitingRetry": "retry",
 }
 _PREFIX = "prefect.flow-run."
+_OPTIONS = HookOptions()  # core's resolution by job name (the ping key), no start ping
 _MAX_SEEN = 5_000
 
 
@@ -293,37 +294,21 @@ class Watcher:
                     )
 
     def _ping(self, item: _Due) -> None:
-        target = resolve_target(item.job, send_start=False, client=self.client)
-        if target is None:
+        late = new_run(
+            item.job, item.run_id, item.attempt, item.details, _OPTIONS,
+            timed=False, started_at=item.started_at, client=self.client,
+        )  # fmt: skip
+        if late is None:
             return
-        late = Run(
-            item.job,
-            url=target.url,
-            client=target.client,
-            orchestrator="prefect",
-            run_id=item.run_id,
-            attempt=item.attempt,
-            details=item.details,
-            timed=False,
-        )
-        late.started_at = item.started_at
         duration = None
         if item.started_at is not None and item.ended_at is not None:
             duration = max((item.ended_at - item.started_at).total_seconds() * 1000.0, 0.0)
-        late.finish(
-            item.status,
-            error=item.error,
-            duration_ms=duration,
-            ping_id=stable_ping_id(item.run_id, item.attempt, item.status),
-        )
+        end_run(late, item.status, item.error, duration)
         self.sent.append((item.job, item.run_id, item.attempt, item.status))
         logger.info(
             "TelemHQ watcher: flow run %s (%s) attempt %d -> %s",
-            item.run_id,
-            item.job,
-            item.attempt,
-            item.status,
-        )
+            item.run_id, item.job, item.attempt, item.status,
+        )  # fmt: skip
 
     # --- the loop --------------------------------------------------------------------------
 

@@ -17,7 +17,6 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -39,7 +38,9 @@ os.environ.update(PREFECT_ENV)
 for _name in ("TELEMHQ_PREFECT_AUTO", "TELEMHQ_PREFECT_TASKS", "PREFECT_PLUGINS_ENABLED"):
     os.environ.pop(_name, None)
 
-from telemhq_plugins.core import Client, load_settings, set_client  # noqa: E402
+from telemhq_plugins.core import Client, set_client  # noqa: E402
+from tests.kit import client_for  # noqa: E402
+from tests.kit import ping_key as new_ping_key  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -49,73 +50,80 @@ def live_server() -> Iterator[LiveServer]:
         yield server
 
 
-@pytest.fixture(scope="session", autouse=True)
-def prefect_api() -> Iterator[str]:
-    """A real Prefect API server for the whole session (about 25 s to start on a busy
-    machine); its URL."""
-    log = Path(_HOME) / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).with_name("prefect")),
-                "server",
-                "start",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(_PORT),
-            ],
-            env={**os.environ, **PREFECT_ENV},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = PREFECT_ENV["PREFECT_API_URL"]
-    deadline = time.monotonic() + 120
-    try:
+class PrefectAPI:
+    """``prefect server start`` on this session's port and SQLite file; restartable (the
+    watcher's reconnection test stops it and starts it again on the same database)."""
+
+    def __init__(self) -> None:
+        self.url = PREFECT_ENV["PREFECT_API_URL"]
+        self.log = Path(_HOME) / "server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    str(Path(sys.executable).with_name("prefect")),
+                    "server",
+                    "start",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(_PORT),
+                ],
+                env={**os.environ, **PREFECT_ENV},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 120
         while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"prefect server exited:\n{log.read_text()[-3000:]}")
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"prefect server exited:\n{self.log.read_text()[-3000:]}")
             try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"prefect server did not start:\n{log.read_text()[-3000:]}")
+                self.stop()
+                raise RuntimeError(f"prefect server did not start:\n{self.log.read_text()[-3000:]}")
             time.sleep(0.25)
-        yield url
-    finally:
-        if proc.poll() is None:
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_api() -> Iterator[PrefectAPI]:
+    """A real Prefect API server for the whole session (about 25 s to start on a busy
+    machine)."""
+    api = PrefectAPI()
+    try:
+        api.start()
+        yield api
+    finally:
+        api.stop()
         shutil.rmtree(_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def ping_key(live_server: LiveServer) -> str:
     """A ping key of the module's server: each job's tracker is made by its first ping."""
-    response = live_server.api("POST", "/ping-keys", json={"name": "prefect tests"})
-    response.raise_for_status()
-    key: str = response.json()["key"]
-    return key
-
-
-def make_client(**settings: Any) -> Client:
-    """A delivery client from explicit settings only (the environment never leaks in)."""
-    options: dict[str, Any] = {"timeout": 2.0, "max_retries": 0, "flush_timeout": 10.0}
-    options.update(settings)
-    return Client(load_settings(env={}, config_file=os.devnull, **options))
+    return new_ping_key(live_server)
 
 
 @pytest.fixture
 def client(live_server: LiveServer, ping_key: str) -> Iterator[Client]:
     """The process-wide delivery client, pointed at the server for this test."""
-    current = make_client(base_url=live_server.base_url, ping_key=ping_key)
+    current = client_for(live_server, ping_key=ping_key)
     previous = set_client(current)
     yield current
     current.close()
@@ -135,26 +143,6 @@ def telemhq_env(live_server: LiveServer, ping_key: str) -> dict[str, str]:
         PYTHONPATH=str(Path(__file__).resolve().parents[2]),
     )
     return env
-
-
-def wait_for_runs(
-    server: LiveServer, slug: str, count: int, *, timeout: float = 30.0
-) -> list[dict[str, Any]]:
-    """The tracker's runs (newest first) once there are ``count``; fails with what it saw."""
-    deadline = time.monotonic() + timeout
-    seen: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        if server.api("GET", f"/trackers/{slug}").status_code == 200:
-            seen = server.runs(slug)
-            if len(seen) >= count:
-                return seen
-        time.sleep(0.1)
-    raise AssertionError(f"{slug}: expected {count} runs, saw {[r['status'] for r in seen]}")
-
-
-def statuses(runs: list[dict[str, Any]]) -> list[str]:
-    """Statuses oldest first."""
-    return [r["status"] for r in reversed(runs)]
 
 
 # An async flow run by ``asyncio.run`` leaves one of Prefect's own client sockets to its API

@@ -1,11 +1,13 @@
-"""A flow served by ``flow.serve()`` (runs in a subprocess of the runner), for the
-cancellation test: the runner calls ``on_cancellation`` in its own process."""
+"""Flows served by ``serve()`` (each run in a subprocess of the runner), for the cancellation
+and SIGKILL tests: the runner calls ``on_cancellation`` and ``on_crashed`` in its own process."""
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
-from prefect import flow
+from prefect import flow, serve
 
 from telemhq_plugins.prefect import hooks
 
@@ -15,5 +17,12 @@ def served_sleeper() -> None:
     time.sleep(120)
 
 
+@flow(name="served-victim", **hooks())
+def served_victim() -> None:
+    """Writes its process id where the test can read it, then waits to be killed."""
+    Path(os.environ["SERVED_PID_FILE"]).write_text(str(os.getpid()))
+    time.sleep(120)
+
+
 if __name__ == "__main__":
-    served_sleeper.serve(name="sleeper")
+    serve(served_sleeper.to_deployment(name="sleeper"), served_victim.to_deployment(name="victim"))

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.kit import statuses, wait_for_runs
 from tests.live_server import LiveServer
-from tests.prefect.conftest import statuses, telemhq_env, wait_for_runs
+from tests.prefect.conftest import telemhq_env
 
 pytestmark = pytest.mark.slow
 

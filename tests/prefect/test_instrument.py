@@ -14,10 +14,10 @@ from prefect.task_engine import AsyncTaskRunEngine, SyncTaskRunEngine
 
 from telemhq_plugins.core import Client
 from telemhq_plugins.prefect import PrefectInstrumentor, instrument, uninstrument
-from tests.kit import assert_one_ping_per_event
+from tests.kit import assert_one_ping_per_event, statuses, wait_for_runs
 from tests.live_server import LiveServer
 from tests.prefect import auto_flows
-from tests.prefect.conftest import statuses, telemhq_env, wait_for_runs
+from tests.prefect.conftest import telemhq_env
 
 pytestmark = pytest.mark.slow
 
@@ -101,3 +101,28 @@ def test_instrument_then_uninstrument_restores_prefects_engines(
     assert inproc_flow() == 2
     client.flush()
     assert len(live_server.runs("inproc-flow")) == 1
+
+
+def test_include_and_exclude_globs_choose_the_jobs(live_server: LiveServer, client: Client) -> None:
+    @task(name="noisy")
+    def noisy() -> int:
+        return 1
+
+    @flow(name="policy-kept")
+    def kept() -> int:
+        return noisy()
+
+    @flow(name="policy-skipped")
+    def skipped() -> int:
+        return 2
+
+    assert instrument(tasks=True, exclude=["policy-skipped", "*.noisy"]) is True
+    try:
+        assert kept() == 1
+        assert skipped() == 2
+    finally:
+        uninstrument()
+    assert statuses(wait_for_runs(live_server, "policy-kept", 1)) == ["success"]
+    client.flush()
+    assert live_server.api("GET", "/trackers/policy-skipped").status_code == 404
+    assert live_server.api("GET", "/trackers/policy-kept-noisy").status_code == 404

@@ -21,15 +21,16 @@ from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 from prefect.client.schemas.schedules import CronSchedule
 
 from telemhq_plugins.core import Client
-from tests.kit import assert_one_ping_per_event
+from tests.kit import assert_one_ping_per_event, statuses, wait_for_runs
 from tests.live_server import LiveServer
 from tests.prefect import watched
-from tests.prefect.conftest import statuses, telemhq_env, wait_for_runs
+from tests.prefect.conftest import PrefectAPI, telemhq_env
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 HEARTBEAT = 30  # Prefect's minimum heartbeat frequency
+DELAY = 5  # the watcher's wait before a final ping (the hooks' ping, with metrics, goes first)
 
 
 class WatcherProcess:
@@ -51,7 +52,7 @@ class WatcherProcess:
                     "--heartbeat-frequency",
                     str(HEARTBEAT),
                     "--delay",
-                    "2",
+                    str(DELAY),
                     "--schedules-interval",
                     "3",
                 ],
@@ -112,7 +113,7 @@ def test_a_flow_with_no_hooks_is_reported_once(
     [failed] = wait_for_runs(live_server, "watched-failing", 1)
     assert failed["status"] == "failure"
     assert "watched failure" in failed["payload"]["error"]["message"]
-    time.sleep(4)  # past the watcher's delay: nothing more comes
+    time.sleep(DELAY + 2)  # past the watcher's delay: nothing more comes
     assert len(live_server.runs("watched-plain")) == 1
 
 
@@ -197,7 +198,24 @@ def test_a_restart_neither_loses_nor_repeats_a_run(
     watcher.start()
     [run] = wait_for_runs(live_server, "watched-restart", 1)
     assert run["status"] == "success"
-    time.sleep(4)
+    time.sleep(DELAY + 2)
     assert len(live_server.runs("watched-restart")) == 1
     assert len(live_server.runs("watched-plain")) == 1
     assert "backfilled" in watcher.output()
+
+
+@pytest.mark.timeout(400)
+def test_it_reconnects_when_the_prefect_api_restarts(
+    live_server: LiveServer, watcher: WatcherProcess, prefect_api: PrefectAPI
+) -> None:
+    prefect_api.stop()
+    wait_until(lambda: "Prefect API unreachable" in watcher.output(), "the watcher to notice")
+    prefect_api.start()
+    # Run at once: the run may end before the watcher is back (it retries every 2 s); then
+    # only the backfill from its cursor finds it.
+    assert watched.watched_after_restart() == "ok"
+    [run] = wait_for_runs(live_server, "watched-after-restart", 1, timeout=120)
+    assert run["status"] == "success"
+    time.sleep(DELAY + 2)
+    assert len(live_server.runs("watched-after-restart")) == 1
+    assert len(live_server.runs("watched-plain")) == 1

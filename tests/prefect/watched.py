@@ -31,6 +31,11 @@ def watched_restart() -> str:
     return "ok"
 
 
+@flow(name="watched-after-restart")
+def watched_after_restart() -> str:
+    return "ok"
+
+
 @flow(name="watched-killed")
 def watched_killed() -> None:
     print("running", flush=True)
