@@ -13,10 +13,12 @@ def tracker(server: LiveServer, job: str) -> dict[str, Any] | None:
     return tracker_by_slug(server, slugify(job))
 
 
-def runs_of(server: LiveServer, job: str, count: int) -> list[dict[str, Any]]:
+def runs_of(
+    server: LiveServer, job: str, count: int, *, timeout: float = 30.0
+) -> list[dict[str, Any]]:
     """The runs of ``job``'s tracker, oldest first, once there are ``count``, and exactly
     ``count`` (start pings are runs too)."""
-    runs = list(reversed(wait_for_runs(server, slugify(job), count)))
+    runs = list(reversed(wait_for_runs(server, slugify(job), count, timeout=timeout)))
     assert len(runs) == count, f"{job}: {[(r['status'], r['run_id']) for r in runs]}"
     return runs
 

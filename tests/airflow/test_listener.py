@@ -101,6 +101,23 @@ def test_it_leaves_excluded_dags_alone(server: LiveServer, listener: TelemHQList
     assert run_count(server, "ls_excluded") == 0
 
 
+def test_it_sends_start_pings_with_send_start(server: LiveServer, client: Client) -> None:
+    instrumentor = AirflowInstrumentor()
+    assert instrumentor.instrument(include=["ls_start"], send_start=True)
+    try:
+        dag_run = DAGS["ls_start"].test()
+    finally:
+        instrumentor.uninstrument()
+    assert dag_run.state == "success"
+    step = runs_of(server, "ls_start.step", 2)
+    assert statuses(step) == ["start", "success"]
+    assert {r["run_id"] for r in step} == {f"ls_start/{dag_run.run_id}/step"}
+    assert step[1]["payload"]["rows"] == 2
+    # A DAG run's start comes from the scheduler, which dag.test() has none of.
+    (whole,) = runs_of(server, "ls_start", 1)
+    assert whole["status"] == "success"
+
+
 def test_callbacks_and_the_listener_together_send_one_ping_per_event(
     server: LiveServer, listener: TelemHQListener
 ) -> None:

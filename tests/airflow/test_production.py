@@ -6,7 +6,8 @@ executor's supervisor forks and ends with ``os._exit``, and the DAG callback run
 the DAG processor, so a ping gets out only if the adapter flushes it. The listener plugin is
 switched on by ``TELEMHQ_AIRFLOW_AUTO=1`` (loaded through its entry point by each component)
 and the DAG also has callbacks: one task and the DAG run are reported by both, the other task
-by the listener alone.
+by the listener alone. ``TELEMHQ_SEND_START=1``: the tasks' and the DAG run's starts too (a
+DAG run's start only exists in the scheduler).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.airflow.helpers import block, run_count, runs_of
-from tests.kit import assert_one_ping_per_event, ping_key, wait_for_runs
+from tests.airflow.helpers import block, run_count, runs_of, statuses
+from tests.kit import assert_one_ping_per_event, ping_key
 from tests.live_server import LiveServer, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -86,6 +87,7 @@ def airflow_cluster(tmp_path: Path, server: LiveServer) -> Iterator[dict[str, st
             "TELEMHQ_BASE_URL": server.base_url,
             "TELEMHQ_PING_KEY": ping_key(server),
             "TELEMHQ_AIRFLOW_AUTO": "1",
+            "TELEMHQ_SEND_START": "1",
             "TELEMHQ_TIMEOUT": "5",
         }
     )
@@ -162,23 +164,22 @@ def test_a_triggered_run_reports_from_forked_task_processes_and_the_dag_processo
 ) -> None:
     _trigger(airflow_cluster, "prod_dag")
 
-    (with_callbacks,) = list(
-        reversed(wait_for_runs(server, "prod-dag-with-callbacks", 1, timeout=RUN))
-    )
-    assert with_callbacks["status"] == "success"
-    assert with_callbacks["payload"]["rows"] == 5
-    assert block(with_callbacks)["hostname"]
-    (by_listener,) = list(reversed(wait_for_runs(server, "prod-dag-by-listener", 1, timeout=RUN)))
-    assert by_listener["status"] == "success"
-    assert by_listener["payload"]["rows"] == 6
-    (dag_run,) = list(reversed(wait_for_runs(server, "prod-dag", 1, timeout=RUN)))
-    assert dag_run["status"] == "success"
-    run_id = block(dag_run)["run_id"]
-    assert with_callbacks["run_id"] == f"prod_dag/{run_id}/with_callbacks"
+    with_callbacks = runs_of(server, "prod_dag.with_callbacks", 2, timeout=RUN)
+    assert statuses(with_callbacks) == ["start", "success"]
+    assert with_callbacks[1]["payload"]["rows"] == 5
+    assert block(with_callbacks[1])["hostname"]
+    by_listener = runs_of(server, "prod_dag.by_listener", 2, timeout=RUN)
+    assert statuses(by_listener) == ["start", "success"]
+    assert by_listener[1]["payload"]["rows"] == 6
+    dag_run = runs_of(server, "prod_dag", 2, timeout=RUN)
+    assert statuses(dag_run) == ["start", "success"]
+    run_id = block(dag_run[1])["run_id"]
+    assert {r["run_id"] for r in with_callbacks} == {f"prod_dag/{run_id}/with_callbacks"}
+    assert {r["run_id"] for r in dag_run} == {f"prod_dag/{run_id}"}
 
-    # The DAG run is reported by the scheduler's listener and by the DAG processor's callback:
-    # one stored ping. Give a late second one the time to arrive before counting.
+    # The DAG run's end is reported by the scheduler's listener and by the DAG processor's
+    # callback: one stored ping. Give a late second one the time to arrive before counting.
     time.sleep(10)
     for job in ("prod_dag.with_callbacks", "prod_dag.by_listener", "prod_dag"):
-        assert run_count(server, job) == 1, runs_of(server, job, run_count(server, job))
-    assert_one_ping_per_event(wait_for_runs(server, "prod-dag", 1))
+        assert run_count(server, job) == 2, runs_of(server, job, run_count(server, job))
+        assert_one_ping_per_event(runs_of(server, job, 2))

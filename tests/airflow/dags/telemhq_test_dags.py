@@ -149,6 +149,15 @@ def ls_excluded() -> None:
     quiet()
 
 
+@dag(schedule=None, start_date=START, catchup=False)
+def ls_start() -> None:
+    @task
+    def step() -> None:
+        telemhq_plugins.report(rows=2)
+
+    step()
+
+
 # -- callbacks and the listener together --------------------------------------------------------
 
 
@@ -198,6 +207,7 @@ DAGS = {
         ls_etl(),
         ls_broken(),
         ls_excluded(),
+        ls_start(),
         both_etl(),
         conn_dag(),
     )
