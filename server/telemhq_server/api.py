@@ -51,8 +51,10 @@ from telemhq_server.keys import ApiKey, verify_api_key
 from telemhq_server.openapi import openapi_document
 from telemhq_server.trackers import (
     ValidationError,
+    first_expected_at,
     new_token,
     next_expected_at,
+    schedule_changed,
     to_json,
     validate_fields,
 )
@@ -234,6 +236,12 @@ def create_tracker(ctx: Ctx) -> Response:
     try:
         with write_tx(ctx.app.engine) as conn:
             row = insert(conn, values)
+            due = first_expected_at(row)
+            if due is not None:  # the detector would set it too; the answer shows it now
+                conn.execute(
+                    trackers.update().where(trackers.c.id == row["id"]).values(next_expected_at=due)
+                )
+                row = _tracker_row(conn, str(row["id"]))
     except sa.exc.IntegrityError as exc:
         raise _conflict(exc, values) from None
     ctx.app.cache.invalidate()
@@ -253,18 +261,24 @@ def update_tracker(ctx: Ctx) -> Response:
             row = _tracker_row(conn, ctx.request.path_params["tracker"])
             if values:
                 values["updated_at"] = utcnow()
+                if schedule_changed(row, values):
+                    values["schedule_set_at"] = values["updated_at"]
                 conn.execute(trackers.update().where(trackers.c.id == row["id"]).values(**values))
                 row = _tracker_row(conn, str(row["id"]))
-                if "schedule_kind" in values and row["last_ping_at"] is not None:
-                    # A new schedule applies from the last ping on, not from the next one.
+                if "schedule_kind" in values:
                     last = row["last_ping_at"]
-                    due = next_expected_at(
-                        row["schedule_kind"],
-                        row["period_seconds"],
-                        row["cron"],
-                        row["timezone"],
-                        last if last.tzinfo is not None else last.replace(tzinfo=dt.UTC),
-                    )
+                    if last is None:
+                        # Never pinged: the first run is due after the schedule was set.
+                        due = first_expected_at(row)
+                    else:
+                        # A new schedule applies from the last ping on, not from the next one.
+                        due = next_expected_at(
+                            row["schedule_kind"],
+                            row["period_seconds"],
+                            row["cron"],
+                            row["timezone"],
+                            last if last.tzinfo is not None else last.replace(tzinfo=dt.UTC),
+                        )
                     conn.execute(
                         trackers.update()
                         .where(trackers.c.id == row["id"])
@@ -299,6 +313,13 @@ def _set_paused(ctx: Ctx, paused: bool) -> Response:
             row = _tracker_row(conn, str(row["id"]))
         if bool(row["paused"]) != paused:
             new_state = "paused" if paused else "new"
+            values: dict[str, Any] = {}
+            if not paused and row["schedule_kind"] != "none":
+                # Resuming restarts the clock: a tracker never pinged gets a whole period (or
+                # until its next cron time) for its first ping, not an alert for the pause.
+                values["schedule_set_at"] = now
+                if row["last_ping_at"] is None:
+                    values["next_expected_at"] = first_expected_at({**row, "schedule_set_at": now})
             conn.execute(
                 trackers.update()
                 .where(trackers.c.id == row["id"])
@@ -308,6 +329,7 @@ def _set_paused(ctx: Ctx, paused: bool) -> Response:
                     state_changed_at=now,
                     consecutive_failures=0 if not paused else row["consecutive_failures"],
                     updated_at=now,
+                    **values,
                 )
             )
             reason = "paused through the API" if paused else "resumed through the API"

@@ -100,6 +100,10 @@ trackers = sa.Table(
     sa.Column("n_runs", sa.BigInteger(), nullable=False, server_default="0"),
     sa.Column("created_at", TZ, nullable=False),
     sa.Column("updated_at", TZ, nullable=False),
+    # When the schedule (kind, period or cron, timezone) was last set, or the tracker resumed:
+    # a tracker that has never been pinged expects its first ping at the first scheduled time
+    # after it (see telemhq_server.detector).
+    sa.Column("schedule_set_at", TZ, nullable=True),
     sa.UniqueConstraint("token", name="uq_trackers_token"),
     sa.UniqueConstraint("slug", name="uq_trackers_slug"),
     sa.UniqueConstraint("badge_key", name="uq_trackers_badge_key"),

@@ -5,9 +5,12 @@ One :class:`Detector` runs in every server process (``run()`` is its background 
 
 1. **refreshes expectations**: a scheduled tracker whose ``next_expected_at`` is unset or not
    after its ``last_ping_at`` (a ping arrived since) gets the next expected time from
-   :func:`telemhq_server.schedules.next_expected_after`;
+   :func:`telemhq_server.schedules.next_expected_after`; one that has never been pinged gets
+   the first scheduled time after its ``schedule_set_at`` (when its schedule was set or it was
+   resumed), so that a job whose very first run never comes is caught too;
 2. **claims overdue trackers**: ``late`` from the expected time, ``down`` from the expected time
-   plus grace (``failing`` trackers go ``down`` but not ``late``: a failure says more);
+   plus grace (``failing`` trackers go ``down`` but not ``late``: a failure says more; ``new``
+   ones, never pinged, go ``late`` and ``down`` like ``up`` ones);
 3. **claims hung runs**: a ``start`` with no end within ``max_runtime_seconds`` is ``down``.
 
 All state lives in the database, so detection carries on across restarts. Several processes
@@ -150,10 +153,19 @@ class Detector:
         t = db.trackers
         query = sa.select(t).where(
             t.c.schedule_kind != "none",
-            t.c.last_ping_at.is_not(None),
             sa.or_(
-                t.c.next_expected_at.is_(None),
-                t.c.next_expected_at <= t.c.last_ping_at,
+                sa.and_(
+                    t.c.last_ping_at.is_not(None),
+                    sa.or_(
+                        t.c.next_expected_at.is_(None),
+                        t.c.next_expected_at <= t.c.last_ping_at,
+                    ),
+                ),
+                sa.and_(
+                    t.c.last_ping_at.is_(None),
+                    t.c.schedule_set_at.is_not(None),
+                    t.c.next_expected_at.is_(None),
+                ),
             ),
         )
         count = 0
@@ -161,9 +173,10 @@ class Detector:
             updates: list[tuple[Any, dt.datetime]] = []
             for row in rows:
                 schedule = schedule_of(row)
-                if schedule is None:
+                anchor = _anchor(row)
+                if schedule is None or anchor is None:
                     continue
-                expected = next_expected_after(schedule, row.last_ping_at)
+                expected = next_expected_after(schedule, anchor)
                 if expected is not None:
                     updates.append((row, expected))
             for chunk in self._chunks(updates):
@@ -179,7 +192,10 @@ class Detector:
         query = sa.select(t).where(
             t.c.schedule_kind != "none",
             t.c.paused.is_(False),
-            t.c.state.in_(_CAN_BE_DOWN),
+            sa.or_(
+                t.c.state.in_(_CAN_BE_DOWN),
+                sa.and_(t.c.state == "new", t.c.last_ping_at.is_(None)),
+            ),
             t.c.next_expected_at <= now,
             # A ping since the expectation was computed makes it stale, not overdue.
             sa.or_(t.c.last_ping_at.is_(None), t.c.next_expected_at > t.c.last_ping_at),
@@ -208,8 +224,9 @@ class Detector:
             return
         expected = db.as_utc(row.next_expected_at)
         # The schedule may have been edited since the expectation was stored: recompute.
-        if row.last_ping_at is not None:
-            fresh = next_expected_after(schedule, row.last_ping_at)
+        anchor = _anchor(row)
+        if anchor is not None:
+            fresh = next_expected_after(schedule, anchor)
             if fresh is None or fresh > now:
                 stale.append((row, fresh))
                 return
@@ -217,27 +234,34 @@ class Detector:
         target = expected_state(schedule, expected, now)
         if target is None or target == row.state:
             return
+        first = row.last_ping_at is None
         allowed = _CAN_BE_LATE if target == "late" else _CAN_BE_DOWN
-        if row.state not in allowed:
+        if row.state not in allowed and not (first and row.state == "new"):
             return
         assert expected is not None
+        what = "a first ping" if first else "a ping"
         if target == "late":
-            reason = f"expected a ping at {db.iso(expected)}; none yet"
+            reason = f"expected {what} at {db.iso(expected)}; none yet"
         else:
             deadline = expected + schedule.grace
             reason = (
-                f"expected a ping at {db.iso(expected)}; none by {db.iso(deadline)} "
+                f"expected {what} at {db.iso(expected)}; none by {db.iso(deadline)} "
                 f"(grace {schedule.grace_seconds}s)"
             )
         claims.append((row, target, reason))
 
     def _set_expected(self, conn: Connection, row: Any, expected: dt.datetime | None) -> int:
-        """Store ``row``'s next expected time, unless a newer ping came meanwhile."""
+        """Store ``row``'s next expected time, unless a newer ping (or a new schedule, or a
+        resume) came meanwhile."""
         t = db.trackers
         return int(
             conn.execute(
                 sa.update(t)
-                .where(t.c.id == row.id, _same(t.c.last_ping_at, row.last_ping_at))
+                .where(
+                    t.c.id == row.id,
+                    _same(t.c.last_ping_at, row.last_ping_at),
+                    _same(t.c.schedule_set_at, row.schedule_set_at),
+                )
                 .values(next_expected_at=expected)
             ).rowcount
         )
@@ -295,7 +319,7 @@ class Detector:
         is still as we saw it (no ping, no edit, no other process since), flip those."""
         t = db.trackers
         query = (
-            sa.select(t.c.id, t.c.state, t.c.paused, t.c.last_ping_at, witness)
+            sa.select(t.c.id, t.c.state, t.c.paused, t.c.last_ping_at, t.c.schedule_set_at, witness)
             .where(t.c.id.in_([row.id for row, _, _ in chunk]))
             .order_by(t.c.id)  # the ingest writer locks in id order too: no deadlock
         )
@@ -321,6 +345,7 @@ class Detector:
                 or current.state != row.state
                 or current.paused
                 or current.last_ping_at != row.last_ping_at
+                or current.schedule_set_at != row.schedule_set_at
                 or getattr(current, witness.name) != getattr(row, witness.name)
             ):
                 continue  # another process (or a ping, or an edit) got there first
@@ -338,6 +363,15 @@ class Detector:
 
 #: (tracker row, target state, reason) of one flip to make.
 _Claim = tuple[Any, str, str]
+
+
+def _anchor(row: Any) -> dt.datetime | None:
+    """What ``row``'s next expected time follows: its last ping, or for a tracker never
+    pinged the moment its schedule was set (its first run is due at the next scheduled time)."""
+    anchor: dt.datetime | None = (
+        row.last_ping_at if row.last_ping_at is not None else row.schedule_set_at
+    )
+    return anchor
 
 
 def _same(column: sa.Column[Any], value: Any) -> sa.ColumnElement[bool]:

@@ -4,6 +4,8 @@
 :class:`ValidationError`, answered 422); :func:`to_json` is the one JSON shape of a tracker;
 :func:`next_expected_at` is the schedule rule (period: last ping + period; cron: the next
 fire time after the last ping, in the tracker's timezone); grace is added by the detector.
+A tracker that has never been pinged expects its first ping at the first scheduled time after
+``schedule_set_at`` (:func:`first_expected_at`), which :func:`schedule_changed` tells when to move.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from sqlalchemy.engine import Connection, RowMapping
 
 from telemhq_plugins.core.assertions import AssertionSyntaxError, parse_assertion
 from telemhq_plugins.core.config import slugify
-from telemhq_server.db import iso, trackers, utcnow
+from telemhq_server.db import as_utc, iso, trackers, utcnow
 from telemhq_server.tokens import url_token
 
 __all__ = [
@@ -28,10 +30,12 @@ __all__ = [
     "ValidationError",
     "badge_url",
     "create_tracker",
+    "first_expected_at",
     "from_first_ping",
     "new_token",
     "next_expected_at",
     "ping_url",
+    "schedule_changed",
     "to_json",
     "validate_fields",
 ]
@@ -40,6 +44,8 @@ MAX_ASSERTIONS: Final = 50
 MAX_TAGS: Final = 50
 MAX_TAG: Final = 100  # characters
 MAX_NAME: Final = 200  # characters
+#: The columns that decide when a ping is expected (grace only decides how late is down).
+SCHEDULE_COLUMNS: Final = ("schedule_kind", "period_seconds", "cron", "timezone")
 
 
 class ValidationError(ValueError):
@@ -266,12 +272,16 @@ def from_first_ping(slug: str, payload: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def create_tracker(conn: Connection, values: Mapping[str, Any]) -> RowMapping:
-    """Insert a tracker (``values`` from :func:`validate_fields`) and return its row.
-    Raises ``sqlalchemy.exc.IntegrityError`` when the slug is taken."""
+    """Insert a tracker (``values`` from :func:`validate_fields`) and return its row; a
+    scheduled one has ``schedule_set_at`` now (unless ``values`` says otherwise) and no
+    ``next_expected_at`` yet (see :func:`first_expected_at`). Raises
+    ``sqlalchemy.exc.IntegrityError`` when the slug is taken."""
     now = utcnow()
+    scheduled = values.get("schedule_kind", "none") != "none"
     row: dict[str, Any] = {
         "assertions": [],
         "tags": [],
+        "schedule_set_at": now if scheduled else None,
         **values,
         "token": new_token(),
         "badge_key": url_token(12),
@@ -307,3 +317,21 @@ def next_expected_at(
     except ScheduleError:
         return None
     return next_expected_after(schedule, after)
+
+
+def schedule_changed(row: Mapping[str, Any] | RowMapping, values: Mapping[str, Any]) -> bool:
+    """Whether ``values`` (from :func:`validate_fields`) change when ``row``'s pings are
+    expected: its kind, period, cron expression or timezone (not its grace)."""
+    return any(key in values and values[key] != row[key] for key in SCHEDULE_COLUMNS)
+
+
+def first_expected_at(row: Mapping[str, Any] | RowMapping) -> dt.datetime | None:
+    """When a tracker that has never been pinged expects its first ping: the first scheduled
+    time after its schedule was set (period: that moment + period; cron: the next fire time
+    after it, in the tracker's timezone). ``None`` without a schedule."""
+    since = as_utc(row["schedule_set_at"])
+    if since is None or row["schedule_kind"] == "none":
+        return None
+    return next_expected_at(
+        row["schedule_kind"], row["period_seconds"], row["cron"], row["timezone"], since
+    )

@@ -235,10 +235,14 @@ def test_update_changes_only_the_given_fields(client: AppClient) -> None:
 
 def test_a_period_schedule_sets_the_next_expected_ping(client: AppClient) -> None:
     tracker = make_tracker(client, schedule={"kind": "period", "period_seconds": 60})
+    # Never pinged: the first ping is due one period after the schedule was set.
+    created = dt.datetime.fromisoformat(tracker["created_at"].replace("Z", "+00:00"))
+    first = dt.datetime.fromisoformat(tracker["next_expected_at"].replace("Z", "+00:00"))
+    assert first - created == dt.timedelta(seconds=60)
     client.post(f"/ping/{tracker['token']}/start")
     started = client.get(f"/api/v1/trackers/{tracker['id']}").json()
     assert started["last_ping_at"] is None  # a start is not the ping the schedule waits for
-    assert started["next_expected_at"] is None
+    assert started["next_expected_at"] == tracker["next_expected_at"]
     client.post(f"/ping/{tracker['token']}")
     stored = client.get(f"/api/v1/trackers/{tracker['id']}").json()
     assert stored["last_ping_at"] is not None

@@ -19,9 +19,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from telemhq_server import db, states
+from telemhq_server.app import TelemHQ
 from telemhq_server.detector import DETECT_INTERVAL, Detector
 from telemhq_server.flips import record_flip
 from telemhq_server.trackers import create_tracker
+
+from tests.server.helpers import AppClient, make_tracker, tracker_of
 
 UTC = dt.UTC
 T0 = dt.datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -118,17 +121,186 @@ def test_it_goes_straight_to_down_when_it_wakes_up_past_grace(engine: Engine) ->
     assert Detector(engine).tick(T0 + dt.timedelta(days=1)).flips == [(tid, "up", "down")]
 
 
-def test_it_leaves_new_paused_and_unscheduled_trackers_alone(engine: Engine) -> None:
-    never_pinged = tracker(engine, **PERIOD)
-    paused = tracker(engine, **PERIOD)
+def test_it_leaves_paused_and_unscheduled_trackers_alone(engine: Engine) -> None:
+    paused = tracker(engine, **PERIOD, schedule_set_at=T0)
     ping(engine, paused, T0)
     set_state(engine, paused, paused=True, state="paused")
+    paused_never_pinged = tracker(engine, **PERIOD, schedule_set_at=T0)
+    set_state(engine, paused_never_pinged, paused=True, state="paused")
     unscheduled = tracker(engine)
     ping(engine, unscheduled, T0)
+    unscheduled_never_pinged = tracker(engine)
     assert Detector(engine).tick(T0 + dt.timedelta(days=30)).flips == []
-    assert state(engine, never_pinged) == "new"
     assert state(engine, paused) == "paused"
+    assert state(engine, paused_never_pinged) == "paused"
     assert state(engine, unscheduled) == "up"
+    assert state(engine, unscheduled_never_pinged) == "new"
+
+
+# -- trackers never pinged: their first run is expected too -------------------------------------
+
+
+def next_expected(engine: Engine, tracker_id: int) -> dt.datetime | None:
+    with engine.connect() as conn:
+        value = conn.execute(
+            sa.select(db.trackers.c.next_expected_at).where(db.trackers.c.id == tracker_id)
+        ).scalar_one()
+    return db.as_utc(value)
+
+
+def add_webhook(engine: Engine) -> None:
+    with db.write_tx(engine) as conn:
+        conn.execute(
+            sa.insert(db.webhooks).values(
+                url="http://127.0.0.1:9/hook",
+                events=["tracker.late", "tracker.down", "tracker.up"],
+                secret="whsec_detector_test_secret_0123456789",
+                enabled=True,
+                created_at=T0,
+            )
+        )
+
+
+def outbox(engine: Engine) -> list[tuple[int, str, str, str]]:
+    """(tracker id, event, previous state, state) of every queued webhook, in order."""
+    o = db.webhook_outbox
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(o.c.tracker_id, o.c.event, o.c.body).order_by(o.c.id))
+        bodies = [(r.tracker_id, r.event, json.loads(r.body)["tracker"]) for r in rows]
+    return [(tid, event, t["previous_state"], t["state"]) for tid, event, t in bodies]
+
+
+def test_a_never_pinged_cron_tracker_goes_late_then_down_after_its_first_fire_time(
+    engine: Engine,
+) -> None:
+    add_webhook(engine)
+    # Set at 14:00 Berlin time (CEST); the first 02:30 after that is the next night's.
+    tid = tracker(
+        engine,
+        schedule_kind="cron",
+        cron="30 2 * * *",
+        timezone="Europe/Berlin",
+        grace_seconds=600,
+        schedule_set_at=T0,
+    )
+    first = berlin(2026, 6, 2, 2, 30)
+    assert first == dt.datetime(2026, 6, 2, 0, 30, tzinfo=UTC)
+    detector = Detector(engine)
+    assert detector.tick(T0 + dt.timedelta(minutes=1)).flips == []
+    assert next_expected(engine, tid) == first  # stored by the first pass
+    second = dt.timedelta(seconds=1)
+    assert detector.tick(first - second).flips == []
+    assert state(engine, tid) == "new"
+    assert detector.tick(first).flips == [(tid, "new", "late")]
+    assert detector.tick(first).flips == []
+    assert detector.tick(first + dt.timedelta(minutes=10) - second).flips == []
+    assert detector.tick(first + dt.timedelta(minutes=10)).flips == [(tid, "late", "down")]
+    assert detector.tick(first + dt.timedelta(days=3)).flips == []
+    assert state(engine, tid) == "down"
+    assert flips(engine, tid) == [
+        ("new", "late", "expected a first ping at 2026-06-02T00:30:00Z; none yet"),
+        (
+            "late",
+            "down",
+            "expected a first ping at 2026-06-02T00:30:00Z; none by 2026-06-02T00:40:00Z "
+            "(grace 600s)",
+        ),
+    ]
+    assert outbox(engine) == [
+        (tid, "tracker.late", "new", "late"),
+        (tid, "tracker.down", "late", "down"),
+    ]
+    # Its first ping, however late, brings it up, and the schedule goes on from that ping.
+    ping(engine, tid, first + dt.timedelta(days=3, hours=1))
+    assert state(engine, tid) == "up"
+    assert detector.tick(berlin(2026, 6, 6, 2, 29)).flips == []
+    assert detector.tick(berlin(2026, 6, 6, 2, 30)).flips == [(tid, "up", "late")]
+
+
+def test_a_never_pinged_period_tracker_goes_late_then_down_one_period_after_it_was_set(
+    engine: Engine,
+) -> None:
+    add_webhook(engine)
+    tid = tracker(engine, **PERIOD, schedule_set_at=T0)
+    detector = Detector(engine)
+    hour, second = dt.timedelta(hours=1), dt.timedelta(seconds=1)
+    assert detector.tick(T0 + hour - second).flips == []
+    assert next_expected(engine, tid) == T0 + hour
+    assert state(engine, tid) == "new"
+    assert detector.tick(T0 + hour).flips == [(tid, "new", "late")]
+    assert detector.tick(T0 + hour + dt.timedelta(minutes=10) - second).flips == []
+    assert detector.tick(T0 + hour + dt.timedelta(minutes=10)).flips == [(tid, "late", "down")]
+    assert detector_flips(engine, tid) == [("new", "late"), ("late", "down")]
+    assert outbox(engine) == [
+        (tid, "tracker.late", "new", "late"),
+        (tid, "tracker.down", "late", "down"),
+    ]
+
+
+def test_a_never_pinged_tracker_found_past_its_grace_goes_straight_to_down(
+    engine: Engine,
+) -> None:
+    tid = tracker(engine, **PERIOD, schedule_set_at=T0)
+    assert Detector(engine).tick(T0 + dt.timedelta(days=1)).flips == [(tid, "new", "down")]
+    assert flips(engine, tid)[0][2] == (
+        "expected a first ping at 2026-06-01T13:00:00Z; none by 2026-06-01T13:10:00Z (grace 600s)"
+    )
+
+
+def test_a_first_ping_in_time_keeps_it_from_flipping(engine: Engine) -> None:
+    tid = tracker(engine, **PERIOD, schedule_set_at=T0)
+    detector = Detector(engine)
+    detector.tick(T0 + dt.timedelta(minutes=1))  # stores the first expectation, T0 + 1 h
+    ping(engine, tid, T0 + dt.timedelta(minutes=50))
+    assert state(engine, tid) == "up"
+    # The next ping is now due one period after that first one, not one after T0.
+    for minutes in (60, 70, 109):
+        assert detector.tick(T0 + dt.timedelta(minutes=minutes)).flips == [], minutes
+    assert detector.tick(T0 + dt.timedelta(minutes=110)).flips == [(tid, "up", "late")]
+    assert detector_flips(engine, tid) == [("up", "late")]
+    assert [f[:2] for f in flips(engine, tid)] == [("new", "up"), ("up", "late")]
+
+
+def test_a_ping_between_the_read_and_the_claim_wins(engine: Engine) -> None:
+    """The claim sees the row again inside its transaction: a first ping that arrived after
+    the detector read the tracker (another process, or the ingest writer) is not overruled."""
+    tid = tracker(engine, **PERIOD, schedule_set_at=T0)
+    detector = Detector(engine)
+    detector.tick(T0)
+    real_pages = detector._pages
+
+    def pages_then_ping(query: Any) -> Any:
+        for rows in real_pages(query):
+            if any(r.id == tid and r.state == "new" for r in rows):
+                ping(engine, tid, T0 + dt.timedelta(minutes=59))
+            yield rows
+
+    detector._pages = pages_then_ping  # type: ignore[method-assign]
+    assert detector.tick(T0 + dt.timedelta(hours=2)).flips == []
+    assert state(engine, tid) == "up"
+    assert detector_flips(engine, tid) == []
+
+
+def test_an_auto_created_tracker_is_unaffected(engine: Engine) -> None:
+    """A tracker a ping key creates has no schedule: its first ping made it, nothing is
+    expected of it, and a later sync that adds a schedule counts from its last ping."""
+    from telemhq_server.trackers import from_first_ping
+
+    with db.write_tx(engine) as conn:
+        row = create_tracker(conn, from_first_ping("etl-load", {"job": "etl.load"}))
+    tid = int(row["id"])
+    assert row["schedule_set_at"] is None
+    ping(engine, tid, T0)
+    detector = Detector(engine)
+    assert detector.tick(T0 + dt.timedelta(days=30)).flips == []
+    assert state(engine, tid) == "up"
+    # One created by a `start` (no end yet, so never pinged) stays `new` without a schedule.
+    with db.write_tx(engine) as conn:
+        started = int(create_tracker(conn, from_first_ping("etl-start", {}))["id"])
+    ping(engine, started, T0, start=True)
+    assert detector.tick(T0 + dt.timedelta(days=30)).flips == []
+    assert state(engine, started) == "new"
+    assert next_expected(engine, tid) is None
 
 
 def test_it_takes_a_failing_tracker_down_but_not_late(engine: Engine) -> None:
@@ -182,12 +354,16 @@ def test_it_keeps_detecting_across_a_restart(engine: Engine, db_url: str) -> Non
         restarted.dispose()
 
 
-def test_two_detectors_on_one_database_never_flip_twice(engine: Engine, db_url: str) -> None:
+@pytest.mark.parametrize("first", ["up", "new"], ids=["pinged", "never-pinged"])
+def test_two_detectors_on_one_database_never_flip_twice(
+    engine: Engine, db_url: str, first: str
+) -> None:
     """Two detectors with their own engines (own connections, as two processes would have)
     tick at the same instants, side by side; every change is recorded exactly once."""
-    ids = [tracker(engine, **PERIOD) for _ in range(20)]
-    for tid in ids:
-        ping(engine, tid, T0)
+    ids = [tracker(engine, **PERIOD, schedule_set_at=T0) for _ in range(20)]
+    if first == "up":
+        for tid in ids:
+            ping(engine, tid, T0)
     engines = [db.make_engine(db_url) for _ in range(2)]
     detectors = [Detector(e) for e in engines]
     claimed: list[list[tuple[int, str, str]]] = [[], []]
@@ -220,10 +396,10 @@ def test_two_detectors_on_one_database_never_flip_twice(engine: Engine, db_url: 
     stored = detector_flips(engine)
     assert len(stored) == 40  # 20 x up->late, 20 x late->down
     assert sorted(claimed[0] + claimed[1]) == sorted(
-        [(tid, "up", "late") for tid in ids] + [(tid, "late", "down") for tid in ids]
+        [(tid, first, "late") for tid in ids] + [(tid, "late", "down") for tid in ids]
     )
     for tid in ids:
-        assert detector_flips(engine, tid) == [("up", "late"), ("late", "down")]
+        assert detector_flips(engine, tid) == [(first, "late"), ("late", "down")]
 
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -363,3 +539,75 @@ def test_a_detector_flip_queues_the_same_alert_as_a_single_flip(engine: Engine) 
         )
     assert row.event == "tracker.late"
     assert json.loads(row.body) == json.loads(json.dumps(expected, default=str))
+
+
+def _when(value: str | None) -> dt.datetime:
+    assert value is not None
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def test_a_new_schedule_restarts_the_clock_of_a_never_pinged_tracker(
+    app: TelemHQ, client: AppClient
+) -> None:
+    engine = app.engine
+    made = make_tracker(client, schedule={"kind": "period", "period_seconds": 3600})
+    tid = made["id"]
+    assert made["state"] == "new"
+    created = _when(made["created_at"])
+    assert _when(made["next_expected_at"]) == created + dt.timedelta(hours=1)
+    # As if it had been created 50 minutes ago: its first ping is due in 10 minutes.
+    earlier = created - dt.timedelta(minutes=50)
+    set_state(
+        engine, tid, schedule_set_at=earlier, next_expected_at=earlier + dt.timedelta(hours=1)
+    )
+    # A grace change does not move when the first ping is due...
+    relaxed = client.patch(
+        f"/api/v1/trackers/{tid}",
+        json={"schedule": {"kind": "period", "period_seconds": 3600, "grace_seconds": 60}},
+    ).json()
+    assert _when(relaxed["next_expected_at"]) == earlier + dt.timedelta(hours=1)
+    # ...a new period does: the first ping is now due one new period after the change.
+    changed = client.patch(
+        f"/api/v1/trackers/{tid}",
+        json={"schedule": {"kind": "period", "period_seconds": 1800, "grace_seconds": 60}},
+    ).json()
+    at = _when(changed["updated_at"])
+    assert _when(changed["next_expected_at"]) == at + dt.timedelta(minutes=30)
+    detector = Detector(engine)
+    # The old clock would have it down by now (due at earlier + 30 min, grace 60 s).
+    assert detector.tick(at + dt.timedelta(minutes=30) - dt.timedelta(seconds=1)).flips == []
+    assert state(engine, tid) == "new"
+    assert detector.tick(at + dt.timedelta(minutes=30)).flips == [(tid, "new", "late")]
+    assert detector.tick(at + dt.timedelta(minutes=31)).flips == [(tid, "late", "down")]
+    # Once down, a new schedule restarts the clock but the state waits for a ping.
+    again = client.patch(
+        f"/api/v1/trackers/{tid}",
+        json={"schedule": {"kind": "cron", "cron": "0 3 * * *", "grace_seconds": 60}},
+    ).json()
+    assert again["state"] == "down"
+    assert _when(again["next_expected_at"]) > _when(again["updated_at"])
+    assert client.post(f"/ping/{made['token']}").status_code == 200
+    assert tracker_of(client, tid)["state"] == "up"
+
+
+def test_resuming_a_never_pinged_tracker_restarts_its_clock(
+    app: TelemHQ, client: AppClient
+) -> None:
+    engine = app.engine
+    made = make_tracker(
+        client, schedule={"kind": "period", "period_seconds": 600, "grace_seconds": 60}
+    )
+    tid = made["id"]
+    assert client.post(f"/api/v1/trackers/{tid}/pause").json()["state"] == "paused"
+    # Paused for a day: no alert while paused...
+    earlier = _when(made["created_at"]) - dt.timedelta(days=1)
+    set_state(engine, tid, schedule_set_at=earlier, next_expected_at=earlier)
+    detector = Detector(engine)
+    assert detector.tick(db.utcnow()).flips == []
+    # ...nor for the pause once resumed: the first ping is due one period after the resume.
+    resumed = client.post(f"/api/v1/trackers/{tid}/resume").json()
+    assert resumed["state"] == "new"
+    at = _when(resumed["state_changed_at"])
+    assert _when(resumed["next_expected_at"]) == at + dt.timedelta(minutes=10)
+    assert detector.tick(at + dt.timedelta(minutes=10) - dt.timedelta(seconds=1)).flips == []
+    assert detector.tick(at + dt.timedelta(minutes=10)).flips == [(tid, "new", "late")]

@@ -4,6 +4,7 @@ tracker cache across processes. SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import concurrent.futures
+import datetime as dt
 import threading
 import time
 from typing import Any
@@ -67,7 +68,69 @@ def test_the_migrations_build_exactly_the_declared_schema(engine: Engine) -> Non
 def test_migrating_again_changes_nothing(engine: Engine) -> None:
     migrate(engine)
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+
+
+def test_upgrading_starts_the_first_run_clock_of_existing_scheduled_trackers(
+    db_url: str,
+) -> None:
+    """A database at 0001 with trackers in it: 0002 adds ``schedule_set_at`` and sets it to
+    the upgrade's time on scheduled trackers (so a never-pinged one gets a whole period from
+    the upgrade on), leaving unscheduled ones without."""
+    from alembic import command
+    from telemhq_server.detector import Detector
+
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            command.upgrade(db.alembic_config(conn), "0001")
+            conn.commit()
+        long_ago = utcnow() - dt.timedelta(days=400)
+
+        # The 0001 table: the declared one without the columns added since.
+        old_trackers = sa.table(
+            "trackers",
+            *(sa.column(c.name, c.type) for c in trackers.c if c.name != "schedule_set_at"),
+        )
+        with engine.begin() as conn:
+            for slug, kind, period in (("cron-less", "none", None), ("hourly", "period", 3600)):
+                conn.execute(
+                    old_trackers.insert().values(
+                        name=slug,
+                        slug=slug,
+                        token=f"token-{slug}",
+                        badge_key=f"badge-{slug}",
+                        assertions=[],
+                        tags=[],
+                        schedule_kind=kind,
+                        period_seconds=period,
+                        created_at=long_ago,
+                        updated_at=long_ago,
+                    )
+                )
+        before = utcnow()
+        migrate(engine)
+        after = utcnow()
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == (
+                "0002"
+            )
+            rows = {
+                r.slug: r
+                for r in conn.execute(
+                    sa.select(trackers.c.id, trackers.c.slug, trackers.c.schedule_set_at)
+                )
+            }
+        assert rows["cron-less"].schedule_set_at is None
+        upgraded = db.as_utc(rows["hourly"].schedule_set_at)
+        assert upgraded is not None
+        assert before <= upgraded <= after
+        detector = Detector(engine)
+        hourly = rows["hourly"].id
+        assert detector.tick(upgraded + dt.timedelta(minutes=59)).flips == []
+        assert detector.tick(upgraded + dt.timedelta(hours=1)).flips == [(hourly, "new", "late")]
+    finally:
+        engine.dispose()
 
 
 def test_the_ping_path_indexes_exist(engine: Engine) -> None:
