@@ -166,7 +166,7 @@ def _validate_schedule(value: Any) -> dict[str, Any]:
         "period": {"kind", "period_seconds", "grace_seconds"},
         "cron": {"kind", "cron", "timezone", "grace_seconds"},
     }
-    if kind not in known:
+    if not isinstance(kind, str) or kind not in known:
         raise ValidationError("schedule.kind", f"must be none, period or cron, got {kind!r}")
     unknown = sorted(set(value) - known[kind])
     if unknown:

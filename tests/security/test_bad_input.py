@@ -25,6 +25,8 @@ TABLE: list[tuple[str, bytes, int]] = [
     ("ping_id not a string", b'{"ping_id": 5}', 400),
     ("astral ping_id", json.dumps({"ping_id": "\U0001f600 é"}).encode(), 200),
     ("unknown status", b'{"status": "bogus"}', 400),
+    ("status a list", b'{"status": []}', 400),
+    ("status an object", b'{"status": {"a": 1}}', 400),
     ("negative duration", b'{"duration": -1}', 400),
     ("duration a string", b'{"duration": "5"}', 400),
     ("huge duration", b'{"duration": 1e308, "ping_id": "huge-duration"}', 200),

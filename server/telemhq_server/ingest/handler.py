@@ -239,7 +239,7 @@ class PingHandler:
     ) -> tuple[int, dict[str, Any]]:
         """Check the standard fields, evaluate, and queue the ping; its answer once stored."""
         status = payload.get("status", "success")
-        if status not in STATUSES:
+        if not isinstance(status, str) or status not in STATUSES:
             raise PingError(
                 400,
                 "invalid_field",
