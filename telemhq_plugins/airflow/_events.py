@@ -10,9 +10,10 @@ objects it was given and where the pings go. The reporter
   ping id is derived from the event (``stable_ping_id``), and the server stores it once;
 * keeps the open run of each try, which ``telemhq_plugins.report()`` reaches through a run
   finder over Airflow's current task context;
-* flushes delivery after each task's final event and each DAG run's end, bounded by
+* flushes delivery after each task's final event and each DAG callback, bounded by
   ``settings.flush_timeout``: Airflow ends a task process with ``os._exit`` and runs DAG
-  callbacks in a child of the DAG processor, where the exit flush may never run.
+  callbacks in a child of the DAG processor, where the exit flush may never run. (The
+  scheduler, where the listener sees DAG runs end, lives on: nothing waits there.)
 """
 
 from __future__ import annotations
@@ -188,7 +189,12 @@ class Reporter:
             current.start(ping_id=stable_ping_id(identity.run_id, identity.try_number, "start"))
 
     def task_finished(
-        self, ti: Any, context: Any, status: Status, options: Options, error: Any = None
+        self,
+        ti: Any,
+        context: Any,
+        status: Status,
+        options: Options,
+        error: Any = None,
     ) -> None:
         """A try ended (``success``, ``failure``, ``retry`` or ``skipped``): one final ping,
         then a bounded flush."""
@@ -267,9 +273,16 @@ class Reporter:
         ).start(ping_id=stable_ping_id(identity.run_id, None, "start"))
 
     def dag_finished(
-        self, dag_run: Any, status: Status, options: Options, reason: str | None = None
+        self,
+        dag_run: Any,
+        status: Status,
+        options: Options,
+        reason: str | None = None,
+        *,
+        flush: bool = True,
     ) -> None:
-        """A DAG run ended: one final ping, then a bounded flush."""
+        """A DAG run ended: one final ping, then a bounded flush (``flush=False`` in the
+        scheduler, which is long-lived: nothing waits there)."""
         identity = dag_identity(dag_run)
         if not self.claim((identity.run_id, None, "end")):
             return
@@ -294,7 +307,8 @@ class Reporter:
             error=error,
             duration_ms=elapsed_ms(started, dag_end(dag_run)),
         )
-        self.flush(final)
+        if flush:
+            self.flush(final)
 
     # -- delivery -------------------------------------------------------------------------------
 

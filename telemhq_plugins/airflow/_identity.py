@@ -113,7 +113,10 @@ def logical_date_of(ti: Any, context: Any) -> Any:
             value = getattr(context.get("dag_run"), "logical_date", None)
         if value is not None:
             return value
-    dag_run = getattr(ti, "dag_run", None)  # the scheduler's TaskInstance
+    try:
+        dag_run = getattr(ti, "dag_run", None)  # the scheduler's TaskInstance (may load it)
+    except Exception:
+        return None
     return getattr(dag_run, "logical_date", None)
 
 

@@ -33,14 +33,18 @@ def _state(ti: Any) -> str | None:
     return None if state is None else str(getattr(state, "value", state))
 
 
+def _in_task_process(ti: Any) -> bool:
+    """A Task SDK task instance: the listener runs in the task's own short-lived process. (The
+    API server calls it with the scheduler's ``TaskInstance`` for a state set by hand.)"""
+    return type(ti).__name__ == "RuntimeTaskInstance"
+
+
 def _context(ti: Any) -> Any:
-    """The task's context where it is cheap (a Task SDK task instance caches it; the
-    scheduler's task instance has its DAG run at hand instead)."""
-    if getattr(ti, "dag_run", None) is not None:
+    """The task's context, in the task process only (where the Task SDK caches it)."""
+    if not _in_task_process(ti):
         return None
-    get = getattr(ti, "get_template_context", None)
     try:
-        return None if get is None else get()
+        return ti.get_template_context()
     except Exception:
         return None
 
@@ -127,7 +131,8 @@ class TelemHQListener:
         dag = getattr(dag_run, "dag", None)
         if not has_dag_callback(dag, status):  # else the DAG's own callback reports the run
             reason = None if msg is None else str(msg)
-            reporter.dag_finished(dag_run, status, options, reason=reason)
+            # In the scheduler: long-lived, its delivery thread sends the ping, nothing waits.
+            reporter.dag_finished(dag_run, status, options, reason=reason, flush=False)
         if self.sync_schedules and dag is not None:
             sync_dag(dag, options)
 
