@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,12 +40,15 @@ def main() -> int:
         }
     )
     airflow = str(Path(sys.executable).with_name("airflow"))
-    subprocess.run([airflow, "db", "migrate"], check=True, capture_output=True)
+    try:
+        subprocess.run([airflow, "db", "migrate"], check=True, capture_output=True)
 
-    from demo.airflow_dags.airflow_demo import demo_dag
+        from demo.airflow_dags.airflow_demo import demo_dag
 
-    dag_run = demo_dag.test()
-    print(f"Airflow DAG airflow_demo: run {dag_run.run_id} ended {dag_run.state}")
+        dag_run = demo_dag.test()
+        print(f"Airflow DAG airflow_demo: run {dag_run.run_id} ended {dag_run.state}")
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
     return 0
 
 

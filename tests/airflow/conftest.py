@@ -9,6 +9,7 @@ that folder on each call; one file keeps it quick).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -43,6 +44,13 @@ from telemhq_plugins.core import Client, set_client  # noqa: E402
 from tests.kit import client_for  # noqa: E402
 from tests.kit import ping_key as new_ping_key  # noqa: E402
 from tests.live_server import LiveServer  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _airflow_home() -> Iterator[None]:
+    """The temporary ``AIRFLOW_HOME`` goes away with the session."""
+    yield
+    shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
