@@ -145,6 +145,7 @@ class Watcher:
         self._seen = set(self._cursor.seen)
         self._due: list[_Due] = []
         self._next_sync = 0.0
+        self._dirty = False  # the cursor changed since it was last written
         self._stop = asyncio.Event()
 
     # --- the cursor ------------------------------------------------------------------------
@@ -185,6 +186,7 @@ class Watcher:
             if event_id in self._seen:
                 return
             self._seen.add(event_id)
+            self._dirty = True
             cursor = self._cursor
             cursor.seen.append(event_id)
             if len(cursor.seen) > 2 * _MAX_SEEN:
@@ -269,6 +271,7 @@ class Watcher:
                     if beat is None or now - beat <= window:
                         continue
                     del self._cursor.running[run_id]
+                    self._dirty = True
                     logger.info(
                         "TelemHQ watcher: flow run %s (%s): no heartbeat since %s",
                         run_id,
@@ -391,8 +394,10 @@ class Watcher:
                 with capture_internal_errors("prefect watcher schedules"):
                     jobs = await deployment_schedules()
                     self.last_sync = sync(jobs, orchestrator="prefect", client=self.client)
-            with capture_internal_errors("prefect watcher cursor"):
-                self.save()
+            if self._dirty:
+                self._dirty = False
+                with capture_internal_errors("prefect watcher cursor"):
+                    self.save()
             await asyncio.sleep(0.5)
 
 

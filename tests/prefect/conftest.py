@@ -101,10 +101,10 @@ class PrefectAPI:
                 proc.wait()
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def prefect_api() -> Iterator[PrefectAPI]:
     """A real Prefect API server for the whole session (about 25 s to start on a busy
-    machine)."""
+    machine); the modules that run flows use it (``usefixtures``)."""
     api = PrefectAPI()
     try:
         api.start()

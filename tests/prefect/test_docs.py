@@ -13,7 +13,7 @@ from tests.kit import statuses, wait_for_runs
 from tests.live_server import LiveServer
 from tests.prefect.conftest import telemhq_env
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "prefect.md"
 

@@ -22,7 +22,7 @@ from tests.live_server import LiveServer
 from tests.prefect import flows
 from tests.prefect.conftest import telemhq_env
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
 
 def test_a_successful_flow_and_its_task_report_their_metrics(

@@ -19,7 +19,7 @@ from tests.live_server import LiveServer
 from tests.prefect import auto_flows
 from tests.prefect.conftest import telemhq_env
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
 ENGINES = (FlowRunEngine, AsyncFlowRunEngine, SyncTaskRunEngine, AsyncTaskRunEngine)
 

@@ -18,9 +18,9 @@ from prefect.states import Cancelling
 from tests.kit import statuses, wait_for_runs
 from tests.live_server import LiveServer
 from tests.prefect import served
-from tests.prefect.conftest import telemhq_env
+from tests.prefect.conftest import PrefectAPI, telemhq_env
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def pid_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def runner(
-    live_server: LiveServer, ping_key: str, pid_file: Path
+    live_server: LiveServer, ping_key: str, pid_file: Path, prefect_api: PrefectAPI
 ) -> Iterator[subprocess.Popen[bytes]]:
     env = telemhq_env(live_server, ping_key)
     env.update(PREFECT_RUNNER_POLL_FREQUENCY="1", SERVED_PID_FILE=str(pid_file))

@@ -26,7 +26,7 @@ from tests.live_server import LiveServer
 from tests.prefect import watched
 from tests.prefect.conftest import PrefectAPI, telemhq_env
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
 ROOT = Path(__file__).resolve().parents[2]
 HEARTBEAT = 30  # Prefect's minimum heartbeat frequency
@@ -90,7 +90,10 @@ def wait_until(check: Callable[[], Any], what: str, timeout: float = 90.0) -> An
 
 @pytest.fixture(scope="module")
 def watcher(
-    live_server: LiveServer, ping_key: str, tmp_path_factory: pytest.TempPathFactory
+    live_server: LiveServer,
+    ping_key: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    prefect_api: PrefectAPI,
 ) -> Iterator[WatcherProcess]:
     env = telemhq_env(live_server, ping_key)
     env["TELEMHQ_API_KEY"] = live_server.api_key
