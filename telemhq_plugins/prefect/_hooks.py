@@ -239,8 +239,7 @@ def task_event(
 
 class StateHook:
     """One of our state hooks: named for Prefect's logs (``telemhq_completion``), and what
-    :func:`carries_hooks` recognises. Registering the run finder on creation makes
-    ``report()`` work in any flow that carries one."""
+    :func:`carries_hooks` recognises."""
 
     __slots__ = ("__name__", "event", "options")
     kind = "flow"
@@ -249,7 +248,6 @@ class StateHook:
         self.event = event
         self.options = options
         self.__name__ = f"telemhq_{'' if self.kind == 'flow' else 'task_'}{event}"
-        add_run_finder(find_run)
 
     def __repr__(self) -> str:
         return f"<TelemHQ Prefect {self.kind} hook {self.event}>"
@@ -283,3 +281,8 @@ def carries_hooks(flow_or_task: Any) -> bool:
             if isinstance(hook, StateHook):
                 return True
     return False
+
+
+# ``report()`` reaches the runs opened here, by hooks or instrument-all, for as long as this
+# module is loaded (the finder answers None outside them, and costs only report() calls).
+add_run_finder(find_run)

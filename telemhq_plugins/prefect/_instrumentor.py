@@ -21,14 +21,12 @@ from telemhq_plugins.core.config import env_flag
 from telemhq_plugins.core.instrumentor import Instrumentor
 from telemhq_plugins.core.logs import capture_internal_errors
 from telemhq_plugins.core.policy import resolve_policy
-from telemhq_plugins.core.runs import add_run_finder, remove_run_finder
 from telemhq_plugins.prefect._details import task_job
 from telemhq_plugins.prefect._hooks import (
     FlowEvent,
     HookOptions,
     TaskEvent,
     carries_hooks,
-    find_run,
     flow_event,
     task_event,
 )
@@ -109,13 +107,11 @@ class PrefectInstrumentor(Instrumentor):
             wrapper = _wrap(original, kind, policy)
             self._originals.append((cls, original))
             cls.call_hooks = wrapper
-        add_run_finder(find_run)
 
     def _uninstrument(self) -> None:
         for cls, original in getattr(self, "_originals", ()):
             cls.call_hooks = original
         self._originals = []
-        remove_run_finder(find_run)
 
 
 class _Policy:

@@ -12,8 +12,9 @@ from prefect import flow, task
 from prefect.flow_engine import AsyncFlowRunEngine, FlowRunEngine
 from prefect.task_engine import AsyncTaskRunEngine, SyncTaskRunEngine
 
+import telemhq_plugins
 from telemhq_plugins.core import Client
-from telemhq_plugins.prefect import PrefectInstrumentor, instrument, uninstrument
+from telemhq_plugins.prefect import PrefectInstrumentor, hooks, instrument, uninstrument
 from tests.kit import assert_one_ping_per_event, statuses, wait_for_runs
 from tests.live_server import LiveServer
 from tests.prefect import auto_flows
@@ -101,6 +102,15 @@ def test_instrument_then_uninstrument_restores_prefects_engines(
     assert inproc_flow() == 2
     client.flush()
     assert len(live_server.runs("inproc-flow")) == 1
+
+    # Flows with explicit hooks still reach their run from report() after uninstrument().
+    @flow(name="inproc-hooked", **hooks())
+    def hooked() -> None:
+        telemhq_plugins.report(records_processed=5)
+
+    hooked()
+    [run] = wait_for_runs(live_server, "inproc-hooked", 1)
+    assert run["payload"]["records_processed"] == 5
 
 
 def test_include_and_exclude_globs_choose_the_jobs(live_server: LiveServer, client: Client) -> None:
