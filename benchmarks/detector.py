@@ -34,6 +34,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from telemhq_server import db
 from telemhq_server.detector import CHUNK, DETECT_INTERVAL, Detector
+from telemhq_server.flips import FlipListeners
+from telemhq_server.webhooks import enqueue_flips
 
 T0 = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 PERIOD, GRACE = 3600, 300
@@ -117,7 +119,9 @@ def measure(kind: str, pg_url: str, n: int, chunk: int, webhook: bool) -> tuple[
         add_due_trackers(engine, n)
         if webhook:
             add_webhook(engine, ["tracker.late", "tracker.down"])
-        detector = Detector(engine, chunk=chunk)
+        listeners = FlipListeners()
+        listeners.add(enqueue_flips)  # as the app's webhooks register it
+        detector = Detector(engine, chunk=chunk, listeners=listeners)
         late = timed_pass(detector, T0 + dt.timedelta(seconds=PERIOD), n)
         down = timed_pass(detector, T0 + dt.timedelta(seconds=PERIOD + GRACE), n)
         return late, down

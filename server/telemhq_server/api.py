@@ -6,34 +6,24 @@ may do everything. Answers are JSON; lists are ``{"items": [...], "next": cursor
 401 (no/unknown key), 403 (read-only key), 404, 409 (slug taken) or 422 (invalid field;
 ``field`` names it, and an assertion error adds ``expression``, ``position``, ``pointer``).
 
-Handlers are plain functions run in a worker thread (blocking SQLAlchemy Core calls).
+Handlers are plain functions run in a worker thread (blocking SQLAlchemy Core calls), served
+through :mod:`telemhq_server.endpoints`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from telemhq_server import keys as keys_mod
 from telemhq_server import states
-from telemhq_server.bodies import (
-    MAX_API_BODY,
-    BodyTooLarge,
-    declared_too_large,
-    holds_nul,
-    read_body,
-)
 from telemhq_server.db import (
     API_SCOPES,
     api_keys,
@@ -46,8 +36,8 @@ from telemhq_server.db import (
     utcnow,
     write_tx,
 )
+from telemhq_server.endpoints import API_PREFIX, MAX_LIMIT, ApiError, Ctx, api_route, page
 from telemhq_server.flips import record_flip
-from telemhq_server.keys import ApiKey, verify_api_key
 from telemhq_server.openapi import openapi_document
 from telemhq_server.trackers import (
     ValidationError,
@@ -62,123 +52,7 @@ from telemhq_server.trackers import (
 if TYPE_CHECKING:
     from telemhq_server.app import TelemHQ
 
-__all__ = ["ApiError", "routes"]
-
-logger = logging.getLogger("telemhq_server.api")
-
-DEFAULT_LIMIT: Final = 50
-MAX_LIMIT: Final = 500
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = {"error": message, **extra}
-
-
-@dataclass(slots=True)
-class Ctx:
-    """What a handler gets: the app, the request's path/query params, its JSON body, the key."""
-
-    app: TelemHQ
-    request: Request
-    body: Any
-    key: ApiKey
-
-    @property
-    def base_url(self) -> str:
-        return self.app.public_url(self.request)
-
-    def path_int(self, name: str) -> int:
-        raw = self.request.path_params[name]
-        value = as_id(raw)
-        if value is None:
-            raise ApiError(404, f"no such {name.removesuffix('_id')}: {raw!r}")
-        return value
-
-    def limit(self) -> int:
-        raw = self.request.query_params.get("limit", str(DEFAULT_LIMIT))
-        value = as_id(raw)
-        if value is None or not 1 <= value <= MAX_LIMIT:
-            raise ApiError(400, f"limit must be an integer from 1 to {MAX_LIMIT}")
-        return value
-
-    def cursor(self) -> int | None:
-        raw = self.request.query_params.get("cursor")
-        if raw is None or raw == "":
-            return None
-        value = as_id(raw)
-        if value is None:
-            raise ApiError(400, "cursor must be the 'next' value of a previous page")
-        return value
-
-
-Handler = Callable[[Ctx], Response]
-
-
-def _endpoint(handler: Handler, scope: str) -> Callable[[Request], Any]:
-    async def endpoint(request: Request) -> Response:
-        app: TelemHQ = request.app.state.telemhq
-        reads_body = request.method in ("POST", "PATCH", "PUT")
-        if "\x00" in request.scope["path"] or "\x00" in request.url.query:
-            # PostgreSQL cannot compare with NUL; both databases refuse it alike.
-            return JSONResponse({"error": "NUL is not allowed in the URL"}, 400)
-        if any("\x00" in value for value in request.query_params.values()):
-            return JSONResponse({"error": "NUL is not allowed in the URL"}, 400)
-        try:
-            # The cheap refusals first: a declared oversized body, then the key; only an
-            # authorised request has its body read (within the limit).
-            if reads_body and declared_too_large(request, MAX_API_BODY):
-                raise BodyTooLarge(MAX_API_BODY)
-            key = await run_in_threadpool(_authorise, app, request, scope)
-            body: Any = None
-            if reads_body:
-                raw = await read_body(request, MAX_API_BODY)
-                if raw.strip():
-                    try:
-                        body = json.loads(raw)
-                    except (ValueError, UnicodeDecodeError) as exc:
-                        return JSONResponse({"error": f"body is not valid JSON: {exc}"}, 400)
-                    if holds_nul(raw, body):
-                        return JSONResponse({"error": "strings must not hold NUL (\\u0000)"}, 400)
-            return await run_in_threadpool(handler, Ctx(app, request, body, key))
-        except BodyTooLarge as exc:
-            return JSONResponse({"error": str(exc)}, 413)
-        except ApiError as exc:
-            return JSONResponse(exc.body, exc.status)
-        except ValidationError as exc:
-            return JSONResponse(exc.to_json(), 422)
-        except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError):
-            logger.warning("database unavailable for %s %s", request.method, request.url.path)
-            return JSONResponse({"error": "database unavailable; retry"}, 503)
-
-    return endpoint
-
-
-def _authorise(app: TelemHQ, request: Request, scope: str) -> ApiKey:
-    key = _authenticate(app, request)
-    if scope == "write" and key.scope != "write":
-        raise ApiError(403, "this API key is read-only; this action needs a read-write key")
-    return key
-
-
-def _authenticate(app: TelemHQ, request: Request) -> ApiKey:
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
-        raise ApiError(401, "missing API key: send the header 'Authorization: Bearer <key>'")
-    key = verify_api_key(app.engine, value.strip())
-    if key is None:
-        raise ApiError(401, "invalid API key")
-    return key
-
-
-def _page(items: list[dict[str, Any]], limit: int) -> dict[str, Any]:
-    more = len(items) > limit
-    items = items[:limit]
-    return {"items": items, "next": str(items[-1]["id"]) if more and items else None}
-
+__all__ = ["register", "routes", "run_json"]
 
 # --- trackers --------------------------------------------------------------------------------
 
@@ -226,7 +100,7 @@ def list_trackers(ctx: Ctx) -> Response:
             if len(found) < chunk:
                 break
             after = found[-1]["id"]
-    return JSONResponse(_page([to_json(r, ctx.base_url) for r in rows[: limit + 1]], limit))
+    return JSONResponse(page([to_json(r, ctx.base_url) for r in rows[: limit + 1]], limit))
 
 
 def create_tracker(ctx: Ctx) -> Response:
@@ -333,7 +207,16 @@ def _set_paused(ctx: Ctx, paused: bool) -> Response:
                 )
             )
             reason = "paused through the API" if paused else "resumed through the API"
-            record_flip(conn, row["id"], row["state"], new_state, reason, None, now)
+            record_flip(
+                conn,
+                row["id"],
+                row["state"],
+                new_state,
+                reason,
+                None,
+                now,
+                listeners=ctx.app.flip_listeners,
+            )
             row = _tracker_row(conn, str(row["id"]))
     ctx.app.cache.invalidate()
     return JSONResponse(to_json(row, ctx.base_url))
@@ -388,7 +271,7 @@ def list_runs(ctx: Ctx) -> Response:
         if status is not None:
             query = query.where(runs.c.status == status)
         rows = conn.execute(query.limit(limit + 1)).mappings().all()
-    return JSONResponse(_page([run_json(r) for r in rows], limit))
+    return JSONResponse(page([run_json(r) for r in rows], limit))
 
 
 def list_flips(ctx: Ctx) -> Response:
@@ -410,7 +293,7 @@ def list_flips(ctx: Ctx) -> Response:
         }
         for r in rows
     ]
-    return JSONResponse(_page(items, limit))
+    return JSONResponse(page(items, limit))
 
 
 # --- keys ------------------------------------------------------------------------------------
@@ -490,13 +373,11 @@ async def openapi(request: Request) -> Response:
     return JSONResponse(openapi_document(app.public_url(request)))
 
 
-def routes() -> list[Route]:
-    def r(path: str, handler: Handler, method: str, scope: str) -> Route:
-        return Route("/api/v1" + path, _endpoint(handler, scope), methods=[method])
-
+def routes() -> list[BaseRoute]:
+    r = api_route
     t = "/trackers/{tracker}"
     return [
-        Route("/api/v1/openapi.json", openapi, methods=["GET"]),
+        Route(API_PREFIX + "/openapi.json", openapi, methods=["GET"]),
         r("/trackers", list_trackers, "GET", "read"),
         r("/trackers", create_tracker, "POST", "write"),
         r(t, get_tracker, "GET", "read"),
@@ -515,3 +396,8 @@ def routes() -> list[Route]:
         r("/ping-keys", create_ping_key, "POST", "write"),
         r("/ping-keys/{key_id}", delete_ping_key, "DELETE", "write"),
     ]
+
+
+def register(app: TelemHQ) -> None:
+    """Serve the management API (see :mod:`telemhq_server.app`)."""
+    app.add_routes(routes())

@@ -4,19 +4,23 @@ Layout: ``/ping/...`` goes to a raw ASGI handler (:mod:`telemhq_server.ingest`, 
 everything else goes to a Starlette app (management API, ``/healthz``, ``/metrics`` and the
 routes extensions add).
 
-Extending the server (how the dashboard, badges, webhooks and detector plug in, with no edit
-here):
+Extending the server (how the management API, dashboard, badges, webhooks and detector plug
+in, with no edit here):
 
 - Each module named in :data:`EXTENSIONS` that exists is imported at app creation and its
   ``register(app: TelemHQ) -> None`` is called. Inside it:
-  - ``app.add_routes([...])``: Starlette routes/mounts (dashboard, badges, webhooks API).
-    An API route can reuse the key check with ``telemhq_server.api`` helpers, or be plain.
+  - ``app.add_routes([...])``: Starlette routes/mounts (management API, dashboard, badges,
+    webhooks API). An API route gets the key check, body limit and JSON errors from
+    ``telemhq_server.endpoints.api_route``, or is plain.
   - ``app.add_background(fn)``: ``fn(app) -> Awaitable[None]``, a long-running coroutine
     started at startup and cancelled at shutdown (missed-run detector, webhook sender).
     Run blocking database work with ``await asyncio.to_thread(...)`` or
     ``app.run_sync(fn, *args)``: both use the app's thread pool, which shutdown waits for
     before it disposes of the engine; check ``app.stopping`` (a ``threading.Event``) in long
     loops so shutdown does not wait long.
+  - ``app.flip_listeners.add(fn, committed=None)``: ``fn(conn, flips)`` runs inside the
+    transaction of every state change (:mod:`telemhq_server.flips`); ``committed()`` runs on
+    the event loop after the ping writer or the missed-run detector has committed one.
 - Useful attributes: ``app.settings`` (:class:`~telemhq_server.config.Settings`),
   ``app.engine`` (SQLAlchemy engine; see :mod:`telemhq_server.db`), ``app.metrics``
   (``app.add_metrics(fn)`` adds Prometheus text lines), ``app.public_url(request)``, and
@@ -42,9 +46,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from telemhq_server import api
 from telemhq_server.config import Settings, load_settings
 from telemhq_server.db import check_database, make_engine, runs, trackers, write_tx
+from telemhq_server.flips import FlipListeners
 from telemhq_server.ingest import BatchWriter, PingHandler, TrackerCache
 from telemhq_server.metrics import Metrics
 from telemhq_server.types import Receive, Scope, Send
@@ -53,8 +57,10 @@ __all__ = ["EXTENSIONS", "TelemHQ", "app_from_env", "create_app"]
 
 logger = logging.getLogger("telemhq_server.app")
 
-#: Modules that may add routes and background tasks through ``register(app)``.
+#: Modules that may add routes, background tasks and flip listeners through ``register(app)``
+#: (the management API first: its routes are matched before the others').
 EXTENSIONS: Final = (
+    "telemhq_server.api",
     "telemhq_server.detector",
     "telemhq_server.webhooks",
     "telemhq_server.badges",
@@ -83,12 +89,15 @@ class TelemHQ:
         #: set at shutdown; long blocking work (see ``run_sync``) should check it and return.
         self.stopping = threading.Event()
         self.cache = TrackerCache(self.engine, settings.cache_ttl, self.executor)
-        self.writer = BatchWriter(self.engine, self.metrics, settings.max_batch)
+        #: what runs inside the transaction of every state change (see telemhq_server.flips)
+        self.flip_listeners = FlipListeners()
+        self.writer = BatchWriter(
+            self.engine, self.metrics, settings.max_batch, listeners=self.flip_listeners
+        )
         self.pings = PingHandler(self.cache, self.writer, self.metrics, settings.max_body_bytes)
         self._routes: list[BaseRoute] = [
             Route("/healthz", self._healthz, methods=["GET", "HEAD"]),
             Route("/metrics", self._metrics, methods=["GET"]),
-            *api.routes(),
         ]
         self._background: list[Background] = [_retention_loop]
         self._metric_sources: list[Callable[[], Iterable[str]]] = []

@@ -35,7 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from telemhq_server import db, states
-from telemhq_server.flips import record_flips
+from telemhq_server.flips import Flip, FlipListeners, record_flips
 from telemhq_server.schedules import (
     Schedule,
     ScheduleError,
@@ -97,7 +97,7 @@ class Detector:
         *,
         clock: Callable[[], dt.datetime] = db.utcnow,
         interval: float = 5.0,
-        on_flip: Callable[[], None] | None = None,
+        listeners: FlipListeners | None = None,
         chunk: int = CHUNK,
     ) -> None:
         self.engine = engine
@@ -105,16 +105,16 @@ class Detector:
         self.chunk = chunk
         self.clock = clock
         self.interval = interval
-        #: Called after a tick that flipped something (the app wakes the webhook dispatcher).
-        self.on_flip = on_flip
+        #: Run on every flip (inside its transaction); told after a tick that flipped something.
+        self.listeners = listeners if listeners is not None else FlipListeners()
 
     async def run(self) -> None:
         """Tick every ``interval`` seconds until cancelled; errors are logged, never raised."""
         while True:
             try:
                 result = await asyncio.to_thread(self.tick)
-                if result.flips and self.on_flip is not None:
-                    self.on_flip()
+                if result.flips:
+                    self.listeners.committed()
             except Exception:
                 logger.exception("missed-run detection pass failed; retrying")
             await asyncio.sleep(self.interval)
@@ -356,7 +356,9 @@ class Detector:
                 sa.update(t).where(t.c.id.in_(ids)).values(state=new, state_changed_at=now)
             )
         record_flips(
-            conn, [(row.id, row.state, new, reason, None, now) for row, new, reason in done]
+            conn,
+            [Flip(row.id, row.state, new, reason, None, now) for row, new, reason in done],
+            listeners=self.listeners,
         )
         return done
 
@@ -383,8 +385,6 @@ def register(app: TelemHQ) -> None:
     """Run one detector per server process (see :mod:`telemhq_server.app`)."""
 
     async def loop(app: TelemHQ) -> None:
-        dispatcher = getattr(app, "webhook_dispatcher", None)
-        wake = dispatcher.wake if dispatcher is not None else None
-        await Detector(app.engine, interval=DETECT_INTERVAL, on_flip=wake).run()
+        await Detector(app.engine, interval=DETECT_INTERVAL, listeners=app.flip_listeners).run()
 
     app.add_background(loop)

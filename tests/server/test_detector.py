@@ -509,7 +509,8 @@ def test_two_server_processes_on_one_postgresql_alert_once(postgres_url: str) ->
 
 
 def test_a_detector_flip_queues_the_same_alert_as_a_single_flip(engine: Engine) -> None:
-    from telemhq_server.webhooks import build_body
+    from telemhq_server.flips import FlipListeners
+    from telemhq_server.webhooks import build_body, enqueue_flips
 
     with db.write_tx(engine) as conn:
         conn.execute(
@@ -524,7 +525,9 @@ def test_a_detector_flip_queues_the_same_alert_as_a_single_flip(engine: Engine) 
     tid = tracker(engine, **PERIOD)
     ping(engine, tid, T0)
     at = T0 + dt.timedelta(hours=1)
-    assert Detector(engine).tick(at).flips == [(tid, "up", "late")]
+    listeners = FlipListeners()
+    listeners.add(enqueue_flips)  # as the app's webhooks register it
+    assert Detector(engine, listeners=listeners).tick(at).flips == [(tid, "up", "late")]
     with engine.connect() as conn:
         [row] = conn.execute(sa.select(db.webhook_outbox)).all()
         expected = build_body(

@@ -1,7 +1,8 @@
 """Webhook outbox and delivery: a real receiving HTTP server on loopback, the clock injected.
 
-State changes are recorded with the real ``record_flip`` (which queues the outbox rows in the
-same transaction); the :class:`Dispatcher` sends them over real HTTP to :class:`Receiver`.
+State changes are recorded with the real ``record_flip``, with ``enqueue_flips`` as its listener
+(which queues the outbox rows in the same transaction); the :class:`Dispatcher` sends them over
+real HTTP to :class:`Receiver`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from telemhq_server.webhooks import (
     KEEP_DAYS,
     Dispatcher,
     RetryPolicy,
+    enqueue_flips,
     event_for,
     new_secret,
     sign,
@@ -144,7 +146,9 @@ def add_run(engine: Engine, tracker_id: int) -> int:
 def flip(engine: Engine, tracker_id: int, old: str, new: str, run_id: int | None = None) -> None:
     with db.write_tx(engine) as conn:
         conn.execute(sa.update(db.trackers).where(db.trackers.c.id == tracker_id).values(state=new))
-        record_flip(conn, tracker_id, old, new, f"{old} to {new}", run_id, T0)
+        record_flip(
+            conn, tracker_id, old, new, f"{old} to {new}", run_id, T0, listeners=[enqueue_flips]
+        )
 
 
 def outbox(engine: Engine) -> list[Any]:
@@ -225,7 +229,7 @@ def test_it_queues_one_outbox_row_per_subscribed_webhook_in_the_flip_transaction
     # A failed transaction leaves neither the flip nor the alert behind.
     def crash() -> None:
         with db.write_tx(engine) as conn:
-            record_flip(conn, tid, "failing", "down", "x", None, T0)
+            record_flip(conn, tid, "failing", "down", "x", None, T0, listeners=[enqueue_flips])
             raise RuntimeError("crash before commit")
 
     with pytest.raises(RuntimeError):

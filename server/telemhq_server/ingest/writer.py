@@ -28,7 +28,7 @@ from telemhq_plugins.core import jsontext
 from telemhq_plugins.core.assertions import AssertionResult
 from telemhq_server import states
 from telemhq_server.db import SqliteWriteLock, write_lock
-from telemhq_server.flips import record_flip
+from telemhq_server.flips import FlipListeners, record_flip
 from telemhq_server.ingest.errors import PingError
 from telemhq_server.ingest.sql import Statements
 from telemhq_server.metrics import Metrics
@@ -78,10 +78,19 @@ class BatchWriter:
     """Group commit: one writer task, one transaction per batch of pings (see :meth:`_run`
     for where the statements and the COMMIT run)."""
 
-    def __init__(self, engine: Engine, metrics: Metrics, max_batch: int = 512) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        metrics: Metrics,
+        max_batch: int = 512,
+        *,
+        listeners: FlipListeners | None = None,
+    ) -> None:
         self.engine = engine
         self.metrics = metrics
         self.max_batch = max_batch
+        #: run on every flip a batch records, inside its transaction
+        self.listeners = listeners if listeners is not None else FlipListeners()
         self.is_postgres = engine.dialect.name == "postgresql"
         self.sql = Statements(engine.dialect.name)
         self._executor = concurrent.futures.ThreadPoolExecutor(1, "telemhq-writer")
@@ -90,6 +99,7 @@ class BatchWriter:
         self._task: asyncio.Task[None] | None = None
         self._conn: Connection | None = None  # the writer's own connection
         self._stopping = False
+        self._flipped = False  # a state change was written since the last committed()
         self._touched: set[int] = set()  # tracker ids written since take_touched()
         self._touched_lock = threading.Lock()
 
@@ -145,6 +155,9 @@ class BatchWriter:
                 del self._queue[: self.max_batch]
                 try:
                     await self._write_isolating(batch)
+                    if self._flipped:
+                        self._flipped = False
+                        self.listeners.committed()
                 except Exception:
                     logger.exception("writing a batch of %d pings failed", len(batch))
                     for item in batch:
@@ -540,8 +553,11 @@ class BatchWriter:
             cursor.execute(sql.insert_runs(1) + " RETURNING id", inserts[index])
             run_pk = cursor.fetchone()[0]
             old, new, why, now = flip_for[index]
-            record_flip(conn, inserts[index][0], old, new, why, run_pk, now)
+            record_flip(
+                conn, inserts[index][0], old, new, why, run_pk, now, listeners=self.listeners
+            )
             start = index + 1
+        self._flipped = self._flipped or bool(flip_for)
         self._insert_many(cursor, inserts[start:])
 
     def _insert_many(self, cursor: Any, rows: list[tuple[Any, ...]]) -> None:

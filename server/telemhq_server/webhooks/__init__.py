@@ -1,7 +1,7 @@
 """Outgoing webhooks: signed JSON POSTs on state changes, from a durable outbox.
 
-Flow. :func:`enqueue_flip` runs inside the transaction that records a flip (it is called by
-:func:`telemhq_server.flips.record_flip`), so an alert exists exactly when the state change
+Flow. :func:`enqueue_flips` is a flip listener: it runs inside the transaction that records a
+flip (:func:`telemhq_server.flips.record_flip`), so an alert exists exactly when the state change
 does. A :class:`Dispatcher` per server process then claims due outbox rows, POSTs them with
 httpx (async, short timeout) and records every attempt in ``webhook_attempts``. An alert
 written before a crash is still in the outbox after the restart and is delivered then.
@@ -53,11 +53,11 @@ __all__ = [
 
 
 def register(app: TelemHQ) -> None:
-    """Serve ``/api/v1/webhooks`` and run one :class:`Dispatcher` per server process."""
+    """Serve ``/api/v1/webhooks``, queue alerts on every flip and run one :class:`Dispatcher`
+    per server process (woken when a flip commits, else polling each second)."""
     app.add_routes(api_routes())
     dispatcher = Dispatcher(app.engine, public_url=app.public_url(None) or None)
-    # The detector wakes it after a flip (``app.webhook_dispatcher``), else it polls each second.
-    app.webhook_dispatcher = dispatcher  # type: ignore[attr-defined]
+    app.flip_listeners.add(enqueue_flips, committed=dispatcher.wake)
 
     async def loop(_app: TelemHQ) -> None:
         await dispatcher.run()

@@ -17,11 +17,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from telemhq_server import db
+from telemhq_server.flips import Flip
 
 __all__ = [
     "DEFAULT_EVENTS",
     "EVENTS",
-    "Change",
     "build_body",
     "enqueue_flip",
     "enqueue_flips",
@@ -150,89 +150,29 @@ def _document(
     }
 
 
-def enqueue_flip(
-    conn: Connection,
-    *,
-    tracker_id: int,
-    old: str,
-    new: str,
-    reason: str,
-    run_id: int | None,
-    now: dt.datetime,
-) -> int:
-    """Write one outbox row per enabled webhook subscribed to this change; returns how many.
+def enqueue_flips(conn: Connection, changes: Sequence[Flip]) -> int:
+    """Write one outbox row per enabled webhook subscribed to each change; returns how many.
 
-    Call it inside the transaction that records the flip (``record_flip`` does).
+    A flip listener (``app.flip_listeners``): it runs inside the transaction that records
+    the flips. The webhooks, trackers and runs are read once for all of them and the outbox
+    rows written in one INSERT.
     """
-    event = event_for(old, new)
-    if event is None:
-        return 0
-    hooks = [
-        h
-        for h in conn.execute(
-            sa.select(db.webhooks.c.id, db.webhooks.c.events).where(db.webhooks.c.enabled)
-        )
-        if subscribed(h.events, event, old)
-    ]
-    if not hooks:
-        return 0
-    body = json.dumps(
-        build_body(
-            conn,
-            event=event,
-            tracker_id=tracker_id,
-            old=old,
-            new=new,
-            reason=reason,
-            run_id=run_id,
-            now=now,
-        ),
-        separators=(",", ":"),
-        default=str,
-    )
-    conn.execute(
-        sa.insert(db.webhook_outbox),
-        [
-            {
-                "webhook_id": h.id,
-                "event": event,
-                "tracker_id": tracker_id,
-                "body": body,
-                "created_at": now,
-                "next_attempt_at": now,
-                "attempts": 0,
-            }
-            for h in hooks
-        ],
-    )
-    return len(hooks)
-
-
-#: (tracker id, old state, new state, reason, runs.id or None, time) of one change.
-Change = tuple[int, str, str, str, int | None, dt.datetime]
-
-
-def enqueue_flips(conn: Connection, changes: Sequence[Change]) -> int:
-    """:func:`enqueue_flip` for many changes (the missed-run detector's pass): the webhooks,
-    trackers and runs are read once for all of them and the outbox rows written in one
-    INSERT. Returns how many rows were written."""
     hooks = conn.execute(
         sa.select(db.webhooks.c.id, db.webhooks.c.events).where(db.webhooks.c.enabled)
     ).all()
-    wanted: list[tuple[Change, str, list[int]]] = []
-    for change in changes:
-        _, old, new, *_ = change
-        event = event_for(old, new)
+    wanted: list[tuple[Flip, str, list[int]]] = []
+    for flip in changes:
+        event = event_for(flip.old, flip.new)
         if event is None:
             continue
-        ids = [h.id for h in hooks if subscribed(h.events, event, old)]
+        ids = [h.id for h in hooks if subscribed(h.events, event, flip.old)]
         if ids:
-            wanted.append((change, event, ids))
+            wanted.append((flip, event, ids))
     if not wanted:
         return 0
     t, r = db.trackers, db.runs
-    tracker_ids = sorted({change[0] for change, _, _ in wanted})
-    run_ids = sorted({change[4] for change, _, _ in wanted if change[4] is not None})
+    tracker_ids = sorted({flip.tracker_id for flip, _, _ in wanted})
+    run_ids = sorted({flip.run_id for flip, _, _ in wanted if flip.run_id is not None})
     tracker_rows = {
         row["id"]: row
         for row in conn.execute(sa.select(t).where(t.c.id.in_(tracker_ids))).mappings()
@@ -243,14 +183,15 @@ def enqueue_flips(conn: Connection, changes: Sequence[Change]) -> int:
         else {}
     )
     rows: list[dict[str, Any]] = []
-    for (tracker_id, old, new, reason, run_id, now), event, ids in wanted:
+    for flip, event, ids in wanted:
+        tracker_id, now = flip.tracker_id, flip.at
         document = _document(
             tracker_rows[tracker_id],
-            None if run_id is None else run_rows.get(run_id),
+            None if flip.run_id is None else run_rows.get(flip.run_id),
             event=event,
-            old=old,
-            new=new,
-            reason=reason,
+            old=flip.old,
+            new=flip.new,
+            reason=flip.reason,
             now=now,
         )
         body = json.dumps(document, separators=(",", ":"), default=str)
@@ -268,3 +209,8 @@ def enqueue_flips(conn: Connection, changes: Sequence[Change]) -> int:
         )
     conn.execute(sa.insert(db.webhook_outbox), rows)
     return len(rows)
+
+
+def enqueue_flip(conn: Connection, flip: Flip) -> int:
+    """:func:`enqueue_flips` for one change."""
+    return enqueue_flips(conn, [flip])

@@ -3,13 +3,18 @@ read their deliveries."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute
 
 from telemhq_server import db
+from telemhq_server.endpoints import ApiError, Ctx, api_route
+from telemhq_server.trackers import ValidationError
 from telemhq_server.webhooks.outbox import DEFAULT_EVENTS, EVENTS, load_json
 from telemhq_server.webhooks.signing import new_secret
 
@@ -33,10 +38,6 @@ def _webhook_json(row: Any, *, with_secret: bool = False) -> dict[str, Any]:
 
 def validate_webhook(body: Any, *, creating: bool) -> dict[str, Any]:
     """Column values from an API body; raises ``trackers.ValidationError`` (answered 422)."""
-    from urllib.parse import urlsplit
-
-    from telemhq_server.trackers import ValidationError
-
     if not isinstance(body, Mapping):
         raise ValidationError("body", "must be a JSON object")
     unknown = sorted(set(body) - {"url", "events", "secret", "enabled"})
@@ -70,13 +71,8 @@ def validate_webhook(body: Any, *, creating: bool) -> dict[str, Any]:
     return values
 
 
-def api_routes() -> list[Any]:
+def api_routes() -> list[BaseRoute]:
     """``/api/v1/webhooks`` routes, served through the management API's key handling."""
-    from starlette.responses import JSONResponse, Response
-    from starlette.routing import Route
-
-    from telemhq_server.api import ApiError, Ctx, _endpoint
-
     w, o, a = db.webhooks, db.webhook_outbox, db.webhook_attempts
 
     def _row(conn: Connection, ctx: Ctx) -> Any:
@@ -172,9 +168,7 @@ def api_routes() -> list[Any]:
         more = len(rows) > limit
         return JSONResponse({"items": items, "next": str(items[-1]["id"]) if more else None})
 
-    def route(path: str, handler: Callable[[Ctx], Response], method: str, scope: str) -> Route:
-        return Route("/api/v1" + path, _endpoint(handler, scope), methods=[method])
-
+    route = api_route
     one = "/webhooks/{webhook_id}"
     return [
         route("/webhooks", list_hooks, "GET", "read"),
