@@ -20,13 +20,7 @@ from telemhq_plugins.core.config import (
     parse_flag,
     slugify,
 )
-from telemhq_plugins.core.delivery import (
-    Client,
-    DeliveryResult,
-    current_client,
-    get_client,
-    set_client,
-)
+from telemhq_plugins.core.delivery import Client, current_client, get_client, set_client
 from telemhq_plugins.core.hookspecs import hookimpl
 from telemhq_plugins.core.instrumentor import Instrumentor, check_version
 from telemhq_plugins.core.logs import capture_internal_errors, log_once, redact_url
@@ -41,6 +35,7 @@ from telemhq_plugins.core.payload import (
 from telemhq_plugins.core.plugins import plugin_manager
 from telemhq_plugins.core.policy import JobPolicy, matches, resolve_policy
 from telemhq_plugins.core.provision import JobSchedule, ScheduleSync, SyncResult, sync
+from telemhq_plugins.core.results import DeliveryResult
 from telemhq_plugins.core.runs import (
     Run,
     RunFinder,

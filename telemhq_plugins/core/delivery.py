@@ -5,7 +5,8 @@
   ping and counts it, it never blocks.
 * A daemon worker thread sends (hooks, serialisation and HTTP all happen there), retrying
   connection errors, 5xx and 429 with exponential backoff and jitter (``Retry-After`` is
-  honoured); other 4xx are not retried. One ping occupies the worker for at most
+  honoured; :mod:`~telemhq_plugins.core.transport`, :mod:`~telemhq_plugins.core.retry`);
+  other 4xx are not retried. One ping occupies the worker for at most
   ``ping_budget`` seconds (default twice the per-attempt timeout), retries included.
 * A circuit breaker per server: once a ping has failed all its retries, the pings for that
   server during the next cool-down (5 s, doubling up to 5 min while it stays down) are not
@@ -22,9 +23,10 @@
 * :meth:`Client.send` is the synchronous path for callers that need the answer (the CLI): the
   same retries and budget, no hooks, no breaker, no spool.
 * Batching: when several pings are waiting for the same server, the worker sends them in one
-  ``POST <base>/ping/_batch`` (the reference server's batch endpoint). An HTTP request costs
-  the sending process about the same CPU whatever its size, which a busy Celery worker feels;
-  one request per batch makes that cost per ping small. A server without the endpoint
+  ``POST <base>/ping/_batch`` (the reference server's batch endpoint;
+  :mod:`~telemhq_plugins.core.batching`). An HTTP request costs the sending process about the
+  same CPU whatever its size, which a busy Celery worker feels; one request per batch makes
+  that cost per ping small. A server without the endpoint
   (404/405) is remembered and gets one request per ping, as does any ping the batch did not
   settle (each then takes the normal path: retries, breaker, spool). Batch requests go over
   the standard library's ``http.client`` where httpx would connect directly (see
@@ -38,19 +40,16 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import email.utils
 import http.client
 import logging
 import os
-import random
 import ssl  # noqa: F401  (see the certifi import)
 import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 # certifi, httpcore and ssl: httpx imports them lazily, from the delivery thread, on its first
 # request. A fork in the middle of that import (Celery prefork replacing a child) leaves the
@@ -59,10 +58,17 @@ from typing import Any, Final, Literal
 import certifi  # noqa: F401
 import httpcore  # noqa: F401
 import httpx
-import orjson
 
+from telemhq_plugins.core.batching import (
+    BATCH_MAX_BYTES,
+    BATCH_MAX_PINGS,
+    Entry,
+    batch_requests,
+    batch_url,
+    item_result,
+    read_answers,
+)
 from telemhq_plugins.core.config import Settings, load_settings
-from telemhq_plugins.core.direct_http import DirectPoster, proxied
 from telemhq_plugins.core.logs import log_once
 from telemhq_plugins.core.outbox import Outbox
 from telemhq_plugins.core.payload import Ping, PingSource
@@ -72,60 +78,22 @@ from telemhq_plugins.core.plugins import (
     run_before_send_hooks,
     run_result_hooks,
 )
+from telemhq_plugins.core.results import DeliveryResult
+from telemhq_plugins.core.retry import CircuitBreaker, origin
 from telemhq_plugins.core.spool import Spool
+from telemhq_plugins.core.transport import HttpTransport
 
 __all__ = ["Client", "DeliveryResult", "current_client", "get_client", "set_client"]
 
 logger = logging.getLogger("telemhq")
 
-Outcome = Literal["delivered", "rejected", "failed", "dropped", "filtered", "spooled"]
 _BACKOFF_BASE: Final = 0.5
-_BACKOFF_CAP: Final = 30.0
-#: A longer Retry-After is read as this; it still only delays that server's pings.
-_RETRY_AFTER_CAP: Final = 3600.0
 _BREAKER_BASE: Final = 5.0
-_BREAKER_CAP: Final = 300.0
 _REPLAY_INTERVAL: Final = 30.0
 _REPLAY_AFTER_SUCCESS: Final = 1.0  # at most one replay pass per second triggered by successes
 _REPLAY_BATCH: Final = 20
-_MIN_ATTEMPT_TIMEOUT: Final = 0.05
-_HEADERS: Final = {"User-Agent": "telemhq-plugins/0.1", "Content-Type": "application/json"}
-_BATCH_MAX: Final = 1_000  # what the reference server takes in one batch
 _LINGER: Final = 0.05  # one linger step: seconds the worker waits for more pings to batch
 _MAX_LINGER: Final = 1.0  # the longest the worker lingers for a full batch, in all
-_BATCH_MAX_BYTES: Final = 512_000
-BATCH_PATH: Final = "/ping/_batch"
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryResult:
-    """What happened to one ping. ``response`` is the server's JSON answer when there was one.
-
-    ``delivered``: 2xx. ``rejected``: the server refused it for good (4xx other than 429, or
-    a redirect); not retried. ``failed``: retries exhausted, no spool. ``spooled``: kept on
-    disk for a later replay. ``dropped``: queue full, or the server's circuit was open and
-    there is no spool. ``filtered``: a plugin's ``telemhq_filter_ping`` dropped it.
-    """
-
-    outcome: Outcome
-    status_code: int | None = None
-    attempts: int = 0
-    response: dict[str, Any] | None = None
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome == "delivered"
-
-
-#: one ping of a batch: its id, URL, body, and the ``Ping`` when a plugin hook wants it.
-_Entry = tuple[str, str, bytes, Ping | None]
-
-
-@dataclass(frozen=True, slots=True)
-class _Tried:
-    result: DeliveryResult
-    retry_after: float | None = None  # the server's last Retry-After, if any
 
 
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
@@ -160,11 +128,11 @@ class Client:
         self.settings = settings or load_settings()
         self._transport = transport
         self._sleep = sleep
+        self._backoff_base = backoff_base
         if spool is None and self.settings.spool_dir:
             spool = Spool(self.settings.spool_dir)
         self.spool = spool
         self.ping_budget = ping_budget or 2 * self.settings.timeout
-        self._backoff_base = backoff_base
         self._breaker_base = breaker_base
         self._replay_interval = replay_interval
         self._linger = linger
@@ -182,15 +150,15 @@ class Client:
         #: callers waiting in flush(); while there are any, the worker does not linger.
         self._flushers = 0
         self._worker: threading.Thread | None = None
-        self._http: httpx.Client | None = None
-        #: batch requests where httpx would connect directly (see ``_post``).
-        self._direct: DirectPoster | None = None
-        #: batch URL -> whether the environment names a proxy for it (then httpx sends).
-        self._proxied: dict[str, bool] = {}
-        #: origin -> (monotonic time the circuit closes again, last cool-down in seconds)
-        self._breaker: dict[str, tuple[float, float]] = {}
+        self.transport = HttpTransport(
+            self.settings,
+            transport=self._transport,
+            sleep=self._sleep,
+            backoff_base=self._backoff_base,
+        )
+        self.breaker = CircuitBreaker(self._breaker_base)
         self._inflight: tuple[str, str, bytes] | None = None
-        self._inflight_batch: list[_Entry] = []
+        self._inflight_batch: list[Entry] = []
         #: batch URLs that answered 404/405: that server takes one request per ping.
         self._no_batch: set[str] = set()
         self._exit_hooked = False
@@ -205,10 +173,7 @@ class Client:
     def _after_fork_in_child(self) -> None:
         # Abandon what the parent owns (its sockets, queue, thread): never close it, and keep
         # it referenced so garbage collection does not close it either.
-        if self._http is not None:
-            _inherited.append(self._http)
-        if self._direct is not None:
-            _inherited.append(self._direct)
+        _inherited.extend(self.transport.abandon())
         self._reset()
         if self.spool is not None:
             self.spool.reset_after_fork()
@@ -240,15 +205,6 @@ class Client:
                     module.Finalize(self, self.close, exitpriority=10)
                 except Exception:  # pragma: no cover - a foreign or patched module
                     logger.debug("TelemHQ: cannot hook %s exit", name, exc_info=True)
-
-    def _client(self) -> httpx.Client:
-        if self._http is None:
-            self._http = httpx.Client(
-                timeout=self.settings.timeout,
-                transport=self._transport,
-                headers=_HEADERS,
-            )
-        return self._http
 
     def start(self) -> None:
         """Start the worker now rather than at the first ping; with a spool, its first job is
@@ -312,12 +268,7 @@ class Client:
             if not self.flush(timeout) and self.spool is not None:
                 self._spool_pending()
             if self._outbox.pending() == 0:
-                if self._http is not None:
-                    self._http.close()
-                    self._http = None
-                if self._direct is not None:
-                    self._direct.close()
-                    self._direct = None
+                self.transport.close()
         except Exception:
             log_once(logger, logging.ERROR, "close", "TelemHQ: close failed", exc_info=True)
 
@@ -375,7 +326,7 @@ class Client:
                     next_replay = self._replay()
                 continue
             items: list[tuple[PingSource, str]] = []
-            outbox.take(items, _BATCH_MAX)
+            outbox.take(items, BATCH_MAX_PINGS)
             if self._linger > 0:
                 self._linger_for_more(items)
             try:
@@ -398,9 +349,9 @@ class Client:
         outbox = self._outbox
         deadline = time.monotonic() + self._max_linger
         step = self._linger
-        while len(items) < _BATCH_MAX:
-            outbox.wait(step, at_least=_BATCH_MAX - len(items))
-            if not outbox.take(items, _BATCH_MAX) or outbox.urgent:
+        while len(items) < BATCH_MAX_PINGS:
+            outbox.wait(step, at_least=BATCH_MAX_PINGS - len(items))
+            if not outbox.take(items, BATCH_MAX_PINGS) or outbox.urgent:
                 return
             step = deadline - time.monotonic()
             if step <= 0:
@@ -417,7 +368,7 @@ class Client:
         want_results = has_result_hooks()
         before_send = has_before_send_hooks()
         hooked = want_results or before_send
-        groups: dict[str | None, list[_Entry]] = {}
+        groups: dict[str | None, list[Entry]] = {}
         batch_urls: dict[str, str | None] = {}  # most pings of a batch share one URL
         for source, url in items:
             ping: Ping | None = None
@@ -452,7 +403,7 @@ class Client:
                     self.delivered += 1
                     delivered = True
                     continue
-                result = _batch_item_result(answer)
+                result = item_result(answer)
                 if result is None:  # not settled by a batch: the one-ping path decides
                     result = self._deliver_now(ping_id, url, body)
                 elif result.ok:
@@ -467,49 +418,30 @@ class Client:
     def _batch_url(self, url: str) -> str | None:
         """``<base>/ping/_batch`` for a ping URL ``<base>/ping/...``; None when that server
         has no batch endpoint or its circuit is open (then each ping takes its own path)."""
-        origin = _origin(url)
-        at = url.find("/ping/", len(origin))
-        if at < 0:
+        server = origin(url)
+        found = batch_url(url, server)
+        if found is None or found in self._no_batch or self.breaker.cooling(server) is not None:
             return None
-        batch_url = url[:at] + BATCH_PATH
-        if batch_url in self._no_batch or self._cooling(origin) is not None:
-            return None
-        return batch_url
+        return found
 
-    def _send_batch(self, batch_url: str, group: list[_Entry]) -> list[Any]:
+    def _send_batch(self, batch_url: str, group: list[Entry]) -> list[Any]:
         """One attempt to send ``group`` in batch requests: the server's answer for each
         ping, or None where there is none (the request failed, or found no batch endpoint)."""
         answers: list[Any] = [None] * len(group)
-        prefix = len(batch_url) - len(BATCH_PATH) + len("/ping/")
-        heads: dict[str, bytes] = {}  # b'{"ping":"<token>","body":' per URL
-        for _, url, _, _ in group:
-            if url not in heads:
-                heads[url] = b'{"ping":' + orjson.dumps(url[prefix:]) + b',"body":'
-        start = 0
-        while start < len(group):
-            end, size = start, 0
-            while end < len(group) and (end == start or size < _BATCH_MAX_BYTES):
-                size += len(group[end][2]) + 64
-                end += 1
-            part = self._inflight_batch = group[start:end]
-            if len(heads) == 1:  # the usual batch: one URL, so one join and no copy per ping
-                [head] = heads.values()
-                items = head + (b"}," + head).join([body for _, _, body, _ in part]) + b"}"
-            else:
-                items = b",".join([heads[url] + body + b"}" for _, url, body, _ in part])
+        for start, end, body in batch_requests(batch_url, group, BATCH_MAX_BYTES):
+            self._inflight_batch = group[start:end]
             try:
-                got = self._post_batch(batch_url, b'{"pings":[' + items + b"]}", end - start)
+                got = self._post_batch(batch_url, body, end - start)
             finally:
                 self._inflight_batch = []
             if got is None:
                 break
             answers[start:end] = got
-            start = end
         return answers
 
     def _post_batch(self, batch_url: str, body: bytes, count: int) -> list[Any] | None:
         try:
-            status, content = self._post(batch_url, body)
+            status, content = self.transport.post_batch(batch_url, body)
         except (httpx.HTTPError, OSError, http.client.HTTPException):
             return None  # each ping now takes its own path, with retries, breaker and spool
         if status in (404, 405):
@@ -518,30 +450,11 @@ class Client:
             return None
         if status != 200:
             return None  # a server error or 429: the one-ping path retries (and backs off)
-        data = _json_object(content)
-        answers = None if data is None else data.get("results")
-        if not isinstance(answers, list) or len(answers) != count:
+        answers = read_answers(content, count)
+        if answers is None:
             # 200 with some other answer: not the batch endpoint we know; don't ask again.
             self._no_batch.add(batch_url)
-            return None
         return answers
-
-    def _post(self, url: str, body: bytes) -> tuple[int, bytes]:
-        """One batch request: the standard library's ``http.client`` where httpx would
-        connect directly (far less CPU per request than httpx, which the job's thread feels:
-        see :mod:`~telemhq_plugins.core.direct_http`), httpx with a custom transport or a
-        proxy from the environment."""
-        if self._transport is None:
-            try:
-                direct = not self._proxied[url]
-            except KeyError:
-                direct = not self._proxied.setdefault(url, proxied(url))
-            if direct:
-                if self._direct is None:
-                    self._direct = DirectPoster(self.settings.timeout, _HEADERS)
-                return self._direct.post(url, body)
-        response = self._client().post(url, content=body)
-        return response.status_code, response.content
 
     def _deliver(self, ping: Ping, url: str) -> DeliveryResult:
         if not run_before_send_hooks(ping):
@@ -554,10 +467,10 @@ class Client:
 
     def _deliver_now(self, ping_id: str, url: str, body: bytes) -> DeliveryResult:
         spool = self.spool
-        origin = _origin(url)
-        cooling = self._cooling(origin)
+        server = origin(url)
+        cooling = self.breaker.cooling(server)
         if cooling is not None:
-            error = f"circuit open for {origin} (recent failures); {cooling:.0f}s left"
+            error = f"circuit open for {server} (recent failures); {cooling:.0f}s left"
             never_tried = DeliveryResult("failed")
             return self._give_up(
                 ping_id, url, body, stored=False, delay=cooling, result=never_tried, error=error
@@ -571,10 +484,12 @@ class Client:
             if spool is not None and not stored:
                 stored = spool.add(ping_id, url, body, claim_for=self.ping_budget + 5.0)
 
-        tried = self._attempt(url, body, self.settings.max_retries + 1, before_wait)
+        tried = self.transport.attempt(
+            url, body, self.settings.max_retries + 1, self.ping_budget, before_wait
+        )
         result = tried.result
         if result.outcome != "failed":
-            self._breaker.pop(origin, None)
+            self.breaker.close(server)
             if stored and spool is not None:
                 spool.delete(ping_id)
             if result.ok:
@@ -582,7 +497,7 @@ class Client:
             else:
                 self.rejected += 1
             return result
-        cooldown = self._open_circuit(origin, tried.retry_after)
+        cooldown = self.breaker.trip(server, tried.retry_after)
         return self._give_up(
             ping_id, url, body, stored=stored, delay=cooldown, result=result, error=result.error
         )
@@ -614,7 +529,7 @@ class Client:
             log_once(
                 logger,
                 logging.WARNING,
-                ("circuit", _origin(url)),
+                ("circuit", origin(url)),
                 "TelemHQ: %s; pings to it are dropped while it cools down "
                 "(set TELEMHQ_SPOOL_DIR to keep them)",
                 error,
@@ -622,21 +537,6 @@ class Client:
             return DeliveryResult("dropped", None, 0, None, error)
         self.failed += 1
         return DeliveryResult("failed", result.status_code, result.attempts, None, error)
-
-    def _cooling(self, origin: str) -> float | None:
-        """Seconds left in the cool-down of ``origin``'s circuit, None when it is closed."""
-        state = self._breaker.get(origin)
-        if state is None:
-            return None
-        left = state[0] - time.monotonic()
-        return left if left > 0 else None
-
-    def _open_circuit(self, origin: str, retry_after: float | None) -> float:
-        previous = self._breaker.get(origin)
-        cooldown = self._breaker_base if previous is None else min(_BREAKER_CAP, previous[1] * 2)
-        cooldown = max(cooldown, retry_after or 0.0)
-        self._breaker[origin] = (time.monotonic() + cooldown, cooldown)
-        return cooldown
 
     def _replay(self) -> float:
         """Replay due spooled pings (one attempt each; the spool is the retry loop). Stops
@@ -646,17 +546,17 @@ class Client:
         now = time.monotonic()
         batch = spool.claim(_REPLAY_BATCH, lease=_REPLAY_BATCH * self.settings.timeout + 10.0)
         for item in batch:
-            origin = _origin(item.url)
-            cooling = self._cooling(origin)
+            server = origin(item.url)
+            cooling = self.breaker.cooling(server)
             if cooling is not None or len(self._outbox):
                 spool.release(item.ping_id, cooling or 0.0, attempted=False)
                 continue
-            tried = self._attempt(item.url, item.body, 1, None)
+            tried = self.transport.attempt(item.url, item.body, 1, self.ping_budget, None)
             if tried.result.outcome == "failed":
-                cooldown = self._open_circuit(origin, tried.retry_after)
+                cooldown = self.breaker.trip(server, tried.retry_after)
                 spool.release(item.ping_id, cooldown)
             else:
-                self._breaker.pop(origin, None)
+                self.breaker.close(server)
                 spool.delete(item.ping_id)
                 self.replayed += 1
                 if tried.result.ok:
@@ -673,7 +573,9 @@ class Client:
     def send(self, ping: Ping, url: str) -> DeliveryResult:
         """POST ``ping`` to ``url`` now, with retries; returns the outcome, never raises."""
         try:
-            result = self._attempt(url, ping.to_json(), self.settings.max_retries + 1, None).result
+            result = self.transport.attempt(
+                url, ping.to_json(), self.settings.max_retries + 1, self.ping_budget, None
+            ).result
         except Exception as exc:
             log_once(logger, logging.ERROR, "send", "TelemHQ: send failed", exc_info=True)
             return DeliveryResult("failed", error=f"{type(exc).__name__}: {exc}")
@@ -684,126 +586,6 @@ class Client:
         else:
             self.failed += 1
         return result
-
-    def _attempt(
-        self,
-        url: str,
-        body: bytes,
-        max_attempts: int,
-        before_wait: Callable[[], None] | None,
-    ) -> _Tried:
-        """Up to ``max_attempts`` POSTs within ``ping_budget`` seconds. The outcome is
-        delivered, rejected or failed; counters are the caller's business."""
-        deadline = time.monotonic() + self.ping_budget
-        attempts = 0
-        error: str | None = None
-        status: int | None = None
-        retry_after: float | None = None
-        while True:
-            attempts += 1
-            timeout = min(
-                self.settings.timeout, max(_MIN_ATTEMPT_TIMEOUT, deadline - time.monotonic())
-            )
-            retry_after = None
-            try:
-                response = self._client().post(url, content=body, timeout=timeout)
-            except httpx.HTTPError as exc:
-                status, error = None, f"{type(exc).__name__}: {exc}"
-            else:
-                status = response.status_code
-                if 200 <= status < 300:
-                    return _Tried(
-                        DeliveryResult(
-                            "delivered", status, attempts, _json_object(response.content)
-                        )
-                    )
-                error = f"HTTP {status}: {response.text[:300]}"
-                if 300 <= status < 400:
-                    where = response.headers.get("Location", "elsewhere")
-                    error = f"HTTP {status}: redirected to {where}; use the final URL"
-                if status != 429 and status < 500:
-                    log_once(
-                        logger,
-                        logging.ERROR,
-                        ("rejected", _origin(url), status),
-                        "TelemHQ: server rejected a ping (%s); not retried",
-                        error,
-                    )
-                    return _Tried(
-                        DeliveryResult(
-                            "rejected", status, attempts, _json_object(response.content), error
-                        )
-                    )
-                retry_after = _retry_after(response)
-            if attempts >= max_attempts:
-                break
-            wait = retry_after
-            if wait is None:
-                step = min(_BACKOFF_CAP, self._backoff_base * 2 ** (attempts - 1))
-                wait = step / 2 + random.uniform(0, step / 2)  # "equal jitter"
-            if time.monotonic() + wait + _MIN_ATTEMPT_TIMEOUT >= deadline:
-                break  # out of budget: the spool (or the next ping) will try again
-            if before_wait is not None:
-                before_wait()
-            self._sleep(wait)
-        log_once(
-            logger,
-            logging.WARNING,
-            ("undeliverable", _origin(url)),
-            "TelemHQ: could not deliver a ping to %s after %d attempt(s) (%s)",
-            _origin(url),
-            attempts,
-            error,
-        )
-        return _Tried(DeliveryResult("failed", status, attempts, None, error), retry_after)
-
-
-def _batch_item_result(answer: Any) -> DeliveryResult | None:
-    """A batch answer's entry ``{"status": 200, ...the single-ping answer}`` as a result."""
-    if not isinstance(answer, dict) or not isinstance(answer.get("status"), int):
-        return None
-    status: int = answer["status"]
-    if 200 <= status < 300:
-        return DeliveryResult("delivered", status, 1, answer)
-    if status != 429 and 400 <= status < 500:
-        error = f"HTTP {status}: {answer.get('error', '')}"
-        log_once(
-            logger,
-            logging.ERROR,
-            ("rejected-batch", status),
-            "TelemHQ: server rejected a ping (%s); not retried",
-            error,
-        )
-        return DeliveryResult("rejected", status, 1, answer, error)
-    return None
-
-
-def _origin(url: str) -> str:
-    """``https://host:port`` of a ping URL: the unit of the circuit breaker."""
-    return "/".join(url.split("/", 3)[:3])
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            parsed = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = parsed.timestamp() - time.time()
-    return max(0.0, min(seconds, _RETRY_AFTER_CAP))
-
-
-def _json_object(content: bytes) -> dict[str, Any] | None:
-    try:
-        data = orjson.loads(content)
-    except orjson.JSONDecodeError:
-        return None
-    return data if isinstance(data, dict) else None
 
 
 _client: Client | None = None

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from telemhq_plugins.core.delivery import DeliveryResult
     from telemhq_plugins.core.payload import Ping
+    from telemhq_plugins.core.results import DeliveryResult
 
 __all__ = ["hookimpl", "hookspec"]
 

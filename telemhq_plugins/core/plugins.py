@@ -12,8 +12,8 @@ from telemhq_plugins.core import hookspecs
 from telemhq_plugins.core.logs import log_once
 
 if TYPE_CHECKING:
-    from telemhq_plugins.core.delivery import DeliveryResult
     from telemhq_plugins.core.payload import Ping
+    from telemhq_plugins.core.results import DeliveryResult
 
 __all__ = [
     "has_before_send_hooks",

@@ -24,6 +24,7 @@ from telemhq_plugins.core.delivery import Client, DeliveryResult
 from telemhq_plugins.core.hookspecs import hookimpl
 from telemhq_plugins.core.payload import Ping
 from telemhq_plugins.core.plugins import plugin_manager
+from telemhq_plugins.core.retry import retry_after
 from tests.core.http_receiver import Receiver, Reply, blackhole, free_port
 from tests.core.recording import close_after_test
 
@@ -345,14 +346,14 @@ def test_it_starts_a_new_worker_when_the_last_one_ended(receiver: Receiver) -> N
 )
 def test_it_parses_retry_after(header: str, expected: float | None) -> None:
     response = httpx.Response(429, headers={"Retry-After": header})
-    assert delivery._retry_after(response) == expected
+    assert retry_after(response) == expected
 
 
 def test_it_parses_an_http_date_retry_after() -> None:
     import email.utils
 
     when = email.utils.formatdate(time.time() + 30, usegmt=True)
-    seconds = delivery._retry_after(httpx.Response(503, headers={"Retry-After": when}))
+    seconds = retry_after(httpx.Response(503, headers={"Retry-After": when}))
     assert seconds is not None
     assert 25 <= seconds <= 31
 

@@ -275,8 +275,8 @@ def test_a_client_sends_batches_directly_to_a_real_receiver() -> None:
         for ping in pings:
             client.enqueue(ping, url)
         assert client.flush(10)
-        assert client._direct is not None  # the batch went through DirectPoster
+        assert client.transport.direct is not None  # the batch went through DirectPoster
         assert set(receiver.stored) == {p.ping_id for p in pings}
         assert receiver.batch_requests >= 1
         client.close()
-        assert client._direct is None
+        assert client.transport.direct is None

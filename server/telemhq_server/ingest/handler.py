@@ -10,6 +10,7 @@ from typing import Any, Final
 
 from telemhq_plugins.core import jsontext
 from telemhq_plugins.core.assertions import evaluate_all
+from telemhq_plugins.core.batching import BATCH_MAX_PINGS, BATCH_PATH
 from telemhq_plugins.core.config import slugify
 from telemhq_plugins.core.payload import STATUSES
 from telemhq_server.db import utcnow
@@ -30,8 +31,6 @@ __all__ = [
 ]
 
 MAX_ID_LENGTH: Final = 200
-BATCH_PATH: Final = "/ping/_batch"
-BATCH_MAX_PINGS: Final = 1000
 BATCH_BODY_FACTOR: Final = 10  # a batch request may be 10x the single-ping body limit
 SUFFIXES: Final = {"start": "start", "fail": "failure"}
 _STATUS_LIST: Final = ", ".join(sorted(STATUSES))
