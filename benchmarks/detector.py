@@ -16,6 +16,10 @@ batched/baseline, and the passes with one webhook subscribed to ``late`` and ``d
 outbox row is written in the same transaction as each flip. A pass must take less than the
 detector's interval (``DETECT_INTERVAL``) for "flagged within one interval plus grace" to hold
 at this size.
+
+It also times N ``new`` trackers that have never been pinged, scheduled at T0 with no stored
+expectation yet: the pass that computes their first expected time (T0 + 1 h), then the late
+and down passes, which flip them from ``new``.
 """
 
 from __future__ import annotations
@@ -41,8 +45,10 @@ T0 = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 PERIOD, GRACE = 3600, 300
 
 
-def add_due_trackers(engine: Engine, count: int) -> None:
-    """``count`` trackers that are ``up``, pinged at T0 and expected again an hour later."""
+def add_due_trackers(engine: Engine, count: int, *, never_pinged: bool = False) -> None:
+    """``count`` trackers that are ``up``, pinged at T0 and expected again an hour later; or,
+    ``never_pinged``, ``new`` ones whose schedule was set at T0 and whose first expected time
+    the detector has not computed yet."""
     rows = [
         {
             "name": f"job {i}",
@@ -61,9 +67,19 @@ def add_due_trackers(engine: Engine, count: int) -> None:
             "next_expected_at": T0 + dt.timedelta(seconds=PERIOD),
             "created_at": T0,
             "updated_at": T0,
+            "schedule_set_at": T0,
         }
         for i in range(count)
     ]
+    if never_pinged:
+        for row in rows:
+            row.update(
+                state="new",
+                state_changed_at=None,
+                last_ping_at=None,
+                last_run_at=None,
+                next_expected_at=None,
+            )
     with db.write_tx(engine) as conn:
         conn.execute(sa.insert(db.trackers), rows)
 
@@ -127,6 +143,21 @@ def measure(kind: str, pg_url: str, n: int, chunk: int, webhook: bool) -> tuple[
         return late, down
 
 
+def measure_never_pinged(kind: str, pg_url: str, n: int) -> tuple[float, float, float]:
+    """Seconds of the pass that stores N first expectations, then of the late and down passes."""
+    with fresh_database(kind, pg_url) as engine:
+        add_due_trackers(engine, n, never_pinged=True)
+        detector = Detector(engine)
+        started = time.perf_counter()
+        refreshed = detector.tick(T0).refreshed
+        first = time.perf_counter() - started
+        if refreshed != n:
+            raise SystemExit(f"a pass stored {refreshed} first expectations, expected {n}")
+        late = timed_pass(detector, T0 + dt.timedelta(seconds=PERIOD), n)
+        down = timed_pass(detector, T0 + dt.timedelta(seconds=PERIOD + GRACE), n)
+        return first, late, down
+
+
 def reachable(url: str) -> bool:
     parsed = sa.engine.make_url(url)
     try:
@@ -163,6 +194,11 @@ def main() -> None:
         print(
             f"  with a webhook (one outbox row per flip): late {hook_late:.2f} s, "
             f"down {hook_down:.2f} s"
+        )
+        first, new_late, new_down = measure_never_pinged(kind, args.pg_url, n)
+        print(
+            f"  never pinged: first expectations {first:.2f} s, late pass {new_late:.2f} s, "
+            f"down pass {new_down:.2f} s"
         )
 
 

@@ -1,5 +1,6 @@
 """The missed-run detector with 10,000 trackers falling due at once: one pass flags every one
-of them (late, then down after the grace), on SQLite and PostgreSQL."""
+of them (late, then down after the grace), on SQLite and PostgreSQL; the same for 10,000
+trackers that have never been pinged (their first run is due)."""
 
 from __future__ import annotations
 
@@ -25,10 +26,15 @@ def states(engine: Engine) -> dict[str, int]:
         return {str(row[0]): int(row[1]) for row in conn.execute(query)}
 
 
-def test_every_tracker_due_at_once_is_flagged_in_one_pass(engine: Engine) -> None:
-    add_due_trackers(engine, N)
+@pytest.mark.parametrize("never_pinged", [False, True], ids=["pinged", "never-pinged"])
+def test_every_tracker_due_at_once_is_flagged_in_one_pass(
+    engine: Engine, never_pinged: bool
+) -> None:
+    add_due_trackers(engine, N, never_pinged=never_pinged)
     detector = Detector(engine)
-    assert detector.tick(T0 + dt.timedelta(seconds=PERIOD - 1)).flips == []
+    first = detector.tick(T0 + dt.timedelta(seconds=PERIOD - 1))
+    assert first.flips == []
+    assert first.refreshed == (N if never_pinged else 0)
 
     late = detector.tick(T0 + dt.timedelta(seconds=PERIOD))
     assert len(late.flips) == N
