@@ -144,7 +144,14 @@ def _cmd_ping(args: argparse.Namespace, out: IO[str], stdin: IO[str]) -> int:
     for key in ("run_id", "ping_id"):
         if isinstance(payload.get(key), str):
             setattr(ping, key, payload.pop(key))
-    result = Client(settings).send(ping, settings.url_for_token(args.target))
+    client = Client(settings)
+    try:
+        result = client.send(ping, settings.url_for_token(args.target))
+    finally:
+        client.close(0)
+    if result.outcome == "filtered":
+        print("telemhq: a plugin's telemhq_filter_ping dropped the ping; not sent", file=sys.stderr)
+        return 0
     if result.response is not None:
         print(json.dumps(result.response, indent=2), file=out)
     if not result.ok:

@@ -51,6 +51,8 @@ _ENV: Final[dict[str, str]] = {
     "disabled": "TELEMHQ_DISABLED",
     "timeout": "TELEMHQ_TIMEOUT",
     "spool_dir": "TELEMHQ_SPOOL_DIR",
+    "spool_max_bytes": "TELEMHQ_SPOOL_MAX_BYTES",
+    "replay_interval": "TELEMHQ_REPLAY_INTERVAL",
     "send_start": "TELEMHQ_SEND_START",
     "queue_size": "TELEMHQ_QUEUE_SIZE",
     "flush_timeout": "TELEMHQ_FLUSH_TIMEOUT",
@@ -78,6 +80,11 @@ class Settings:
     disabled: bool = False
     timeout: float = 15.0
     spool_dir: str | None = None
+    #: the most bytes of ping bodies the spool keeps (the oldest pings are dropped beyond
+    #: it, as beyond its 10,000 rows); 0: no byte bound
+    spool_max_bytes: int = 50_000_000
+    #: seconds between two passes of the worker over the spool's due pings
+    replay_interval: float = 30.0
     send_start: bool = False
     queue_size: int = 10_000
     flush_timeout: float = 5.0

@@ -21,7 +21,7 @@
 * At interpreter exit (and at the exit of a ``multiprocessing`` child) pending pings are
   flushed within ``flush_timeout`` seconds; with a spool, what is left is written to it.
 * :meth:`Client.send` is the synchronous path for callers that need the answer (the CLI): the
-  same retries and budget, no hooks, no breaker, no spool.
+  same retries, budget and plugin hooks, no breaker, no spool.
 * Batching: when several pings are waiting for the same server, the worker sends them in one
   ``POST <base>/ping/_batch`` (the reference server's batch endpoint;
   :mod:`~telemhq_plugins.core.batching`). An HTTP request costs the sending process about the
@@ -89,11 +89,14 @@ logger = logging.getLogger("telemhq")
 
 _BACKOFF_BASE: Final = 0.5
 _BREAKER_BASE: Final = 5.0
-_REPLAY_INTERVAL: Final = 30.0
 _REPLAY_AFTER_SUCCESS: Final = 1.0  # at most one replay pass per second triggered by successes
 _REPLAY_BATCH: Final = 20
 _LINGER: Final = 0.05  # one linger step: seconds the worker waits for more pings to batch
 _MAX_LINGER: Final = 1.0  # the longest the worker lingers for a full batch, in all
+
+
+class _TooLarge(Exception):
+    """A batch request answered 413: over the server's size limit."""
 
 
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
@@ -107,8 +110,8 @@ class Client:
     The keyword arguments after ``settings`` exist for tests and benchmarks: ``transport``
     (an ``httpx`` transport), ``sleep`` (the backoff sleep), ``spool`` (default: one in
     ``settings.spool_dir`` when set), ``ping_budget`` (seconds one ping may occupy the
-    worker), ``backoff_base``, ``breaker_base``, ``replay_interval``, ``linger`` and
-    ``max_linger`` (seconds).
+    worker), ``backoff_base``, ``breaker_base``, ``replay_interval`` (default
+    ``settings.replay_interval``), ``linger`` and ``max_linger`` (seconds).
     """
 
     def __init__(
@@ -121,7 +124,7 @@ class Client:
         ping_budget: float | None = None,
         backoff_base: float = _BACKOFF_BASE,
         breaker_base: float = _BREAKER_BASE,
-        replay_interval: float = _REPLAY_INTERVAL,
+        replay_interval: float | None = None,
         linger: float = _LINGER,
         max_linger: float = _MAX_LINGER,
     ) -> None:
@@ -130,11 +133,11 @@ class Client:
         self._sleep = sleep
         self._backoff_base = backoff_base
         if spool is None and self.settings.spool_dir:
-            spool = Spool(self.settings.spool_dir)
+            spool = Spool(self.settings.spool_dir, max_bytes=self.settings.spool_max_bytes)
         self.spool = spool
         self.ping_budget = ping_budget or 2 * self.settings.timeout
         self._breaker_base = breaker_base
-        self._replay_interval = replay_interval
+        self._replay_interval = replay_interval or self.settings.replay_interval
         self._linger = linger
         self._max_linger = max_linger
         self._reset()
@@ -159,6 +162,8 @@ class Client:
         self.breaker = CircuitBreaker(self._breaker_base)
         self._inflight: tuple[str, str, bytes] | None = None
         self._inflight_batch: list[Entry] = []
+        #: batch URL -> the most bytes of one batch request to it (it answered 413 above).
+        self._batch_bytes: dict[str, int] = {}
         #: batch URLs that answered 404/405: that server takes one request per ping.
         self._no_batch: set[str] = set()
         self._exit_hooked = False
@@ -426,12 +431,23 @@ class Client:
 
     def _send_batch(self, batch_url: str, group: list[Entry]) -> list[Any]:
         """One attempt to send ``group`` in batch requests: the server's answer for each
-        ping, or None where there is none (the request failed, or found no batch endpoint)."""
+        ping, or None where there is none (the request failed, or found no batch endpoint).
+
+        A request answered 413 means that server's limit is below ours, not that every ping
+        must go alone: what is left is sent again in requests of half that size, which later
+        batches to it keep. A lone ping still too large is left to its own request."""
         answers: list[Any] = [None] * len(group)
-        for start, end, body in batch_requests(batch_url, group, BATCH_MAX_BYTES):
+        limit = self._batch_bytes.get(batch_url, BATCH_MAX_BYTES)
+        for start, end, body in batch_requests(batch_url, group, limit):
             self._inflight_batch = group[start:end]
             try:
                 got = self._post_batch(batch_url, body, end - start)
+            except _TooLarge:
+                if end - start == 1:
+                    continue
+                self._batch_bytes[batch_url] = len(body) // 2
+                answers[start:] = self._send_batch(batch_url, group[start:])
+                break
             finally:
                 self._inflight_batch = []
             if got is None:
@@ -444,6 +460,8 @@ class Client:
             status, content = self.transport.post_batch(batch_url, body)
         except (httpx.HTTPError, OSError, http.client.HTTPException):
             return None  # each ping now takes its own path, with retries, breaker and spool
+        if status == 413:
+            raise _TooLarge
         if status in (404, 405):
             self._no_batch.add(batch_url)
             logger.debug("TelemHQ: %s has no batch endpoint; one request per ping", batch_url)
@@ -545,6 +563,7 @@ class Client:
         assert spool is not None
         now = time.monotonic()
         batch = spool.claim(_REPLAY_BATCH, lease=_REPLAY_BATCH * self.settings.timeout + 10.0)
+        want_results = has_result_hooks()
         for item in batch:
             server = origin(item.url)
             cooling = self.breaker.cooling(server)
@@ -563,28 +582,46 @@ class Client:
                     self.delivered += 1
                 else:
                     self.rejected += 1
+                if want_results:
+                    self._replayed_result(item.body, tried.result)
         due = spool.next_due()
         wait = self._replay_interval if due is None else min(self._replay_interval, due)
         # Never spin: a full batch or a row due right now still waits a little.
         return max(now + 0.1, time.monotonic() + wait)
 
+    @staticmethod
+    def _replayed_result(body: bytes, result: DeliveryResult) -> None:
+        """The result hook for a replayed ping, with the ping its stored body was made from."""
+        try:
+            ping = Ping.from_json(body)
+        except ValueError:
+            return  # not a body this package wrote: nothing a hook could be told about
+        run_result_hooks(ping, result)
+
     # -- HTTP -------------------------------------------------------------------------------
 
     def send(self, ping: Ping, url: str) -> DeliveryResult:
-        """POST ``ping`` to ``url`` now, with retries; returns the outcome, never raises."""
+        """POST ``ping`` to ``url`` now, with retries (no breaker, no spool), after the
+        plugins' enrich and filter hooks and before their result hook, as for a queued ping;
+        returns the outcome, never raises."""
         try:
-            result = self.transport.attempt(
-                url, ping.to_json(), self.settings.max_retries + 1, self.ping_budget, None
-            ).result
+            if not run_before_send_hooks(ping):
+                self.filtered += 1
+                result = DeliveryResult("filtered")
+            else:
+                result = self.transport.attempt(
+                    url, ping.to_json(), self.settings.max_retries + 1, self.ping_budget, None
+                ).result
+                if result.ok:
+                    self.delivered += 1
+                elif result.outcome == "rejected":
+                    self.rejected += 1
+                else:
+                    self.failed += 1
         except Exception as exc:
             log_once(logger, logging.ERROR, "send", "TelemHQ: send failed", exc_info=True)
-            return DeliveryResult("failed", error=f"{type(exc).__name__}: {exc}")
-        if result.ok:
-            self.delivered += 1
-        elif result.outcome == "rejected":
-            self.rejected += 1
-        else:
-            self.failed += 1
+            result = DeliveryResult("failed", error=f"{type(exc).__name__}: {exc}")
+        run_result_hooks(ping, result)
         return result
 
 

@@ -162,6 +162,60 @@ class Ping:
     host: str | None = HOST
     fields: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_json(cls, body: bytes | str) -> Ping:
+        """The ping a request body (:meth:`to_json`) was made from: the standard fields back
+        in place, every other field in ``fields`` (for plugins told about a ping replayed
+        from the spool, where only the body was kept). Raises ``ValueError`` when ``body``
+        is not a JSON object."""
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"not a ping body: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError("not a ping body: not a JSON object")
+        rest = dict(data)
+
+        def text(name: str) -> str | None:
+            value = rest.pop(name, None)
+            return value if isinstance(value, str) else None
+
+        def number(name: str) -> float | None:
+            value = rest.pop(name, None)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            return float(value) if ok else None
+
+        def moment(name: str) -> dt.datetime | None:
+            value = text(name)
+            try:
+                return None if value is None else dt.datetime.fromisoformat(value)
+            except ValueError:
+                return None
+
+        status = rest.pop("status", "success")
+        error = rest.pop("error", None)
+        attempt = number("attempt")
+        return cls(
+            status=status if status in STATUSES else "success",
+            job=text("job"),
+            orchestrator=text("orchestrator"),
+            run_id=text("run_id") or new_id(),
+            ping_id=text("ping_id") or new_id(),
+            duration=number("duration"),
+            started_at=moment("started_at"),
+            finished_at=moment("finished_at"),
+            attempt=None if attempt is None else int(attempt),
+            error=ErrorInfo(
+                str(error.get("type", "")),
+                str(error.get("message", "")),
+                error.get("traceback") if isinstance(error.get("traceback"), str) else None,
+            )
+            if isinstance(error, dict)
+            else None,
+            host=text("host"),
+            fields=rest,
+        )
+
     def to_ping(self) -> Ping:
         return self
 

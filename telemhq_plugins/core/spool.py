@@ -13,7 +13,8 @@ runners, cron scripts) may share one directory, so every step is safe under conc
 
 Replaying twice is harmless anyway: the server drops a duplicate ``ping_id``.
 
-The spool is bounded (``max_rows``): when full, the oldest rows are dropped, counted in
+The spool is bounded (``max_rows``, and ``max_bytes`` of ping bodies): when full, the oldest
+rows are dropped, counted in
 :attr:`Spool.dropped` and logged once. Every method logs and swallows ``sqlite3`` errors (a
 broken disk must never break a job); the return values say what happened.
 """
@@ -81,11 +82,14 @@ class Spool:
         directory: str | os.PathLike[str],
         *,
         max_rows: int = 10_000,
+        max_bytes: int = 0,
         busy_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = Path(directory) / SPOOL_FILENAME
         self.max_rows = max_rows
+        #: the most bytes of ping bodies kept (0: no byte bound)
+        self.max_bytes = max_bytes
         self.dropped = 0
         self._busy_timeout = busy_timeout
         self._clock = clock
@@ -188,7 +192,8 @@ class Spool:
                     (ping_id, url, body, now, now + delay, claimed_by, claimed_until),
                 )
                 (count,) = conn.execute("SELECT count(*) FROM pings").fetchone()
-                excess = count - self.max_rows
+                # Both bounds drop the oldest rows: as many as the tighter one needs.
+                excess = max(count - self.max_rows, self._over_bytes(conn))
                 if excess > 0:
                     conn.execute(
                         "DELETE FROM pings WHERE ping_id IN"
@@ -205,13 +210,31 @@ class Spool:
                     logger,
                     logging.WARNING,
                     ("spool-full", str(self.path)),
-                    "TelemHQ: spool %s is full (%d pings); dropping the oldest",
+                    "TelemHQ: spool %s is full (at most %d pings, %s); dropping the oldest",
                     self.path,
                     self.max_rows,
+                    f"{self.max_bytes} bytes" if self.max_bytes else "any size",
                 )
             return True
 
         return self._run("write", False, add)
+
+    def _over_bytes(self, conn: sqlite3.Connection) -> int:
+        """How many of the oldest rows must go for the rest to fit in ``max_bytes`` (the
+        newest row is always kept: a ping larger than the bound alone replaces the others)."""
+        if not self.max_bytes:
+            return 0
+        total: int = conn.execute("SELECT coalesce(sum(length(body)), 0) FROM pings").fetchone()[0]
+        if total <= self.max_bytes:
+            return 0
+        drop, freed = 0, 0
+        for (size,) in conn.execute("SELECT length(body) FROM pings ORDER BY created_at"):
+            if total - freed <= self.max_bytes:
+                break
+            drop += 1
+            freed += size
+        count: int = conn.execute("SELECT count(*) FROM pings").fetchone()[0]
+        return min(drop, max(0, count - 1))
 
     def claim(self, limit: int = 100, lease: float = 60.0) -> list[SpooledPing]:
         """Atomically claim up to ``limit`` due rows (oldest first) for ``lease`` seconds."""

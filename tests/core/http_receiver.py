@@ -62,13 +62,19 @@ class _Server(ThreadingHTTPServer):
 class Receiver:
     """Records pings; ``stored`` maps ping_id -> payload, ``received`` counts every POST."""
 
-    def __init__(self, port: int = 0, *, batch: bool = False) -> None:
+    def __init__(
+        self, port: int = 0, *, batch: bool = False, max_batch_bytes: int | None = None
+    ) -> None:
         self.port = port
         #: serve ``POST /ping/_batch`` like the reference server; else 404 it like a server
         #: without the endpoint (such 404s touch neither the script nor the counters).
         self.batch = batch
+        #: a batch request body longer than this is answered 413 (as the reference server
+        #: does past its limit), counted in ``batch_too_large``
+        self.max_batch_bytes = max_batch_bytes
         self.batch_requests = 0
         self.batch_refusals = 0
+        self.batch_too_large = 0
         self.stored: dict[str, dict[str, Any]] = {}
         self.received: collections.Counter[str] = collections.Counter()
         self.answered = 0
@@ -92,6 +98,12 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 payload = json.loads(self.rfile.read(length) or b"{}")
+                limit = receiver.max_batch_bytes
+                if self.path.endswith("/ping/_batch") and limit is not None and length > limit:
+                    with receiver._cond:
+                        receiver.batch_too_large += 1
+                    _answer(self, 413, {}, b'{"ok":false,"error":"body is too large"}')
+                    return
                 if self.path.endswith("/ping/_batch"):
                     receiver._handle_batch(self, payload)
                 else:

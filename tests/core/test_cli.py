@@ -1,4 +1,5 @@
-"""The ``telemhq`` command without a server: check, usage errors, run's exit code passthrough.
+"""The ``telemhq`` command without a server: check, usage errors, run's exit code passthrough,
+``ping`` through the plugins' hooks (against a loopback receiver).
 
 ``telemhq ping`` and ``telemhq run`` against the reference server are in tests/e2e.
 """
@@ -13,6 +14,10 @@ from pathlib import Path
 import pytest
 
 from telemhq_plugins.core.cli import main
+from telemhq_plugins.core.hookspecs import hookimpl
+from telemhq_plugins.core.payload import Ping
+from telemhq_plugins.core.plugins import plugin_manager
+from tests.core.http_receiver import Receiver
 
 TELEMHQ = [sys.executable, "-m", "telemhq_plugins.core.cli"]
 
@@ -96,3 +101,36 @@ def test_it_reports_a_command_that_cannot_start(tmp_path: Path) -> None:
 def test_it_prints_help_with_examples() -> None:
     proc = subprocess.run([*TELEMHQ, "--help"], capture_output=True, text=True, check=True)
     assert "telemhq run --token TOKEN -- python nightly_sync.py" in proc.stdout
+
+
+class Scrubber:
+    """A plugin: tags every ping with a team, drops the ones marked private."""
+
+    @hookimpl
+    def telemhq_enrich_ping(self, ping: Ping) -> None:
+        ping.fields["team"] = "data"
+
+    @hookimpl
+    def telemhq_filter_ping(self, ping: Ping) -> bool:
+        return not ping.fields.get("private")
+
+
+def test_ping_runs_the_plugins_hooks_like_every_other_ping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in [k for k in os.environ if k.startswith("TELEMHQ_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    plugin = Scrubber()
+    plugin_manager().register(plugin)
+    try:
+        with Receiver() as receiver:
+            assert main(["ping", receiver.url(), "--json", '{"rows": 3}']) == 0
+            [stored] = receiver.stored.values()
+            assert (stored["rows"], stored["team"]) == (3, "data")
+
+            assert main(["ping", receiver.url(), "--json", '{"private": true}']) == 0
+            assert "dropped the ping" in capsys.readouterr().err
+            assert len(receiver.received) == 1  # the filtered ping was never sent
+    finally:
+        plugin_manager().unregister(plugin)

@@ -194,3 +194,18 @@ def test_an_environment_switch_reads_the_process_environment(
     assert env_flag("TELEMHQ_X_FROM_ENV") is True
     monkeypatch.setenv("TELEMHQ_X_FROM_ENV", "off")
     assert env_flag("TELEMHQ_X_FROM_ENV", default=True) is False
+
+
+def test_the_spool_bound_and_replay_interval_come_from_env_and_file(tmp_path: Path) -> None:
+    defaults = load_settings(env={}, config_file=os.devnull)
+    assert (defaults.spool_max_bytes, defaults.replay_interval) == (50_000_000, 30.0)
+    config = tmp_path / "telemhq.toml"
+    config.write_text("spool_max_bytes = 1000000\nreplay_interval = 5\n")
+    from_file = load_settings(env={}, config_file=config)
+    assert (from_file.spool_max_bytes, from_file.replay_interval) == (1_000_000, 5.0)
+    env = {"TELEMHQ_SPOOL_MAX_BYTES": "2048", "TELEMHQ_REPLAY_INTERVAL": "0.5"}
+    from_env = load_settings(env=env, config_file=config)
+    assert (from_env.spool_max_bytes, from_env.replay_interval) == (2048, 0.5)
+    assert from_env.sources["replay_interval"] == "TELEMHQ_REPLAY_INTERVAL"
+    with pytest.raises(ConfigError, match="TELEMHQ_REPLAY_INTERVAL: invalid value '0'"):
+        load_settings(env={"TELEMHQ_REPLAY_INTERVAL": "0"}, config_file=os.devnull)

@@ -535,6 +535,27 @@ def test_it_sends_one_request_per_ping_to_a_server_without_batches() -> None:
         assert client.stats()["delivered"] == 22
 
 
+def test_a_batch_answered_413_is_halved_and_later_batches_stay_small() -> None:
+    """A server whose batch limit is below the client's: the batch is split in halves until
+    it fits, no ping goes alone, and the next batches are cut to the size that fitted."""
+    probe = Ping(fields={"n": 0}).to_json()
+    with Receiver(batch=True, max_batch_bytes=12 * (len(probe) + 40)) as receiver:
+        client = make_client()
+        pings = _held_then_many(receiver, client, 40)
+        assert sorted(receiver.stored) == sorted(p.ping_id for p in pings)
+        assert receiver.arrived == 1  # the held ping; the 40 went in batches, none alone
+        assert 1 <= receiver.batch_too_large <= 2  # 40 refused, maybe 20, then 10s fit
+        assert receiver.batch_requests >= 4
+        refused = receiver.batch_too_large
+
+        more = _held_then_many(receiver, client, 40)
+        assert sorted(receiver.stored) == sorted(p.ping_id for p in pings + more)
+        assert receiver.arrived == 2
+        assert receiver.batch_too_large == refused  # remembered: no 413 again
+        assert client.stats()["delivered"] == 82
+        assert client.stats()["rejected"] == 0
+
+
 def test_it_retries_one_by_one_what_a_failed_batch_did_not_settle() -> None:
     with Receiver(batch=True) as receiver:
         client = make_client()

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,10 @@ import pytest
 
 from telemhq_plugins.core.config import Settings
 from telemhq_plugins.core.delivery import Client
+from telemhq_plugins.core.hookspecs import hookimpl
 from telemhq_plugins.core.payload import Ping
+from telemhq_plugins.core.plugins import plugin_manager
+from telemhq_plugins.core.results import DeliveryResult
 from telemhq_plugins.core.spool import SPOOL_FILENAME, Spool
 from tests.core.http_receiver import Receiver, Reply, blackhole, free_port
 from tests.core.recording import close_after_test
@@ -122,6 +126,20 @@ def test_it_drops_the_oldest_when_full(tmp_path: Path, caplog: pytest.LogCapture
     assert "full" in caplog.text
 
 
+def test_it_drops_the_oldest_beyond_its_byte_bound(tmp_path: Path) -> None:
+    clock = Clock()
+    spool = Spool(tmp_path, max_bytes=250, clock=clock)
+    for i in range(5):
+        spool.add(f"p{i}", "u", b"x" * 100)
+        clock.now += 1
+    assert spool.count() == 2  # 200 of the 250 bytes
+    assert spool.dropped == 3
+    assert sorted(c.ping_id for c in spool.claim()) == ["p3", "p4"]
+    spool.add("big", "u", b"x" * 1000)  # alone over the bound: kept, the others go
+    assert spool.count() == 1
+    assert spool.dropped == 5
+
+
 def test_it_never_raises_when_the_spool_cannot_be_written(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the spool directory should be")
@@ -180,6 +198,31 @@ def test_it_is_safe_for_several_processes(tmp_path: Path) -> None:
 # -- replay through the client -----------------------------------------------------------------
 
 
+class Results:
+    """A plugin noting the last delivery result, and the ping it was about, per ping id."""
+
+    def __init__(self) -> None:
+        self.results: dict[str, DeliveryResult] = {}
+        self.pings: dict[str, Ping] = {}
+
+    @hookimpl
+    def telemhq_delivery_result(self, ping: Ping, result: DeliveryResult) -> None:
+        self.results[ping.ping_id] = result
+        self.pings[ping.ping_id] = ping
+
+    def outcome(self, ping_id: str) -> str | None:
+        result = self.results.get(ping_id)
+        return None if result is None else result.outcome
+
+
+@pytest.fixture
+def results() -> Iterator[Results]:
+    plugin = Results()
+    plugin_manager().register(plugin)
+    yield plugin
+    plugin_manager().unregister(plugin)
+
+
 def make_client(spool_dir: Path, **kw: Any) -> Client:
     settings = Settings(
         timeout=kw.pop("timeout", 2.0),
@@ -228,6 +271,37 @@ def test_it_replays_spooled_pings_once_the_server_is_back(tmp_path: Path, port: 
             assert server.received[ping.ping_id] == 1  # each stored, and sent, exactly once
             assert server.stored[ping.ping_id]["job"] == ping.job
     assert client.stats()["replayed"] == 5
+
+
+def test_the_client_takes_the_spool_bound_and_replay_interval_from_its_settings(
+    tmp_path: Path, port: int, results: Results
+) -> None:
+    """TELEMHQ_SPOOL_MAX_BYTES bounds the client's spool; TELEMHQ_REPLAY_INTERVAL paces the
+    replay (no replay_interval argument here); a replayed ping runs the result hook."""
+    url = f"http://127.0.0.1:{port}/ping/tok"
+    pings = [Ping(job=f"job{i}", fields={"rows": i}) for i in range(6)]
+    settings = Settings(
+        timeout=2.0,
+        max_retries=0,
+        flush_timeout=10.0,
+        spool_dir=str(tmp_path),
+        spool_max_bytes=3 * len(pings[0].to_json()) + 5,  # room for three
+        replay_interval=0.2,
+    )
+    client = Client(settings, sleep=lambda _s: None, breaker_base=0.2)
+    close_after_test(client)
+    for ping in pings:
+        assert client.enqueue(ping, url)
+        assert client.flush(10)
+    kept = [p.ping_id for p in pings[-3:]]
+    assert Spool(tmp_path).count() == 3
+
+    with Receiver(port) as server:
+        assert server.wait_for(3, timeout=10)  # well before the default 30 s interval
+        assert sorted(server.stored) == sorted(kept)
+    assert wait_until(lambda: all(results.outcome(k) == "delivered" for k in kept))
+    last = results.pings[pings[-1].ping_id]
+    assert (last.job, last.fields, last.run_id) == ("job5", {"rows": 5}, pings[-1].run_id)
 
 
 def test_it_replays_what_an_exited_process_left_behind(tmp_path: Path, port: int) -> None:
