@@ -181,8 +181,7 @@ class Detector:
                     updates.append((row, expected))
             for chunk in self._chunks(updates):
                 with db.write_tx(self.engine) as conn:
-                    for row, expected in chunk:
-                        count += self._set_expected(conn, row, expected)
+                    count += self._set_expected_many(conn, chunk)
         return count
 
     # -- 2. overdue pings ---------------------------------------------------------------------
@@ -265,6 +264,33 @@ class Detector:
                 .values(next_expected_at=expected)
             ).rowcount
         )
+
+    def _set_expected_many(
+        self, conn: Connection, items: Sequence[tuple[Any, dt.datetime | None]]
+    ) -> int:
+        """:meth:`_set_expected` for many rows in one statement, executed once per row by the
+        driver (a pass may store thousands of expectations: after an upgrade, every
+        never-pinged tracker's first one)."""
+        t = db.trackers
+        statement = (
+            sa.update(t)
+            .where(
+                t.c.id == sa.bindparam("b_id"),
+                t.c.last_ping_at.is_not_distinct_from(sa.bindparam("b_ping")),
+                t.c.schedule_set_at.is_not_distinct_from(sa.bindparam("b_set")),
+            )
+            .values(next_expected_at=sa.bindparam("b_expected"))
+        )
+        params = [
+            {
+                "b_id": row.id,
+                "b_ping": row.last_ping_at,
+                "b_set": row.schedule_set_at,
+                "b_expected": expected,
+            }
+            for row, expected in items
+        ]
+        return int(conn.execute(statement, params).rowcount) if params else 0
 
     # -- 3. hung runs -------------------------------------------------------------------------
 

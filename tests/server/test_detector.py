@@ -148,6 +148,16 @@ def next_expected(engine: Engine, tracker_id: int) -> dt.datetime | None:
     return db.as_utc(value)
 
 
+def alerting_detector(engine: Engine) -> Detector:
+    """A detector that queues webhooks on its flips, as the app's does."""
+    from telemhq_server.flips import FlipListeners
+    from telemhq_server.webhooks import enqueue_flips
+
+    listeners = FlipListeners()
+    listeners.add(enqueue_flips)
+    return Detector(engine, listeners=listeners)
+
+
 def add_webhook(engine: Engine) -> None:
     with db.write_tx(engine) as conn:
         conn.execute(
@@ -185,7 +195,7 @@ def test_a_never_pinged_cron_tracker_goes_late_then_down_after_its_first_fire_ti
     )
     first = berlin(2026, 6, 2, 2, 30)
     assert first == dt.datetime(2026, 6, 2, 0, 30, tzinfo=UTC)
-    detector = Detector(engine)
+    detector = alerting_detector(engine)
     assert detector.tick(T0 + dt.timedelta(minutes=1)).flips == []
     assert next_expected(engine, tid) == first  # stored by the first pass
     second = dt.timedelta(seconds=1)
@@ -222,7 +232,7 @@ def test_a_never_pinged_period_tracker_goes_late_then_down_one_period_after_it_w
 ) -> None:
     add_webhook(engine)
     tid = tracker(engine, **PERIOD, schedule_set_at=T0)
-    detector = Detector(engine)
+    detector = alerting_detector(engine)
     hour, second = dt.timedelta(hours=1), dt.timedelta(seconds=1)
     assert detector.tick(T0 + hour - second).flips == []
     assert next_expected(engine, tid) == T0 + hour
