@@ -168,41 +168,17 @@ def celery_jobs(base_url: str, trackers_file: Path, ping_key: str) -> None:
         worker.wait(60)
 
 
-def prefect_jobs(base_url: str, ping_key: str) -> None:
-    """The Prefect stage (``demo/prefect_stage.py``) in its own environment, if it exists."""
-    python = ROOT / ".venvs" / "prefect" / "bin" / "python"
+def orchestrator_jobs(name: str, base_url: str, ping_key: str) -> None:
+    """Run ``demo/<name>_stage.py`` with ``.venvs/<name>``'s Python: each orchestrator has its
+    own environment (Airflow and Prefect cannot share one)."""
+    python = ROOT / ".venvs" / name / "bin" / "python"
     if not python.exists():
-        print("skipped: no .venvs/prefect (make env-prefect)")
+        print(f"skipped: no .venvs/{name} (make env-{name})")
         return
-    command = [str(python), "-m", "demo.prefect_stage", "--base-url", base_url,
+    command = [str(python), "-m", f"demo.{name}_stage", "--base-url", base_url,
                "--ping-key", ping_key]  # fmt: skip
     if subprocess.call(command, cwd=ROOT, env=clean_env(), timeout=600) != 0:
-        print("the Prefect stage failed; see .demo/prefect/")
-
-
-def dagster_jobs(base_url: str, ping_key: str) -> None:
-    """The Dagster stage (``demo/dagster_stage.py``) in its own environment, if it exists."""
-    python = ROOT / ".venvs" / "dagster" / "bin" / "python"
-    if not python.exists():
-        print("skipped: no .venvs/dagster (make env-dagster)")
-        return
-    command = [str(python), "-m", "demo.dagster_stage", "--base-url", base_url,
-               "--ping-key", ping_key]  # fmt: skip
-    if subprocess.call(command, cwd=ROOT, env=clean_env(), timeout=600) != 0:
-        print("the Dagster stage failed")
-
-
-def airflow_jobs(base_url: str, ping_key: str) -> None:
-    """A real Airflow 3 (``demo/airflow_stage.py``) in its own environment: Airflow and
-    Prefect cannot share one."""
-    python = ROOT / ".venvs" / "airflow" / "bin" / "python"
-    if not python.exists():
-        print("skipped: no .venvs/airflow (make env-airflow)")
-        return
-    command = [str(python), "-m", "demo.airflow_stage", "--base-url", base_url,
-               "--ping-key", ping_key]  # fmt: skip
-    if subprocess.call(command, cwd=ROOT, env=clean_env(), timeout=600) != 0:
-        print("the Airflow stage failed")
+        print(f"the {name} stage failed (its output is above)")
 
 
 def summary(api: httpx.Client, base_url: str) -> None:
@@ -268,16 +244,16 @@ def main() -> int:
         say("Prefect flows (hooks) and the watcher, on a real Prefect API server")
         for name in ("prefect-etl", "prefect-empty"):
             create(name=name, assertions=["records_processed > 0"])
-        prefect_jobs(base_url, ping_key)
+        orchestrator_jobs("prefect", base_url, ping_key)
 
         say("Dagster jobs: a ping per step (hooks) and per run (sensors)")
         create(name="dagster_etl.extract", assertions=["records_processed > 0"])
-        dagster_jobs(base_url, ping_key)
+        orchestrator_jobs("dagster", base_url, ping_key)
 
         say("Airflow: the listener plugin, no TelemHQ code in the DAG")
         create(name="airflow_demo.extract", assertions=["records_processed > 0"])
         create(name="airflow_demo.load", assertions=["records_processed > 0"])
-        airflow_jobs(base_url, ping_key)
+        orchestrator_jobs("airflow", base_url, ping_key)
 
         say("What the server recorded")
         summary(api, base_url)
