@@ -89,12 +89,15 @@ test: lint test-core test-server test-reliability test-security test-celery test
 demo: env-celery env-prefect env-dagster env-airflow
 	.venvs/celery/bin/python -m demo $(DEMO_ARGS)
 
-bench: env-celery env-core wrk
+bench: env-celery env-core env-airflow env-prefect env-dagster wrk
 	.venvs/core/bin/python benchmarks/core.py
 	.venvs/server/bin/python benchmarks/ingest.py
 	.venvs/server/bin/python benchmarks/detector.py
 	.venvs/celery/bin/python benchmarks/celery_instructions.py
 	.venvs/celery/bin/python benchmarks/celery_overhead.py
+	.venvs/airflow/bin/python benchmarks/airflow_overhead.py
+	.venvs/prefect/bin/python benchmarks/prefect_overhead.py
+	.venvs/dagster/bin/python benchmarks/dagster_overhead.py
 
 clean:
 	rm -rf .venvs .mypy_cache .ruff_cache .pytest_cache .hypothesis

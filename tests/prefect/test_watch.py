@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
 ROOT = Path(__file__).resolve().parents[2]
 HEARTBEAT = 30  # Prefect's minimum heartbeat frequency
-DELAY = 5  # the watcher's wait before a final ping (the hooks' ping, with metrics, goes first)
+DELAY = 10  # the watcher's default wait before a final ping (the hooks' ping, with metrics, goes first)
 
 
 class WatcherProcess:
