@@ -11,7 +11,8 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import IO, Any
 
@@ -42,8 +43,12 @@ examples:
 
 configuration: TELEMHQ_BASE_URL, TELEMHQ_TOKEN, TELEMHQ_PING_URL, TELEMHQ_PING_KEY,
 TELEMHQ_TRACKERS, TELEMHQ_TIMEOUT, TELEMHQ_DISABLED, TELEMHQ_API_KEY (sync)
+adapters add commands: telemhq prefect watch (with telemhq-plugins[prefect])
 (see docs/configuration.md and docs/schedules.md)."""
 SYNC_TAG = "telemhq-sync"
+#: entry point group of commands that adapters add (``telemhq prefect watch``).
+COMMANDS_GROUP = "telemhq.commands"
+BUILTIN_COMMANDS = frozenset({"ping", "run", "check", "sync"})
 
 
 class CliError(Exception):
@@ -273,8 +278,23 @@ def _cmd_sync(args: argparse.Namespace, out: IO[str]) -> int:
     return 1 if counts["error"] else 0
 
 
+def _adapter_command(name: str) -> Callable[[Sequence[str]], int] | None:
+    """The ``main(argv)`` an installed adapter registers for ``telemhq <name> ...`` (entry point
+    group ``telemhq.commands``), so core runs adapter commands without importing adapters."""
+    for entry in entry_points(group=COMMANDS_GROUP):
+        if entry.name == name:
+            command: Callable[[Sequence[str]], int] = entry.load()
+            return command
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``telemhq`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in BUILTIN_COMMANDS and not argv[0].startswith("-"):
+        command = _adapter_command(argv[0])
+        if command is not None:
+            return command(argv[1:])
     args = _parser().parse_args(argv)
     try:
         if args.command == "ping":

@@ -1,4 +1,5 @@
-"""``python -m telemhq_plugins.prefect watch``: run the watcher (see ``watch.py``)."""
+"""``telemhq prefect watch`` (or ``python -m telemhq_plugins.prefect watch``): run the watcher
+(see ``watch.py``)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ __all__ = ["main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m telemhq_plugins.prefect",
+        prog="telemhq prefect",
         description="TelemHQ for Prefect: follow the Prefect API's flow-run events and ping.",
     )
     commands = parser.add_subparsers(dest="command", required=True)

@@ -134,3 +134,12 @@ def test_ping_runs_the_plugins_hooks_like_every_other_ping(
             assert len(receiver.received) == 1  # the filtered ping was never sent
     finally:
         plugin_manager().unregister(plugin)
+
+
+def test_it_refuses_an_unknown_command_that_no_adapter_adds(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["no-such-adapter", "watch"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'no-such-adapter'" in capsys.readouterr().err

@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
 ROOT = Path(__file__).resolve().parents[2]
 HEARTBEAT = 30  # Prefect's minimum heartbeat frequency
-DELAY = 10  # the watcher's default wait before a final ping (the hooks' ping, with metrics, goes first)
+DELAY = 10  # the watcher's default wait before a final ping (the hooks' ping goes first)
 
 
 class WatcherProcess:
@@ -43,9 +43,10 @@ class WatcherProcess:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [
-                    sys.executable,
-                    "-m",
-                    "telemhq_plugins.prefect",
+                    # The ``telemhq`` program finds the command through the adapter's entry
+                    # point (``telemhq.commands``), as a user runs it.
+                    str(Path(sys.executable).with_name("telemhq")),
+                    "prefect",
                     "watch",
                     "--cursor",
                     str(self.cursor),
@@ -199,7 +200,8 @@ def test_a_restart_neither_loses_nor_repeats_a_run(
     watcher.stop()
     assert watched.watched_restart() == "ok"  # while no watcher runs
     watcher.start()
-    [run] = wait_for_runs(live_server, "watched-restart", 1)
+    # Start-up (Prefect's import, the backfill) and then the final ping's delay.
+    [run] = wait_for_runs(live_server, "watched-restart", 1, timeout=60 + DELAY)
     assert run["status"] == "success"
     time.sleep(DELAY + 2)
     assert len(live_server.runs("watched-restart")) == 1
