@@ -62,6 +62,11 @@ _OPTIONS = HookOptions()  # core's resolution by job name (the ping key), no sta
 _MAX_SEEN = 5_000
 
 
+#: when the second backfill runs after (re)connecting: twice the longest time the Prefect
+#: server's event persister holds events before storing them (its default flush interval).
+CATCH_UP_SECONDS = 10.0
+
+
 def _parse_time(value: str | None) -> dt.datetime | None:
     if not value:
         return None
@@ -348,6 +353,7 @@ class Watcher:
         async with get_events_subscriber(filter=event_filter, reconnection_attempts=0) as events:
             logger.info("TelemHQ watcher: following Prefect flow-run events")
             stopping = asyncio.create_task(self._stop.wait())
+            catching_up = asyncio.create_task(self._catch_up())
             try:
                 while not self._stop.is_set():
                     step = asyncio.ensure_future(events.__anext__())
@@ -360,6 +366,17 @@ class Watcher:
                     self.handle(step.result())
             finally:
                 stopping.cancel()
+                catching_up.cancel()
+
+    async def _catch_up(self) -> None:
+        """Backfill once more after the Prefect server's event persister has flushed: an event
+        emitted just before the subscription began may have been neither stored yet (the first
+        backfill missed it) nor sent to the new subscriber. Events seen twice count once."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=CATCH_UP_SECONDS)
+            return
+        with capture_internal_errors("prefect watcher catch-up"):
+            await self.backfill()
 
     async def backfill(self) -> int:
         """Handle the events since the cursor through the events API; how many were new."""
