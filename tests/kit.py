@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -32,6 +34,7 @@ from tests.live_server import LiveServer, free_port
 
 __all__ = [
     "CoreBroken",
+    "HeldEndpoint",
     "assert_one_ping_per_event",
     "breaking_core",
     "client_for",
@@ -151,6 +154,59 @@ def dead_endpoint() -> str:
         httpx.get(url, timeout=1)
         raise AssertionError(f"{url} answered; it was meant to be dead")
     return url
+
+
+class HeldEndpoint:
+    """A loopback endpoint that forwards every request to ``target`` (a base URL), but not
+    before :meth:`release`: a delivery as slow as a test wants, with nothing lost. Use it as a
+    context manager (requests still held at exit are forwarded then); give the client a
+    timeout longer than the hold."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target.rstrip("/")
+        self._released = threading.Event()
+        held = self
+
+        class Forward(BaseHTTPRequestHandler):
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                held._released.wait()
+                skip = {"host", "content-length", "connection"}
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+                answer = httpx.request(
+                    self.command, held.target + self.path, headers=headers, content=body,
+                    timeout=30,
+                )  # fmt: skip
+                self.send_response(answer.status_code)
+                for name in ("content-type", "retry-after"):
+                    if name in answer.headers:
+                        self.send_header(name, answer.headers[name])
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+            def log_message(self, format: str, *args: Any) -> None:  # quiet
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def release(self) -> None:
+        """Forward what is held, and every request from now on at once."""
+        self._released.set()
+
+    def __enter__(self) -> HeldEndpoint:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
+        self._server.shutdown()
+        self._server.server_close()
 
 
 def _event(run: dict[str, Any]) -> tuple[Any, Any, Any]:

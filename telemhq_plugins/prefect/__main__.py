@@ -30,7 +30,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "process's Prefect setting); a Running run silent for twice this is a failure",
     )
     watch.add_argument(
-        "--delay", type=float, default=10.0, help="seconds a final ping waits (default 10)"
+        "--delay", type=float, default=5.0, help="seconds a final ping waits (default 5)"
+    )
+    watch.add_argument(
+        "--hooks-wait",
+        type=float,
+        default=120.0,
+        help="seconds a final ping waits for a run whose hooks report it: the watcher's ping "
+        "is then a fallback (default 120)",
     )
     watch.add_argument(
         "--no-schedules", action="store_true", help="do not push deployment schedules"
@@ -48,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cursor=args.cursor,
         heartbeat_frequency=args.heartbeat_frequency,
         delay=args.delay,
+        hooks_wait=args.hooks_wait,
         schedules=not args.no_schedules,
         schedules_interval=args.schedules_interval,
     )

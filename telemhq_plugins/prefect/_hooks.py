@@ -23,6 +23,7 @@ from telemhq_plugins.core.delivery import Client
 from telemhq_plugins.core.logs import capture_internal_errors
 from telemhq_plugins.core.payload import ErrorInfo, Status, stable_ping_id
 from telemhq_plugins.core.runs import Run, add_run_finder, resolve_target
+from telemhq_plugins.prefect._announce import announce_monitored
 from telemhq_plugins.prefect._details import error_of, flow_details, task_details, task_job
 
 __all__ = [
@@ -128,8 +129,9 @@ def _begin(
     attempt: int,
     details: dict[str, Any],
     options: HookOptions,
-) -> None:
-    """Start ``run_id``'s attempt; an attempt of the same run still open was retried."""
+) -> bool:
+    """Start ``run_id``'s attempt (False: the job has no tracker); an attempt of the same run
+    still open was retried."""
     with _lock:
         previous = _open.pop(run_id, None)
     if previous is not None:
@@ -139,11 +141,12 @@ def _begin(
         end_run(previous, "retry", sys.exc_info()[1])
     current = new_run(job, run_id, attempt, details, options)
     if current is None:
-        return
+        return False
     with _lock:
         if len(_open) >= _MAX_OPEN:
             _open.pop(next(iter(_open)))
         _open[run_id] = current
+    return True
 
 
 def _prefect_duration_ms(run: Any, state: Any) -> float | None:
@@ -172,7 +175,8 @@ def flow_event(
         if event == "running":
             # ``run_count`` is still the previous attempt's while the run enters Running.
             attempt = int(flow_run.run_count or 0) + 1
-            _begin(job, run_id, attempt, flow_details(flow, flow_run, attempt), options)
+            if _begin(job, run_id, attempt, flow_details(flow, flow_run, attempt), options):
+                announce_monitored(run_id)  # the watcher leaves this run's pings to us
             return
         status = _FLOW_STATUS[event]
         with _lock:

@@ -7,12 +7,16 @@ reported as ``failure``, "no heartbeat"). It also pushes each deployment's sched
 flow's tracker (core's schedule sync).
 
 Its pings use the in-process hooks' ``ping_id`` rule (run id, attempt, status), so a run that
-also has hooks is stored once. A terminal ping waits ``delay`` seconds first, so that the
-hooks' ping (which carries the run's metrics) is the one the server keeps.
+also has hooks is stored once. Which of the two pings is stored matters: the hooks' carries the
+run's metrics. Hooks announce the runs they report (``_announce.py``); for those the watcher's
+final ping is a fallback sent ``hooks_wait`` seconds after the state (for when the hooks' ping
+never comes), and the server, which keeps the first ping of an id, keeps the hooks'. Other
+runs' final pings wait only ``delay`` seconds, for an announcement still on its way.
 
 Progress is kept in a cursor file (the last event's time, the ids of recent events, the runs
-in progress): after a restart, or when the Prefect API comes back, the events since the cursor
-are read again through the events API and nothing is lost nor repeated.
+in progress, the runs announced by hooks, the pings still waiting): after a restart, or when
+the Prefect API comes back, the events since the cursor are read again through the events API
+and nothing is lost nor repeated.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +47,7 @@ from telemhq_plugins.core.delivery import Client, get_client
 from telemhq_plugins.core.logs import capture_internal_errors
 from telemhq_plugins.core.payload import ErrorInfo, Status
 from telemhq_plugins.core.provision import JobSchedule, ScheduleSync, sync
+from telemhq_plugins.prefect._announce import FLOW_RUN_RESOURCE, MONITORED_EVENT
 from telemhq_plugins.prefect._hooks import HookOptions, end_run, new_run
 
 __all__ = ["STATE_STATUS", "Watcher", "deployment_schedules"]
@@ -57,7 +63,7 @@ STATE_STATUS: dict[str, Status] = {
     "Cancelled": "cancelled",
     "AwaitingRetry": "retry",
 }
-_PREFIX = "prefect.flow-run."
+_PREFIX = FLOW_RUN_RESOURCE  # also the prefix of the flow-run events' names
 _OPTIONS = HookOptions()  # core's resolution by job name (the ping key), no start ping
 _MAX_SEEN = 5_000
 
@@ -94,9 +100,11 @@ class _Running:
 
 @dataclass
 class _Due:
-    """A ping waiting for its moment (``delay``), so the hooks' ping wins when there is one."""
+    """A final ping waiting for its moment: ``delay`` after the state (``hooks_wait`` for a run
+    its hooks report), so the hooks' ping is stored when there is one. ``since``: when the state
+    was seen, on the ``time.monotonic`` clock."""
 
-    due: float
+    since: float
     job: str
     run_id: str
     attempt: int
@@ -106,12 +114,44 @@ class _Due:
     ended_at: dt.datetime | None
     error: ErrorInfo | None
 
+    def saved(self) -> dict[str, Any]:
+        """As kept in the cursor file: the time already waited instead of a clock reading."""
+        return {
+            "waited": max(time.monotonic() - self.since, 0.0),
+            "job": self.job,
+            "run_id": self.run_id,
+            "attempt": self.attempt,
+            "status": self.status,
+            "details": self.details,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "ended_at": self.ended_at.isoformat() if self.ended_at else None,
+            "error": [self.error.type, self.error.message] if self.error else None,
+        }
+
+    @classmethod
+    def restored(cls, raw: dict[str, Any]) -> _Due:
+        error = raw.get("error")
+        return cls(
+            time.monotonic() - float(raw.get("waited") or 0.0),
+            str(raw["job"]),
+            str(raw["run_id"]),
+            int(raw["attempt"]),
+            raw["status"],
+            dict(raw.get("details") or {}),
+            _parse_time(raw.get("started_at")),
+            _parse_time(raw.get("ended_at")),
+            ErrorInfo(str(error[0]), str(error[1])) if error else None,
+        )
+
 
 @dataclass
 class _Cursor:
     since: dt.datetime | None = None
     seen: list[str] = field(default_factory=list)
     running: dict[str, _Running] = field(default_factory=dict)
+    #: flow runs whose hooks announced that they report them (run id -> when), oldest first.
+    monitored: dict[str, str] = field(default_factory=dict)
+    pending: list[_Due] = field(default_factory=list)
 
 
 class Watcher:
@@ -119,7 +159,8 @@ class Watcher:
 
     ``cursor``: the progress file (default ``~/.telemhq/prefect-watch.json``);
     ``heartbeat_frequency``: the flows' ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` in seconds (None:
-    Prefect's setting in this process); ``delay``: seconds a terminal ping waits;
+    Prefect's setting in this process); ``delay``: seconds a final ping waits; ``hooks_wait``:
+    seconds it waits for a run whose hooks report it (the watcher's is then a fallback);
     ``schedules``: push deployment schedules (needs ``TELEMHQ_API_KEY``) every
     ``schedules_interval`` seconds; ``client``: TelemHQ's delivery client (default: the
     process's)."""
@@ -129,7 +170,8 @@ class Watcher:
         *,
         cursor: str | os.PathLike[str] | None = None,
         heartbeat_frequency: float | None = None,
-        delay: float = 10.0,
+        delay: float = 5.0,
+        hooks_wait: float = 120.0,
         schedules: bool = True,
         schedules_interval: float = 300.0,
         client: Client | None = None,
@@ -141,6 +183,7 @@ class Watcher:
             heartbeat_frequency = get_current_settings().flows.heartbeat_frequency
         self.heartbeat_frequency = heartbeat_frequency
         self.delay = delay
+        self.hooks_wait = hooks_wait
         self.schedules = schedules
         self.schedules_interval = schedules_interval
         self.client = client or get_client()
@@ -148,7 +191,7 @@ class Watcher:
         self.last_sync: ScheduleSync | None = None
         self._cursor = self._load()
         self._seen = set(self._cursor.seen)
-        self._due: list[_Due] = []
+        self._due: list[_Due] = self._cursor.pending
         self._next_sync = 0.0
         self._dirty = False  # the cursor changed since it was last written
         self._stop = asyncio.Event()
@@ -166,7 +209,13 @@ class Watcher:
             )
             return _Cursor()
         running = {k: _Running(**v) for k, v in (raw.get("running") or {}).items()}
-        return _Cursor(_parse_time(raw.get("since")), list(raw.get("seen") or []), running)
+        return _Cursor(
+            _parse_time(raw.get("since")),
+            list(raw.get("seen") or []),
+            running,
+            dict(raw.get("monitored") or {}),
+            [_Due.restored(item) for item in raw.get("pending") or ()],
+        )
 
     def save(self) -> None:
         """Write the cursor (atomically: a crash never leaves half a file)."""
@@ -175,6 +224,8 @@ class Watcher:
             "since": cursor.since.isoformat() if cursor.since else None,
             "seen": cursor.seen[-_MAX_SEEN:],
             "running": {k: vars(v) for k, v in cursor.running.items()},
+            "monitored": cursor.monitored,
+            "pending": [item.saved() for item in self._due],
         }
         self.cursor_path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.cursor_path.parent, prefix=".prefect-watch-")
@@ -205,6 +256,12 @@ class Watcher:
     def _translate(self, event: Any) -> None:
         resource = event.resource
         run_id = str(resource.id).removeprefix(_PREFIX)
+        if event.event == MONITORED_EVENT:
+            monitored = self._cursor.monitored
+            monitored[run_id] = event.occurred.isoformat()
+            if len(monitored) > _MAX_SEEN:
+                del monitored[next(iter(monitored))]
+            return
         name = str(event.event).removeprefix(_PREFIX)
         running = self._cursor.running
         if name == "heartbeat":
@@ -230,13 +287,18 @@ class Watcher:
             return
         seen = running.pop(run_id, None)
         details = seen.details if seen is not None else _details(event, run_id, attempt)
+        logger.info(
+            "TelemHQ watcher: flow run %s (%s) attempt %d %s%s",
+            run_id, details["flow_name"], attempt, name,
+            ": its hooks report it" if run_id in self._cursor.monitored else "",
+        )  # fmt: skip
         error = None
         if status in ("failure", "retry", "cancelled"):
             message = resource.get("prefect.state-message") or name
             error = ErrorInfo(name, message)
         self._due.append(
             _Due(
-                asyncio.get_event_loop().time() + self.delay if self._in_loop() else 0.0,
+                time.monotonic(),
                 str(details["flow_name"]),
                 run_id,
                 attempt,
@@ -248,27 +310,22 @@ class Watcher:
             )
         )
 
-    @staticmethod
-    def _in_loop() -> bool:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return False
-        return True
-
     # --- time ------------------------------------------------------------------------------
 
     def tick(self, now: dt.datetime | None = None) -> None:
         """Send due pings and report runs whose heartbeat stopped. Never raises."""
         with capture_internal_errors("prefect watcher tick"):
             now = now or _now()
-            clock = asyncio.get_event_loop().time() if self._in_loop() else float("inf")
-            due, self._due = (
-                [d for d in self._due if d.due <= clock],
-                [d for d in self._due if d.due > clock],
-            )
-            for item in due:
-                self._ping(item)
+            clock = time.monotonic()
+            waiting: list[_Due] = []
+            for item in self._due:
+                monitored = item.run_id in self._cursor.monitored
+                if clock - item.since < (self.hooks_wait if monitored else self.delay):
+                    waiting.append(item)
+                    continue
+                self._dirty = True
+                self._ping(item, " (fallback: its hooks report it)" if monitored else "")
+            self._due = waiting
             if self.heartbeat_frequency:
                 window = dt.timedelta(seconds=2 * self.heartbeat_frequency)
                 for run_id, run in list(self._cursor.running.items()):
@@ -301,7 +358,7 @@ class Watcher:
                         )
                     )
 
-    def _ping(self, item: _Due) -> None:
+    def _ping(self, item: _Due, note: str = "") -> None:
         late = new_run(
             item.job, item.run_id, item.attempt, item.details, _OPTIONS,
             timed=False, started_at=item.started_at, client=self.client,
@@ -314,8 +371,8 @@ class Watcher:
         end_run(late, item.status, item.error, duration)
         self.sent.append((item.job, item.run_id, item.attempt, item.status))
         logger.info(
-            "TelemHQ watcher: flow run %s (%s) attempt %d -> %s",
-            item.run_id, item.job, item.attempt, item.status,
+            "TelemHQ watcher: flow run %s (%s) attempt %d -> %s%s",
+            item.run_id, item.job, item.attempt, item.status, note,
         )  # fmt: skip
 
     # --- the loop --------------------------------------------------------------------------
@@ -341,15 +398,12 @@ class Watcher:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
-            for item in self._due:  # stopping: what waits is sent now
-                self._ping(item)
-            self._due = []
-            self.save()
+            self.save()  # with the pings still waiting: the next start sends them in time
             self.client.flush()
 
     async def _follow(self) -> None:
         await self.backfill()
-        event_filter = EventFilter(event=EventNameFilter(prefix=[_PREFIX]))
+        event_filter = EventFilter(event=EventNameFilter(prefix=[_PREFIX, MONITORED_EVENT]))
         async with get_events_subscriber(filter=event_filter, reconnection_attempts=0) as events:
             logger.info("TelemHQ watcher: following Prefect flow-run events")
             stopping = asyncio.create_task(self._stop.wait())
@@ -382,7 +436,7 @@ class Watcher:
         """Handle the events since the cursor through the events API; how many were new."""
         since = self._cursor.since or _now() - dt.timedelta(minutes=1)
         event_filter = EventFilter(
-            event=EventNameFilter(prefix=[_PREFIX]),
+            event=EventNameFilter(prefix=[_PREFIX, MONITORED_EVENT]),
             occurred=EventOccurredFilter(
                 since=since - dt.timedelta(seconds=1),  # type: ignore[arg-type, unused-ignore]
                 until=_now() + dt.timedelta(days=1),  # type: ignore[arg-type, unused-ignore]

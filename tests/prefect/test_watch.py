@@ -1,7 +1,8 @@
 """The watcher (``python -m telemhq_plugins.prefect watch``) against the session's Prefect API
-server and the reference server: runs with no hooks, de-duplication with hooks, a SIGKILLed
-run reported after the heartbeat window, a deployment's cron schedule pushed to its tracker,
-and a restart that neither loses nor repeats a run."""
+server and the reference server: runs with no hooks, runs with hooks (stored once, with the
+hooks' metrics, however late the hooks' ping; the watcher's fallback when it never comes), a
+SIGKILLed run reported after the heartbeat window, a deployment's cron schedule pushed to its
+tracker, and a restart that neither loses nor repeats a run."""
 
 from __future__ import annotations
 
@@ -20,8 +21,16 @@ from prefect.client.schemas.actions import DeploymentScheduleCreate
 from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 from prefect.client.schemas.schedules import CronSchedule
 
-from telemhq_plugins.core import Client
-from tests.kit import assert_one_ping_per_event, statuses, wait_for_runs
+from telemhq_plugins.core import set_client
+from tests.kit import (
+    HeldEndpoint,
+    assert_one_ping_per_event,
+    client_for,
+    dead_endpoint,
+    statuses,
+    tracker_by_slug,
+    wait_for_runs,
+)
 from tests.live_server import LiveServer
 from tests.prefect import watched
 from tests.prefect.conftest import PrefectAPI, telemhq_env
@@ -30,7 +39,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
 ROOT = Path(__file__).resolve().parents[2]
 HEARTBEAT = 30  # Prefect's minimum heartbeat frequency
-DELAY = 10  # the watcher's default wait before a final ping (the hooks' ping goes first)
+DELAY = 5  # the watcher's wait before a final ping of a run without hooks (its default)
+HOOKS_WAIT = 30  # its wait before the fallback ping of a run with hooks (default 120)
 
 
 class WatcherProcess:
@@ -54,6 +64,8 @@ class WatcherProcess:
                     str(HEARTBEAT),
                     "--delay",
                     str(DELAY),
+                    "--hooks-wait",
+                    str(HOOKS_WAIT),
                     "--schedules-interval",
                     "3",
                 ],
@@ -121,18 +133,60 @@ def test_a_flow_with_no_hooks_is_reported_once(
     assert len(live_server.runs("watched-plain")) == 1
 
 
-def test_a_run_with_hooks_is_stored_once_with_its_metrics(
-    live_server: LiveServer, client: Client, watcher: WatcherProcess
+def test_a_run_with_hooks_is_stored_once_with_its_metrics_however_late_its_ping(
+    live_server: LiveServer, ping_key: str, watcher: WatcherProcess
 ) -> None:
-    watched.watched_hooked()
-    wait_for_runs(live_server, "watched-hooked", 1)
-    wait_until(lambda: "watched-hooked) attempt 1 -> success" in watcher.output(), "watcher")
-    client.flush()
-    time.sleep(1)
-    runs = live_server.runs("watched-hooked")
+    """The hooks' ping is held back past the watcher's delay: the watcher, told by the hooks'
+    announcement that they report the run, waits for it; the run stored is the hooks' (with
+    the metric), and the watcher's late fallback adds nothing."""
+    with HeldEndpoint(live_server.base_url) as held:
+        current = client_for(live_server, ping_key=ping_key, base_url=held.url, timeout=60)
+        previous = set_client(current)
+        try:
+            watched.watched_hooked()
+            wait_until(lambda: "(watched-hooked) attempt 1 Completed" in watcher.output(), "it")
+            time.sleep(DELAY + 3)  # past the wait of a run without hooks
+            assert tracker_by_slug(live_server, "watched-hooked") is None  # nothing came
+            held.release()
+            current.flush()
+        finally:
+            set_client(previous)
+            current.close()
+    [run] = wait_for_runs(live_server, "watched-hooked", 1)
+    assert run["payload"]["records_processed"] == 11
+    wait_until(
+        lambda: "(watched-hooked) attempt 1 -> success (fallback" in watcher.output(),
+        "the watcher's fallback ping",
+        timeout=HOOKS_WAIT + 30,
+    )
+    runs = wait_for_runs(live_server, "watched-hooked", 1)
     assert statuses(runs) == ["success"]
     assert_one_ping_per_event(runs)
     assert runs[0]["payload"]["records_processed"] == 11
+
+
+def test_a_run_whose_hooks_ping_never_comes_is_reported_by_the_fallback_after_a_restart(
+    live_server: LiveServer, ping_key: str, watcher: WatcherProcess
+) -> None:
+    """Hooks that announced a run but could not deliver (their endpoint is dead): the watcher's
+    fallback reports the run, also when the watcher restarts while the fallback waits (the
+    waiting ping is kept in its cursor)."""
+    dead = client_for(live_server, base_url=dead_endpoint(), ping_key=ping_key, flush_timeout=1.0)
+    previous = set_client(dead)
+    try:
+        watched.watched_hooked_lost()
+    finally:
+        set_client(previous)
+        dead.close()
+    wait_until(lambda: "(watched-hooked-lost) attempt 1 Completed" in watcher.output(), "it")
+    time.sleep(DELAY + 3)
+    assert tracker_by_slug(live_server, "watched-hooked-lost") is None  # waiting for the hooks
+    watcher.stop()
+    watcher.start()
+    [run] = wait_for_runs(live_server, "watched-hooked-lost", 1, timeout=HOOKS_WAIT + 60)
+    assert run["status"] == "success"
+    assert "records_processed" not in run["payload"]  # the watcher's ping: no metrics
+    assert "(watched-hooked-lost) attempt 1 -> success (fallback" in watcher.output()
 
 
 @pytest.mark.timeout(300)

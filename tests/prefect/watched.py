@@ -26,6 +26,11 @@ def watched_hooked() -> None:
     telemhq_plugins.report(records_processed=11)
 
 
+@flow(name="watched-hooked-lost", **hooks())
+def watched_hooked_lost() -> None:
+    telemhq_plugins.report(records_processed=5)
+
+
 @flow(name="watched-restart")
 def watched_restart() -> str:
     return "ok"
