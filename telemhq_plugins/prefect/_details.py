@@ -12,6 +12,7 @@ import orjson
 from prefect.context import FlowRunContext, TaskRunContext
 
 from telemhq_plugins.core.payload import ErrorInfo, jsonable
+from telemhq_plugins.prefect._deployment import deployment_name
 
 __all__ = [
     "MAX_PARAMETERS",
@@ -43,8 +44,11 @@ def task_job(task: Any) -> str:
     return f"{flow.name}.{name}" if flow is not None else name
 
 
-def flow_details(flow: Any, flow_run: Any, attempt: int) -> dict[str, Any]:
-    """The ``prefect`` block of a flow run's pings."""
+def flow_details(
+    flow: Any, flow_run: Any, attempt: int, *, elsewhere: bool = False
+) -> dict[str, Any]:
+    """The ``prefect`` block of a flow run's pings. ``elsewhere``: a run this process did not
+    open (a runner's hooks), whose environment may not be the run's."""
     raw: Mapping[str, Any] = {}
     context = FlowRunContext.get()
     context_run = getattr(context, "flow_run", None)
@@ -59,9 +63,10 @@ def flow_details(flow: Any, flow_run: Any, attempt: int) -> dict[str, Any]:
     }
     if flow_run.deployment_id is not None:
         deployment = {"id": str(flow_run.deployment_id)}
-        name = (flow_run.labels or {}).get("prefect.deployment.name")
+        # Never a network call here: this runs in the flow's own process too.
+        name = deployment_name(flow_run, elsewhere=elsewhere)
         if name:
-            deployment["name"] = str(name)
+            deployment["name"] = name
         block["deployment"] = deployment
     if flow_run.work_pool_name:
         block["work_pool"] = flow_run.work_pool_name

@@ -24,6 +24,7 @@ from telemhq_plugins.core.logs import capture_internal_errors
 from telemhq_plugins.core.payload import ErrorInfo, Status, stable_ping_id
 from telemhq_plugins.core.runs import Run, add_run_finder, resolve_target
 from telemhq_plugins.prefect._announce import announce_monitored
+from telemhq_plugins.prefect._deployment import add_looked_up_name
 from telemhq_plugins.prefect._details import error_of, flow_details, task_details, task_job
 
 __all__ = [
@@ -188,9 +189,13 @@ def flow_event(
             # A run opened in another process (a served run's end, in the runner's).
             started = getattr(flow_run, "start_time", None)
             current = new_run(
-                job, run_id, attempt, flow_details(flow, flow_run, attempt), options,
+                job, run_id, attempt,
+                flow_details(flow, flow_run, attempt, elsewhere=True), options,
                 timed=False, started_at=started if isinstance(started, dt.datetime) else None,
             )  # fmt: skip
+            if current is not None:
+                # Only a run that will be reported waits (bounded) for its deployment's name.
+                add_looked_up_name(current.details, flow_run)
         if current is not None:
             error: BaseException | ErrorInfo | None = None
             if status == "failure":

@@ -1,5 +1,7 @@
-"""Cancelling a served run (``flow.serve()``): the runner kills the run's process and calls
-``on_cancellation`` in its own process, by keyword; the ping says ``cancelled``."""
+"""Runs served by ``serve()``. Cancelling one: the runner kills the run's process and calls
+``on_cancellation`` in its own process, by keyword; the ping says ``cancelled``. The
+deployment's name comes from the Prefect API in the runner's process, and from the variable
+Prefect sets in the run's own subprocess for a run that completes."""
 
 from __future__ import annotations
 
@@ -10,9 +12,11 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.objects import FlowRun, State
 from prefect.states import Cancelling
 
 from tests.kit import statuses, wait_for_runs
@@ -62,19 +66,36 @@ def wait_until(check: object, what: str, timeout: float = 90.0) -> object:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def start_served_run(client: SyncPrefectClient, name: str) -> tuple[str, FlowRun]:
+    """A new run of the served deployment ``name`` (``flow/deployment``), once the runner has
+    registered it: (the deployment's id, the flow run)."""
+
+    def deployment() -> object:
+        try:
+            return client.read_deployment_by_name(name)
+        except Exception:
+            return None
+
+    found: Any = wait_until(deployment, f"the served deployment {name}")
+    return str(found.id), client.create_flow_run_from_deployment(found.id)
+
+
+def final_state(client: SyncPrefectClient, flow_run: FlowRun, what: str) -> State:
+    def final() -> bool:
+        state = client.read_flow_run(flow_run.id).state
+        return state is not None and state.is_final()
+
+    wait_until(final, what)
+    state = client.read_flow_run(flow_run.id).state
+    assert state is not None
+    return state
+
+
 def test_a_cancelled_served_run_pings_cancelled(
     live_server: LiveServer, runner: subprocess.Popen[bytes]
 ) -> None:
     with get_client(sync_client=True) as client:
-
-        def deployment() -> object:
-            try:
-                return client.read_deployment_by_name("served-sleeper/sleeper")
-            except Exception:
-                return None
-
-        found = wait_until(deployment, "the served deployment")
-        flow_run = client.create_flow_run_from_deployment(found.id)  # type: ignore[attr-defined]
+        deployment_id, flow_run = start_served_run(client, "served-sleeper/sleeper")
 
         def running() -> bool:
             state = client.read_flow_run(flow_run.id).state
@@ -82,15 +103,13 @@ def test_a_cancelled_served_run_pings_cancelled(
 
         wait_until(running, "the run to be Running")
         client.set_flow_run_state(flow_run.id, Cancelling(), force=True)
-        wait_until(
-            lambda: (s := client.read_flow_run(flow_run.id).state) is not None and s.is_final(),
-            "the run to be cancelled",
-        )
+        final_state(client, flow_run, "the run to be cancelled")
     [run] = wait_for_runs(live_server, "served-sleeper", 1, timeout=60)
     assert statuses([run]) == ["cancelled"]
     assert run["run_id"] == str(flow_run.id)
     block = run["payload"]["prefect"]
-    assert block["deployment"] == {"id": str(found.id)}  # type: ignore[attr-defined]
+    # The runner's process asks the Prefect API for the deployment's name.
+    assert block["deployment"] == {"id": deployment_id, "name": "sleeper"}
     assert block["flow_run_id"] == str(flow_run.id)
     # Timed by Prefect's clock: the run was opened in another process.
     assert run["payload"]["duration"] > 0
@@ -102,26 +121,33 @@ def test_a_served_run_killed_by_sigkill_is_marked_crashed_and_pings_failure(
     """The runner sees its child die (exit -9), marks the run Crashed and calls ``on_crashed``
     in its own process: the ping arrives although the flow's process never ran a hook."""
     with get_client(sync_client=True) as client:
-
-        def deployment() -> object:
-            try:
-                return client.read_deployment_by_name("served-victim/victim")
-            except Exception:
-                return None
-
-        found = wait_until(deployment, "the served deployment")
-        flow_run = client.create_flow_run_from_deployment(found.id)  # type: ignore[attr-defined]
+        deployment_id, flow_run = start_served_run(client, "served-victim/victim")
         wait_until(pid_file.exists, "the run's process id")
         time.sleep(0.5)
         os.kill(int(pid_file.read_text()), signal.SIGKILL)
-        wait_until(
-            lambda: (s := client.read_flow_run(flow_run.id).state) is not None and s.is_final(),
-            "the run to end",
-        )
-        state = client.read_flow_run(flow_run.id).state
-        assert state is not None
+        state = final_state(client, flow_run, "the run to end")
         assert state.is_crashed()
     [run] = wait_for_runs(live_server, "served-victim", 1, timeout=60)
     assert statuses([run]) == ["failure"]
     assert run["run_id"] == str(flow_run.id)
     assert run["payload"]["error"]["type"] == "Crashed"
+    assert run["payload"]["prefect"]["deployment"] == {"id": deployment_id, "name": "victim"}
+
+
+def test_a_served_run_that_completes_sends_its_deployment_name_from_its_own_process(
+    live_server: LiveServer, runner: subprocess.Popen[bytes]
+) -> None:
+    """The run's subprocess has ``PREFECT__DEPLOYMENT_NAME`` (set by the runner): the success
+    ping carries the name with no API call. Its subflow has no deployment and sends none."""
+    with get_client(sync_client=True) as client:
+        deployment_id, flow_run = start_served_run(client, "served-quick/quick")
+        state = final_state(client, flow_run, "the run to end")
+        assert state.is_completed()
+    [run] = wait_for_runs(live_server, "served-quick", 1, timeout=60)
+    assert statuses([run]) == ["success"]
+    assert run["run_id"] == str(flow_run.id)
+    block = run["payload"]["prefect"]
+    assert block["deployment"] == {"id": deployment_id, "name": "quick"}
+    [child] = wait_for_runs(live_server, "served-quick-child", 1, timeout=60)
+    assert statuses([child]) == ["success"]
+    assert "deployment" not in child["payload"]["prefect"]
