@@ -4,7 +4,8 @@ A long-running process that follows the Prefect API's events (``prefect.flow-run
 for every flow run of the workspace, hooks or not: runs on other machines, and runs whose
 process died (a run that stays Running with no heartbeat for twice the heartbeat frequency is
 reported as ``failure``, "no heartbeat"). It also pushes each deployment's schedules to its
-flow's tracker (core's schedule sync).
+flow's tracker (core's schedule sync), as :mod:`telemhq_plugins.prefect.schedules` translates
+them.
 
 Its pings use the in-process hooks' ``ping_id`` rule (run id, attempt, status), so a run that
 also has hooks is stored once. Which of the two pings is stored matters: the hooks' carries the
@@ -29,7 +30,6 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,11 +46,12 @@ from prefect.events.filters import (
 from telemhq_plugins.core.delivery import Client, get_client
 from telemhq_plugins.core.logs import capture_internal_errors
 from telemhq_plugins.core.payload import ErrorInfo, Status
-from telemhq_plugins.core.provision import JobSchedule, ScheduleSync, sync
+from telemhq_plugins.core.provision import ScheduleSync, sync
 from telemhq_plugins.prefect._announce import FLOW_RUN_RESOURCE, MONITORED_EVENT
 from telemhq_plugins.prefect._hooks import HookOptions, end_run, new_run
+from telemhq_plugins.prefect.schedules import deployment_schedules
 
-__all__ = ["STATE_STATUS", "Watcher", "deployment_schedules"]
+__all__ = ["STATE_STATUS", "Watcher"]
 
 logger = logging.getLogger("telemhq")
 
@@ -496,45 +497,3 @@ def _details(event: Any, run_id: str, attempt: int) -> dict[str, Any]:
     if block["flow_name"] is None:
         block["flow_name"] = "prefect-flow"
     return block
-
-
-async def deployment_schedules() -> list[JobSchedule]:
-    """Every deployment's active schedules as one :class:`JobSchedule` per flow (its tracker):
-    cron schedules combined, else the first interval. RRule schedules are skipped (logged)."""
-    crons: dict[str, list[str]] = {}
-    zones: dict[str, str | None] = {}
-    periods: dict[str, float] = {}
-    async with get_prefect_client() as prefect:
-        deployments = await prefect.read_deployments()
-        names: dict[Any, str] = {}
-        for deployment in deployments:
-            if deployment.flow_id not in names:
-                names[deployment.flow_id] = (await prefect.read_flow(deployment.flow_id)).name
-            job = names[deployment.flow_id]
-            for entry in _active(deployment.schedules or ()):
-                schedule = entry.schedule
-                cron = getattr(schedule, "cron", None)
-                interval = getattr(schedule, "interval", None)
-                if cron:
-                    crons.setdefault(job, []).append(str(cron))
-                    zones.setdefault(job, getattr(schedule, "timezone", None))
-                elif isinstance(interval, dt.timedelta):
-                    periods.setdefault(job, interval.total_seconds())
-                else:
-                    logger.info(
-                        "TelemHQ watcher: %s's schedule %r is not cron nor interval; not pushed",
-                        job,
-                        schedule,
-                    )
-    jobs = [
-        JobSchedule(
-            job, crons[job] if len(crons[job]) > 1 else crons[job][0], timezone=zones.get(job)
-        )
-        for job in crons
-    ]
-    jobs += [JobSchedule(job, period) for job, period in periods.items() if job not in crons]
-    return jobs
-
-
-def _active(schedules: Iterable[Any]) -> list[Any]:
-    return [s for s in schedules if getattr(s, "active", True)]
