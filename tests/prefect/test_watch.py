@@ -1,8 +1,8 @@
 """The watcher (``python -m telemhq_plugins.prefect watch``) against the session's Prefect API
 server and the reference server: runs with no hooks, runs with hooks (stored once, with the
 hooks' metrics, however late the hooks' ping; the watcher's fallback when it never comes), a
-SIGKILLed run reported after the heartbeat window, a deployment's cron schedule pushed to its
-tracker, and a restart that neither loses nor repeats a run."""
+SIGKILLed run reported after the heartbeat window, a deployment's cron schedule and RRule
+schedule pushed to their trackers, and a restart that neither loses nor repeats a run."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import DeploymentScheduleCreate
 from prefect.client.schemas.filters import FlowFilter, FlowFilterName
-from prefect.client.schemas.schedules import CronSchedule
+from prefect.client.schemas.schedules import CronSchedule, RRuleSchedule
 
 from telemhq_plugins.core import set_client
 from tests.kit import (
@@ -245,6 +245,25 @@ def test_a_deployments_cron_schedule_reaches_its_tracker(
     schedule = found["schedule"]
     assert (schedule["kind"], schedule["cron"]) == ("cron", "30 2 * * *")
     assert schedule["timezone"] == "Europe/Paris"
+    assert "prefect" in found["tags"]
+
+
+def test_a_deployments_rrule_schedule_reaches_its_tracker_as_a_cron(
+    live_server: LiveServer, watcher: WatcherProcess
+) -> None:
+    rule = "FREQ=WEEKLY;BYDAY=MO,FR;BYHOUR=6;BYMINUTE=15"
+    with get_client(sync_client=True) as prefect:
+        flow_id = prefect.create_flow_from_name("watched-rrule")
+        schedule = RRuleSchedule(rrule=rule, timezone="America/New_York")
+        prefect.create_deployment(
+            flow_id, name="twice-weekly", schedules=[DeploymentScheduleCreate(schedule=schedule)]
+        )
+    found = wait_until(
+        lambda: tracker_by_slug(live_server, "watched-rrule"), "the tracker", timeout=60
+    )
+    assert found["schedule"]["kind"] == "cron"
+    assert found["schedule"]["cron"] == "15 6 * * 1,5"
+    assert found["schedule"]["timezone"] == "America/New_York"
     assert "prefect" in found["tags"]
 
 
