@@ -37,7 +37,18 @@ from typing import Any
 import httpx
 import pytest
 
-__all__ = ["LiveServer", "free_port", "live_server"]
+__all__ = ["LiveServer", "dies_with_parent", "free_port", "live_server"]
+
+_SETPRIV = shutil.which("setpriv") if sys.platform == "linux" else None
+
+
+def dies_with_parent(command: list[str]) -> list[str]:
+    """``command`` made to end with the test process: on Linux it runs under ``setpriv
+    --pdeathsig TERM`` (the kernel sends it SIGTERM when its parent dies; ``exec`` keeps the
+    process id), so a server or a watcher does not outlive a pytest that was killed before its
+    teardown. Without setpriv the command is returned as it is."""
+    return [_SETPRIV, "--pdeathsig", "TERM", "--", *command] if _SETPRIV else command
+
 
 DEFAULT_API_KEY = "thq_test_admin_key_0123456789abcdef"
 
@@ -93,7 +104,7 @@ class LiveServer:
         }
         log = self._log_path.open("wb")
         self._proc = subprocess.Popen(
-            [*_server_command(), "--host", "127.0.0.1", "--port", str(self.port)],
+            dies_with_parent([*_server_command(), "--host", "127.0.0.1", "--port", str(self.port)]),
             env=env,
             cwd=self._tmp,
             stdout=log,

@@ -25,7 +25,7 @@ import pytest
 
 from tests.airflow.helpers import block, run_count, runs_of, statuses
 from tests.kit import assert_one_ping_per_event, ping_key
-from tests.live_server import LiveServer, free_port
+from tests.live_server import LiveServer, dies_with_parent, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -101,7 +101,7 @@ def airflow_cluster(tmp_path: Path, server: LiveServer) -> Iterator[dict[str, st
         with logs[component].open("wb") as out:
             procs.append(
                 subprocess.Popen(
-                    [_airflow(), component],
+                    dies_with_parent([_airflow(), component]),
                     env=env,
                     stdout=out,
                     stderr=subprocess.STDOUT,

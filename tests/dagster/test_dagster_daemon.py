@@ -18,6 +18,7 @@ import pytest
 from dagster import DagsterInstance, DagsterRunStatus
 
 from tests.dagster.conftest import Stored
+from tests.live_server import dies_with_parent
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -97,7 +98,7 @@ def test_daemon_sensor_and_step_processes(
     path, env = home
     log = (path / "daemon.log").open("wb")
     daemon = subprocess.Popen(
-        [str(BIN / "dagster-daemon"), "run", "-w", str(path / "workspace.yaml")],
+        dies_with_parent([str(BIN / "dagster-daemon"), "run", "-w", str(path / "workspace.yaml")]),
         cwd=ROOT,
         env=env,
         stdout=log,

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.live_server import LiveServer, free_port
+from tests.live_server import LiveServer, dies_with_parent, free_port
 
 _HOME = tempfile.mkdtemp(prefix="telemhq-prefect-")
 _PORT = free_port()
@@ -62,15 +62,17 @@ class PrefectAPI:
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [
-                    str(Path(sys.executable).with_name("prefect")),
-                    "server",
-                    "start",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(_PORT),
-                ],
+                dies_with_parent(
+                    [
+                        str(Path(sys.executable).with_name("prefect")),
+                        "server",
+                        "start",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(_PORT),
+                    ]
+                ),
                 env={**os.environ, **PREFECT_ENV},
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -20,7 +20,7 @@ from prefect.client.schemas.objects import FlowRun, State
 from prefect.states import Cancelling
 
 from tests.kit import statuses, wait_for_runs
-from tests.live_server import LiveServer
+from tests.live_server import LiveServer, dies_with_parent
 from tests.prefect import served
 from tests.prefect.conftest import PrefectAPI, telemhq_env
 
@@ -39,7 +39,7 @@ def runner(
     env = telemhq_env(live_server, ping_key)
     env.update(PREFECT_RUNNER_POLL_FREQUENCY="1", SERVED_PID_FILE=str(pid_file))
     proc = subprocess.Popen(
-        [sys.executable, str(Path(served.__file__))],
+        dies_with_parent([sys.executable, str(Path(served.__file__))]),
         env=env,
         cwd=str(Path(served.__file__).resolve().parents[2]),
         stdout=subprocess.DEVNULL,

@@ -31,7 +31,7 @@ from tests.kit import (
     tracker_by_slug,
     wait_for_runs,
 )
-from tests.live_server import LiveServer
+from tests.live_server import LiveServer, dies_with_parent
 from tests.prefect import watched
 from tests.prefect.conftest import PrefectAPI, telemhq_env
 
@@ -52,23 +52,25 @@ class WatcherProcess:
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [
-                    # The ``telemhq`` program finds the command through the adapter's entry
-                    # point (``telemhq.commands``), as a user runs it.
-                    str(Path(sys.executable).with_name("telemhq")),
-                    "prefect",
-                    "watch",
-                    "--cursor",
-                    str(self.cursor),
-                    "--heartbeat-frequency",
-                    str(HEARTBEAT),
-                    "--delay",
-                    str(DELAY),
-                    "--hooks-wait",
-                    str(HOOKS_WAIT),
-                    "--schedules-interval",
-                    "3",
-                ],
+                dies_with_parent(
+                    [
+                        # The ``telemhq`` program finds the command through the adapter's entry
+                        # point (``telemhq.commands``), as a user runs it.
+                        str(Path(sys.executable).with_name("telemhq")),
+                        "prefect",
+                        "watch",
+                        "--cursor",
+                        str(self.cursor),
+                        "--heartbeat-frequency",
+                        str(HEARTBEAT),
+                        "--delay",
+                        str(DELAY),
+                        "--hooks-wait",
+                        str(HOOKS_WAIT),
+                        "--schedules-interval",
+                        "3",
+                    ]
+                ),
                 env=self.env,
                 cwd=str(ROOT),
                 stdout=out,
