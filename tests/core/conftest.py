@@ -1,5 +1,5 @@
 """Fixtures of the core tests."""
 
-from tests.core.recording import _close_clients, recorder
+from tests.core.recording import _close_clients, recorder, results
 
-__all__ = ["_close_clients", "recorder"]
+__all__ = ["_close_clients", "recorder", "results"]

@@ -5,6 +5,7 @@ The ``recorder`` fixture installs one as the process-wide client for the test.""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +14,10 @@ import pytest
 
 from telemhq_plugins.core.config import load_settings
 from telemhq_plugins.core.delivery import Client, set_client
+from telemhq_plugins.core.hookspecs import hookimpl
+from telemhq_plugins.core.payload import Ping
+from telemhq_plugins.core.plugins import plugin_manager
+from telemhq_plugins.core.results import DeliveryResult
 
 
 class Recorder:
@@ -57,3 +62,32 @@ def _close_clients() -> Iterator[None]:
     yield
     while _made:
         _made.pop().close(5)
+
+
+class Results:
+    """A plugin noting the last delivery result per ping id, the ping it was about, and the
+    threads the hook ran on."""
+
+    def __init__(self) -> None:
+        self.results: dict[str, DeliveryResult] = {}
+        self.pings: dict[str, Ping] = {}
+        self.threads: set[str] = set()
+
+    @hookimpl
+    def telemhq_delivery_result(self, ping: Ping, result: DeliveryResult) -> None:
+        self.results[ping.ping_id] = result
+        self.pings[ping.ping_id] = ping
+        self.threads.add(threading.current_thread().name)
+
+    def outcome(self, ping_id: str) -> str | None:
+        result = self.results.get(ping_id)
+        return None if result is None else result.outcome
+
+
+@pytest.fixture
+def results() -> Iterator[Results]:
+    """A :class:`Results` plugin registered for the test."""
+    plugin = Results()
+    plugin_manager().register(plugin)
+    yield plugin
+    plugin_manager().unregister(plugin)

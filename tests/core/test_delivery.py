@@ -20,13 +20,13 @@ import pytest
 
 from telemhq_plugins.core import delivery
 from telemhq_plugins.core.config import Settings
-from telemhq_plugins.core.delivery import Client, DeliveryResult
+from telemhq_plugins.core.delivery import Client
 from telemhq_plugins.core.hookspecs import hookimpl
 from telemhq_plugins.core.payload import Ping
 from telemhq_plugins.core.plugins import plugin_manager
 from telemhq_plugins.core.retry import retry_after
 from tests.core.http_receiver import Receiver, Reply, blackhole, free_port
-from tests.core.recording import close_after_test
+from tests.core.recording import Results, close_after_test
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -60,27 +60,6 @@ def make_client(**kw: Any) -> Client:
     client = Client(settings, **kw)
     close_after_test(client)
     return client
-
-
-class Results:
-    """A plugin that records every delivery result (and the thread it ran on)."""
-
-    def __init__(self) -> None:
-        self.results: dict[str, DeliveryResult] = {}
-        self.threads: set[str] = set()
-
-    @hookimpl
-    def telemhq_delivery_result(self, ping: Ping, result: DeliveryResult) -> None:
-        self.results[ping.ping_id] = result
-        self.threads.add(threading.current_thread().name)
-
-
-@pytest.fixture
-def results() -> Iterator[Results]:
-    plugin = Results()
-    plugin_manager().register(plugin)
-    yield plugin
-    plugin_manager().unregister(plugin)
 
 
 def test_it_delivers_a_queued_ping_with_its_payload(receiver: Receiver, results: Results) -> None:

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +17,10 @@ import pytest
 
 from telemhq_plugins.core.config import Settings
 from telemhq_plugins.core.delivery import Client
-from telemhq_plugins.core.hookspecs import hookimpl
 from telemhq_plugins.core.payload import Ping
-from telemhq_plugins.core.plugins import plugin_manager
-from telemhq_plugins.core.results import DeliveryResult
 from telemhq_plugins.core.spool import SPOOL_FILENAME, Spool
 from tests.core.http_receiver import Receiver, Reply, blackhole, free_port
-from tests.core.recording import close_after_test
+from tests.core.recording import Results, close_after_test
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -196,31 +192,6 @@ def test_it_is_safe_for_several_processes(tmp_path: Path) -> None:
 
 
 # -- replay through the client -----------------------------------------------------------------
-
-
-class Results:
-    """A plugin noting the last delivery result, and the ping it was about, per ping id."""
-
-    def __init__(self) -> None:
-        self.results: dict[str, DeliveryResult] = {}
-        self.pings: dict[str, Ping] = {}
-
-    @hookimpl
-    def telemhq_delivery_result(self, ping: Ping, result: DeliveryResult) -> None:
-        self.results[ping.ping_id] = result
-        self.pings[ping.ping_id] = ping
-
-    def outcome(self, ping_id: str) -> str | None:
-        result = self.results.get(ping_id)
-        return None if result is None else result.outcome
-
-
-@pytest.fixture
-def results() -> Iterator[Results]:
-    plugin = Results()
-    plugin_manager().register(plugin)
-    yield plugin
-    plugin_manager().unregister(plugin)
 
 
 def make_client(spool_dir: Path, **kw: Any) -> Client:
