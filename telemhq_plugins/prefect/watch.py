@@ -150,8 +150,10 @@ class _Cursor:
     since: dt.datetime | None = None
     seen: list[str] = field(default_factory=list)
     running: dict[str, _Running] = field(default_factory=dict)
-    #: flow runs whose hooks announced that they report them (run id -> when), oldest first.
-    monitored: dict[str, str] = field(default_factory=dict)
+    #: flow runs whose hooks announced that they report them, oldest first (a dict for order
+    #: and membership; saved as a list).
+    monitored: dict[str, None] = field(default_factory=dict)
+    #: final pings waiting for their moment.
     pending: list[_Due] = field(default_factory=list)
 
 
@@ -192,7 +194,6 @@ class Watcher:
         self.last_sync: ScheduleSync | None = None
         self._cursor = self._load()
         self._seen = set(self._cursor.seen)
-        self._due: list[_Due] = self._cursor.pending
         self._next_sync = 0.0
         self._dirty = False  # the cursor changed since it was last written
         self._stop = asyncio.Event()
@@ -214,7 +215,7 @@ class Watcher:
             _parse_time(raw.get("since")),
             list(raw.get("seen") or []),
             running,
-            dict(raw.get("monitored") or {}),
+            dict.fromkeys(raw.get("monitored") or ()),
             [_Due.restored(item) for item in raw.get("pending") or ()],
         )
 
@@ -225,8 +226,8 @@ class Watcher:
             "since": cursor.since.isoformat() if cursor.since else None,
             "seen": cursor.seen[-_MAX_SEEN:],
             "running": {k: vars(v) for k, v in cursor.running.items()},
-            "monitored": cursor.monitored,
-            "pending": [item.saved() for item in self._due],
+            "monitored": list(cursor.monitored),
+            "pending": [item.saved() for item in cursor.pending],
         }
         self.cursor_path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.cursor_path.parent, prefix=".prefect-watch-")
@@ -259,7 +260,7 @@ class Watcher:
         run_id = str(resource.id).removeprefix(_PREFIX)
         if event.event == MONITORED_EVENT:
             monitored = self._cursor.monitored
-            monitored[run_id] = event.occurred.isoformat()
+            monitored[run_id] = None
             if len(monitored) > _MAX_SEEN:
                 del monitored[next(iter(monitored))]
             return
@@ -297,7 +298,7 @@ class Watcher:
         if status in ("failure", "retry", "cancelled"):
             message = resource.get("prefect.state-message") or name
             error = ErrorInfo(name, message)
-        self._due.append(
+        self._cursor.pending.append(
             _Due(
                 time.monotonic(),
                 str(details["flow_name"]),
@@ -319,14 +320,14 @@ class Watcher:
             now = now or _now()
             clock = time.monotonic()
             waiting: list[_Due] = []
-            for item in self._due:
+            for item in self._cursor.pending:
                 monitored = item.run_id in self._cursor.monitored
                 if clock - item.since < (self.hooks_wait if monitored else self.delay):
                     waiting.append(item)
                     continue
                 self._dirty = True
                 self._ping(item, " (fallback: its hooks report it)" if monitored else "")
-            self._due = waiting
+            self._cursor.pending = waiting
             if self.heartbeat_frequency:
                 window = dt.timedelta(seconds=2 * self.heartbeat_frequency)
                 for run_id, run in list(self._cursor.running.items()):
