@@ -42,7 +42,7 @@ from telemhq_server.schedules import next_due, schedule_changed
 from telemhq_server.trackers import ValidationError, new_token, to_json, validate_fields
 
 if TYPE_CHECKING:
-    from telemhq_server.app import TelemHQ
+    from telemhq_server.host import TelemHQ
 
 __all__ = ["register", "routes", "run_json"]
 
@@ -381,5 +381,5 @@ def routes() -> list[BaseRoute]:
 
 
 def register(app: TelemHQ) -> None:
-    """Serve the management API (see :mod:`telemhq_server.app`)."""
+    """Serve the management API (see :mod:`telemhq_server.host`)."""
     app.add_routes(routes())

@@ -46,7 +46,7 @@ from telemhq_server.schedules import (
 )
 
 if TYPE_CHECKING:
-    from telemhq_server.app import TelemHQ
+    from telemhq_server.host import TelemHQ
 
 __all__ = ["CHUNK", "DETECT_INTERVAL", "Detector", "TickResult", "register"]
 
@@ -393,7 +393,7 @@ def _same(column: sa.Column[Any], value: Any) -> sa.ColumnElement[bool]:
 
 
 def register(app: TelemHQ) -> None:
-    """Run one detector per server process (see :mod:`telemhq_server.app`)."""
+    """Run one detector per server process (see :mod:`telemhq_server.host`)."""
 
     async def loop(app: TelemHQ) -> None:
         await Detector(app.engine, interval=DETECT_INTERVAL, listeners=app.flip_listeners).run()
