@@ -324,8 +324,8 @@ def delete_api_key(ctx: Ctx) -> Response:
 
 def list_ping_keys(ctx: Ctx) -> Response:
     with ctx.app.engine.connect() as conn:
-        rows = conn.execute(sa.select(ping_keys).order_by(ping_keys.c.id)).mappings().all()
-    return JSONResponse({"items": [keys_mod.ping_key_json(r) for r in rows], "next": None})
+        items = keys_mod.list_ping_keys(conn)
+    return JSONResponse({"items": items, "next": None})
 
 
 def create_ping_key(ctx: Ctx) -> Response:
