@@ -67,7 +67,9 @@ Register = Callable[["TelemHQ"], None]
 
 
 class TelemHQ:
-    """The server: an ASGI callable owning the engine, the ping path and the Starlette app."""
+    """The server: an ASGI callable owning the engine, the ping path and the Starlette app.
+    Each of ``parts`` is called once, in order, to add its routes, background tasks and flip
+    listeners (``telemhq_server.app.create_app`` passes them all)."""
 
     def __init__(
         self,
@@ -101,7 +103,7 @@ class TelemHQ:
         self.starlette = Starlette(routes=self._routes, lifespan=self._lifespan)
         self.starlette.state.telemhq = self
 
-    # --- extension seams -------------------------------------------------------------------
+    # --- what parts plug into ---------------------------------------------------------------
 
     def add_routes(self, routes: Iterable[BaseRoute]) -> None:
         self._routes.extend(routes)
