@@ -2,7 +2,10 @@
 the listener, every ping compared with what Airflow recorded in its metadata DB.
 
 The DAGs are the ones Airflow ships (``airflow.example_dags`` and the standard provider's
-``example_dags``), loaded from their files as Airflow's DAG processor loads them, unchanged.
+``example_dags``): their files, copied unchanged into a DAG bundle of this module's own, are
+loaded and synced to the metadata DB by Airflow's own DAG bag. (Not through ``[core]
+load_examples``: that bundle holds every example, and some need Airflow's example plugins,
+which a session that has already loaded its plugins does not load again.)
 The expected pings are derived from Airflow's own rows alone (``task_instance``,
 ``task_instance_history``, ``dag_run``: state, try number, map index) through the mapping of
 ``docs/airflow.md``, never from what the test thinks the DAG does. The comparison is of every
@@ -23,13 +26,16 @@ Intentional differences, each with its reason:
 
 from __future__ import annotations
 
-import importlib
-from collections import Counter
+import importlib.util
+import json
+import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow.configuration import conf
 from airflow.dag_processing.dagbag import DagBag
 from airflow.models.dagrun import DagRun
 from airflow.models.taskinstance import TaskInstance
@@ -44,50 +50,69 @@ from tests.live_server import LiveServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300), pytest.mark.usefixtures("airflow_db")]
 
-#: (module, dag_id, what Airflow's record of the run must show): the last part guards the
-#: test itself, should an Airflow release change an example so that it no longer retries,
-#: skips or maps.
+
+@dataclass(frozen=True)
+class Example:
+    module: str
+    dag_id: str
+    #: what Airflow's record of the run must show: guards the test itself, should an Airflow
+    #: release change an example so that it no longer retries, skips or maps.
+    shows: frozenset[str]
+
+
 EXAMPLES = [
     pytest.param(
-        "airflow.example_dags.example_skip_dag",
-        "example_skip_dag",
-        {"skipped", "never started"},
+        Example(
+            "airflow.example_dags.example_skip_dag",
+            "example_skip_dag",
+            frozenset({"skipped", "never started"}),
+        ),
         id="skip-and-trigger-rules",
     ),
     pytest.param(
-        "airflow.example_dags.example_nested_branch_dag",
-        "example_nested_branch_dag",
-        {"never started"},
+        Example(
+            "airflow.example_dags.example_nested_branch_dag",
+            "example_nested_branch_dag",
+            frozenset({"never started"}),
+        ),
         id="nested-branches",
     ),
     pytest.param(
-        "airflow.providers.standard.example_dags.example_short_circuit_decorator",
-        "example_short_circuit_decorator",
-        {"never started"},
+        Example(
+            "airflow.providers.standard.example_dags.example_short_circuit_decorator",
+            "example_short_circuit_decorator",
+            frozenset({"never started"}),
+        ),
         id="short-circuit",
     ),
     pytest.param(
-        "airflow.example_dags.example_task_state_store",
-        "example_task_state_store",
-        {"retry", "success"},
+        Example(
+            "airflow.example_dags.example_task_state_store",
+            "example_task_state_store",
+            frozenset({"retry", "success"}),
+        ),
         id="retry-then-success",
     ),
     pytest.param(
-        "airflow.example_dags.example_failed_dag",
-        "example_failed_dag",
-        {"failure"},
+        Example(
+            "airflow.example_dags.example_failed_dag", "example_failed_dag", frozenset({"failure"})
+        ),
         id="failure",
     ),
     pytest.param(
-        "airflow.example_dags.example_dynamic_task_mapping",
-        "example_dynamic_task_mapping",
-        {"mapped"},
+        Example(
+            "airflow.example_dags.example_dynamic_task_mapping",
+            "example_dynamic_task_mapping",
+            frozenset({"mapped"}),
+        ),
         id="mapped",
     ),
     pytest.param(
-        "airflow.example_dags.example_dynamic_task_mapping",
-        "example_task_group_mapping",
-        {"mapped"},
+        Example(
+            "airflow.example_dags.example_dynamic_task_mapping",
+            "example_task_group_mapping",
+            frozenset({"mapped"}),
+        ),
         id="mapped-task-group",
     ),
 ]
@@ -110,17 +135,38 @@ NEVER_STARTED = {"skipped", "upstream_failed"}
 DAG_RUN = {"success": "success", "failed": "failure"}
 
 
+def example_file(example: Example) -> Path:
+    """Where Airflow's installed example is (found, not imported)."""
+    spec = importlib.util.find_spec(example.module)
+    assert spec is not None
+    assert spec.origin is not None
+    return Path(spec.origin)
+
+
 @pytest.fixture(scope="module")
-def examples_loaded() -> Iterator[None]:
-    """``[core] load_examples`` on for this module: ``dag.test()`` then finds the examples'
-    own bundles, and syncs them to the metadata DB from their files."""
+def examples_bundle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A DAG bundle (a folder) with the examples' files, configured next to Airflow's own
+    for this module: ``dag.test()`` finds each example's DAG there and syncs it."""
+    folder = tmp_path_factory.mktemp("airflow-examples")
+    for example in EXAMPLES:
+        source = example_file(example.values[0])
+        shutil.copyfile(source, folder / source.name)
+    bundles = conf.getjson("dag_processor", "dag_bundle_config_list")
+    assert isinstance(bundles, list)
+    bundles.append(
+        {
+            "name": "airflow-examples",
+            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+            "kwargs": {"path": str(folder)},
+        }
+    )
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AIRFLOW__CORE__LOAD_EXAMPLES", "True")
-        yield
+        patch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps(bundles))
+        yield folder
 
 
 @pytest.fixture
-def instrumented(client: Client, examples_loaded: None) -> Iterator[Client]:
+def instrumented(client: Client) -> Iterator[Client]:
     """The listener on for the example DAGs, starts included; yields the delivery client."""
     instrumentor = AirflowInstrumentor()
     assert instrumentor.instrument(include=["example_*"], send_start=True)
@@ -128,12 +174,11 @@ def instrumented(client: Client, examples_loaded: None) -> Iterator[Client]:
     assert instrumentor.uninstrument()
 
 
-def example_dag(module: str, dag_id: str) -> Any:
+def load(example: Example, bundle: Path) -> Any:
     """The example DAG as Airflow's own loader builds it from the example's file."""
-    path = Path(importlib.import_module(module).__file__ or "")
-    bag = DagBag(dag_folder=path)
+    bag = DagBag(dag_folder=bundle / example_file(example).name)
     assert not bag.import_errors, bag.import_errors
-    return bag.dags[dag_id]
+    return bag.dags[example.dag_id]
 
 
 def _value(state: Any) -> str:
@@ -209,22 +254,19 @@ def features(expected: list[Ping], never_started: list[str]) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize(("module", "dag_id", "shows"), EXAMPLES)
+@pytest.mark.parametrize("example", EXAMPLES)
 def test_every_ping_matches_what_airflow_recorded(
-    server: LiveServer,
-    instrumented: Client,
-    module: str,
-    dag_id: str,
-    shows: set[str],
+    server: LiveServer, examples_bundle: Path, instrumented: Client, example: Example
 ) -> None:
-    dag_run = example_dag(module, dag_id).test()
+    dag_id = example.dag_id
+    dag_run = load(example, examples_bundle).test()
     assert instrumented.flush()
 
     expected, never_started = expected_pings(dag_id, dag_run.run_id)
-    assert shows <= features(expected, never_started)
+    assert example.shows <= features(expected, never_started)
     stored = runs_everywhere(server, f"{dag_id}/{dag_run.run_id}")
+    # As multisets: a missing, an extra or a repeated ping fails.
     assert sorted(map(as_compared, stored)) == sorted(expected)
-    assert max(Counter(map(as_compared, stored)).values()) == 1  # no event stored twice
     # The tracker of each ping is its job's (a ping key: one tracker per job name).
     assert all(run["slug"] == slugify(run["payload"]["job"]) for run in stored)
     # What Airflow never started sent nothing, in any tracker.
