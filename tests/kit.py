@@ -40,6 +40,7 @@ __all__ = [
     "client_for",
     "dead_endpoint",
     "ping_key",
+    "runs_everywhere",
     "statuses",
     "tracker_by_slug",
     "wait_for_runs",
@@ -108,6 +109,25 @@ def wait_for_runs(
             )
             raise AssertionError(f"{slug_or_id}: expected {count} run(s) in {timeout}s, got {what}")
         time.sleep(0.05)
+
+
+def runs_everywhere(server: LiveServer, run_id_prefix: str = "") -> list[dict[str, Any]]:
+    """Every run the server stored, in every tracker, whose ``run_id`` starts with
+    ``run_id_prefix``, each with its tracker's ``slug`` added: what an orchestrator's run sent,
+    wherever it went (a ping to an unexpected tracker included). Flush the client first."""
+    found: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"limit": 500}
+    while True:
+        response = server.api("GET", "/trackers", params=params)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        for tracker in page["items"]:
+            for run in server.runs(tracker["id"]):
+                if str(run.get("run_id") or "").startswith(run_id_prefix):
+                    found.append({**run, "slug": tracker["slug"]})
+        if not page["next"]:
+            return found
+        params["cursor"] = page["next"]
 
 
 def statuses(runs: list[dict[str, Any]]) -> list[str]:
