@@ -133,6 +133,7 @@ def stored_by_telemhq(server: LiveServer) -> list[Ping]:
     ]
 
 
+@pytest.mark.timeout(300)  # a dozen flow runs and a read of each run's states, on a busy machine
 def test_every_ping_is_what_prefect_recorded(live_server: LiveServer, client: Client) -> None:
     tag = f"fidelity-{uuid.uuid4().hex[:8]}"
     crashing.flow_completed.clear()  # the upgrade guide's task is held until this run's flow ends
