@@ -1,0 +1,85 @@
+"""A bad setting never changes a DAG run: monitoring is off for the process, with one ERROR
+line naming the setting, and ``dag.test()`` ends as it would without TelemHQ."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from telemhq_plugins.airflow import conf
+from telemhq_plugins.airflow.plugin import _listeners
+from telemhq_plugins.core import ConfigError, current_client, set_client
+from tests.airflow.dags.telemhq_test_dags import DAGS
+from tests.airflow.helpers import run_count
+from tests.live_server import LiveServer
+
+JOBS = ("cb_success", "cb_success.load", "cb_failure", "cb_failure.broken")
+
+
+@pytest.fixture
+def rebuilt_client() -> Iterator[None]:
+    """The process's client is built from the settings on first use, and put back after."""
+    previous = set_client(None)
+    yield
+    set_client(previous)
+
+
+def _telemhq_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "telemhq"]
+
+
+@pytest.mark.usefixtures("airflow_db", "rebuilt_client")
+def test_a_bad_setting_leaves_the_dag_runs_unchanged(
+    server: LiveServer,
+    ping_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("TELEMHQ_BASE_URL", server.base_url)
+    monkeypatch.setenv("TELEMHQ_PING_KEY", ping_key)
+    monkeypatch.setenv("TELEMHQ_TIMEOUT", "abc")
+    before = {job: run_count(server, job) for job in JOBS}
+    caplog.set_level(logging.ERROR, logger="telemhq")
+
+    outcomes = {dag_id: DAGS[dag_id].test().state for dag_id in ("cb_success", "cb_failure")}
+
+    assert outcomes == {"cb_success": "success", "cb_failure": "failed"}
+    assert _telemhq_lines(caplog) == [
+        "TelemHQ: monitoring is off in this process (the job runs as without it): "
+        "TELEMHQ_TIMEOUT='abc' (environment): not a number; "
+        "expected a number of seconds above 0 (default 15)"
+    ]
+    assert {job: run_count(server, job) for job in JOBS} == before
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "named"),
+    [
+        ("AUTOO", "True", "unknown option [telemhq] autoo in Airflow's configuration: "
+         "did you mean 'auto'?"),
+        ("SEND_START", "sometimes", "[telemhq] send_start = 'sometimes' in Airflow's "
+         "configuration: not a switch"),
+    ],
+)  # fmt: skip
+@pytest.mark.usefixtures("rebuilt_client")
+def test_a_bad_telemhq_section_turns_the_plugin_and_the_process_client_off(
+    option: str,
+    value: str,
+    named: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("AIRFLOW__TELEMHQ__AUTO", "True")
+    monkeypatch.setenv(f"AIRFLOW__TELEMHQ__{option}", value)
+    monkeypatch.setenv("TELEMHQ_TOKEN", "tok")
+    caplog.set_level(logging.ERROR, logger="telemhq")
+    with pytest.raises(ConfigError, match=named.replace("[", r"\[").replace("?", r"\?")):
+        conf.check()
+    assert _listeners() == []
+    client = current_client()
+    assert client is not None
+    assert client.settings.disabled
+    [line] = _telemhq_lines(caplog)
+    assert named in line
