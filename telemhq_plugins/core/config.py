@@ -226,7 +226,7 @@ def log_config_error(error: ConfigError) -> None:
         logger,
         logging.ERROR,
         ("config-error", str(error)),
-        "TelemHQ: monitoring is off in this process (the job runs as without it): %s",
+        "TelemHQ: monitoring is off, the job runs as without it: %s",
         error,
     )
 

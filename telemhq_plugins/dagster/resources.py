@@ -21,7 +21,7 @@ from typing import Any
 
 from dagster import ConfigurableResource, build_resources
 
-from telemhq_plugins.core.config import Settings, load_settings
+from telemhq_plugins.core.config import Settings, settings_or_disabled
 from telemhq_plugins.core.delivery import Client
 from telemhq_plugins.core.logs import capture_internal_errors
 from telemhq_plugins.core.payload import ErrorInfo, Status
@@ -49,9 +49,14 @@ class TelemHQResource(ConfigurableResource):  # type: ignore[misc,type-arg,unuse
     timeout: float | None = None
 
     def settings(self) -> Settings:
-        """These values over the usual settings (environment, config file, defaults)."""
-        return load_settings(
-            base_url=self.base_url, token=self.token, ping_key=self.ping_key, timeout=self.timeout
+        """These values over the usual settings (environment, config file, defaults). A value
+        that cannot be used turns monitoring off (one ERROR line naming it): never the run."""
+        return settings_or_disabled(
+            origin=f"Dagster resource {type(self).__name__}",
+            base_url=self.base_url,
+            token=self.token,
+            ping_key=self.ping_key,
+            timeout=self.timeout,
         )
 
     def client(self) -> Client:

@@ -47,7 +47,7 @@ def test_a_bad_setting_leaves_the_dag_runs_unchanged(
 
     assert outcomes == {"cb_success": "success", "cb_failure": "failed"}
     assert _telemhq_lines(caplog) == [
-        "TelemHQ: monitoring is off in this process (the job runs as without it): "
+        "TelemHQ: monitoring is off, the job runs as without it: "
         "TELEMHQ_TIMEOUT='abc' (environment): not a number; "
         "expected a number of seconds above 0 (default 15)"
     ]

@@ -41,7 +41,7 @@ def test_a_bad_setting_leaves_the_tasks_outcomes_unchanged(
         set_client(previous)
     errors = [r.getMessage() for r in caplog.records if r.name == "telemhq"]
     assert errors == [
-        "TelemHQ: monitoring is off in this process (the job runs as without it): "
+        "TelemHQ: monitoring is off, the job runs as without it: "
         "TELEMHQ_TIMEOUT='abc' (environment): not a number; "
         "expected a number of seconds above 0 (default 15)"
     ]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from telemhq_plugins.core import get_client, monitor, set_client
 from telemhq_plugins.core.config import (
     DEFAULT_BASE_URL,
     ConfigError,
@@ -261,7 +262,7 @@ def test_a_bad_setting_turns_monitoring_off_with_one_error_line(
         assert settings.ping_url_for("job") is None
     [line] = [r.getMessage() for r in caplog.records if "TELEMHQ_TIMEOUT" in r.getMessage()]
     assert line == (
-        "TelemHQ: monitoring is off in this process (the job runs as without it): "
+        "TelemHQ: monitoring is off, the job runs as without it: "
         "TELEMHQ_TIMEOUT='abc' (environment): not a number; "
         "expected a number of seconds above 0 (default 15)"
     )
@@ -373,3 +374,54 @@ def test_the_spool_bound_and_replay_interval_come_from_env_and_file(tmp_path: Pa
     assert from_env.sources["replay_interval"] == "TELEMHQ_REPLAY_INTERVAL"
     with pytest.raises(ConfigError, match=r"TELEMHQ_REPLAY_INTERVAL='0' .*: out of range"):
         load_settings(env={"TELEMHQ_REPLAY_INTERVAL": "0"}, config_file=os.devnull)
+
+
+@pytest.mark.parametrize(
+    ("env", "toml"),
+    [
+        # values of their own: the ERROR line is logged once per process and message
+        ({"TELEMHQ_TIMEOUT": "not-a-number"}, None),
+        ({"TELEMHQ_MAX_RETRIES": "-7"}, None),
+        ({}, "[telemhq]\ntimout = 5\n"),
+    ],
+)
+def test_monitor_runs_the_function_exactly_as_without_monitoring(
+    env: dict[str, str],
+    toml: str | None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    for name in [k for k in os.environ if k.startswith("TELEMHQ_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    if toml is not None:
+        (tmp_path / "telemhq.toml").write_text(toml)
+    for name, value in {**env, "TELEMHQ_PING_URL": "http://127.0.0.1:9/ping/t"}.items():
+        monkeypatch.setenv(name, value)
+    caplog.set_level(logging.DEBUG, logger="telemhq")
+    calls: list[str] = []
+
+    @monitor
+    def nightly(n: int) -> int:
+        calls.append("ran")
+        return n * 2
+
+    @monitor
+    def broken() -> None:
+        raise KeyError("the job's own error")
+
+    previous = set_client(None)  # the process's client is built from the settings again
+    try:
+        assert nightly(21) == 42
+        with pytest.raises(KeyError, match="the job's own error"):
+            broken()
+        client = get_client()
+    finally:
+        set_client(previous)
+    assert calls == ["ran"]
+    assert client.settings.disabled
+    records = [r for r in caplog.records if r.name == "telemhq" and r.levelno >= logging.WARNING]
+    assert len(records) == 1
+    assert records[0].levelno == logging.ERROR
+    assert records[0].getMessage().startswith("TelemHQ: monitoring is off, the job runs as")
