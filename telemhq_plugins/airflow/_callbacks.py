@@ -108,7 +108,7 @@ class DagCallback:
 
 
 def callbacks(
-    token: str | None = None, *, send_start: bool = False, **options: Any
+    token: str | None = None, *, send_start: bool | None = None, **options: Any
 ) -> dict[str, Any]:
     """Task callbacks that send one ping per try of each task, for ``default_args`` (every
     task of the DAG) or one operator's keyword arguments::
@@ -121,13 +121,14 @@ def callbacks(
     The job is ``dag_id.task_id``; a try that will be retried reports ``retry``, the last one
     ``failure``; a skipped task ``skipped``. ``token`` is a tracker token or ping URL (default:
     resolved from the job name by the TelemHQ settings, e.g. a ping key); ``send_start=True``
-    adds ``on_execute_callback`` for a ``start`` ping; ``enabled=False`` turns them off.
+    sends a ``start`` ping from ``on_execute_callback`` (None: ``TELEMHQ_SEND_START`` decides
+    when the task runs; False: no ``on_execute_callback``); ``enabled=False`` turns them off.
     To keep callbacks of your own, pass lists: ``[mine, callbacks()["on_failure_callback"]]``.
     """
     resolved = _options(token, send_start, options)
     enabled = bool(options.get("enabled", True))
     events: list[TaskEvent] = ["success", "failure", "retry", "skipped"]
-    if send_start:
+    if send_start is not False:
         events.insert(0, "execute")
     return {TASK_ATTRIBUTES[e]: TaskCallback(e, resolved, enabled=enabled) for e in events}
 

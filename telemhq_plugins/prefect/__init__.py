@@ -63,7 +63,7 @@ def _options(token: str | None, send_start: bool | None, options: dict[str, Any]
 
 
 def hooks(
-    token: str | None = None, *, send_start: bool | None = False, **options: Any
+    token: str | None = None, *, send_start: bool | None = None, **options: Any
 ) -> dict[str, list[Any]]:
     """State hooks for ``@flow(**hooks())``: ``on_running``, ``on_completion``,
     ``on_failure``, ``on_crashed`` and ``on_cancellation``.
@@ -78,7 +78,7 @@ def hooks(
 
 
 def task_hooks(
-    token: str | None = None, *, send_start: bool | None = False, **options: Any
+    token: str | None = None, *, send_start: bool | None = None, **options: Any
 ) -> dict[str, list[Any]]:
     """State hooks for ``@task(**task_hooks())``: ``on_running``, ``on_completion`` and
     ``on_failure`` (the same options as :func:`hooks`)."""

@@ -12,7 +12,9 @@ from telemhq_plugins.airflow import conf
 from telemhq_plugins.airflow.plugin import _listeners
 from telemhq_plugins.core import ConfigError, current_client, set_client
 from tests.airflow.dags.telemhq_test_dags import DAGS
-from tests.airflow.helpers import run_count
+from tests.airflow.helpers import run_count, runs_of, statuses
+from tests.kit import TIMEOUT_ABC, client_for, settings_client, telemhq_warnings
+from tests.kit import ping_key as new_ping_key
 from tests.live_server import LiveServer
 
 JOBS = ("cb_success", "cb_success.load", "cb_failure", "cb_failure.broken")
@@ -20,14 +22,8 @@ JOBS = ("cb_success", "cb_success.load", "cb_failure", "cb_failure.broken")
 
 @pytest.fixture
 def rebuilt_client() -> Iterator[None]:
-    """The process's client is built from the settings on first use, and put back after."""
-    previous = set_client(None)
-    yield
-    set_client(previous)
-
-
-def _telemhq_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "telemhq"]
+    with settings_client():
+        yield
 
 
 @pytest.mark.usefixtures("airflow_db", "rebuilt_client")
@@ -46,11 +42,7 @@ def test_a_bad_setting_leaves_the_dag_runs_unchanged(
     outcomes = {dag_id: DAGS[dag_id].test().state for dag_id in ("cb_success", "cb_failure")}
 
     assert outcomes == {"cb_success": "success", "cb_failure": "failed"}
-    assert _telemhq_lines(caplog) == [
-        "TelemHQ: monitoring is off, the job runs as without it: "
-        "TELEMHQ_TIMEOUT='abc' (environment): not a number; "
-        "expected a number of seconds above 0 (default 15)"
-    ]
+    assert telemhq_warnings(caplog.records) == [TIMEOUT_ABC]
     assert {job: run_count(server, job) for job in JOBS} == before
 
 
@@ -81,5 +73,21 @@ def test_a_bad_telemhq_section_turns_the_plugin_and_the_process_client_off(
     client = current_client()
     assert client is not None
     assert client.settings.disabled
-    [line] = _telemhq_lines(caplog)
+    [line] = telemhq_warnings(caplog.records)
     assert named in line
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_callbacks_send_start_when_telemhq_send_start_is_on(server: LiveServer) -> None:
+    before = run_count(server, "cb_success.load")
+    current = client_for(server, ping_key=new_ping_key(server), send_start=True)
+    previous = set_client(current)
+    try:
+        dag_run = DAGS["cb_success"].test()  # callbacks() with no send_start argument
+    finally:
+        set_client(previous)
+        current.close()
+    assert dag_run.state == "success"
+    runs = runs_of(server, "cb_success.load", before + 2)[before:]
+    assert statuses(runs) == ["start", "success"]
+    assert {r["run_id"] for r in runs} == {f"cb_success/{dag_run.run_id}/load"}

@@ -10,23 +10,17 @@ from collections.abc import Iterator
 import pytest
 from dagster import DagsterInstance, Definitions
 
-from telemhq_plugins.core import set_client
-from telemhq_plugins.dagster import TelemHQResource
+from telemhq_plugins.dagster import TelemHQResource, telemhq_sensors
 from tests.dagster.conftest import Stored
 from tests.dagster.jobs import broken, plain_job
 from tests.dagster.test_dagster_resource import resourced
+from tests.kit import TIMEOUT_ABC, settings_client, telemhq_warnings
 
 
 @pytest.fixture
 def rebuilt_client() -> Iterator[None]:
-    """The process's client is built from the settings on first use, and put back after."""
-    previous = set_client(None)
-    yield
-    set_client(previous)
-
-
-def _telemhq_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "telemhq"]
+    with settings_client():
+        yield
 
 
 @pytest.mark.usefixtures("rebuilt_client")
@@ -46,11 +40,7 @@ def test_a_bad_setting_leaves_the_runs_unchanged(
 
     assert ok.success
     assert not failed.success
-    assert _telemhq_lines(caplog) == [
-        "TelemHQ: monitoring is off, the job runs as without it: "
-        "TELEMHQ_TIMEOUT='abc' (environment): not a number; "
-        "expected a number of seconds above 0 (default 15)"
-    ]
+    assert telemhq_warnings(caplog.records) == [TIMEOUT_ABC]
     assert server.runs("plain_job.extract", f"{ok.run_id}:extract") == []
     assert server.runs("broken.explode", f"{failed.run_id}:explode") == []
 
@@ -72,10 +62,24 @@ def test_a_bad_resource_value_leaves_the_run_unchanged(
 
     assert result.success
     assert result.output_for_node("measured") == 3
-    assert _telemhq_lines(caplog) == [
+    assert telemhq_warnings(caplog.records) == [
         "TelemHQ: monitoring is off, the job runs as without it: "
         "timeout=-1.0 (Dagster resource TelemHQResource): out of range; "
         "expected a number of seconds above 0 (default 15)"
     ]
     assert server.runs("resourced.measured", f"{result.run_id}:measured") == []
     assert server.runs("resource-manual") == []
+
+
+@pytest.mark.parametrize(("value", "started"), [("1", True), ("0", False), (None, False)])
+def test_the_sensors_send_start_as_telemhq_send_start_says(
+    value: str | None, started: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TELEMHQ_SEND_START", raising=False)
+    if value is not None:
+        monkeypatch.setenv("TELEMHQ_SEND_START", value)
+    names = {sensor.name for sensor in telemhq_sensors(sync_schedules=False)}
+    assert ("telemhq_run_started" in names) is started
+    assert "telemhq_run_started" not in {
+        s.name for s in telemhq_sensors(send_start=False, sync_schedules=False)
+    }

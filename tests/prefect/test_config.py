@@ -8,7 +8,15 @@ import logging
 import pytest
 
 from telemhq_plugins.core import set_client
-from tests.kit import ping_key, tracker_by_slug
+from tests.kit import (
+    client_for,
+    ping_key,
+    settings_client,
+    statuses,
+    telemhq_warnings,
+    tracker_by_slug,
+    wait_for_runs,
+)
 from tests.live_server import LiveServer
 from tests.prefect import flows
 
@@ -22,18 +30,27 @@ def test_a_bad_setting_leaves_the_flow_runs_unchanged(
     monkeypatch.setenv("TELEMHQ_PING_KEY", ping_key(live_server))
     monkeypatch.setenv("TELEMHQ_MAX_RETRIES", "-1")
     caplog.set_level(logging.ERROR, logger="telemhq")
-    previous = set_client(None)  # the process's client is built from the settings again
-    try:
+    with settings_client():
         assert flows.acc_success(4) == 4
         with pytest.raises(ValueError, match="0 rows loaded"):
             flows.acc_failure()
-    finally:
-        set_client(previous)
-    lines = [r.getMessage() for r in caplog.records if r.name == "telemhq"]
-    assert lines == [
+    assert telemhq_warnings(caplog.records) == [
         "TelemHQ: monitoring is off, the job runs as without it: "
         "TELEMHQ_MAX_RETRIES='-1' (environment): out of range; "
         "expected a whole number, 0 or more (default 3)"
     ]
     for slug in ("acc-success", "acc-success-extract", "acc-failure"):
         assert tracker_by_slug(live_server, slug) is None
+
+
+def test_hooks_send_start_when_telemhq_send_start_is_on(live_server: LiveServer) -> None:
+    current = client_for(live_server, ping_key=ping_key(live_server), send_start=True)
+    previous = set_client(current)
+    try:
+        assert flows.acc_success(2) == 2  # hooks() with no send_start argument
+    finally:
+        set_client(previous)
+        current.close()
+    runs = wait_for_runs(live_server, "acc-success", 2)
+    assert statuses(runs) == ["start", "success"]
+    assert len({r["run_id"] for r in runs}) == 1
