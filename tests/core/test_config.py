@@ -425,3 +425,19 @@ def test_monitor_runs_the_function_exactly_as_without_monitoring(
     assert len(records) == 1
     assert records[0].levelno == logging.ERROR
     assert records[0].getMessage().startswith("TelemHQ: monitoring is off, the job runs as")
+
+
+def test_the_documented_example_file_and_error_lines_are_what_the_code_does(
+    tmp_path: Path,
+) -> None:
+    text = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    [example] = re.findall(r"```toml\n(.*?)```", text, flags=re.S)
+    config = tmp_path / "telemhq.toml"
+    config.write_text(example)
+    settings = load_settings(env={}, config_file=config)
+    assert settings.send_start is True
+    assert settings.ping_url_for("etl_daily.load") == "http://127.0.0.1:8000/ping/tok_etl"
+    assert settings.ping_url_for("other").startswith("http://127.0.0.1:8000/ping/vJ0q")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env={"TELEMHQ_TIMEOUT": "abc"}, config_file=config)
+    assert f"monitoring is off, the job runs as without it: {caught.value}\n" in text
