@@ -31,7 +31,7 @@ import os
 import re
 import tomllib
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Final
@@ -45,6 +45,7 @@ __all__ = [
     "Settings",
     "env_flag",
     "env_setting",
+    "known_options",
     "load_settings",
     "log_config_error",
     "parse_flag",
@@ -229,6 +230,18 @@ def log_config_error(error: ConfigError) -> None:
         "TelemHQ: monitoring is off, the job runs as without it: %s",
         error,
     )
+
+
+def known_options(options: Mapping[str, Any], valid: Sequence[str], origin: str) -> bool:
+    """True when every key of ``options`` (a hook's keyword arguments) is in ``valid``; else
+    the first unknown one is the ERROR line of :func:`log_config_error`, named with the
+    closest valid one, and False: the caller then monitors nothing with these options."""
+    for key in options:
+        if key not in valid:
+            names = _valid_names(key, list(valid))
+            log_config_error(ConfigError(f"unknown option {key!r} ({origin}): {names}"))
+            return False
+    return True
 
 
 def _config_path(

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from telemhq_plugins.airflow import conf
+from telemhq_plugins.airflow import callbacks, conf, dag_callbacks
 from telemhq_plugins.airflow.plugin import _listeners
 from telemhq_plugins.core import ConfigError, current_client, set_client
 from tests.airflow.dags.telemhq_test_dags import DAGS
@@ -91,3 +91,19 @@ def test_callbacks_send_start_when_telemhq_send_start_is_on(server: LiveServer) 
     runs = runs_of(server, "cb_success.load", before + 2)[before:]
     assert statuses(runs) == ["start", "success"]
     assert {r["run_id"] for r in runs} == {f"cb_success/{dag_run.run_id}/load"}
+
+
+def test_a_misspelt_callback_option_turns_those_callbacks_off(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.ERROR, logger="telemhq")
+    found = callbacks(tokn="tok")
+    assert found
+    assert all(callback.enabled is False for callback in found.values())
+    assert all(callback.enabled is False for callback in dag_callbacks(send_start=True).values())
+    assert telemhq_warnings(caplog.records) == [
+        "TelemHQ: monitoring is off, the job runs as without it: "
+        "unknown option 'tokn' (callbacks()): did you mean 'token'?",
+        "TelemHQ: monitoring is off, the job runs as without it: "
+        "unknown option 'send_start' (dag_callbacks()): expected one of token, enabled",
+    ]

@@ -8,6 +8,7 @@ import logging
 import pytest
 
 from telemhq_plugins.core import set_client
+from telemhq_plugins.prefect import hooks, task_hooks
 from tests.kit import (
     client_for,
     ping_key,
@@ -54,3 +55,15 @@ def test_hooks_send_start_when_telemhq_send_start_is_on(live_server: LiveServer)
     runs = wait_for_runs(live_server, "acc-success", 2)
     assert statuses(runs) == ["start", "success"]
     assert len({r["run_id"] for r in runs}) == 1
+
+
+def test_a_misspelt_hook_option_turns_those_hooks_off(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.ERROR, logger="telemhq")
+    assert hooks(send_strat=True) == {name: [] for name in hooks()}
+    assert task_hooks(enabeld=False) == {name: [] for name in task_hooks()}
+    assert telemhq_warnings(caplog.records) == [
+        "TelemHQ: monitoring is off, the job runs as without it: "
+        "unknown option 'send_strat' (hooks()): did you mean 'send_start'?",
+        "TelemHQ: monitoring is off, the job runs as without it: "
+        "unknown option 'enabeld' (task_hooks()): did you mean 'enabled'?",
+    ]
