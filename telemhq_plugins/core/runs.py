@@ -506,7 +506,8 @@ def monitor(
         @telemhq_plugins.monitor(token="...")
         def nightly_sync(): ...
 
-    The job name defaults to ``module.qualname`` of the function."""
+    The job name defaults to ``module.qualname`` of the function (in a script, the script's
+    or ``-m`` module's name rather than ``__main__``)."""
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         name = job or f"{_module_name(fn)}.{fn.__qualname__}"

@@ -5,13 +5,14 @@
     defs = Definitions(
         jobs=[etl],
         sensors=telemhq_sensors(),
-        resources={"telemhq": TelemHQResource(ping_key=EnvVar("TELEMHQ_PING_KEY"),
-                                              api_key=EnvVar("TELEMHQ_API_KEY"))},
+        resources={"telemhq": TelemHQResource(base_url="https://telemhq.example.com")},
     )
 
 The sensors of that ``Definitions`` find it among the code location's resources (whatever its
 key); the hooks use it when given its key (``telemhq_hooks(resource_key="telemhq")``). What
-the resource leaves unset comes from the usual settings (environment, ``telemhq.toml``).
+the resource leaves unset comes from the usual settings (environment, ``telemhq.toml``): the
+``TELEMHQ_*`` variables need no ``EnvVar``, which fails a run before its first op when its
+variable is unset.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ _found: dict[int, tuple[Any, TelemHQResource]] = {}
 class TelemHQResource(ConfigurableResource):  # type: ignore[misc,type-arg,unused-ignore]
     """Where pings go and how: ``base_url``, ``token`` (a tracker token or ping URL for every
     job), ``ping_key`` (a tracker per job, created on its first ping), ``api_key`` (for schedule
-    sync; prefer ``EnvVar("TELEMHQ_API_KEY")``), ``timeout`` (seconds per request)."""
+    sync; default ``TELEMHQ_API_KEY``), ``timeout`` (seconds per request)."""
 
     base_url: str | None = None
     token: str | None = None
