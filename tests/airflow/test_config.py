@@ -12,9 +12,8 @@ from telemhq_plugins.airflow import callbacks, conf, dag_callbacks
 from telemhq_plugins.airflow.plugin import _listeners
 from telemhq_plugins.core import ConfigError, current_client, set_client
 from tests.airflow.dags.telemhq_test_dags import DAGS
-from tests.airflow.helpers import run_count, runs_of, statuses
-from tests.kit import TIMEOUT_ABC, client_for, settings_client, telemhq_warnings
-from tests.kit import ping_key as new_ping_key
+from tests.airflow.helpers import run_count, statuses
+from tests.kit import TIMEOUT_ABC, client_for, settings_client, telemhq_warnings, wait_for_runs
 from tests.live_server import LiveServer
 
 JOBS = ("cb_success", "cb_success.load", "cb_failure", "cb_failure.broken")
@@ -79,8 +78,9 @@ def test_a_bad_telemhq_section_turns_the_plugin_and_the_process_client_off(
 
 @pytest.mark.usefixtures("airflow_db")
 def test_callbacks_send_start_when_telemhq_send_start_is_on(server: LiveServer) -> None:
-    before = run_count(server, "cb_success.load")
-    current = client_for(server, ping_key=new_ping_key(server), send_start=True)
+    # A tracker of its own, so that the other tests' counts of cb_success's runs hold.
+    tracker = server.create_tracker(name="send-start-default")
+    current = client_for(server, trackers={"cb_success*": tracker["token"]}, send_start=True)
     previous = set_client(current)
     try:
         dag_run = DAGS["cb_success"].test()  # callbacks() with no send_start argument
@@ -88,9 +88,10 @@ def test_callbacks_send_start_when_telemhq_send_start_is_on(server: LiveServer) 
         set_client(previous)
         current.close()
     assert dag_run.state == "success"
-    runs = runs_of(server, "cb_success.load", before + 2)[before:]
-    assert statuses(runs) == ["start", "success"]
-    assert {r["run_id"] for r in runs} == {f"cb_success/{dag_run.run_id}/load"}
+    runs = wait_for_runs(server, tracker["id"], 3)
+    task_runs = [r for r in reversed(runs) if r["payload"]["job"] == "cb_success.load"]
+    assert statuses(task_runs) == ["start", "success"]
+    assert {r["run_id"] for r in task_runs} == {f"cb_success/{dag_run.run_id}/load"}
 
 
 def test_a_misspelt_callback_option_turns_those_callbacks_off(
