@@ -29,10 +29,11 @@ from typing import Any
 import httpx
 
 from telemhq_plugins.core.config import load_settings
-from telemhq_plugins.core.delivery import Client
+from telemhq_plugins.core.delivery import Client, set_client
 from tests.live_server import LiveServer, free_port
 
 __all__ = [
+    "TIMEOUT_ABC",
     "CoreBroken",
     "HeldEndpoint",
     "assert_one_ping_per_event",
@@ -41,7 +42,9 @@ __all__ = [
     "dead_endpoint",
     "ping_key",
     "runs_everywhere",
+    "settings_client",
     "statuses",
+    "telemhq_warnings",
     "tracker_by_slug",
     "wait_for_runs",
 ]
@@ -227,6 +230,29 @@ class HeldEndpoint:
         self.release()
         self._server.shutdown()
         self._server.server_close()
+
+
+#: what a bad ``TELEMHQ_TIMEOUT=abc`` makes core log, once: monitoring off, the job untouched.
+TIMEOUT_ABC = (
+    "TelemHQ: monitoring is off, the job runs as without it: TELEMHQ_TIMEOUT='abc' "
+    "(environment): not a number; expected a number of seconds above 0 (default 15)"
+)
+
+
+@contextlib.contextmanager
+def settings_client() -> Iterator[None]:
+    """The process's client is built from the settings (environment, config file) on first
+    use, as in production, and the previous one is put back after."""
+    previous = set_client(None)
+    try:
+        yield
+    finally:
+        set_client(previous)
+
+
+def telemhq_warnings(records: list[Any]) -> list[str]:
+    """What the ``telemhq`` logger said at WARNING and above (``caplog.records``)."""
+    return [r.getMessage() for r in records if r.name == "telemhq" and r.levelno >= 30]
 
 
 def _event(run: dict[str, Any]) -> tuple[Any, Any, Any]:
