@@ -23,14 +23,20 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from tests.kit import statuses, wait_for_runs
+from tests.live_server import LiveServer
 
 __all__ = [
     "DOCS_BASE_URL",
     "ROOT",
     "Block",
+    "assert_one_success_each",
     "blocks",
     "exports",
     "run_bash",
+    "run_command",
     "snippet",
     "venv_env",
 ]
@@ -128,6 +134,40 @@ def venv_env(env: Mapping[str, str]) -> dict[str, str]:
     return {**env, "PATH": bin_dir + os.pathsep + env.get("PATH", os.defpath)}
 
 
+def _run(
+    command: list[str], env: Mapping[str, str], cwd: Path, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command,
+        env=venv_env(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def run_command(
+    command: list[str], *, env: Mapping[str, str], cwd: Path, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` as a reader would (this environment's programs first on ``PATH``);
+    fails with its output when it exits non-zero."""
+    done = _run(command, env, cwd, timeout)
+    assert done.returncode == 0, f"{command}:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+def assert_one_success_each(server: LiveServer, expected: Mapping[str, Mapping[str, Any]]) -> None:
+    """Each tracker slug of ``expected`` has one run, a success, whose payload has the fields
+    given (the tracker may appear a moment after the command returns)."""
+    for slug, fields in expected.items():
+        runs = wait_for_runs(server, slug, 1)
+        assert statuses(runs) == ["success"], runs
+        payload = runs[0]["payload"]
+        assert {field: payload.get(field) for field in fields} == dict(fields), payload
+
+
 def run_bash(
     block: Block, *, env: Mapping[str, str], cwd: Path, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
@@ -140,12 +180,4 @@ def run_bash(
         for line in block.code.splitlines()
         if not line.lstrip().startswith(("pip install", "export "))
     )
-    return subprocess.run(
-        ["bash", "-c", script],
-        env=venv_env(env),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return _run(["bash", "-c", script], env, cwd, timeout)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -17,8 +16,15 @@ import pytest
 from telemhq_plugins.airflow import conf
 from telemhq_plugins.airflow.provider import CONFIG_OPTIONS
 from tests.airflow.conftest import AIRFLOW_ENV
-from tests.docs_snippets import ROOT, exports, snippet, venv_env
-from tests.kit import ping_key, wait_for_runs
+from tests.docs_snippets import (
+    ROOT,
+    assert_one_success_each,
+    exports,
+    run_command,
+    snippet,
+    venv_env,
+)
+from tests.kit import ping_key
 from tests.live_server import LiveServer
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
@@ -41,15 +47,11 @@ def test_the_provider_declares_every_option_the_adapter_reads() -> None:
 
 @pytest.mark.slow
 def test_airflow_config_list_shows_the_telemhq_options(tmp_path: Path) -> None:
-    proc = subprocess.run(
+    proc = run_command(
         [AIRFLOW, "config", "list", "--section", "telemhq", "--include-descriptions"],
         env=_clean_env(AIRFLOW_HOME=str(tmp_path)),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+        cwd=tmp_path,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     assert "[telemhq]" in proc.stdout
     for option, (_kind, description, _example) in CONFIG_OPTIONS.items():
         assert f"# {option} = " in proc.stdout, proc.stdout
@@ -64,15 +66,8 @@ def _read_back(home: Path, **env: str) -> dict[str, Any]:
         "print(json.dumps({'auto': conf.auto(), 'include': conf.include(),"
         " 'exclude': conf.exclude(), 'conn_id': conf.conn_id()}))\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        env=_clean_env(AIRFLOW_HOME=str(home), **env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    environment = _clean_env(AIRFLOW_HOME=str(home), **env)
+    proc = run_command([sys.executable, "-c", code], env=environment, cwd=home)
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
 
@@ -143,18 +138,5 @@ def test_the_quick_start_runs_as_written(
         )
         env = _clean_env(**{**AIRFLOW_ENV, "AIRFLOW__CORE__DAGS_FOLDER": str(path.parent)})
         env.update(variables)
-        proc = subprocess.run(
-            [AIRFLOW, "dags", "test", "etl_orders"],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        for slug, fields in quick_start.expected.items():
-            (run,) = wait_for_runs(live, slug, 1)
-            assert run["status"] == "success", run
-            for field, value in fields.items():
-                assert run["payload"][field] == value, run["payload"]
+        run_command([AIRFLOW, "dags", "test", "etl_orders"], env=env, cwd=tmp_path)
+        assert_one_success_each(live, quick_start.expected)

@@ -5,7 +5,6 @@ CLI against the reference server: ``dagster job execute`` for the step pings, an
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,8 +12,15 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from tests.docs_snippets import ROOT, exports, snippet, venv_env
-from tests.kit import ping_key, statuses, tracker_by_slug, wait_for_runs
+from tests.docs_snippets import (
+    ROOT,
+    assert_one_success_each,
+    exports,
+    run_command,
+    snippet,
+    venv_env,
+)
+from tests.kit import ping_key, tracker_by_slug
 from tests.live_server import LiveServer
 
 pytestmark = pytest.mark.slow
@@ -62,20 +68,8 @@ QUICK_STARTS = [
 ]
 
 
-def _dagster(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [DAGSTER, *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, (
-        f"dagster {' '.join(args)}:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
-    )
-    return done
+def _dagster(*args: str, env: dict[str, str], cwd: Path) -> None:
+    run_command([DAGSTER, *args], env=env, cwd=cwd)
 
 
 @pytest.mark.parametrize("quick_start", QUICK_STARTS)
@@ -94,11 +88,7 @@ def test_the_quick_start_runs_as_written(tmp_path: Path, quick_start: QuickStart
         _dagster(
             "job", "execute", "-f", "definitions.py", "-j", quick_start.job, env=env, cwd=tmp_path
         )
-        for slug, fields in quick_start.expected.items():
-            runs = wait_for_runs(live, slug, 1)
-            assert statuses(runs) == ["success"], runs
-            for field, value in fields.items():
-                assert runs[0]["payload"][field] == value, runs[0]["payload"]
+        assert_one_success_each(live, quick_start.expected)
         if quick_start.cron is None:
             return
         env["TELEMHQ_API_KEY"] = live.api_key  # "with TELEMHQ_API_KEY set too"

@@ -6,14 +6,22 @@ from __future__ import annotations
 
 import os
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
 
-from tests.docs_snippets import DOCS_BASE_URL, ROOT, exports, run_bash, snippet, venv_env
+from tests.docs_snippets import (
+    DOCS_BASE_URL,
+    ROOT,
+    assert_one_success_each,
+    exports,
+    run_bash,
+    run_command,
+    snippet,
+    venv_env,
+)
 from tests.kit import ping_key, statuses, wait_for_runs
 from tests.live_server import LiveServer
 from tests.prefect.conftest import PREFECT_ENV
@@ -78,23 +86,45 @@ def test_the_quick_start_runs_as_written(tmp_path: Path, quick_start: QuickStart
             snippet(doc, quick_start.env_block), base_url=live.base_url, ping_key=ping_key(live)
         )
         if quick_start.run_block is None:
-            ran = subprocess.run(
-                [sys.executable, script.name],
-                env=env,
-                cwd=tmp_path,
-                capture_output=True,
-                text=True,
-                timeout=180,
-                check=False,
-            )
+            run_command([sys.executable, script.name], env=env, cwd=tmp_path)
         else:
             ran = run_bash(snippet(doc, quick_start.run_block), env=env, cwd=tmp_path, timeout=180)
-        assert ran.returncode == 0, ran.stderr[-3000:]
-        for slug, fields in quick_start.expected.items():
-            runs = wait_for_runs(live, slug, 1)
-            assert statuses(runs) == ["success"], runs
-            for field, value in fields.items():
-                assert runs[0]["payload"][field] == value, runs[0]["payload"]
+            assert ran.returncode == 0, ran.stderr[-3000:]
+        assert_one_success_each(live, quick_start.expected)
+
+
+PLAIN_FLOW = """
+from prefect import flow, task
+
+import telemhq_plugins
+
+
+@task
+def extract() -> list[int]:
+    return [1, 2, 3]
+
+
+@flow
+def plain_sync() -> None:
+    telemhq_plugins.report(records_processed=len(extract()))
+
+
+if __name__ == "__main__":
+    plain_sync()
+"""
+
+
+def test_the_documented_switches_monitor_a_flow_without_hooks(tmp_path: Path) -> None:
+    (tmp_path / "plain.py").write_text(PLAIN_FLOW)
+    with LiveServer() as live:
+        env = _base_env() | exports(
+            snippet(PAGE, "prefect-env"), base_url=live.base_url, ping_key=ping_key(live)
+        )
+        env |= exports(snippet(PAGE, "prefect-auto"), base_url=live.base_url, ping_key="")
+        run_command([sys.executable, "plain.py"], env=env, cwd=tmp_path)
+        assert_one_success_each(
+            live, {"plain-sync": {"records_processed": 3}, "plain-sync-extract": {}}
+        )
 
 
 def test_the_deployment_reaches_the_worker_with_the_key_from_a_secret_block(
@@ -115,16 +145,7 @@ def test_the_deployment_reaches_the_worker_with_the_key_from_a_secret_block(
             command = shlex.split(line, comments=True)
             if command[:2] == ["prefect", "worker"]:
                 command.append("--run-once")  # the worker takes the run, then returns
-            done = subprocess.run(
-                command,
-                env=env,
-                cwd=tmp_path,
-                capture_output=True,
-                text=True,
-                timeout=300,
-                check=False,
-            )
-            assert done.returncode == 0, f"{line}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+            run_command(command, env=env, cwd=tmp_path)
         runs = wait_for_runs(live, "nightly-sync", 1, timeout=120)
         assert statuses(runs) == ["success"], runs
         payload = runs[0]["payload"]
