@@ -68,11 +68,9 @@ class FirstStart:
         shown = re.search(r"TELEMHQ_PING_KEY=(\S+)", self.output)
         if shown is not None:
             return shown[1]
-        admin = re.search(r"admin API key[^:\n]*:\s*(\S+)", self.output)
-        assert admin is not None, f"no admin key in the banner:\n{self.output}"
         response = httpx.post(
             f"{self.base_url}/api/v1/ping-keys",
-            headers={"Authorization": f"Bearer {admin[1]}"},
+            headers={"Authorization": f"Bearer {self.admin_key()}"},
             json={"name": "readme", "auto_create": True},
         )
         assert response.status_code == 201, response.text
@@ -91,8 +89,9 @@ class FirstStart:
         return items
 
     def admin_key(self) -> str:
+        """The admin API key the banner shows at the first start."""
         admin = re.search(r"admin API key[^:\n]*:\s*(\S+)", self.output)
-        assert admin is not None, self.output
+        assert admin is not None, f"no admin key in the banner:\n{self.output}"
         return admin[1]
 
     def stop(self) -> None:
@@ -143,6 +142,14 @@ def test_the_readme_first_ping_works_as_written(first_start: FirstStart, tmp_pat
     assert isinstance(payload, dict)
     assert payload["records_processed"] == 3
     assert payload["cost_usd"] == 0.12
+
+    # "Open the dashboard and sign in with the admin key": the tracker is there.
+    with httpx.Client(base_url=first_start.base_url, follow_redirects=True) as browser:
+        signed_in = browser.post("/dashboard/login", data={"api_key": first_start.admin_key()})
+        assert signed_in.status_code == 200, signed_in.text
+        page = browser.get("/dashboard/")
+        assert page.status_code == 200
+        assert "nightly-sync" in page.text or "nightly_sync" in page.text
 
     cli = run_bash(snippet(README, "readme-cli"), env=env, cwd=tmp_path)
     assert cli.returncode == 1, cli.stderr  # the last line's assertion fails, as its comment says
