@@ -26,7 +26,8 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised in an environment without airflow
     raise ImportError(
         "telemhq_plugins.airflow needs Apache Airflow, which is not installed: "
-        'pip install "telemhq-plugins[airflow]"'
+        'install telemhq-plugins with its "airflow" extra: pip install ".[airflow]" in a checkout, '
+        'or pip install "./dist/<wheel>[airflow]" with the wheel that make dist builds'
     ) from exc
 
 from telemhq_plugins.airflow._callbacks import DagCallback, TaskCallback, callbacks, dag_callbacks

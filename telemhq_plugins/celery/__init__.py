@@ -21,7 +21,8 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised in an environment without celery
     raise ImportError(
         "telemhq_plugins.celery needs Celery, which is not installed: "
-        'pip install "telemhq-plugins[celery]"'
+        'install telemhq-plugins with its "celery" extra: pip install ".[celery]" in a checkout, '
+        'or pip install "./dist/<wheel>[celery]" with the wheel that make dist builds'
     ) from exc
 
 from telemhq_plugins.celery._context import DEFAULT_EXCLUDE, TaskPolicy, resolve_policy

@@ -20,7 +20,8 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised in an environment without dagster
     raise ImportError(
         "telemhq_plugins.dagster needs Dagster, which is not installed: "
-        'pip install "telemhq-plugins[dagster]"'
+        'install telemhq-plugins with its "dagster" extra: pip install ".[dagster]" in a checkout, '
+        'or pip install "./dist/<wheel>[dagster]" with the wheel that make dist builds'
     ) from exc
 
 from telemhq_plugins.dagster.hooks import telemhq_hooks

@@ -26,7 +26,8 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised in an environment without prefect
     raise ImportError(
         "telemhq_plugins.prefect needs Prefect, which is not installed: "
-        'pip install "telemhq-plugins[prefect]"'
+        'install telemhq-plugins with its "prefect" extra: pip install ".[prefect]" in a checkout, '
+        'or pip install "./dist/<wheel>[prefect]" with the wheel that make dist builds'
     ) from exc
 
 import logging

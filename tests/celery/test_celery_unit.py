@@ -443,7 +443,7 @@ def test_it_names_the_extra_when_celery_is_missing() -> None:
         "except ImportError as exc:\n    print(exc)\n"
     )
     out = _python(code).stdout
-    assert 'pip install "telemhq-plugins[celery]"' in out
+    assert 'pip install ".[celery]" in a checkout' in out
 
 
 def test_it_lists_monitored_tasks_with_the_celery_command() -> None:
