@@ -7,10 +7,15 @@ Pure functions and a small frozen policy; nothing here sends anything.
 from __future__ import annotations
 
 import fnmatch
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["JobPolicy", "matches", "resolve_policy"]
+from telemhq_plugins.core.logs import log_once
+
+__all__ = ["JobPolicy", "matches", "policy_from_kwargs", "resolve_policy"]
+
+logger = logging.getLogger("telemhq")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,3 +65,27 @@ def resolve_policy(
         token=str(token) if token else None,
         send_start=None if send_start is None else bool(send_start),
     )
+
+
+def policy_from_kwargs(
+    token: str | None,
+    send_start: bool | None,
+    options: Mapping[str, object],
+    *,
+    where: str,
+) -> JobPolicy:
+    """The policy of a helper that takes ``token``, ``send_start`` and ``**options``
+    (``callbacks(...)``, ``hooks(...)``). ``options`` may hold ``enabled``, which the helper
+    reads itself; any other name is logged once (naming ``where``) and ignored, never raised:
+    a misspelt option must not stop the DAG or flow that passes it."""
+    unknown = sorted(set(options) - {"enabled"})
+    if unknown:
+        log_once(
+            logger,
+            logging.WARNING,
+            ("job-options", where, tuple(unknown)),
+            "TelemHQ: unknown option(s) %s for %s are ignored (known: token, send_start, enabled)",
+            ", ".join(unknown),
+            where,
+        )
+    return JobPolicy(token=token, send_start=send_start)

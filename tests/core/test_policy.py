@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from telemhq_plugins.core.policy import JobPolicy, matches, resolve_policy
+import logging
+
+import pytest
+
+from telemhq_plugins.core.policy import JobPolicy, matches, policy_from_kwargs, resolve_policy
 
 
 def test_globs_exclude_first_then_include() -> None:
@@ -35,3 +39,19 @@ def test_the_option_carries_token_and_start() -> None:
         send_start=False
     )
     assert resolve_policy("etl.load", "not a mapping") == JobPolicy()
+
+
+def test_keyword_options_make_a_policy_and_unknown_ones_are_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="telemhq")
+    assert policy_from_kwargs("tok", True, {"enabled": False}, where="Acme hooks") == JobPolicy(
+        token="tok", send_start=True
+    )
+    assert caplog.records == []
+    for _ in range(2):
+        policy = policy_from_kwargs(None, None, {"tokn": "x", "enabled": True}, where="Acme hooks")
+        assert policy == JobPolicy()
+    (record,) = caplog.records
+    assert "tokn" in record.getMessage()
+    assert "Acme hooks" in record.getMessage()
