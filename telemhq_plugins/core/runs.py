@@ -68,9 +68,9 @@ class Run:
     """One execution of a job. ``url`` is ``None`` when the job is not monitored (inert).
 
     ``timed=False`` is for a run whose start was not seen (an adapter learns of it only at
-    its end): its pings carry no duration unless given, and ``started_at`` as the orchestrator
-    knows it (None: no start time). ``bind=True`` makes
-    it the current run of this context until it finishes (:func:`report` reaches it).
+    its end): its pings carry no duration unless given, and ``started_at`` as the
+    orchestrator knows it (None: no start time). ``bind=True`` makes it the current run of
+    this context until it finishes (:func:`report` reaches it).
 
     An adapter creates and finishes a run for every task, on the task's thread, so the two
     calls do their work inline rather than through helpers: inside a busy worker, whose own
