@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Final, Literal
 
-from telemhq_plugins.airflow._events import Options, reporter
-from telemhq_plugins.core.logs import capture_internal_errors, log_once
+from telemhq_plugins.airflow._events import reporter
+from telemhq_plugins.core.logs import capture_internal_errors
 from telemhq_plugins.core.payload import Status
+from telemhq_plugins.core.policy import JobPolicy, policy_from_kwargs
 
 __all__ = ["DagCallback", "TaskCallback", "callbacks", "dag_callbacks", "task_callback_options"]
-
-logger = logging.getLogger("telemhq")
 
 TaskEvent = Literal["execute", "success", "failure", "retry", "skipped"]
 _TASK_STATUS: Final[dict[str, Status]] = {
@@ -30,25 +28,11 @@ TASK_ATTRIBUTES: Final[dict[TaskEvent, str]] = {
 }
 
 
-def _options(token: str | None, send_start: bool | None, options: dict[str, Any]) -> Options:
-    unknown = sorted(set(options) - {"enabled"})
-    if unknown:
-        log_once(
-            logger,
-            logging.WARNING,
-            ("airflow-callback-options", tuple(unknown)),
-            "TelemHQ: unknown option(s) %s for Airflow callbacks are ignored (known: token, "
-            "send_start, enabled)",
-            ", ".join(unknown),
-        )
-    return Options(token=token, send_start=send_start)
-
-
 class TaskCallback:
     """One task callback (``on_success_callback`` ...) that reports its event. Called by
     Airflow with the task's context; never raises."""
 
-    def __init__(self, event: TaskEvent, options: Options, *, enabled: bool = True) -> None:
+    def __init__(self, event: TaskEvent, options: JobPolicy, *, enabled: bool = True) -> None:
         self.event = event
         self.options = options
         self.enabled = enabled
@@ -84,7 +68,7 @@ class DagCallback:
     there): what is reported is the DAG run, as told by which callback this is."""
 
     def __init__(
-        self, status: Literal["success", "failure"], options: Options, *, enabled: bool = True
+        self, status: Literal["success", "failure"], options: JobPolicy, *, enabled: bool = True
     ) -> None:
         self.status: Status = status
         self.options = options
@@ -124,7 +108,7 @@ def callbacks(
     adds ``on_execute_callback`` for a ``start`` ping; ``enabled=False`` turns them off.
     To keep callbacks of your own, pass lists: ``[mine, callbacks()["on_failure_callback"]]``.
     """
-    resolved = _options(token, send_start, options)
+    resolved = policy_from_kwargs(token, send_start, options, where="Airflow callbacks")
     enabled = bool(options.get("enabled", True))
     events: list[TaskEvent] = ["success", "failure", "retry", "skipped"]
     if send_start:
@@ -140,7 +124,7 @@ def dag_callbacks(token: str | None = None, **options: Any) -> dict[str, Any]:
 
     DAG("etl", schedule="@daily", **dag_callbacks(token="..."))
     """
-    resolved = _options(token, None, options)
+    resolved = policy_from_kwargs(token, None, options, where="Airflow DAG callbacks")
     enabled = bool(options.get("enabled", True))
     return {
         "on_success_callback": DagCallback("success", resolved, enabled=enabled),
@@ -156,7 +140,7 @@ def _as_list(value: Any) -> list[Any]:
     return [value]
 
 
-def task_callback_options(task: Any, event: TaskEvent) -> Options | None:
+def task_callback_options(task: Any, event: TaskEvent) -> JobPolicy | None:
     """The options of our callback for ``event`` on ``task``, None when it has none (or it is
     disabled): a listener leaves that event to the callback."""
     for callback in _as_list(getattr(task, TASK_ATTRIBUTES[event], None)):
@@ -180,7 +164,7 @@ def has_dag_callback(dag: Any, status: str) -> bool:
     )
 
 
-def _callback_source(ti: Any) -> Options | None:
+def _callback_source(ti: Any) -> JobPolicy | None:
     """Whether ``ti``'s task is monitored by our callbacks (for ``report()``)."""
     return task_callback_options(getattr(ti, "task", None), "success")
 
