@@ -26,6 +26,7 @@ import logging
 import os
 from typing import Any, Final
 
+from telemhq_plugins.airflow.provider import CONFIG_OPTIONS
 from telemhq_plugins.core.config import (
     ConfigError,
     env_flag,
@@ -53,7 +54,7 @@ logger = logging.getLogger("telemhq")
 SECTION = "telemhq"
 DEFAULT_CONN_ID = "telemhq_default"
 #: every option of the section, and those that are on/off switches.
-OPTIONS: Final = ("auto", "include", "exclude", "send_start", "sync_schedules", "conn_id")
+OPTIONS: Final = tuple(CONFIG_OPTIONS)
 _SWITCHES: Final = frozenset({"auto", "send_start", "sync_schedules"})
 
 

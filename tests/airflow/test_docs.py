@@ -41,8 +41,8 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 
 def test_the_provider_declares_every_option_the_adapter_reads() -> None:
-    readers = set(conf.__all__) - {"SECTION", "DEFAULT_CONN_ID"}
-    assert set(CONFIG_OPTIONS) == readers
+    readers = set(conf.__all__) - {"SECTION", "DEFAULT_CONN_ID", "OPTIONS", "check"}
+    assert set(CONFIG_OPTIONS) == readers == set(conf.OPTIONS)
 
 
 @pytest.mark.slow
