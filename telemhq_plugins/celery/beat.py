@@ -8,7 +8,8 @@ translates each monitored task's entry into a :class:`~telemhq_plugins.core.JobS
 hands them to core's :func:`~telemhq_plugins.core.sync` (management API, ``TELEMHQ_API_KEY``;
 trackers tagged ``celery``):
 
-* ``crontab(...)`` -> a 5-field cron in the app's timezone;
+* ``crontab(...)`` -> a 5-field cron in the crontab's own time zone (a ``tz`` it carries, as
+  django-celery-beat's crontabs do, or its app's), else the app's;
 * ``schedule(timedelta)`` / a number of seconds -> a period;
 
 plus the grace. Other schedule types (``solar``, custom classes) are skipped and logged, as is a
@@ -38,6 +39,7 @@ __all__ = [
     "BeatScheduleSync",
     "PushResult",
     "cron_expression",
+    "crontab_timezone",
     "job_schedule",
     "schedule_spec",
 ]
@@ -58,6 +60,21 @@ def cron_expression(entry: crontab) -> str | None:
     return expression
 
 
+def crontab_timezone(entry: crontab, app: Any = None) -> str:
+    """The time zone a crontab's fields are matched in, as Celery reads it (``crontab.tz``):
+    a ``tz`` set on the crontab itself (django-celery-beat's ``TzAwareCrontab`` carries its
+    row's zone so; Celery caches the one it used there too), else the zone of the app the
+    crontab was built with (``crontab(..., app=...)``), else ``app``'s, else the current
+    app's. A ``nowfun`` does not choose the zone: Celery converts its "now" into ``tz``."""
+    own = vars(entry)
+    tz = own.get("tz")
+    if tz is None:
+        # ``_app`` is what Celery's own ``tz`` reads; beat sets it to its app on every entry.
+        owner = own.get("_app") or app
+        tz = owner.timezone if owner is not None else entry.tz
+    return str(getattr(tz, "key", None) or getattr(tz, "zone", None) or tz or "UTC")
+
+
 def job_schedule(
     task_name: str,
     entry_schedule: Any,
@@ -68,16 +85,16 @@ def job_schedule(
 ) -> JobSchedule | None:
     """The :class:`JobSchedule` of a beat entry's schedule, or None if it has no equivalent.
 
-    A crontab fires in its app's timezone; pass beat's ``app``: entries read back from beat's
-    schedule file are unpickled without theirs (they would otherwise report the default app's).
+    A crontab fires in its own time zone when it has one (see :func:`crontab_timezone`), else
+    in its app's; pass beat's ``app``: entries read back from beat's schedule file are
+    unpickled without theirs (they would otherwise report the default app's).
     """
     grace_seconds = max(0.0, grace)
     if isinstance(entry_schedule, crontab):
         expression = cron_expression(entry_schedule)
         if expression is None:
             return None
-        tz = app.timezone if app is not None else getattr(entry_schedule, "tz", None)
-        timezone = getattr(tz, "key", None) or (str(tz) if tz is not None else "UTC")
+        timezone = crontab_timezone(entry_schedule, app)
         return JobSchedule(task_name, expression, timezone, grace_seconds, token=token)
     period: float | dt.timedelta
     if type(entry_schedule) is schedule:  # not subclasses (solar etc. change the meaning)

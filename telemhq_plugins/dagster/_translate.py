@@ -25,6 +25,7 @@ __all__ = [
     "error_from_serializable",
     "metrics_from_metadata",
     "options_from_tags",
+    "skipped_steps",
     "step_job_name",
     "step_outcome",
 ]
@@ -50,14 +51,20 @@ _WRAPPERS = frozenset(
 _NOT_METRICS = frozenset({ORCHESTRATOR})
 
 
-def asset_key_of(step_context: Any) -> str | None:
-    """The asset key (path joined by ``/``) a step materializes, when it is exactly one."""
+def asset_key_of(outputs: Iterable[Any]) -> str | None:
+    """The asset key (path joined by ``/``) a step materializes, when exactly one of its
+    outputs is a selected asset; else None (the step takes the op's name).
+
+    ``outputs``: an ``ExecutionStep``'s ``step_outputs`` or an ``ExecutionStepSnap``'s
+    ``outputs``; both carry Dagster's ``StepOutputProperties``. Read per step, not per node:
+    the asset layer's asset of an op inside a graph-backed asset is the whole graph's, though
+    only the op that returns it materializes it."""
+    keys = []
     try:
-        layer = step_context.job_def.asset_layer
-        assets_def = layer.get_assets_def_for_node(step_context.node_handle)
-        if assets_def is None:
-            return None
-        keys = list(assets_def.keys)
+        for output in outputs:
+            key = getattr(getattr(output, "properties", None), "asset_key", None)
+            if key is not None:
+                keys.append(key)
     except Exception:
         return None
     if len(keys) != 1:
@@ -200,3 +207,14 @@ def step_outcome(step_key: str, events: Iterable[Any]) -> StepOutcome | None:
                 status, error=error_from_serializable(getattr(data, "error", None))
             )
     return outcome
+
+
+def skipped_steps(events: Iterable[Any]) -> list[Any]:
+    """The ``STEP_SKIPPED`` events among ``events`` (Dagster hands a step's hook those of the
+    steps it skipped because that step did not yield an output they need)."""
+    return [
+        event
+        for event in events
+        if getattr(event, "event_type_value", None) == "STEP_SKIPPED"
+        and getattr(event, "step_key", None)
+    ]

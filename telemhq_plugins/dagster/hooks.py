@@ -11,7 +11,9 @@ The hook is a raw ``HookDefinition`` over the step's event list, so it sees an a
 under the multiprocess executor), after the step, so it sends no ``start``: the run's
 ``start`` comes from :func:`telemhq_plugins.dagster.telemhq_sensors` (``send_start=True``).
 Pings are queued, never sent on the op's time; a step process flushes them at its exit,
-within ``flush_timeout`` (core delivery hooks the process's exit).
+within ``flush_timeout`` (core delivery hooks the process's exit). Dagster runs no hook for a
+step it skips, but hands the skip (``STEP_SKIPPED``) to the hook of the step whose missing
+output caused it (in-process executor): that hook sends the skipped step's ``skipped``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from dagster import HookDefinition, failure_hook, success_hook
 from telemhq_plugins.core.delivery import Client, get_client
 from telemhq_plugins.core.logs import capture_internal_errors, log_once
 from telemhq_plugins.core.once import OnceSet
-from telemhq_plugins.core.payload import ErrorInfo
+from telemhq_plugins.core.payload import ErrorInfo, stable_ping_id
 from telemhq_plugins.core.policy import resolve_policy
 from telemhq_plugins.core.runs import Run, Target, add_run_finder, resolve_target
 from telemhq_plugins.core.targets import TargetCache
@@ -43,15 +45,20 @@ from telemhq_plugins.dagster._translate import (
     bounded_tags,
     metrics_from_metadata,
     options_from_tags,
+    skipped_steps,
     step_job_name,
     step_outcome,
 )
 
-__all__ = ["HOOK_NAME", "StepReporter", "telemhq_hooks"]
+__all__ = ["HOOK_NAME", "StepReporter", "reporter_for", "telemhq_hooks"]
 
 logger = logging.getLogger("telemhq")
 
 HOOK_NAME = "telemhq_step"
+#: the attribute of our hook functions that holds their :class:`StepReporter`.
+_REPORTER_ATTR = "telemhq_reporter"
+#: the attempt under which a skipped step (never attempted) is remembered as reported.
+_NEVER_ATTEMPTED = 0
 #: open ``report()`` collectors (a step whose hook never ran leaves one behind) and ended
 #: attempts remembered, at most.
 _COLLECTORS_MAX = 1024
@@ -141,20 +148,20 @@ class StepReporter:
         #: job name -> where its pings go.
         self._targets: TargetCache[str] = TargetCache()
 
-    def client_for(self, hook_context: Any) -> Client:
+    def client_from(self, resources: Any) -> Client:
+        """The client of the resource at ``resource_key`` among ``resources``, else core's."""
         if self.resource_key is not None:
-            resource = getattr(hook_context.resources, self.resource_key, None)
-            client_of = getattr(resource, "client", None)
+            client_of = getattr(getattr(resources, self.resource_key, None), "client", None)
             if callable(client_of):
                 client: Client = client_of()
                 return client
         return get_client()
 
-    def target(self, job: str, client: Client, step: Any) -> Target | None:
+    def target(self, job: str, client: Client, op_tags: Any) -> Target | None:
         """Where ``job``'s pings go (None: not monitored), resolved once per job and client."""
 
         def resolve(client: Client) -> Target | None:
-            options = options_from_tags(getattr(step.op_def, "tags", None))
+            options = options_from_tags(op_tags)
             policy = resolve_policy(job, options, include=self.include, exclude=self.exclude)
             if policy is None:
                 return None
@@ -174,28 +181,21 @@ class StepReporter:
             return  # our hooks attached twice (job and asset, with_hooks): one ping
         reported = collectors.take(run_id, step_key, attempt)
         op = str(step.node_handle)
-        asset_key = asset_key_of(step)
+        asset_key = asset_key_of(step.step.step_outputs)
         job = step_job_name(step.job_name, op, asset_key)
-        client = self.client_for(hook_context)
-        target = self.target(job, client, step)
+        client = self.client_from(hook_context.resources)
+        target = self.target(job, client, getattr(step.op_def, "tags", None))
         if target is None:
             return
-        tags = step.dagster_run.tags
-        block: dict[str, Any] = {
-            "run_id": run_id,
-            "job_name": step.job_name,
-            "op": op,
-            "step_key": step_key,
-            "attempt": attempt,
-        }
-        if asset_key is not None:
-            block["asset_key"] = asset_key
-        partition = tags.get(PARTITION_TAG)
-        if partition is not None:
-            block["partition_key"] = partition
-        user_tags = bounded_tags(tags)
-        if user_tags:
-            block["tags"] = user_tags
+        block = _block(
+            run_id,
+            job_name=step.job_name,
+            op=op,
+            step_key=step_key,
+            asset_key=asset_key,
+            run_tags=step.dagster_run.tags,
+        )
+        block["attempt"] = attempt
         metrics: dict[str, Any] = {}
         if outcome.status == "success":
             with capture_internal_errors("dagster.hook metadata"):
@@ -223,6 +223,95 @@ class StepReporter:
         )
         current.finish(outcome.status, error=outcome.error, duration_ms=duration_ms, **metrics)
 
+    def on_skipped(
+        self,
+        client: Client,
+        *,
+        run_id: str,
+        job_name: str,
+        step_key: str,
+        op: str,
+        asset_key: str | None,
+        op_tags: Any,
+        run_tags: Any,
+    ) -> None:
+        """Send ``skipped`` for a step Dagster skipped (``STEP_SKIPPED``). Its ``ping_id`` is
+        derived from the step, so the same ping sent from the hooks and from the run sensors
+        is stored once."""
+        job = step_job_name(job_name, op, asset_key)
+        target = self.target(job, client, op_tags)
+        if target is None:
+            return
+        step_run_id = f"{run_id}:{step_key}"
+        current = target.run(
+            job,
+            orchestrator=ORCHESTRATOR,
+            run_id=step_run_id,
+            details=_block(
+                run_id,
+                job_name=job_name,
+                op=op,
+                step_key=step_key,
+                asset_key=asset_key,
+                run_tags=run_tags,
+            ),
+            timed=False,
+        )
+        current.finish("skipped", ping_id=stable_ping_id(step_run_id, None, "skipped"))
+
+
+def _block(
+    run_id: str, *, job_name: str, op: str, step_key: str, asset_key: str | None, run_tags: Any
+) -> dict[str, Any]:
+    """A step ping's ``dagster`` block (without the attempt)."""
+    block: dict[str, Any] = {
+        "run_id": run_id,
+        "job_name": job_name,
+        "op": op,
+        "step_key": step_key,
+    }
+    if asset_key is not None:
+        block["asset_key"] = asset_key
+    partition = (run_tags or {}).get(PARTITION_TAG)
+    if partition is not None:
+        block["partition_key"] = partition
+    user_tags = bounded_tags(run_tags)
+    if user_tags:
+        block["tags"] = user_tags
+    return block
+
+
+def reporter_for(job_def: Any, node_handle: Any) -> StepReporter | None:
+    """The reporter of our step hook on that node of the job, or None (not attached)."""
+    for hook in job_def.get_all_hooks_for_handle(node_handle) or ():
+        reporter = getattr(getattr(hook, "hook_fn", None), _REPORTER_ATTR, None)
+        if isinstance(reporter, StepReporter):
+            return reporter
+    return None
+
+
+def _report_skips(hook_context: Any, step: Any, events: Any) -> None:
+    """``skipped`` for each step Dagster skipped after this one (it hands this step's hook
+    their ``STEP_SKIPPED``), when our hook is on that step too."""
+    for event in skipped_steps(events):
+        step_key = str(event.step_key)
+        handle = event.node_handle
+        reporter = reporter_for(step.job_def, handle)
+        if reporter is None or not collectors.first_end(step.run_id, step_key, _NEVER_ATTEMPTED):
+            continue
+        with capture_internal_errors("dagster.hook skipped"):
+            planned = step.execution_plan.get_step_by_key(step_key)
+            reporter.on_skipped(
+                reporter.client_from(hook_context.resources),
+                run_id=step.run_id,
+                job_name=step.job_name,
+                step_key=step_key,
+                op=str(handle),
+                asset_key=asset_key_of(getattr(planned, "step_outputs", ())),
+                op_tags=getattr(step.job_def.get_node(handle).definition, "tags", None),
+                run_tags=step.dagster_run.tags,
+            )
+
 
 def _raw_hook(reporter: StepReporter, required: set[str]) -> HookDefinition:
     def hook_fn(context: Any, events: Any) -> Any:
@@ -230,8 +319,10 @@ def _raw_hook(reporter: StepReporter, required: set[str]) -> HookDefinition:
             step = _compat.step_context(context)
             if step is not None:
                 reporter.on_step(context, step_outcome(step.step.key, events))
+                _report_skips(context, step, events)
         return _compat.hook_result(HOOK_NAME)
 
+    setattr(hook_fn, _REPORTER_ATTR, reporter)  # for the skipped steps of other nodes
     return HookDefinition(name=HOOK_NAME, hook_fn=hook_fn, required_resource_keys=required)
 
 

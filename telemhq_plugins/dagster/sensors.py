@@ -15,6 +15,11 @@ What Dagster does around a run status sensor decides how ours are written:
 * The first tick of a sensor only sets its cursor: runs that ended before it are not reported.
 * A run launched outside a code location (``execute_in_process``) is seen only with
   ``monitor_all_code_locations=True``.
+
+When a run ends, the sensors also send ``skipped`` for the steps Dagster skipped
+(``STEP_SKIPPED`` in the run's event log) that carry our step hooks: the multiprocess
+executor records those skips in the run worker, where no hook sees them. The in-process
+executor hands them to a hook too; both send the same ``ping_id``, and the server stores one.
 """
 
 from __future__ import annotations
@@ -48,13 +53,22 @@ from telemhq_plugins.dagster._instrumentor import warn_if_unsupported
 from telemhq_plugins.dagster._translate import (
     ORCHESTRATOR,
     PARTITION_TAG,
+    asset_key_of,
     bounded_tags,
     error_from_serializable,
     options_from_tags,
 )
+from telemhq_plugins.dagster.hooks import reporter_for
 from telemhq_plugins.dagster.resources import TelemHQResource, resource_in
 
-__all__ = ["RunReporter", "failure_of", "schedules_of", "start_sync", "telemhq_sensors"]
+__all__ = [
+    "RunReporter",
+    "failure_of",
+    "report_skipped_steps",
+    "schedules_of",
+    "start_sync",
+    "telemhq_sensors",
+]
 
 logger = logging.getLogger("telemhq")
 
@@ -150,6 +164,44 @@ def failure_of(context: RunStatusSensorContext) -> tuple[ErrorInfo | None, list[
     if error is None:
         error = ErrorInfo("RunFailure", str(event.message or "the run failed"))
     return error, steps
+
+
+def report_skipped_steps(context: RunStatusSensorContext) -> None:
+    """``skipped`` for each step of the run Dagster skipped whose node carries our step hooks
+    (found in the code location's job; a job of another code location is left out), sent as
+    those hooks would send it."""
+    dagster_run = context.dagster_run
+    repository_def = context.repository_def
+    if repository_def is None or not repository_def.has_job(dagster_run.job_name):
+        return
+    records = context.instance.get_records_for_run(
+        run_id=dagster_run.run_id, of_type=DagsterEventType.STEP_SKIPPED
+    ).records
+    events = [r.event_log_entry.dagster_event for r in records]
+    if not any(event is not None and event.step_key for event in events):
+        return
+    job_def = repository_def.get_job(dagster_run.job_name)
+    plan = context.instance.get_execution_plan_snapshot(dagster_run.execution_plan_snapshot_id)
+    outputs = {step.key: step.outputs for step in plan.steps}
+    resource = resource_in(repository_def)
+    for event in events:
+        if event is None or not event.step_key or event.node_handle is None:
+            continue
+        reporter = reporter_for(job_def, event.node_handle)
+        if reporter is None:
+            continue
+        with capture_internal_errors("dagster.sensor skipped step"):
+            use_resource = resource is not None and reporter.resource_key is not None
+            reporter.on_skipped(
+                resource.client() if resource is not None and use_resource else get_client(),
+                run_id=dagster_run.run_id,
+                job_name=dagster_run.job_name,
+                step_key=event.step_key,
+                op=str(event.node_handle),
+                asset_key=asset_key_of(outputs.get(event.step_key, ())),
+                op_tags=getattr(job_def.get_node(event.node_handle).definition, "tags", None),
+                run_tags=dagster_run.tags,
+            )
 
 
 def schedules_of(
@@ -252,6 +304,9 @@ def _run_sensor(
     def report_run(context: RunStatusSensorContext) -> None:
         with capture_internal_errors(f"dagster.sensor {name}"):
             reporter.on_run(context, run_status)
+        if run_status != DagsterRunStatus.STARTED:
+            with capture_internal_errors(f"dagster.sensor {name} skipped steps"):
+                report_skipped_steps(context)
         # None, never a SkipReason: Dagster then hands this sensor the next run of the tick.
 
     definition: SensorDefinition = run_status_sensor(

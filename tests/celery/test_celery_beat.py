@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from celery import Celery
@@ -17,7 +18,7 @@ from celery.schedules import crontab, schedule
 from croniter import croniter
 
 from telemhq_plugins.celery import CeleryInstrumentor, schedule_spec
-from telemhq_plugins.celery.beat import cron_expression
+from telemhq_plugins.celery.beat import PushResult, cron_expression, crontab_timezone
 from telemhq_plugins.core import set_client
 from tests import kit
 from tests.celery.conftest import close_app, make_client
@@ -93,6 +94,93 @@ def test_it_reads_the_crontab_timezone_from_the_app() -> None:
     }
 
 
+def pushed(instrumentor: CeleryInstrumentor) -> list[PushResult]:
+    """What the push started by beat's ``beat_init`` did, once it is done."""
+    sync = instrumentor.beat_sync
+    assert sync is not None
+    for _ in range(600):  # the thread exists once beat_init fired
+        if sync.thread is not None:
+            break
+        threading.Event().wait(0.05)
+    assert sync.thread is not None
+    sync.thread.join(timeout=60)
+    return sync.results
+
+
+def zoned_crontab(tz: ZoneInfo, **fields: Any) -> crontab:
+    """A crontab carrying its own zone the way django-celery-beat's ``CrontabSchedule``
+    builds one (its ``TzAwareCrontab``): ``tz`` set on the instance, "now" in that zone."""
+    entry = crontab(**fields, nowfun=lambda: dt.datetime.now(tz))
+    entry.tz = tz
+    return entry
+
+
+PARIS = ZoneInfo("Europe/Paris")
+
+
+def test_a_crontab_with_its_own_zone_keeps_it_over_the_app_zone() -> None:
+    utc_app = Celery("utc", set_as_current=False)
+    utc_app.conf.timezone = "UTC"
+    paris_app = Celery("paris", set_as_current=False)
+    paris_app.conf.timezone = "Europe/Paris"
+    zoned = zoned_crontab(PARIS, minute=15, hour=18)
+    assert schedule_spec(zoned, grace=60, app=utc_app) == {
+        "kind": "cron",
+        "cron": "15 18 * * *",
+        "timezone": "Europe/Paris",
+        "grace_seconds": 60,
+    }
+    assert crontab_timezone(crontab(minute=0, app=paris_app), utc_app) == "Europe/Paris"
+    assert crontab_timezone(crontab(minute=0), paris_app) == "Europe/Paris"
+    assert crontab_timezone(zoned_crontab(dt.UTC, minute=0), paris_app) == "UTC"
+
+
+@pytest.mark.services
+def test_beat_pushes_a_zoned_crontab_in_its_own_zone(
+    server: TelemHQ, redis_db: tuple[str, str]
+) -> None:
+    """A real beat whose app runs in UTC, with an entry at 18:15 Europe/Paris (a crontab as
+    django-celery-beat builds one): the tracker expects the run when Celery fires it."""
+    broker, prefix = redis_db
+    app = Celery("telemhq_tests_zoned_beat", set_as_current=False)
+    configure(app, broker, f"{prefix}zoned-")
+    app.conf.timezone = "UTC"
+    zoned = zoned_crontab(PARIS, minute=15, hour=18)
+    app.conf.beat_schedule = {"paris-evening": {"task": "beat.paris", "schedule": zoned}}
+    client = make_client(server, ping_key=kit.ping_key(server.live), token=None)
+    previous = set_client(client)
+    instrumentor = CeleryInstrumentor()
+    instrumentor.instrument(app, beat_schedules=True, api_key=server.live.api_key)
+    service = Service(app, max_interval=0.2, scheduler_cls="celery.beat:Scheduler")
+    beat = threading.Thread(target=service.start, daemon=True)
+    try:
+        beat.start()
+        outcomes = {r.entry: r.outcome for r in pushed(instrumentor)}
+        fired = service.scheduler.schedule["paris-evening"].schedule
+    finally:
+        service.stop(wait=True)
+        beat.join(timeout=30)
+        instrumentor.uninstrument()
+        set_client(previous)
+        client.close()
+        close_app(app)
+
+    assert outcomes == {"paris-evening": "created"}
+    tracker = server.live.tracker("beat-paris")["schedule"]
+    assert tracker == {
+        "kind": "cron",
+        "cron": "15 18 * * *",
+        "timezone": "Europe/Paris",
+        "grace_seconds": 300,
+    }
+    # Celery's own next run of the entry beat held is the tracker's next expected run.
+    last = dt.datetime(2026, 7, 1, 12, 0, tzinfo=dt.UTC)
+    start, delta, _ = fired.remaining_delta(last)
+    celery_next = start + delta
+    expected = croniter(tracker["cron"], last.astimezone(PARIS)).get_next(dt.datetime)
+    assert celery_next.astimezone(dt.UTC) == expected.astimezone(dt.UTC)
+
+
 @pytest.fixture
 def beat_app(redis_db: tuple[str, str]) -> Iterator[Celery]:
     broker, prefix = redis_db
@@ -137,15 +225,7 @@ def test_it_pushes_beat_schedules_to_the_trackers(
     beat = threading.Thread(target=service.start, daemon=True)
     try:
         beat.start()
-        sync = instrumentor.beat_sync
-        assert sync is not None
-        for _ in range(600):  # the thread exists once beat_init fired
-            if sync.thread is not None:
-                break
-            threading.Event().wait(0.05)
-        assert sync.thread is not None
-        sync.thread.join(timeout=60)
-        outcomes = {r.entry: (r.outcome, r.detail) for r in sync.results}
+        outcomes = {r.entry: (r.outcome, r.detail) for r in pushed(instrumentor)}
     finally:
         service.stop(wait=True)
         beat.join(timeout=30)

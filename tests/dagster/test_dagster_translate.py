@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from dagster import MetadataValue
+from dagster import AssetOut, Definitions, MetadataValue, define_asset_job, multi_asset
+from dagster._core.execution.api import create_execution_plan
 from dagster._utils.error import SerializableErrorInfo
 
 from telemhq_plugins.dagster._translate import (
+    asset_key_of,
     bounded_tags,
     error_from_serializable,
     metrics_from_metadata,
     options_from_tags,
     step_job_name,
 )
+from tests.dagster import fidelity_jobs
 
 
 def test_numeric_metadata_only_including_mapped_outputs() -> None:
@@ -77,3 +80,34 @@ def test_options_from_tags() -> None:
         "token": "abc",
     }
     assert options_from_tags({"telemhq/send_start": "maybe", "other": "x"}) == {}
+
+
+def test_the_asset_of_a_step_is_read_from_its_own_outputs() -> None:
+    """Inside a graph-backed asset only the op that returns it has it among its outputs; a
+    multi-asset step has several (no single name), a subset only the selected ones."""
+
+    @multi_asset(outs={"a": AssetOut(), "b": AssetOut()}, can_subset=True)
+    def pair() -> tuple[int, int]:
+        return 1, 2
+
+    defs = Definitions.merge(
+        fidelity_jobs.DEFS,
+        Definitions(
+            assets=[pair],
+            jobs=[
+                define_asset_job("both", selection=["a", "b"]),
+                define_asset_job("only_a", selection=["a"]),
+            ],
+        ),
+    )
+
+    def names(job: str) -> dict[str, str | None]:
+        plan = create_execution_plan(defs.resolve_job_def(job))
+        return {step.key: asset_key_of(step.step_outputs) for step in plan.steps}
+
+    assert names("graph_asset_job") == {
+        "cleaned_values.download": None,
+        "cleaned_values.clean": "cleaned_values",
+    }
+    assert names("both") == {"pair": None}
+    assert names("only_a") == {"pair": "a"}

@@ -5,20 +5,20 @@ own ``evaluate_tick``), and every ping is compared with what Dagster recorded in
 The expected pings are derived from Dagster's records alone, through the mapping of
 ``docs/dagster.md``: per step, ``STEP_START``/``STEP_RESTARTED`` open an attempt and
 ``STEP_UP_FOR_RETRY``/``STEP_SUCCESS``/``STEP_FAILURE`` end it (``retry``/``success``/
-``failure``); ``ASSET_MATERIALIZATION_PLANNED`` says which step materializes which asset (its
-name); ``RUN_SUCCESS``/``RUN_FAILURE`` end the run; the run's ``dagster/partition`` tag is the
+``failure``); ``STEP_SKIPPED`` is ``skipped`` (sent by the hook of the step whose output was
+missing and by the run sensors, with one ``ping_id``: stored once);
+``ASSET_MATERIALIZATION_PLANNED`` says which step materializes which asset (its name);
+``RUN_SUCCESS``/``RUN_FAILURE`` end the run; the run's ``dagster/partition`` tag is the
 partition key. The comparison is of every ping the server stored for the run, in any tracker:
 job name, ``run_id``, status, attempt, step key, partition key (and the failed steps of a
-failed run). A missing, extra or repeated ping fails.
+failed run). A missing, extra or repeated ping fails. One pattern also runs under the
+multiprocess executor (``execute_job``), where only the run sensors see a skip.
 
 Intentional differences, each with its reason:
 
 - A step Dagster never started (downstream of a step that failed for good, or of a failed
   blocking asset check) sends nothing: Dagster records no event for it and runs no hook.
   The run's own ping tells the outcome (docs/dagster.md, known limits).
-- A step Dagster skipped (``STEP_SKIPPED``: an optional output it needs was not yielded) sends
-  nothing either, as Dagster runs no hook for it; the contract says ``skipped``, so that case
-  has its own test below, expected to fail until the adapter reports it.
 - Step pings have no ``start``: a hook only runs once the step has ended.
 """
 
@@ -34,6 +34,8 @@ from dagster import (
     Definitions,
     RunStatusSensorDefinition,
     build_sensor_context,
+    execute_job,
+    reconstructable,
 )
 
 from telemhq_plugins.core import Client, slugify
@@ -70,7 +72,7 @@ class Recorded:
     """What Dagster's event log of one run says its pings must be."""
 
     pings: list[Ping] = field(default_factory=list)
-    #: steps that ended as ``STEP_SKIPPED`` (no hook runs for them).
+    #: steps that ended as ``STEP_SKIPPED``.
     skipped: list[str] = field(default_factory=list)
     #: steps of the plan with no event at all (never started).
     never_started: list[str] = field(default_factory=list)
@@ -120,6 +122,8 @@ def recorded(instance: DagsterInstance, run: DagsterRun) -> Recorded:
             attempts[step] += 1
         elif kind == DagsterEventType.STEP_SKIPPED:
             found.skipped.append(step)
+            job = step_job(run.job_name, str(event.node_handle), assets.get(step, []))
+            found.pings.append((job, f"{run.run_id}:{step}", "skipped", None, step, partition))
         elif kind in STEP_END:
             assert attempts[step] >= 1, f"{step}: {kind} with no attempt started"
             job = step_job(run.job_name, str(event.node_handle), assets.get(step, []))
@@ -183,16 +187,7 @@ CASES = [
         Case("checks_job", frozenset({"success", "failure", "never started"})), id="asset-checks"
     ),
     pytest.param(Case("partitioned_job", frozenset({"success"}), "us"), id="partitions"),
-    pytest.param(
-        Case("graph_asset_job", frozenset({"success"})),
-        id="graph-backed-asset",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="every op inside a graph-backed asset is named after the asset "
-            "(<job>.<asset>), though only the last one materializes it; the others should "
-            "be <job>.<graph>.<op>",
-        ),
-    ),
+    pytest.param(Case("graph_asset_job", frozenset({"success"})), id="graph-backed-asset"),
 ]
 
 
@@ -219,16 +214,11 @@ def test_every_ping_matches_what_dagster_recorded(
     run_pings = [s["payload"] for s in stored if s["run_id"] == result.run_id]
     for payload in run_pings:
         assert payload["dagster"].get("failed_steps", []) == expected.failed_steps
-    # Steps Dagster never started or skipped sent nothing, in any tracker.
-    quiet = {f"{result.run_id}:{step}" for step in expected.never_started + expected.skipped}
+    # Steps Dagster never started sent nothing, in any tracker.
+    quiet = {f"{result.run_id}:{step}" for step in expected.never_started}
     assert not quiet & {s["run_id"] for s in stored}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a step Dagster skips (STEP_SKIPPED, its optional input never yielded) sends no "
-    "ping: Dagster runs no hook for it; the contract says skipped",
-)
 def test_a_step_dagster_skipped_pings_skipped(
     server: Stored, client: Client, instance: DagsterInstance
 ) -> None:
@@ -242,3 +232,34 @@ def test_a_step_dagster_skipped_pings_skipped(
     assert [(s["payload"]["job"], s["status"]) for s in stored] == [
         ("branching.handle_big", "skipped")
     ]
+
+
+def test_the_multiprocess_executor_matches_what_dagster_recorded(
+    server: Stored, client: Client, instance: DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``branching`` under the multiprocess executor: each step runs in its own process with
+    the settings from the environment, and the run worker records the skip, where no hook
+    sees it; the run sensors send its ``skipped``."""
+    monkeypatch.setenv("TELEMHQ_BASE_URL", server.base_url)
+    monkeypatch.setenv("TELEMHQ_PING_KEY", server.ping_key)
+    sensors = Sensors(instance)
+    sensors.tick()
+    job = reconstructable(fidelity_jobs.branching)
+    with execute_job(job, instance=instance) as result:
+        assert result.success
+        run_id = result.run_id
+    sensors.tick()
+    assert client.flush()
+
+    run = instance.get_run_by_id(run_id)
+    assert run is not None
+    workers = instance.get_records_for_run(
+        run_id, of_type=DagsterEventType.STEP_WORKER_STARTED
+    ).records
+    assert len(workers) == 2  # route and handle_small, each in its own process
+    expected = recorded(instance, run)
+    assert expected.skipped == ["handle_big"]
+    stored = runs_everywhere(server.live, run_id)
+    assert sorted(map(as_compared, stored)) == sorted(expected.pings)
+    (skipped,) = [s for s in stored if s["status"] == "skipped"]
+    assert skipped["payload"]["job"] == "branching.handle_big"
