@@ -14,7 +14,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from telemhq_plugins.core.assertions import Assertion, parse_assertion
+from telemhq_plugins.core.assertions import AnyAssertion, parse_assertion
 from telemhq_server.db import as_utc, ping_keys, trackers, write_tx
 from telemhq_server.ingest.errors import NewSlug, PingError
 from telemhq_server.trackers import create_tracker, from_first_ping
@@ -29,7 +29,7 @@ class CachedTracker:
     id: int
     token: str
     updated_at: dt.datetime
-    assertions: tuple[Assertion, ...]
+    assertions: tuple[AnyAssertion, ...]
 
 
 @dataclass(slots=True)
