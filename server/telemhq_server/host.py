@@ -89,7 +89,11 @@ class TelemHQ:
         #: what runs inside the transaction of every state change (see telemhq_server.flips)
         self.flip_listeners = FlipListeners()
         self.writer = BatchWriter(
-            self.engine, self.metrics, settings.max_batch, listeners=self.flip_listeners
+            self.engine,
+            self.metrics,
+            settings.max_batch,
+            listeners=self.flip_listeners,
+            history_limit=settings.retention_runs,
         )
         self.pings = PingHandler(self.cache, self.writer, self.metrics, settings.max_body_bytes)
         self._routes: list[BaseRoute] = [

@@ -80,6 +80,8 @@ _MISSING: Final = object()
 #: Text with any of these reads as arithmetic or an aggregate: its errors are the history
 #: grammar's when both grammars stop at the same place.
 _ARITHMETIC_RE = re.compile(r"[()*/+]")
+#: A name and a parenthesis first: only an aggregate on the left reads so.
+_LEFT_AGGREGATE_RE = re.compile(rf"\s*{_NAME}\s*\(")
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +153,11 @@ def parse_assertion(text: str) -> AnyAssertion:
             return parse_history_assertion(text)
         except AssertionSyntaxError as history_error:
             further = history_error.position - plain_error.position
-            if further > 0 or (further == 0 and _ARITHMETIC_RE.search(text)):
+            if (
+                further > 0
+                or (further == 0 and _ARITHMETIC_RE.search(text))
+                or _LEFT_AGGREGATE_RE.match(text)
+            ):
                 raise history_error from None
         raise
 

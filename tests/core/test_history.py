@@ -364,6 +364,7 @@ def test_it_parses_into_canonical_text(text: str, canonical: str) -> None:
         ("x >= median(last twenty)", 17, "expected a whole number of runs"),
         ("x >= median(yesterday)", 12, "expected a window"),
         ("x >= avg(last 5)", 5, "unknown aggregate 'avg'"),
+        ("avg(n, 24h) < 3", 0, "unknown aggregate 'avg'"),
         ("x >= median(last 5, same day)", 25, "expected same weekday or same hour"),
         ("x >= median(last 5, min 10)", 24, "cannot exceed the window's 5 runs"),
         ("x >= median(last 5, often)", 20, "expected same weekday, same hour or min N"),

@@ -30,6 +30,8 @@ class CachedTracker:
     token: str
     updated_at: dt.datetime
     assertions: tuple[AnyAssertion, ...]
+    #: some assertion reads the tracker's history: the writer evaluates them all
+    historical: bool = False
 
 
 @dataclass(slots=True)
@@ -115,7 +117,9 @@ class TrackerCache:
         if old is not None and old.tracker is not None and old.tracker.updated_at == updated_at:
             return _Entry(old.tracker, None, expires)
         parsed = tuple(parse_assertion(text) for text in row["assertions"])
-        return _Entry(CachedTracker(row["id"], row["token"], updated_at, parsed), None, expires)
+        historical = any(a.needs_history for a in parsed)
+        tracker = CachedTracker(row["id"], row["token"], updated_at, parsed, historical)
+        return _Entry(tracker, None, expires)
 
     def _missing(self, error: PingError) -> _Entry:
         return _Entry(None, error, time.monotonic() + self.ttl)
