@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from telemhq_server.baselines import history_assertions, retention_warning
 from telemhq_server.config import Settings
 
 from telemhq_plugins.core.assertions import History, parse_assertion
+from telemhq_plugins.core.cli import main
 from telemhq_plugins.core.history import PastRun
 from tests.live_server import LiveServer
 from tests.server.helpers import ADMIN_KEY, AppClient, flips_of, make_tracker, runs_of, tracker_of
@@ -205,3 +207,26 @@ def test_two_real_server_processes_agree_under_concurrent_pings(db_url: str) -> 
         assert run["assertions"] == expected, (i, run)
         judged += bool(expected[0]["evaluated"])
     assert judged >= 40
+
+
+@pytest.mark.slow
+def test_telemhq_check_gives_the_servers_verdict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with LiveServer() as live:
+        tracker = live.create_tracker(name="nightly load", assertions=[MEDIAN_FLOOR])
+        for i in range(40):
+            live.ping(tracker, {"records_processed": 97_000 + 2000 * (i % 2)})
+        monkeypatch.setenv("TELEMHQ_BASE_URL", live.base_url)
+        monkeypatch.setenv("TELEMHQ_API_KEY", live.api_key)
+        runs_file = tmp_path / "runs.json"
+        runs_file.write_text(live.api("GET", f"/trackers/{tracker['id']}/runs").text)
+        payload = ["--json", '{"records_processed": 1200}']
+        fetched = main(["check", MEDIAN_FLOOR, *payload, "--tracker", tracker["slug"]])
+        saved = main(["check", MEDIAN_FLOOR, *payload, "--history", str(runs_file)])
+        answer = live.ping(tracker, {"records_processed": 1200}).json()
+    lines = capsys.readouterr().out.splitlines()
+    reason = answer["assertions"][0]["reason"]
+    assert reason == f"records_processed was 1200, expected >= 49000 ({BASELINE})"
+    assert (fetched, saved) == (1, 1)
+    assert lines == [f"FAIL  {MEDIAN_FLOOR}  ({reason})"] * 2
