@@ -3,8 +3,9 @@ each history assertion's current baseline and a warning when retention is shorte
 history an assertion reads.
 
 The stored runs a tracker's history is made of are its newest ``TELEMHQ_RETENTION_RUNS``
-rows (what retention keeps), oldest first: the ping writer (:mod:`telemhq_server.ingest.
-history`) and the API read the same ones, so every server process judges a run alike.
+rows (what retention keeps; at most :data:`MAX_HISTORY`), oldest first: the ping writer
+(:mod:`telemhq_server.ingest.history`) and the API read the same ones, so every server
+process judges a run alike.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
@@ -23,9 +24,11 @@ from telemhq_plugins.core.history import HistoryAssertion, PastRun
 from telemhq_server.db import as_utc, runs, utcnow
 
 __all__ = [
+    "MAX_HISTORY",
     "baselines",
     "history_assertions",
     "history_json",
+    "history_limit",
     "load_history",
     "past_run",
     "retention_warning",
@@ -33,6 +36,15 @@ __all__ = [
 ]
 
 logger = logging.getLogger("telemhq_server.baselines")
+
+#: The most runs a history holds, whatever retention keeps: reading (and holding) more would
+#: make a tracker with a very long retention slow to judge.
+MAX_HISTORY: Final = 100_000
+
+
+def history_limit(retention_runs: int) -> int:
+    """How many of a tracker's newest runs its history is made of."""
+    return min(retention_runs, MAX_HISTORY)
 
 
 def past_run(status: str, passed: Any, payload: Any, received_at: dt.datetime) -> PastRun:
@@ -102,7 +114,7 @@ def history_json(
     assertions = history_assertions(tracker["assertions"])
     if not assertions:
         return {}
-    history, oldest = load_history(conn, tracker["id"], keep)
+    history, oldest = load_history(conn, tracker["id"], history_limit(keep))
     return {
         "baselines": baselines(assertions, history, tracker["timezone"]),
         "retention_warning": retention_warning(

@@ -40,6 +40,7 @@ is *not evaluated* with a reason that says so.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import functools
 import math
@@ -126,6 +127,9 @@ class History:
         self._payloads: list[Mapping[str, Any]] = []
         self._columns: dict[tuple[str, ...], list[float | None]] = {}
         self._clocks: dict[str, list[tuple[int, int]]] = {}
+        #: running exact sums and counts (see :meth:`prefix`), index i: the runs before i
+        self._prefixes: dict[tuple[Any, ...], tuple[list[int], list[int]]] = {}
+        self._moment: tuple[tuple[dt.datetime, str], tuple[float, int, int]] | None = None
         for run in runs:
             self.append(run)
 
@@ -156,10 +160,23 @@ class History:
 
     def append(self, run: PastRun) -> None:
         at = run.at if run.at.tzinfo is not None else run.at.replace(tzinfo=dt.UTC)
-        self._at.append(at.timestamp())
+        # A run is placed in time no earlier than the run stored before it (two server
+        # processes may store runs a few ms out of order): the times stay sorted, so a
+        # duration window is found by bisection and is the same for every reader.
+        stamp = at.timestamp()
+        self._at.append(max(stamp, self._at[-1]) if self._at else stamp)
         self._status.append(run.status)
         self._counted.append(run.status == "success" and run.passed is True)
         self._payloads.append(run.payload)
+        # Columns and clocks already in use follow at once (cheaper than catching up later).
+        n = len(self._at)
+        for path, column in self._columns.items():
+            if len(column) == n - 1:
+                column.append(_number_at(run.payload, path))
+        for tz, clock in self._clocks.items():
+            if len(clock) == n - 1:
+                local = dt.datetime.fromtimestamp(self._at[-1], _zone(tz))
+                clock.append((local.weekday(), local.hour))
 
     def truncate(self, length: int) -> None:
         """Forget the runs appended after the first ``length`` (stored ones, not visible)."""
@@ -169,6 +186,9 @@ class History:
             del column[length:]
         for clock in self._clocks.values():
             del clock[length:]
+        for sums, counts in self._prefixes.values():
+            del sums[length + 1 :]
+            del counts[length + 1 :]
 
     @property
     def stored(self) -> int:
@@ -186,6 +206,9 @@ class History:
             del column[:drop]
         for clock in self._clocks.values():
             del clock[:drop]
+        for sums, counts in self._prefixes.values():
+            del sums[:drop]
+            del counts[:drop]
 
     def column(self, path: tuple[str, ...]) -> list[float | None]:
         """The field's numeric value in each run (None where missing or not a number)."""
@@ -193,6 +216,46 @@ class History:
         if len(column) < len(self._payloads):
             column.extend(_number_at(p, path) for p in self._payloads[len(column) :])
         return column
+
+    def prefix(self, key: tuple[Any, ...]) -> tuple[list[int], list[int]]:
+        """Running exact sums (of :func:`_exact` values) and counts over the runs, so that a
+        duration window's sum, count and mean cost one subtraction: ``("field", path,
+        counted)`` sums the field's values (of counted runs only, or of every run but a
+        start), ``("status", status)`` counts the runs of that status."""
+        sums, counts = self._prefixes.setdefault(key, ([0], [0]))
+        done = len(sums) - 1
+        if done < len(self._at):
+            total, count = sums[-1], counts[-1]
+            if key[0] == "status":
+                for status in self._status[done:]:
+                    count += status == key[1]
+                    sums.append(total)
+                    counts.append(count)
+            else:
+                column = self.column(key[1])
+                for i in range(done, len(self._at)):
+                    value = column[i]
+                    if value is not None and (
+                        self._counted[i] if key[2] else self._status[i] != "start"
+                    ):
+                        total += _exact(value)
+                        count += 1
+                    sums.append(total)
+                    counts.append(count)
+        return sums, counts
+
+    def moment(self, when: dt.datetime, tz: str) -> tuple[float, int, int]:
+        """``when`` as a timestamp, and its weekday and hour in ``tz`` (the last answer is
+        kept: a run's assertions all ask for the same moment)."""
+        key = (when, tz)
+        if self._moment is None or self._moment[0] != key:
+            local = when.astimezone(_zone(tz))
+            self._moment = (key, (when.timestamp(), local.weekday(), local.hour))
+        return self._moment[1]
+
+    def since(self, cutoff: float) -> int:
+        """The index of the first visible run after ``cutoff`` (a POSIX timestamp)."""
+        return bisect.bisect_right(self._at, cutoff, self.start)
 
     def clock(self, tz: str) -> list[tuple[int, int]]:
         """Each run's (weekday, hour) in timezone ``tz``."""
@@ -205,12 +268,32 @@ class History:
         return clock
 
 
+#: Floats are summed exactly as integers in units of the smallest float (2**-1074): a sum
+#: does not depend on the order or the grouping of its terms, so a window's sum read from
+#: running sums equals the sum of its values, in every process.
+_UNIT: Final = 2**1074
+
+
+def _exact(value: float) -> int:
+    numerator, denominator = value.as_integer_ratio()
+    return numerator * (_UNIT // denominator)
+
+
+def _exact_sum(values: Iterable[float]) -> int:
+    return sum(_exact(v) for v in values)
+
+
 def _number_at(payload: Mapping[str, Any], path: tuple[str, ...]) -> float | None:
     value: Any = payload
     for part in path:
-        if not isinstance(value, Mapping) or part not in value:
+        if not (type(value) is dict or isinstance(value, Mapping)) or part not in value:
             return None
         value = value[part]
+    kind = type(value)
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is int and -(2**53) <= value <= 2**53:
+        return float(value)
     return _finite(value)
 
 
@@ -346,6 +429,11 @@ class HistoryAssertion:
     op: Compare
     right: _Node
     _text: str = field(repr=False, compare=False, hash=False, default="")
+    #: the right side's aggregates, and whether any aggregate reads a season (parse time)
+    _right_aggregates: tuple[Aggregate, ...] = field(
+        repr=False, compare=False, hash=False, default=()
+    )
+    _seasonal: bool = field(repr=False, compare=False, hash=False, default=False)
 
     def __str__(self) -> str:
         return self._text
@@ -410,16 +498,21 @@ class HistoryAssertion:
         if when.tzinfo is None:
             when = when.replace(tzinfo=dt.UTC)
         tz = timezone or "UTC"
-        local = when.astimezone(_zone(tz))
-        status = payload.get("status", "success") if isinstance(payload, Mapping) else "success"
+        past = history if history is not None else History()
+        stamp, weekday, hour = past.moment(when, tz)
+        status = (
+            payload.get("status", "success")
+            if type(payload) is dict or isinstance(payload, Mapping)
+            else "success"
+        )
         return _Context(
-            history if history is not None else History(),
+            past,
             payload,
             status if isinstance(status, str) else "success",
-            when.timestamp(),
+            stamp,
             tz,
-            local.weekday(),
-            local.hour,
+            weekday,
+            hour,
         )
 
     def _evaluate(
@@ -435,31 +528,41 @@ class HistoryAssertion:
         except _NotEvaluated as exc:
             return self._result(True, _field(payload, self.left), exc.reason, False)
         baseline = {"value": _plain(expected), "text": words}
-        suffix = "" if isinstance(self.right, _Number) else f" ({words})"
-        expects = f", expected {self.op} {_fmt(expected)}{suffix}"
         if isinstance(self.left, Aggregate):
             try:
-                values = _window_values(self.left, context, this_run=True)
-                actual = _aggregate(self.left.func, values, self.left)
+                actual, n = _read(self.left, context, this_run=True)
             except _NotEvaluated as exc:
                 return self._result(True, None, exc.reason, False, baseline)
             shown = f"{self.left} was {_fmt(actual)}"
             if self.left.status is None:
-                shown += f" ({_runs(len(values))})"
+                shown += f" ({_runs(n)})"
             passed = bool(_COMPARE[self.op](actual, expected))
-            return self._result(passed, _plain(actual), shown + expects, True, baseline)
+            reason = shown if passed else shown + self._expects(expected, words)
+            return self._result(passed, _plain(actual), reason, True, baseline)
         value: Any = payload
         for part in self.left:
-            if isinstance(value, Mapping) and part in value:
+            if (type(value) is dict or isinstance(value, Mapping)) and part in value:
                 value = value[part]
             else:
                 return self._result(False, None, "missing", True, baseline)
         number = _finite(value)
-        shown = f"{'.'.join(self.left)} was {_fmt_actual(value)}"
+        shown = f"{self._left_text} was {_fmt_actual(value)}"
         if number is None:
-            return self._result(False, value, f"{shown}{expects} (not a number)", True, baseline)
+            reason = f"{shown}{self._expects(expected, words)} (not a number)"
+            return self._result(False, value, reason, True, baseline)
         passed = bool(_COMPARE[self.op](number, expected))
-        return self._result(passed, value, shown + expects, True, baseline)
+        # As a plain assertion's, a passing reason is what the field was; the baseline says
+        # what was expected.
+        reason = shown if passed else shown + self._expects(expected, words)
+        return self._result(passed, value, reason, True, baseline)
+
+    def _expects(self, expected: float, words: str) -> str:
+        suffix = "" if isinstance(self.right, _Number) else f" ({words})"
+        return f", expected {self.op} {_fmt(expected)}{suffix}"
+
+    @property
+    def _left_text(self) -> str:
+        return _left_text(self.left)
 
     def _result(
         self,
@@ -474,13 +577,19 @@ class HistoryAssertion:
     def _right(self, context: _Context) -> tuple[float, str]:
         # Every aggregate's minimum first: too little history is "not evaluated" even where
         # an arithmetic problem would come later.
-        for aggregate in _aggregates(self.right):
-            values = _window_values(aggregate, context, this_run=False)
+        for aggregate in self._right_aggregates:
+            running = _running(aggregate, context, this_run=False)
+            values = (
+                [] if running is not None else _window_values(aggregate, context, this_run=False)
+            )
+            n = running[1] if running is not None else len(values)
             needed = 0 if aggregate.status is not None else aggregate.window.minimum
-            if len(values) < needed:
-                raise _NotEvaluated(f"history: {len(values)} of {needed} runs")
-            value = _aggregate(aggregate.func, values, aggregate)
-            context.seen[id(aggregate)] = (value, _describe(aggregate, value, values, context))
+            if n < needed:
+                raise _NotEvaluated(f"history: {n} of {needed} runs")
+            value = (
+                running[0] if running is not None else _aggregate(aggregate.func, values, aggregate)
+            )
+            context.seen[id(aggregate)] = (value, _describe(aggregate, value, n, context))
         value, words = _compute(self.right, context)
         if not math.isfinite(value):
             raise _NotEvaluated(f"not evaluated: the baseline is not a finite number ({words})")
@@ -493,7 +602,7 @@ def _field(payload: Mapping[str, Any], left: tuple[str, ...] | Aggregate) -> Any
         return None
     value: Any = payload
     for part in left:
-        if not isinstance(value, Mapping) or part not in value:
+        if not (type(value) is dict or isinstance(value, Mapping)) or part not in value:
             return None
         value = value[part]
     return value
@@ -582,36 +691,75 @@ def _window_values(aggregate: Aggregate, context: _Context, *, this_run: bool) -
         own = _number_at(context.payload, aggregate.path)
         if own is not None:
             values.append(own)
-        if cutoff is not None and limit is None and not seasonal:
-            # The common budget case (sum(cost_usd, 24h)): find the window's edge, then slice.
-            j = i
-            while j >= lo and at[j] > cutoff:
-                j -= 1
-            values.extend(v for v in column[j + 1 : i + 1] if v is not None)
-            return values
-    while i >= lo and (limit is None or len(values) < limit):
-        if cutoff is not None and at[i] <= cutoff:
+    room = limit if limit is not None else len(at) + 1
+    if len(values) >= room:
+        return values
+    floor = cutoff if cutoff is not None else -math.inf
+    day = context.weekday if window.weekday else None
+    hour = context.hour if window.hour else None
+    for j in range(i, lo - 1, -1):
+        if at[j] <= floor:
             break
-        value = column[i]
-        if (
-            value is not None
-            and (statuses[i] != "start" if this_run else counted[i])
-            and (not seasonal or _in_season(window, context, clock, i))
-        ):
-            values.append(value)
-        i -= 1
+        value = column[j]
+        if value is None or not (statuses[j] != "start" if this_run else counted[j]):
+            continue
+        if seasonal:
+            run_day, run_hour = clock[j]
+            if (day is not None and run_day != day) or (hour is not None and run_hour != hour):
+                continue
+        values.append(value)
+        if len(values) >= room:
+            break
     return values
+
+
+def _running(
+    aggregate: Aggregate, context: _Context, *, this_run: bool
+) -> tuple[float, int] | None:
+    """``sum``, ``count`` and ``mean`` over a duration window without a season, from the
+    history's running sums (:meth:`History.prefix`): the same value as over the window's
+    values, at the cost of a bisection. None where that does not apply."""
+    window = aggregate.window
+    if (
+        window.seconds is None
+        or window.runs is not None
+        or window.weekday
+        or window.hour
+        or aggregate.func not in ("sum", "count", "mean")
+    ):
+        return None
+    history = context.history
+    lo, hi = history.since(context.now - window.seconds), len(history.times)
+    if aggregate.status is not None:
+        if aggregate.func != "count":
+            return None
+        _, counts = history.prefix(("status", aggregate.status))
+        n = counts[hi] - counts[lo] + (this_run and context.status == aggregate.status)
+        return float(n), n
+    assert aggregate.path is not None
+    sums, counts = history.prefix(("field", aggregate.path, not this_run))
+    total, n = sums[hi] - sums[lo], counts[hi] - counts[lo]
+    own = _number_at(context.payload, aggregate.path) if this_run else None
+    if own is not None:
+        total, n = total + _exact(own), n + 1
+    if aggregate.func == "count":
+        return float(n), n
+    if aggregate.func == "sum":
+        return total / _UNIT, n
+    if n == 0:
+        raise _NotEvaluated(f"not evaluated: no values in {aggregate}")
+    return total / (_UNIT * n), n
 
 
 def _aggregate(func: str, values: Sequence[float], aggregate: Aggregate) -> float:
     if func == "count":
         return float(len(values))
     if func == "sum":
-        return math.fsum(values)
+        return _exact_sum(values) / _UNIT
     if not values:
         raise _NotEvaluated(f"not evaluated: no values in {aggregate}")
     if func == "mean":
-        return math.fsum(values) / len(values)
+        return _exact_sum(values) / (_UNIT * len(values))
     if func == "min":
         return min(values)
     if func == "max":
@@ -619,7 +767,7 @@ def _aggregate(func: str, values: Sequence[float], aggregate: Aggregate) -> floa
     if func == "median":
         return _percentile(sorted(values), 50)
     if func == "stddev":
-        mean = math.fsum(values) / len(values)
+        mean = _exact_sum(values) / (_UNIT * len(values))
         return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))
     if func == "mad":
         median = _percentile(sorted(values), 50)
@@ -635,14 +783,36 @@ def _percentile(ordered: Sequence[float], percent: int) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-def _describe(aggregate: Aggregate, value: float, values: Sequence[float], c: _Context) -> str:
-    """``median 98000 of the last 20 runs``."""
+def _read(aggregate: Aggregate, context: _Context, *, this_run: bool) -> tuple[float, int]:
+    """An aggregate's value and how many values it read."""
+    running = _running(aggregate, context, this_run=this_run)
+    if running is not None:
+        return running
+    values = _window_values(aggregate, context, this_run=this_run)
+    return _aggregate(aggregate.func, values, aggregate), len(values)
+
+
+def _describe(aggregate: Aggregate, value: float, n: int, c: _Context) -> str:
+    """``median 98000 of the last 20 runs`` (remembered: a tracker's baseline seldom moves)."""
+    key = (aggregate, value, n, c.weekday, c.hour)
+    words = _DESCRIBED.get(key)
+    if words is None:
+        if len(_DESCRIBED) >= 4096:
+            _DESCRIBED.clear()
+        words = _DESCRIBED[key] = _words(aggregate, value, n, c)
+    return words
+
+
+_DESCRIBED: dict[tuple[Aggregate, float, int, int, int], str] = {}
+
+
+def _words(aggregate: Aggregate, value: float, n: int, c: _Context) -> str:
     window = aggregate.window
     if window.runs is not None:
-        span = f"the last {_runs(len(values))}" if aggregate.status is None else ""
+        span = f"the last {_runs(n)}" if aggregate.status is None else ""
         span = span or f"the last {window.runs} runs"
     else:
-        span = f"the {_runs(len(values))} of the last {window.text}"
+        span = f"the {_runs(n)} of the last {window.text}"
         if aggregate.status is not None:
             span = f"the last {window.text}"
     if window.weekday:
@@ -770,7 +940,10 @@ class _Parser:
         if self.token.kind != "end":
             raise self.fail(f"unexpected {self.token.text!r}: expected + - * / or the end")
         text = f"{_left_text(left)} {op} {right}"
-        return HistoryAssertion(left, op, right, text)
+        found = _aggregates(right)
+        everything = [left, *found] if isinstance(left, Aggregate) else found
+        seasonal = any(a.window.weekday or a.window.hour for a in everything)
+        return HistoryAssertion(left, op, right, text, tuple(found), seasonal)
 
     def expression(self, subject: tuple[str, ...] | None) -> _Node:
         node = self.term(subject)

@@ -35,8 +35,13 @@ def history_from_runs(document: Any, *, limit: int | None = None) -> History:
     if not isinstance(items, list):
         raise RunsFileError('expected the runs API\'s answer ({"items": [...]}) or its items')
     runs = [_past_run(i, item) for i, item in enumerate(items)]
-    order = sorted(range(len(runs)), key=lambda i: (runs[i][0].at, runs[i][1]))
-    return History((runs[i][0] for i in order), limit=limit)
+    # The order the server stored them in (their ids), as the server reads them; by time
+    # where the runs have no ids.
+    if all(isinstance(item.get("id"), int) for item in items):
+        runs.sort(key=lambda run: run[1])
+    else:
+        runs.sort(key=lambda run: run[0].at)
+    return History((run for run, _ in runs), limit=limit)
 
 
 def read_runs_file(path: str) -> History:
@@ -110,5 +115,5 @@ def _past_run(index: int, item: Any) -> tuple[PastRun, int]:
             passed if isinstance(passed, bool) else None,
             payload if isinstance(payload, Mapping) else {},
         ),
-        run_id if isinstance(run_id, int) else index,
+        run_id if isinstance(run_id, int) and not isinstance(run_id, bool) else index,
     )
