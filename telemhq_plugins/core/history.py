@@ -130,6 +130,8 @@ class History:
         #: running exact sums and counts (see :meth:`prefix`), index i: the runs before i
         self._prefixes: dict[tuple[Any, ...], tuple[list[int], list[int]]] = {}
         self._moment: tuple[tuple[dt.datetime, str], tuple[float, int, int]] | None = None
+        #: how many of the oldest runs :meth:`compact` has dropped
+        self.dropped = 0
         for run in runs:
             self.append(run)
 
@@ -195,11 +197,15 @@ class History:
         """How many runs are held, visible or not (what :meth:`truncate` takes)."""
         return len(self._at)
 
-    def compact(self) -> None:
-        """Drop runs older than the visible ones (memory only: nothing visible changes)."""
-        drop = self.start
+    def compact(self, length: int | None = None) -> None:
+        """Drop runs older than the visible ones (memory only: nothing visible changes), as
+        seen from the first ``length`` runs (all by default: runs after them may be taken
+        back). :attr:`dropped` counts the runs dropped so far."""
+        held = len(self._at) if length is None else min(length, len(self._at))
+        drop = 0 if self.limit is None else max(0, held - self.limit)
         if drop < 64 or (self.limit is not None and drop < self.limit):
             return
+        self.dropped += drop
         for values in (self._at, self._status, self._counted, self._payloads):
             del values[:drop]
         for column in self._columns.values():
@@ -691,8 +697,18 @@ def _window_values(aggregate: Aggregate, context: _Context, *, this_run: bool) -
         own = _number_at(context.payload, aggregate.path)
         if own is not None:
             values.append(own)
-    room = limit if limit is not None else len(at) + 1
-    if len(values) >= room:
+    need = (limit if limit is not None else len(at) + 1) - len(values)
+    if need <= 0:
+        return values
+    if not this_run and not seasonal and cutoff is None:
+        # The usual baseline (median(last 20)): the newest counted runs with the field.
+        for j in range(i, lo - 1, -1):
+            value = column[j]
+            if value is not None and counted[j]:
+                values.append(value)
+                need -= 1
+                if not need:
+                    break
         return values
     floor = cutoff if cutoff is not None else -math.inf
     day = context.weekday if window.weekday else None
@@ -708,7 +724,8 @@ def _window_values(aggregate: Aggregate, context: _Context, *, this_run: bool) -
             if (day is not None and run_day != day) or (hour is not None and run_hour != hour):
                 continue
         values.append(value)
-        if len(values) >= room:
+        need -= 1
+        if not need:
             break
     return values
 

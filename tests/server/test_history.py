@@ -193,6 +193,12 @@ def test_two_real_server_processes_agree_under_concurrent_pings(db_url: str) -> 
             list(pool.map(client, range(4)))
         stored = list(reversed(first.runs(tracker["id"])))  # oldest first
     assert len(stored) == 48
+    assert judged_as_offline(stored, assertions) >= 40
+
+
+def judged_as_offline(stored: list[dict[str, Any]], assertions: list[str]) -> int:
+    """Check that each stored run (oldest first) was judged as core judges it against the runs
+    stored before it; returns how many were evaluated."""
     parsed = [parse_assertion(text) for text in assertions]
     judged = 0
     for i, run in enumerate(stored):
@@ -203,10 +209,40 @@ def test_two_real_server_processes_agree_under_concurrent_pings(db_url: str) -> 
             for r in stored[:i]
         )
         now = dt.datetime.fromisoformat(run["received_at"])
-        expected = [a.evaluate(run["payload"], past, now=now).to_dict() for a in parsed]
+        status = run["status"]
+        payload = run["payload"] if status == "start" else {**run["payload"], "status": status}
+        expected = (
+            []
+            if status == "start"
+            else [a.evaluate(payload, past, now=now).to_dict() for a in parsed]
+        )
         assert run["assertions"] == expected, (i, run)
-        judged += bool(expected[0]["evaluated"])
-    assert judged >= 40
+        judged += bool(expected and expected[0]["evaluated"])
+    return judged
+
+
+def test_pings_queued_together_are_judged_in_order(client: AppClient) -> None:
+    """Pings arriving at once (one batch), duplicates and starts among them, are each judged
+    against exactly the runs stored before them."""
+    assertions = ["n >= 0.9 * max(last 5)", "count(failure, 1h) < 3"]
+    tracker = make_tracker(client, assertions=assertions)
+    token = tracker["token"]
+
+    def post(path: str, body: dict[str, Any]) -> Any:
+        return lambda: client.client.post(f"/ping/{token}{path}", json=body)
+
+    for round_ in range(3):
+        calls = []
+        for i in range(12):
+            n = 100 + round_ * 12 + i
+            body: dict[str, Any] = {"n": n if i != 7 else 1, "ping_id": f"p{round_}-{i % 10}"}
+            path = "/fail" if i == 3 else ("/start" if i == 5 else "")
+            calls.append(post(path, body))
+        answers = client.gather(calls)
+        assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+    stored = list(reversed(runs_of(client, tracker["id"])))
+    assert len(stored) == 30  # two duplicate ping_ids in each round
+    assert judged_as_offline(stored, assertions) >= 20
 
 
 @pytest.mark.slow

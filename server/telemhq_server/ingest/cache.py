@@ -32,6 +32,8 @@ class CachedTracker:
     assertions: tuple[AnyAssertion, ...]
     #: some assertion reads the tracker's history: the writer evaluates them all
     historical: bool = False
+    #: the schedule's timezone (same weekday / same hour read it)
+    timezone: str | None = None
 
 
 @dataclass(slots=True)
@@ -118,7 +120,9 @@ class TrackerCache:
             return _Entry(old.tracker, None, expires)
         parsed = tuple(parse_assertion(text) for text in row["assertions"])
         historical = any(a.needs_history for a in parsed)
-        tracker = CachedTracker(row["id"], row["token"], updated_at, parsed, historical)
+        tracker = CachedTracker(
+            row["id"], row["token"], updated_at, parsed, historical, row["timezone"]
+        )
         return _Entry(tracker, None, expires)
 
     def _missing(self, error: PingError) -> _Entry:
@@ -129,6 +133,7 @@ class TrackerCache:
         trackers.c.token,
         trackers.c.updated_at,
         trackers.c.assertions,
+        trackers.c.timezone,
     )
 
     def by_token(self, token: str) -> Callable[[], _Entry]:

@@ -269,6 +269,8 @@ class PingHandler:
             judge=tracker.assertions if tracker.historical and status != "start" else (),
             payload=payload if tracker.historical else None,
         )
+        if tracker.historical:
+            self.writer.speculate(pending, tracker.timezone)
         status_code, answer = await self.writer.submit(pending)
         if status_code == 200:
             self.metrics.accept(status, time.perf_counter() - started)

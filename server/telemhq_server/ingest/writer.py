@@ -31,7 +31,7 @@ from telemhq_server import states
 from telemhq_server.db import SqliteWriteLock, write_lock
 from telemhq_server.flips import FlipListeners, record_flip
 from telemhq_server.ingest.errors import PingError
-from telemhq_server.ingest.history import HistoryCache
+from telemhq_server.ingest.history import HistoryCache, Speculation
 from telemhq_server.ingest.sql import Statements
 from telemhq_server.metrics import Metrics
 from telemhq_server.schedules import due_after
@@ -66,6 +66,8 @@ class Pending:
     historical: bool = False
     judge: tuple[AnyAssertion, ...] = ()
     payload: dict[str, Any] | None = None
+    #: the ping judged when it was queued (SQLite; see ingest.history)
+    speculation: Speculation | None = None
 
 
 @dataclass(slots=True)
@@ -135,6 +137,21 @@ class BatchWriter:
             await self._task
         await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
         self._executor.shutdown(wait=True)
+
+    def speculate(self, item: Pending, timezone: str | None) -> None:
+        """Judge a ping of a tracker with history-relative assertions as it is queued, so
+        that its transaction only checks the speculation (:class:`HistoryCache`). Only on
+        SQLite, where the writer's statements run on this thread too: on PostgreSQL they run
+        in the writer's thread, and the ping is judged there."""
+        if self.is_postgres or not item.historical:
+            return
+
+        def judge(history: History) -> tuple[list[AssertionResult], PastRun]:
+            results = _judge(item, history, timezone) if item.judge else []
+            passed = states.run_passed(item.status, [r.reason for r in results if not r.passed])
+            return results, PastRun(item.received_at, item.status, passed, item.payload or {})
+
+        item.speculation = self.histories.speculate(item.tracker_id, item.token, timezone, judge)
 
     def submit(self, item: Pending) -> asyncio.Future[tuple[int, dict[str, Any]]]:
         if len(self._queue) >= MAX_PENDING:
@@ -421,8 +438,13 @@ class BatchWriter:
             if item.ping_id is not None and self._answer_duplicate(item, row, seen):
                 continue
             history = histories.get(item.tracker_id)
-            if history is not None and item.judge:
-                item.results = _judge(item, history, row["timezone"])
+            speculated = None
+            if history is not None:
+                speculated = self.histories.take(item.tracker_id, item.speculation, row["timezone"])
+                if speculated is not None:
+                    item.results = speculated
+                elif item.judge:
+                    item.results = _judge(item, history, row["timezone"])
             run_id, started_at = self._match_run(item, row, starts)
             failed = [r.reason for r in item.results if not r.passed]
             state = self._change_state(item, row, failed, writes)
@@ -435,8 +457,9 @@ class BatchWriter:
                 writes=writes,
                 seen=seen,
             )
-            if history is not None:
-                history.append(PastRun(item.received_at, item.status, passed, item.payload or {}))
+            if history is not None and speculated is None:
+                run = PastRun(item.received_at, item.status, passed, item.payload or {})
+                self.histories.append(item.tracker_id, run)
         return writes if writes.inserts else None
 
     @staticmethod
