@@ -161,20 +161,26 @@ class History:
         return max(0, len(self._at) - self.limit)
 
     def append(self, run: PastRun) -> None:
-        at = run.at if run.at.tzinfo is not None else run.at.replace(tzinfo=dt.UTC)
+        self.add(run.at, run.status, run.passed, run.payload)
+
+    def add(
+        self, at: dt.datetime, status: str, passed: bool | None, payload: Mapping[str, Any]
+    ) -> None:
+        """:meth:`append` without building a :class:`PastRun`."""
+        at = at if at.tzinfo is not None else at.replace(tzinfo=dt.UTC)
         # A run is placed in time no earlier than the run stored before it (two server
         # processes may store runs a few ms out of order): the times stay sorted, so a
         # duration window is found by bisection and is the same for every reader.
         stamp = at.timestamp()
         self._at.append(max(stamp, self._at[-1]) if self._at else stamp)
-        self._status.append(run.status)
-        self._counted.append(run.status == "success" and run.passed is True)
-        self._payloads.append(run.payload)
+        self._status.append(status)
+        self._counted.append(status == "success" and passed is True)
+        self._payloads.append(payload)
         # Columns and clocks already in use follow at once (cheaper than catching up later).
         n = len(self._at)
         for path, column in self._columns.items():
             if len(column) == n - 1:
-                column.append(_number_at(run.payload, path))
+                column.append(_number_at(payload, path))
         for tz, clock in self._clocks.items():
             if len(clock) == n - 1:
                 local = dt.datetime.fromtimestamp(self._at[-1], _zone(tz))
@@ -737,9 +743,8 @@ def _running(
     history's running sums (:meth:`History.prefix`): the same value as over the window's
     values, at the cost of a bisection. None where that does not apply."""
     window = aggregate.window
-    if (
-        window.seconds is None
-        or window.runs is not None
+    if window.seconds is None or (
+        window.runs is not None
         or window.weekday
         or window.hour
         or aggregate.func not in ("sum", "count", "mean")
@@ -811,16 +816,18 @@ def _read(aggregate: Aggregate, context: _Context, *, this_run: bool) -> tuple[f
 
 def _describe(aggregate: Aggregate, value: float, n: int, c: _Context) -> str:
     """``median 98000 of the last 20 runs`` (remembered: a tracker's baseline seldom moves)."""
-    key = (aggregate, value, n, c.weekday, c.hour)
-    words = _DESCRIBED.get(key)
-    if words is None:
-        if len(_DESCRIBED) >= 4096:
-            _DESCRIBED.clear()
-        words = _DESCRIBED[key] = _words(aggregate, value, n, c)
+    key = (id(aggregate), value, n, c.weekday, c.hour)
+    known = _DESCRIBED.get(key)
+    if known is not None and known[0] is aggregate:  # (an id may be reused once freed)
+        return known[1]
+    if len(_DESCRIBED) >= 4096:
+        _DESCRIBED.clear()
+    words = _words(aggregate, value, n, c)
+    _DESCRIBED[key] = (aggregate, words)
     return words
 
 
-_DESCRIBED: dict[tuple[Aggregate, float, int, int, int], str] = {}
+_DESCRIBED: dict[tuple[int, float, int, int, int], tuple[Aggregate, str]] = {}
 
 
 def _words(aggregate: Aggregate, value: float, n: int, c: _Context) -> str:
