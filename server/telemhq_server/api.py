@@ -23,6 +23,7 @@ from starlette.routing import BaseRoute, Route
 
 from telemhq_server import keys as keys_mod
 from telemhq_server import states
+from telemhq_server.baselines import history_json, warn_on_retention
 from telemhq_server.db import (
     API_SCOPES,
     api_keys,
@@ -111,13 +112,16 @@ def create_tracker(ctx: Ctx) -> Response:
     except sa.exc.IntegrityError as exc:
         raise _conflict(exc, values) from None
     ctx.app.cache.invalidate()
+    warn_on_retention(row, ctx.app.settings.retention_runs)
     return JSONResponse(to_json(row, ctx.base_url), 201)
 
 
 def get_tracker(ctx: Ctx) -> Response:
+    """One tracker, with each history assertion's current baseline."""
     with ctx.app.engine.connect() as conn:
         row = _tracker_row(conn, ctx.request.path_params["tracker"])
-    return JSONResponse(to_json(row, ctx.base_url))
+        extra = history_json(conn, row, ctx.app.settings.retention_runs)
+    return JSONResponse({**to_json(row, ctx.base_url), **extra})
 
 
 def update_tracker(ctx: Ctx) -> Response:
@@ -144,6 +148,8 @@ def update_tracker(ctx: Ctx) -> Response:
     except sa.exc.IntegrityError as exc:
         raise _conflict(exc, values) from None
     ctx.app.cache.invalidate()
+    if "assertions" in values:
+        warn_on_retention(row, ctx.app.settings.retention_runs)
     return JSONResponse(to_json(row, ctx.base_url))
 
 

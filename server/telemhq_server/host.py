@@ -48,6 +48,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from telemhq_server.baselines import history_limit
 from telemhq_server.config import Settings
 from telemhq_server.db import check_database, make_engine
 from telemhq_server.flips import FlipListeners
@@ -89,7 +90,11 @@ class TelemHQ:
         #: what runs inside the transaction of every state change (see telemhq_server.flips)
         self.flip_listeners = FlipListeners()
         self.writer = BatchWriter(
-            self.engine, self.metrics, settings.max_batch, listeners=self.flip_listeners
+            self.engine,
+            self.metrics,
+            settings.max_batch,
+            listeners=self.flip_listeners,
+            history_limit=history_limit(settings.retention_runs),
         )
         self.pings = PingHandler(self.cache, self.writer, self.metrics, settings.max_body_bytes)
         self._routes: list[BaseRoute] = [

@@ -156,6 +156,27 @@ _SCHEMAS: dict[str, Any] = {
             "created_at": _TIME,
             "updated_at": _TIME,
             "badge_url": {"type": "string", "format": "uri"},
+            "baselines": {
+                "type": "array",
+                "items": _ref("Baseline"),
+                "description": "GET of one tracker with history-relative assertions only: "
+                "each one's baseline now",
+            },
+            "retention_warning": {
+                "type": ["string", "null"],
+                "description": "GET of one tracker with history-relative assertions only: "
+                "retention keeps less history than an assertion reads",
+            },
+        },
+    },
+    "Baseline": {
+        "type": "object",
+        "required": ["expression", "value", "text"],
+        "properties": {
+            "expression": {"type": "string"},
+            "value": {"type": ["number", "null"], "description": "null: too little history"},
+            "text": {"type": ["string", "null"], "examples": ["0.5 x median 98000 of ..."]},
+            "reason": {"type": "string", "examples": ["history: 3 of 5 runs"]},
         },
     },
     "AssertionResult": {
@@ -166,6 +187,16 @@ _SCHEMAS: dict[str, Any] = {
             "passed": {"type": "boolean"},
             "actual": {},
             "reason": {"type": "string"},
+            "evaluated": {
+                "type": "boolean",
+                "description": "history-relative assertions only: false when there was too "
+                "little history (the run then neither passes nor fails it)",
+            },
+            "baseline": {
+                "type": ["object", "null"],
+                "description": "history-relative assertions only: the computed right-hand "
+                "side, {value, text}",
+            },
         },
     },
     "Run": {

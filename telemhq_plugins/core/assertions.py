@@ -11,6 +11,11 @@ Grammar::
     op        := "=" | "==" | "!=" | ">" | ">=" | "<" | "<=" | "in" | "~" | "matches"
     value     := JSON literal | bare word    (``in`` takes a JSON list; ``~`` a pattern)
 
+A comparison may also judge a run against the tracker's own past
+(``records_processed >= 0.5 * median(last 20)``, ``sum(cost_usd, 24h) <= 50``): that grammar
+and its semantics are in :mod:`telemhq_plugins.core.history`; :func:`parse_assertion` reads
+both.
+
 Evaluation never raises: a missing field fails with reason ``missing``, a type mismatch fails
 with a reason that says which type was expected. Regular expressions run on RE2 (linear time,
 no backtracking), so no pattern can hang the evaluator; where ``google-re2`` is not installed
@@ -20,13 +25,21 @@ no backtracking), so no pattern can hang the evaluator; where ``google-re2`` is 
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 import json
-import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
+
+from telemhq_plugins.core.history import History, HistoryAssertion, parse_history_assertion
+from telemhq_plugins.core.verdict import (
+    AssertionResult,
+    AssertionSyntaxError,
+    as_number,
+    show_value,
+)
 
 _regex_engine: Any
 try:  # RE2 is linear-time; it is a dependency of the server and dev extras.
@@ -39,9 +52,12 @@ REGEX_ENGINE: Final[str] = "re" if _regex_engine is re else "re2"
 __all__ = [
     "OPERATORS",
     "REGEX_ENGINE",
+    "AnyAssertion",
     "Assertion",
     "AssertionResult",
     "AssertionSyntaxError",
+    "History",
+    "HistoryAssertion",
     "evaluate_all",
     "parse_assertion",
     "parse_assertions",
@@ -61,37 +77,11 @@ _SYMBOL_OP_RE = re.compile(r"==|!=|>=|<=|=|>|<|~")
 _WORD_OP_RE = re.compile(r"(in|matches)(?=[\s\[\"]|$)", re.IGNORECASE)
 _BARE_WORD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 _MISSING: Final = object()
-#: A numeric string read as an exact integer (longer ones are read as floats).
-_INTEGER_RE = re.compile(r"[+-]?[0-9]{1,300}")
-
-
-class AssertionSyntaxError(ValueError):
-    """An assertion that does not parse; ``position`` is the 0-based offset of the problem."""
-
-    def __init__(self, expression: str, position: int, problem: str) -> None:
-        self.expression = expression
-        self.position = position
-        self.problem = problem
-        pointer = " " * position + "^"
-        super().__init__(f"{problem} at position {position}:\n  {expression}\n  {pointer}")
-
-
-@dataclass(frozen=True, slots=True)
-class AssertionResult:
-    """The verdict of one assertion on one payload."""
-
-    expression: str
-    passed: bool
-    actual: Any
-    reason: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "expression": self.expression,
-            "passed": self.passed,
-            "actual": self.actual,
-            "reason": self.reason,
-        }
+#: Text with any of these reads as arithmetic or an aggregate: its errors are the history
+#: grammar's when both grammars stop at the same place.
+_ARITHMETIC_RE = re.compile(r"[()*/+]")
+#: A name and a parenthesis first: only an aggregate on the left reads so.
+_LEFT_AGGREGATE_RE = re.compile(rf"\s*{_NAME}\s*\(")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,11 +101,23 @@ class Assertion:
     def field_path(self) -> str:
         return ".".join(self.path)
 
+    @property
+    def needs_history(self) -> bool:
+        return False
+
     def __str__(self) -> str:
         return self._text
 
-    def evaluate(self, payload: Mapping[str, Any]) -> AssertionResult:
-        """Evaluate against ``payload``; never raises."""
+    def evaluate(
+        self,
+        payload: Mapping[str, Any],
+        history: History | None = None,
+        *,
+        now: dt.datetime | None = None,
+        timezone: str | None = None,
+    ) -> AssertionResult:
+        """Evaluate against ``payload``; never raises. (``history``, ``now`` and ``timezone``
+        are for history-relative assertions; a plain one reads the payload alone.)"""
         actual: Any = payload
         for part in self.path:
             if isinstance(actual, Mapping) and part in actual:
@@ -127,15 +129,40 @@ class Assertion:
         except Exception as exc:  # a defensive net: evaluation must never raise
             problem = f"could not compare ({type(exc).__name__})"
         if problem is None:
-            return AssertionResult(self._text, True, actual, self._was + _show(actual))
-        reason = f"{self._was}{_show(actual)}{self._expects}{problem}"
+            return AssertionResult(self._text, True, actual, self._was + show_value(actual))
+        reason = f"{self._was}{show_value(actual)}{self._expects}{problem}"
         return AssertionResult(self._text, False, actual, reason)
 
 
-def parse_assertion(text: str) -> Assertion:
-    """Parse one assertion, raising :class:`AssertionSyntaxError` with the offending position."""
+#: A plain assertion or a history-relative one: both evaluate the same way.
+AnyAssertion = Assertion | HistoryAssertion
+
+
+def parse_assertion(text: str) -> AnyAssertion:
+    """Parse one assertion, raising :class:`AssertionSyntaxError` with the offending position.
+
+    A plain assertion (``field op value``) is read first; text that is not one is read as a
+    history-relative or window assertion (:mod:`telemhq_plugins.core.history`), and of the two
+    syntax errors the one that got further into the text is raised."""
     if len(text) > MAX_EXPRESSION:
         raise AssertionSyntaxError(text[:60] + "...", 0, f"longer than {MAX_EXPRESSION} chars")
+    try:
+        return _parse_plain(text)
+    except AssertionSyntaxError as plain_error:
+        try:
+            return parse_history_assertion(text)
+        except AssertionSyntaxError as history_error:
+            further = history_error.position - plain_error.position
+            if (
+                further > 0
+                or (further == 0 and _ARITHMETIC_RE.search(text))
+                or _LEFT_AGGREGATE_RE.match(text)
+            ):
+                raise history_error from None
+        raise
+
+
+def _parse_plain(text: str) -> Assertion:
     pos = _skip_space(text, 0)
     path_match = _PATH_RE.match(text, pos)
     if path_match is None:
@@ -167,16 +194,25 @@ def parse_assertion(text: str) -> Assertion:
     )
 
 
-def parse_assertions(texts: Iterable[str]) -> list[Assertion]:
+def parse_assertions(texts: Iterable[str]) -> list[AnyAssertion]:
     """Parse several assertions; the first syntax error is raised."""
     return [parse_assertion(t) for t in texts]
 
 
 def evaluate_all(
-    assertions: Sequence[Assertion], payload: Mapping[str, Any]
+    assertions: Sequence[AnyAssertion],
+    payload: Mapping[str, Any],
+    history: History | None = None,
+    *,
+    now: dt.datetime | None = None,
+    timezone: str | None = None,
 ) -> list[AssertionResult]:
-    """Evaluate each assertion against ``payload``, in order."""
-    return [a.evaluate(payload) for a in assertions]
+    """Evaluate each assertion against ``payload``, in order; history-relative ones against
+    ``history`` (the tracker's previous runs, oldest first; none: too little history) at time
+    ``now`` in the tracker's ``timezone`` (UTC when None)."""
+    if history is None and now is None and timezone is None:
+        return [a.evaluate(payload) for a in assertions]
+    return [a.evaluate(payload, history, now=now, timezone=timezone) for a in assertions]
 
 
 # --- parsing helpers -------------------------------------------------------------------------
@@ -285,38 +321,18 @@ def _format_value(op: Op, value: Any) -> str:
 # A check returns None when the actual value passes, else a short suffix for the reason.
 
 
-def _as_number(value: Any) -> float | int | None:
-    """ints, floats but NaN and numeric strings are numbers; bools are not. Integers (and
-    integer strings) stay exact, so two integers compare without rounding, whatever their size
-    (Python compares an int with a float exactly too)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return value if not (isinstance(value, float) and math.isnan(value)) else None
-    if isinstance(value, str):
-        text = value.strip()
-        if _INTEGER_RE.fullmatch(text):
-            return int(text)  # exact: compared with an integer without rounding
-        try:
-            number = float(text)
-        except ValueError:
-            return None
-        return None if math.isnan(number) else number
-    return None
-
-
 def _equals(actual: Any, expected: Any) -> bool:
     if expected is None or isinstance(expected, bool):
         if isinstance(actual, str) and expected is not None:
             return actual.strip().lower() == ("true" if expected else "false")
         return actual is expected
     if isinstance(expected, (int, float)):
-        number = _as_number(actual)
+        number = as_number(actual)
         return number is not None and number == expected
     if isinstance(actual, str):
         return bool(actual == expected)
     if isinstance(actual, (int, float)) and not isinstance(actual, bool):
-        expected_number = _as_number(expected)
+        expected_number = as_number(expected)
         return expected_number is not None and actual == expected_number
     return False
 
@@ -360,7 +376,7 @@ def _make_check(text: str, pos: int, op: Op, expected: Any) -> Callable[[Any], s
         return check_text
 
     def check_number(actual: Any) -> str | None:
-        number = _as_number(actual)
+        number = as_number(actual)
         if number is None:
             return " (not a number)"
         return None if compare(number, expected) else ""
@@ -387,17 +403,3 @@ def _regex_matcher(pattern: str) -> Callable[[str], bool]:
         return bool(low.Match(anchor, data, 0, len(data))[0] != null_span)
 
     return found
-
-
-def _show(value: Any) -> str:
-    """The actual value as JSON text, at most 80 characters (fast paths for plain values)."""
-    kind = type(value)
-    if kind is int or (kind is float and math.isfinite(value)):
-        return repr(value)
-    if kind is str and len(value) <= 78 and value.isprintable() and '"' not in value:
-        return f'"{value}"' if "\\" not in value else json.dumps(value, ensure_ascii=False)
-    try:
-        shown = json.dumps(value, ensure_ascii=False, default=str)
-    except ValueError:
-        shown = repr(value)
-    return shown if len(shown) <= 80 else shown[:77] + "..."

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import datetime as dt
 import json
 import os
 import re
@@ -18,13 +19,19 @@ from pathlib import Path
 from typing import IO, Any
 
 from telemhq_plugins.core import jsontext
-from telemhq_plugins.core.assertions import AssertionSyntaxError, evaluate_all, parse_assertion
+from telemhq_plugins.core.assertions import (
+    AssertionSyntaxError,
+    History,
+    evaluate_all,
+    parse_assertion,
+)
 from telemhq_plugins.core.config import ConfigError, Settings, load_settings
 from telemhq_plugins.core.delivery import Client
 from telemhq_plugins.core.jobsfile import JobsFileError, read_jobs
 from telemhq_plugins.core.payload import STATUSES, ErrorInfo, Ping, as_status
 from telemhq_plugins.core.provision import sync
 from telemhq_plugins.core.runs import start_run
+from telemhq_plugins.core.runsfile import RunsFileError, fetch_history, read_runs_file
 
 __all__ = ["command_job", "main"]
 
@@ -39,6 +46,8 @@ examples:
   telemhq run --token TOKEN -- python nightly_sync.py --full
   telemhq run --job etl_daily -- ./load.sh          (token from TELEMHQ_TRACKERS/PING_KEY)
   telemhq check 'records_processed > 0' 'status = success' --json '{"records_processed": 0}'
+  telemhq check 'records_processed >= 0.5 * median(last 20)' -f run.json --history runs.json
+  telemhq check 'duration <= 3 * p90(last 50)' --json '{"duration": 9000}' --tracker nightly
   telemhq sync --dry-run                         (the [[jobs]] of ./telemhq.toml, no writes)
   telemhq sync --prune -c jobs.toml              (and pause trackers of jobs no longer there)
 
@@ -81,9 +90,32 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--start", action="store_true", help="also send a start ping")
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS")
 
-    check = sub.add_parser("check", help="evaluate assertions against a payload locally")
+    check = sub.add_parser(
+        "check",
+        help="evaluate assertions against a payload locally",
+        description="Evaluate assertions as the server would. Exit status: 0 when all pass "
+        "or are not evaluated (too little history), 1 when one fails, 2 on a usage or "
+        "syntax error.",
+    )
     check.add_argument("expressions", nargs="+", metavar="EXPR", help="e.g. 'errors = 0'")
     _payload_args(check)
+    past = check.add_mutually_exclusive_group()
+    past.add_argument(
+        "--history",
+        metavar="RUNS_JSON",
+        help="the tracker's past runs: what GET /api/v1/trackers/ID/runs answers (or its items)",
+    )
+    past.add_argument(
+        "--tracker",
+        metavar="SLUG",
+        help="fetch the tracker's past runs and timezone from the server's API "
+        "(TELEMHQ_BASE_URL, and an API key: --api-key or TELEMHQ_API_KEY)",
+    )
+    check.add_argument("--api-key", dest="check_api_key", help="an API key for --tracker")
+    check.add_argument(
+        "--timezone", help="for same weekday / same hour (default: the tracker's, else UTC)"
+    )
+    check.add_argument("--at", help="the run's time, ISO 8601 (default: now)")
 
     sync_cmd = sub.add_parser(
         "sync",
@@ -265,11 +297,42 @@ def _pump_stderr(proc: subprocess.Popen[bytes]) -> _StderrTail:
 def _cmd_check(args: argparse.Namespace, out: IO[str], stdin: IO[str]) -> int:
     payload = _read_payload(args, stdin)
     assertions = [parse_assertion(text) for text in args.expressions]
-    results = evaluate_all(assertions, payload)
+    history, timezone = _check_history(args)
+    results = evaluate_all(
+        assertions, payload, history, now=_check_time(args.at), timezone=args.timezone or timezone
+    )
     for result in results:
         mark = "PASS" if result.passed else "FAIL"
+        if not result.evaluated:
+            mark = "SKIP"  # too little history: neither passes nor fails
         print(f"{mark}  {result.expression}  ({result.reason})", file=out)
     return 0 if all(r.passed for r in results) else 1
+
+
+def _check_history(args: argparse.Namespace) -> tuple[History | None, str | None]:
+    """The past runs ``--history`` or ``--tracker`` names, and the tracker's timezone."""
+    try:
+        if args.history is not None:
+            return read_runs_file(args.history), None
+        if args.tracker is not None:
+            api_key = args.check_api_key or os.environ.get("TELEMHQ_API_KEY")
+            if not api_key:
+                raise CliError("--tracker needs an API key: set TELEMHQ_API_KEY or --api-key")
+            settings = load_settings()
+            return fetch_history(settings.base_url, args.tracker, api_key, timeout=settings.timeout)
+    except RunsFileError as exc:
+        raise CliError(str(exc)) from None
+    return None, None
+
+
+def _check_time(text: str | None) -> dt.datetime | None:
+    if text is None:
+        return None
+    try:
+        at = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"--at {text!r} is not an ISO 8601 time") from None
+    return at if at.tzinfo is not None else at.replace(tzinfo=dt.UTC)
 
 
 def _cmd_sync(args: argparse.Namespace, out: IO[str]) -> int:

@@ -9,6 +9,9 @@ Request flow for ``POST /ping/...`` (no framework, no ORM):
 2. read the body within the size limit and parse it as a JSON object (any or no content type;
    :class:`PingHandler` in :mod:`.handler`);
 3. evaluate the assertions (core's ``evaluate_all``) and queue the ping to :class:`BatchWriter`;
+   a tracker with history-relative assertions (``median(last 20)``, ``sum(cost_usd, 24h)``)
+   is evaluated by the writer instead, in its transaction, against the runs stored before
+   (:mod:`.history`);
 4. the writer (:mod:`.writer`) takes every queued ping, writes them in ONE transaction (runs,
    tracker updates, flips) with driver SQL (:mod:`.sql`), commits, and only then answers each
    waiting request.

@@ -14,7 +14,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from telemhq_plugins.core.assertions import Assertion, parse_assertion
+from telemhq_plugins.core.assertions import AnyAssertion, parse_assertion
 from telemhq_server.db import as_utc, ping_keys, trackers, write_tx
 from telemhq_server.ingest.errors import NewSlug, PingError
 from telemhq_server.trackers import create_tracker, from_first_ping
@@ -29,7 +29,11 @@ class CachedTracker:
     id: int
     token: str
     updated_at: dt.datetime
-    assertions: tuple[Assertion, ...]
+    assertions: tuple[AnyAssertion, ...]
+    #: some assertion reads the tracker's history: the writer evaluates them all
+    historical: bool = False
+    #: the schedule's timezone (same weekday / same hour read it)
+    timezone: str | None = None
 
 
 @dataclass(slots=True)
@@ -115,7 +119,11 @@ class TrackerCache:
         if old is not None and old.tracker is not None and old.tracker.updated_at == updated_at:
             return _Entry(old.tracker, None, expires)
         parsed = tuple(parse_assertion(text) for text in row["assertions"])
-        return _Entry(CachedTracker(row["id"], row["token"], updated_at, parsed), None, expires)
+        historical = any(a.needs_history for a in parsed)
+        tracker = CachedTracker(
+            row["id"], row["token"], updated_at, parsed, historical, row["timezone"]
+        )
+        return _Entry(tracker, None, expires)
 
     def _missing(self, error: PingError) -> _Entry:
         return _Entry(None, error, time.monotonic() + self.ttl)
@@ -125,6 +133,7 @@ class TrackerCache:
         trackers.c.token,
         trackers.c.updated_at,
         trackers.c.assertions,
+        trackers.c.timezone,
     )
 
     def by_token(self, token: str) -> Callable[[], _Entry]:

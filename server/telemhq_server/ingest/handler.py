@@ -261,9 +261,16 @@ class PingHandler:
             ping_id=_string_field(payload, "ping_id"),
             run_id=_string_field(payload, "run_id"),
             duration=None if duration is None else float(duration),
-            results=[] if status == "start" else evaluate_all(tracker.assertions, payload),
+            results=[]
+            if status == "start" or tracker.historical
+            else evaluate_all(tracker.assertions, payload),
             received_at=utcnow(),
+            historical=tracker.historical,
+            judge=tracker.assertions if tracker.historical and status != "start" else (),
+            payload=payload if tracker.historical else None,
         )
+        if tracker.historical:
+            self.writer.speculate(pending, tracker.timezone)
         status_code, answer = await self.writer.submit(pending)
         if status_code == 200:
             self.metrics.accept(status, time.perf_counter() - started)

@@ -29,6 +29,7 @@ class Statements:
         "period_seconds",
         "cron",
         "timezone",
+        "n_runs",
     )
 
     def __init__(self, dialect: str) -> None:
@@ -48,6 +49,12 @@ class Statements:
             f"last_ping_at = COALESCE({ts}, last_ping_at), "
             f"next_expected_at = CASE WHEN {p} THEN {ts} ELSE next_expected_at END, "
             f"n_runs = n_runs + {p} WHERE id = {p}"
+        )
+
+        #: a tracker's newest runs, for history-relative assertions
+        self.recent_runs = (
+            "SELECT status, passed, payload, received_at FROM runs "
+            f"WHERE tracker_id = {p} ORDER BY id DESC LIMIT {p}"
         )
 
     @functools.cache  # noqa: B019 - a few instances, one per dialect, live as long as the app

@@ -25,11 +25,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, RootTransaction
 
 from telemhq_plugins.core import jsontext
-from telemhq_plugins.core.assertions import AssertionResult
+from telemhq_plugins.core.assertions import AnyAssertion, AssertionResult, History, evaluate_all
+from telemhq_plugins.core.history import PastRun
 from telemhq_server import states
 from telemhq_server.db import SqliteWriteLock, write_lock
 from telemhq_server.flips import FlipListeners, record_flip
 from telemhq_server.ingest.errors import PingError
+from telemhq_server.ingest.history import HistoryCache, Speculation
 from telemhq_server.ingest.sql import Statements
 from telemhq_server.metrics import Metrics
 from telemhq_server.schedules import due_after
@@ -59,6 +61,13 @@ class Pending:
     answer: tuple[int, dict[str, Any]] | None = field(default=None)
     #: committed (its answer stands even if a later part of the batch fails)
     stored: bool = False
+    #: the tracker judges runs against its history: the writer evaluates ``judge`` (its
+    #: assertions; none for a start) against the runs stored before, in its transaction
+    historical: bool = False
+    judge: tuple[AnyAssertion, ...] = ()
+    payload: dict[str, Any] | None = None
+    #: the ping judged when it was queued (SQLite; see ingest.history)
+    speculation: Speculation | None = None
 
 
 @dataclass(slots=True)
@@ -85,6 +94,7 @@ class BatchWriter:
         max_batch: int = 512,
         *,
         listeners: FlipListeners | None = None,
+        history_limit: int = 1000,
     ) -> None:
         self.engine = engine
         self.metrics = metrics
@@ -93,6 +103,8 @@ class BatchWriter:
         self.listeners = listeners if listeners is not None else FlipListeners()
         self.is_postgres = engine.dialect.name == "postgresql"
         self.sql = Statements(engine.dialect.name)
+        #: the trackers' histories, for history-relative assertions (see ingest.history)
+        self.histories = HistoryCache(history_limit)
         self._executor = concurrent.futures.ThreadPoolExecutor(1, "telemhq-writer")
         self._queue: list[Pending] = []
         self._wakeup: asyncio.Event | None = None
@@ -125,6 +137,21 @@ class BatchWriter:
             await self._task
         await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
         self._executor.shutdown(wait=True)
+
+    def speculate(self, item: Pending, timezone: str | None) -> None:
+        """Judge a ping of a tracker with history-relative assertions as it is queued, so
+        that its transaction only checks the speculation (:class:`HistoryCache`). Only on
+        SQLite, where the writer's statements run on this thread too: on PostgreSQL they run
+        in the writer's thread, and the ping is judged there."""
+        if self.is_postgres or not item.historical:
+            return
+
+        def judge(history: History) -> tuple[list[AssertionResult], PastRun]:
+            results = _judge(item, history, timezone) if item.judge else []
+            passed = states.run_passed(item.status, [r.reason for r in results if not r.passed])
+            return results, PastRun(item.received_at, item.status, passed, item.payload or {})
+
+        item.speculation = self.histories.speculate(item.tracker_id, item.token, timezone, judge)
 
     def submit(self, item: Pending) -> asyncio.Future[tuple[int, dict[str, Any]]]:
         if len(self._queue) >= MAX_PENDING:
@@ -228,10 +255,15 @@ class BatchWriter:
                     transaction = self._begin_and_write(conn, batch)
                     committing = time.perf_counter()
                     self._commit(transaction)
+                self.histories.commit()
                 break
             except sa.exc.DBAPIError as exc:
+                self.histories.rollback()
                 if not self._retryable(exc, conn, attempt):
                     raise
+            except BaseException:
+                self.histories.rollback()
+                raise
         done = time.perf_counter()
         self.metrics.batch(len(batch), done - started, done - committing)
 
@@ -268,10 +300,15 @@ class BatchWriter:
                 finally:
                     if lock is not None:
                         lock.release()
+                self.histories.commit()
                 break
             except sa.exc.DBAPIError as exc:
+                self.histories.rollback()
                 if not self._retryable(exc, conn, attempt):
                     raise
+            except BaseException:
+                self.histories.rollback()
+                raise
         done = time.perf_counter()
         self.metrics.batch(len(batch), done - started, done - committing)
 
@@ -357,7 +394,13 @@ class BatchWriter:
             starts = (
                 {(t, r): sql.from_db(at) for t, r, at in cursors[2].fetchall()} if wanted else {}
             )
-            writes = self._apply(batch, rows, seen, starts)
+            historical = {i.tracker_id for i in batch if i.historical}
+            histories = (
+                self.histories.prepare(cursors[1], sql, rows, sorted(historical))
+                if historical
+                else {}
+            )
+            writes = self._apply(batch, rows, seen, starts, histories)
             if writes is not None:
                 inserts, flip_for, changed = writes.inserts, writes.flip_for, writes.changed
                 # record_flip() runs through SQLAlchemy, which wants each result at once: no
@@ -380,9 +423,12 @@ class BatchWriter:
         rows: dict[int, dict[str, Any]],
         seen: dict[tuple[int, str], tuple[str, str]],
         starts: dict[tuple[int, str], dt.datetime],
+        histories: dict[int, History],
     ) -> _Writes | None:
         """Run each ping through the state machine, in order, against the locked rows; set
-        each item's answer; return the rows to insert and the trackers to update."""
+        each item's answer; return the rows to insert and the trackers to update. A tracker
+        with history-relative assertions judges each run against the runs stored before it,
+        this batch's included."""
         writes = _Writes()
         for item in batch:
             row = rows.get(item.tracker_id)
@@ -391,10 +437,18 @@ class BatchWriter:
                 continue
             if item.ping_id is not None and self._answer_duplicate(item, row, seen):
                 continue
+            history = histories.get(item.tracker_id)
+            speculated = None
+            if history is not None:
+                speculated = self.histories.take(item.tracker_id, item.speculation, row["timezone"])
+                if speculated is not None:
+                    item.results = speculated
+                elif item.judge:
+                    item.results = _judge(item, history, row["timezone"])
             run_id, started_at = self._match_run(item, row, starts)
             failed = [r.reason for r in item.results if not r.passed]
             state = self._change_state(item, row, failed, writes)
-            self._add_run(
+            passed = self._add_run(
                 item,
                 run_id=run_id,
                 started_at=started_at,
@@ -403,6 +457,9 @@ class BatchWriter:
                 writes=writes,
                 seen=seen,
             )
+            if history is not None and speculated is None:
+                run = PastRun(item.received_at, item.status, passed, item.payload or {})
+                self.histories.append(item.tracker_id, run)
         return writes if writes.inserts else None
 
     @staticmethod
@@ -498,8 +555,8 @@ class BatchWriter:
         state: str,
         writes: _Writes,
         seen: dict[tuple[int, str], tuple[str, str]],
-    ) -> None:
-        """The run's row to insert, and the ping's answer."""
+    ) -> bool | None:
+        """The run's row to insert, and the ping's answer; returns the run's verdict."""
         now = item.received_at
         duration = item.duration
         if duration is None and started_at is not None:
@@ -534,6 +591,7 @@ class BatchWriter:
                 "assertions": results,
             },
         )
+        return passed
 
     def _insert_runs(
         self,
@@ -566,6 +624,15 @@ class BatchWriter:
             chunk = rows[i : i + INSERT_CHUNK]
             flat = tuple(value for row in chunk for value in row)
             cursor.execute(self.sql.insert_runs(len(chunk)), flat)
+
+
+def _judge(item: Pending, history: History, timezone: str | None) -> list[AssertionResult]:
+    """Evaluate the item's assertions against its tracker's history, at the time it arrived.
+    A ``/fail`` suffix sets the run's status, which ``count(failure, ...)`` reads."""
+    payload = item.payload or {}
+    if payload.get("status", "success") != item.status:
+        payload = {**payload, "status": item.status}
+    return evaluate_all(item.judge, payload, history, now=item.received_at, timezone=timezone)
 
 
 def _tracker_params(sql: Statements, tracker_id: int, row: dict[str, Any]) -> tuple[Any, ...]:
