@@ -4,15 +4,15 @@ silence`` in a real process; a crash between a state change and its notification
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.e2e.test_cli_and_monitor import run_cli
 from tests.live_server import LiveServer
 from tests.server.test_alerts import Receiver
+from tests.server.test_webhooks_e2e import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -22,15 +22,6 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver()
     yield r
     r.close()
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_telemhq_silence_creates_a_silence(live_server: LiveServer, tmp_path: Path) -> None:

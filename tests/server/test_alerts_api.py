@@ -10,7 +10,7 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,6 +19,7 @@ from aiosmtpd.controller import Controller
 
 from tests.server.helpers import AppClient, flips_of, make_tracker
 from tests.server.test_alerts import Receiver
+from tests.server.test_webhooks_e2e import wait_for
 
 SLACK = "slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ"
 SLACK_SECRET = "TIiajkdnlazkcOXrIdevi7FQ"
@@ -69,15 +70,6 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> list[requests.PreparedRequest]:
 
     monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", send)
     return sent
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_it_manages_channels_and_never_returns_the_secret(
