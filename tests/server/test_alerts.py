@@ -468,3 +468,99 @@ def test_two_dispatchers_send_each_message_once(engine: Engine, receiver: Receiv
 
     asyncio.run(both())
     assert sorted(receiver.titles()) == [f"job {i} is down" for i in range(5)]
+
+
+def add_task_failure(engine: Engine, tracker_id: int, at: dt.datetime, run_id: str) -> int:
+    payload = {
+        "status": "failure",
+        "orchestrator": "airflow",
+        "airflow": {"dag_id": "etl_daily", "task_id": "t", "run_id": run_id},
+        "error": {"type": "ValueError", "message": "bad row"},
+    }
+    with db.write_tx(engine) as conn:
+        return int(
+            conn.execute(
+                sa.insert(db.runs)
+                .values(
+                    tracker_id=tracker_id,
+                    ping_id=f"p-{tracker_id}-{run_id}",
+                    run_id=run_id,
+                    status="failure",
+                    passed=False,
+                    payload=json.dumps(payload),
+                    assertions="[]",
+                    received_at=at,
+                )
+                .returning(db.runs.c.id)
+            ).scalar_one()
+        )
+
+
+def test_a_failed_dag_run_with_five_failed_tasks_is_one_message(
+    engine: Engine, receiver: Receiver
+) -> None:
+    clock = Clock(T0)
+    add_channel(engine, receiver.url)
+    names = ["etl_daily", *(f"etl_daily.task_{i}" for i in range(5))]
+    for offset, name in enumerate(names):
+        tracker = add_tracker(engine, name)
+        at = T0 + dt.timedelta(seconds=offset)
+        flip(engine, tracker, "up", "failing", at, add_task_failure(engine, tracker, at, "run-7"))
+    d = dispatcher(engine, clock, group_window=60)
+    clock.advance(10)
+    assert tick(d) == 0  # waiting for the rest of its group
+    clock.advance(50)
+    # a pass looks at 2 messages of a channel: those not yet seen wait their own window out
+    assert sum(tick(d) for _ in range(4)) == 1
+    [message] = receiver.messages
+    assert message["title"] == "Airflow run etl_daily run-7 failed: 6 failing"
+    for name in names:
+        assert f"- {name}: ValueError: bad row" in message["message"]
+    # every tracker counts as told: each one's recovery will go out
+    assert statuses(engine) == [("failing", "delivered")] * 6
+
+
+def add_scheduled(engine: Engine, name: str) -> int:
+    with db.write_tx(engine) as conn:
+        row = create_tracker(
+            conn,
+            {
+                "name": name,
+                "slug": name,
+                "tags": [],
+                "schedule_kind": "period",
+                "period_seconds": 3600,
+            },
+        )
+    tracker = int(row["id"])
+    add_run(engine, tracker, T0 - dt.timedelta(hours=1))  # orchestrator: airflow
+    return tracker
+
+
+def test_twenty_of_thirty_airflow_trackers_late_is_one_message(
+    engine: Engine, receiver: Receiver
+) -> None:
+    clock = Clock(T0)
+    add_channel(engine, receiver.url, events=["late", "failing", "down", "recovered"])
+    trackers = [add_scheduled(engine, f"job{i:02}") for i in range(30)]
+    for tracker in trackers[:20]:
+        flip(engine, tracker, "up", "late", T0)
+    d = dispatcher(engine, clock, group_window=60)
+    clock.advance(60)
+    for _ in range(3):
+        tick(d)
+    assert receiver.titles() == ["20 Airflow jobs are late: is the scheduler running?"]
+    assert "- job00" in receiver.messages[0]["message"]
+
+
+def test_a_few_late_trackers_are_told_one_by_one(engine: Engine, receiver: Receiver) -> None:
+    clock = Clock(T0)
+    add_channel(engine, receiver.url, events=["late"])
+    trackers = [add_scheduled(engine, f"job{i:02}") for i in range(30)]
+    for tracker in trackers[:3]:
+        flip(engine, tracker, "up", "late", T0)
+    d = dispatcher(engine, clock, group_window=60)
+    clock.advance(60)
+    for _ in range(3):
+        tick(d)
+    assert sorted(receiver.titles()) == [f"job0{i} is late" for i in range(3)]

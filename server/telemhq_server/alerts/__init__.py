@@ -60,7 +60,11 @@ def register(app: TelemHQ) -> None:
     """Serve ``/api/v1/channels`` and ``/api/v1/silences``, queue notifications on every flip
     and run one :class:`AlertDispatcher` per server process."""
     app.add_routes(api_routes())
-    dispatcher = AlertDispatcher(app.engine, public_url=app.public_url(None) or None)
+    dispatcher = AlertDispatcher(
+        app.engine,
+        public_url=app.public_url(None) or None,
+        group_window=app.settings.alert_group_window,
+    )
     app.flip_listeners.add(enqueue_alerts, committed=dispatcher.wake)
     app.add_metrics(dispatcher.counts.lines)
 

@@ -28,7 +28,7 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -37,7 +37,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from telemhq_server import db
 from telemhq_server.alerts.enqueue import BAD_STATES, orchestrator_of
-from telemhq_server.alerts.message import render
+from telemhq_server.alerts.message import render, render_group
 from telemhq_server.alerts.policy import matches
 from telemhq_server.alerts.sender import Outcome, Sender
 from telemhq_server.alerts.silences import held_until
@@ -96,6 +96,8 @@ class _Job:
     repeat_no: int
     repeat_every: int | None
     max_repeats: int
+    #: the other outbox rows this message tells of (folded into it by grouping)
+    members: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +129,8 @@ class AlertDispatcher:
         per_channel: int = 2,
         max_in_flight: int = 32,
         recheck: float = 5.0,
+        group_window: float = 0.0,
+        late_group_min: int = 5,
     ) -> None:
         self.engine = engine
         self.public_url = (public_url or "").rstrip("/")
@@ -137,6 +141,8 @@ class AlertDispatcher:
         self.per_channel = per_channel
         self.max_in_flight = max_in_flight
         self.recheck = dt.timedelta(seconds=recheck)
+        self.group_window = dt.timedelta(seconds=group_window)
+        self.late_group_min = late_group_min
         self.lease = dt.timedelta(seconds=max(60.0, self.policy.timeout * 2))
         self.sender = Sender(self.policy.timeout)
         self.counts = AlertCounts.new()
@@ -283,6 +289,29 @@ class AlertDispatcher:
         doc = json.loads(row["body"])
         since = verdict.since or db.as_utc(row["created_at"])
         assert since is not None
+        members = self._group(conn, row, now) if row["group_key"] and self.group_window else []
+        if members:
+            title, text = render_group(
+                row["group_key"],
+                [doc, *(json.loads(m["body"]) for m in members)],
+                public_url=self.public_url,
+            )
+            created = db.as_utc(row["created_at"])
+            assert created is not None
+            return _Job(
+                row_id,
+                row["channel_id"],
+                channel["url"],
+                title,
+                text,
+                row["event"],
+                created,
+                row["attempts"],
+                row["repeat_no"],
+                None,  # a reminder would tell of one tracker: grouped messages have none
+                0,
+                tuple(m["id"] for m in members),
+            )
         title, text = render(
             doc,
             event=row["event"],
@@ -341,6 +370,10 @@ class AlertDispatcher:
                     reason=f"{tracker['consecutive_failures']} of "
                     f"{channel['after_failures']} failures",
                 )
+            grouped_at = (created or now) + self.group_window
+            if row["group_key"] and self.group_window and now < grouped_at:
+                # group_wait: the others of its group arrive meanwhile
+                return _Verdict("wait", until=grouped_at, reason="waiting for its group")
             return _Verdict("send", since=changed)
         # A recovery: only for a channel told of the problem.
         o = alert_outbox
@@ -369,6 +402,61 @@ class AlertDispatcher:
                 "wait", until=now + self.recheck, reason="waiting for the problem's message"
             )
         return _Verdict("drop", reason="the channel was not told of the problem")
+
+    def _group(
+        self, conn: Connection, row: Mapping[Any, Any], now: dt.datetime
+    ) -> Sequence[Mapping[Any, Any]]:
+        """The other pending messages of this channel that fold into ``row``'s (claimed here),
+        or none when the group is too small to fold."""
+        o, t = alert_outbox, db.trackers
+        created = db.as_utc(row["created_at"])
+        assert created is not None
+        free = sa.or_(o.c.claimed_until.is_(None), o.c.claimed_until < now)
+        candidates = (
+            conn.execute(
+                sa.select(o, t.c.state.label("t_state"), t.c.state_changed_at)
+                .join(t, t.c.id == o.c.tracker_id)
+                .where(
+                    o.c.channel_id == row["channel_id"],
+                    o.c.group_key == row["group_key"],
+                    o.c.id != row["id"],
+                    o.c.repeat_no == 0,
+                    o.c.delivered_at.is_(None),
+                    o.c.failed_at.is_(None),
+                    o.c.dropped_at.is_(None),
+                    o.c.held_by.is_(None),
+                    o.c.created_at <= created + self.group_window,
+                    free,
+                )
+                .order_by(o.c.id)
+            )
+            .mappings()
+            .all()
+        )
+        members = [m for m in candidates if m["t_state"] == m["state"] and _current(m)]
+        if not members:
+            return []
+        if str(row["group_key"]).startswith("late:") and not self._many_late(
+            conn, str(row["group_key"])[5:], len(members) + 1
+        ):
+            return []
+        conn.execute(
+            sa.update(o)
+            .where(o.c.id.in_([m["id"] for m in members]))
+            .values(claimed_until=now + self.lease)
+        )
+        return members
+
+    def _many_late(self, conn: Connection, orchestrator: str, late: int) -> bool:
+        """Are ``late`` trackers of ``orchestrator`` enough to say its scheduler is in trouble:
+        at least ``late_group_min`` and at least half of its scheduled trackers?"""
+        if late < self.late_group_min:
+            return False
+        t = db.trackers
+        ids = conn.execute(sa.select(t.c.id).where(t.c.schedule_kind != "none")).scalars().all()
+        if orchestrator:
+            ids = [i for i in ids if orchestrator_of(conn, i, None) == orchestrator]
+        return late * 2 >= len(ids)
 
     def _silenced(
         self, conn: Connection, tracker: Mapping[Any, Any], now: dt.datetime
@@ -443,6 +531,15 @@ class AlertDispatcher:
                     duration_ms=round(outcome.duration_ms, 3),
                 )
             )
+            if job.members:
+                folded: dict[str, Any] = (
+                    {"delivered_at": attempted_at, "last_error": f"sent in message {job.outbox_id}"}
+                    if outcome.ok
+                    else {}
+                )
+                conn.execute(
+                    sa.update(o).where(o.c.id.in_(job.members)).values(claimed_until=None, **folded)
+                )
             if reminder is not None:
                 row = conn.execute(sa.select(o).where(o.c.id == job.outbox_id)).mappings().one()
                 conn.execute(
@@ -455,3 +552,10 @@ class AlertDispatcher:
                         created_at=row["created_at"],
                     )
                 )
+
+
+def _current(row: Mapping[Any, Any]) -> bool:
+    """Has the tracker not changed state since the message's change (``state_changed_at``
+    joined from the tracker)?"""
+    changed, created = db.as_utc(row["state_changed_at"]), db.as_utc(row["created_at"])
+    return changed is None or created is None or changed <= created

@@ -24,7 +24,14 @@ from telemhq_server.flips import Flip
 from telemhq_server.webhooks import build_body
 from telemhq_server.webhooks.outbox import load_json
 
-__all__ = ["BAD_STATES", "channel_event", "enqueue_alerts", "orchestrator_of", "wants"]
+__all__ = [
+    "BAD_STATES",
+    "channel_event",
+    "enqueue_alerts",
+    "group_key",
+    "orchestrator_of",
+    "wants",
+]
 
 BAD_STATES = ("failing", "late", "down")
 
@@ -45,6 +52,24 @@ def wants(events: Sequence[str] | None, event: str, old: str) -> bool:
     if event == "recovered" and old == "late":
         return "late" in wanted and "recovered" in wanted
     return event in wanted
+
+
+def group_key(event: str, payload: Any, orchestrator: str | None) -> str | None:
+    """What a message may be folded with: a task's failure with the other failures of its
+    parent run (an Airflow DAG run, a Dagster run, a Prefect flow run, read from what the
+    adapters send), a tracker going late with the others of its orchestrator going late."""
+    if event == "late":
+        return f"late:{orchestrator or ''}"
+    if event != "failing" or not isinstance(payload, Mapping):
+        return None
+    airflow, dagster, prefect = (payload.get(k) for k in ("airflow", "dagster", "prefect"))
+    if isinstance(airflow, Mapping) and airflow.get("dag_id") and airflow.get("run_id"):
+        return f"run:airflow:{airflow['dag_id']}:{airflow['run_id']}"[:400]
+    if isinstance(dagster, Mapping) and dagster.get("run_id"):
+        return f"run:dagster:{dagster.get('job_name') or ''}:{dagster['run_id']}"[:400]
+    if isinstance(prefect, Mapping) and prefect.get("flow_run_id"):
+        return f"run:prefect:{prefect.get('flow_name') or ''}:{prefect['flow_run_id']}"[:400]
+    return None
 
 
 def orchestrator_of(conn: Connection, tracker_id: int, run_id: int | None) -> str | None:
@@ -97,6 +122,8 @@ def enqueue_alerts(conn: Connection, changes: Sequence[Flip]) -> int:
             now=flip.at,
         )
         document["orchestrator"] = orchestrator
+        run = document.get("run") or {}
+        group = group_key(event, run.get("payload"), orchestrator)
         body = json.dumps(document, separators=(",", ":"), default=str)
         for channel in takers:
             delay = 0 if event == "recovered" else channel["delay_seconds"]
@@ -111,6 +138,7 @@ def enqueue_alerts(conn: Connection, changes: Sequence[Flip]) -> int:
                     "created_at": flip.at,
                     "next_attempt_at": flip.at + dt.timedelta(seconds=delay),
                     "attempts": 0,
+                    "group_key": group,
                 }
             )
     if rows:

@@ -7,7 +7,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["render", "render_test", "since_text"]
+__all__ = ["render", "render_group", "render_test", "since_text"]
 
 _HEADLINE = {
     "failing": "is failing",
@@ -77,3 +77,33 @@ def render_test(channel_name: str) -> tuple[str, str]:
         "TelemHQ test message",
         f"This is a test of the notification channel {channel_name!r}: it works.",
     )
+
+
+def render_group(key: str, docs: list[Mapping[str, Any]], *, public_url: str) -> tuple[str, str]:
+    """(title, body) of one message telling of several trackers: the failures of one parent
+    run (``key`` ``run:<orchestrator>:<name>:<run id>``) or trackers of one orchestrator
+    going late at once (``late:<orchestrator>``)."""
+    names = [str((d.get("tracker") or {}).get("name", "?")) for d in docs]
+    if key.startswith("late:"):
+        orchestrator = key[5:].capitalize() or "Scheduled"
+        title = f"{len(docs)} {orchestrator} jobs are late: is the scheduler running?"
+        lines = [f"- {name}" for name in sorted(names)]
+        return title, "\n".join(lines)
+    _, orchestrator, parent, run_id = [*key.split(":", 3), "", "", ""][:4]
+    title = f"{orchestrator.capitalize()} run {parent} {run_id} failed: {len(docs)} failing"
+    lines = [f"The run {run_id} of {parent} ({orchestrator}) has these failing:"]
+    for doc in docs:
+        name = (doc.get("tracker") or {}).get("name", "?")
+        reasons = [
+            str(r.get("reason") or r.get("expression")) for r in doc.get("failed_assertions") or []
+        ]
+        run = doc.get("run") or {}
+        payload = run.get("payload") if isinstance(run.get("payload"), dict) else {}
+        error = payload.get("error") if isinstance(payload, dict) else None
+        if isinstance(error, dict) and (error.get("type") or error.get("message")):
+            reasons.append(f"{error.get('type') or 'Error'}: {error.get('message') or ''}")
+        why = "; ".join(reasons) or str(doc.get("reason") or "")
+        link = doc.get("dashboard_url")
+        where = f" ({public_url + link})" if isinstance(link, str) and link.startswith("/") else ""
+        lines.append(f"- {name}: {why}{where}")
+    return title, "\n".join(lines)

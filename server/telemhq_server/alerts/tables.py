@@ -63,6 +63,8 @@ alert_outbox = sa.Table(
     sa.Column("dropped_at", TZ, nullable=True),
     sa.Column("last_error", sa.Text(), nullable=True),
     sa.Column("held_by", sa.BigInteger(), nullable=True),
+    # what the message may be folded with (a parent run, late trackers of one orchestrator)
+    sa.Column("group_key", sa.String(400), nullable=True),
     sa.Column("claimed_until", TZ, nullable=True),
     sa.Index(
         "ix_alert_outbox_pending", "delivered_at", "failed_at", "dropped_at", "next_attempt_at"

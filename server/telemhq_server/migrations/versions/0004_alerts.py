@@ -58,6 +58,7 @@ def upgrade() -> None:
         sa.Column("dropped_at", TZ, nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("held_by", sa.BigInteger(), nullable=True),
+        sa.Column("group_key", sa.String(400), nullable=True),
         sa.Column("claimed_until", TZ, nullable=True),
     )
     op.create_index(
