@@ -296,30 +296,15 @@ class AlertDispatcher:
                 [doc, *(json.loads(m["body"]) for m in members)],
                 public_url=self.public_url,
             )
-            created = db.as_utc(row["created_at"])
-            assert created is not None
-            return _Job(
-                row_id,
-                row["channel_id"],
-                channel["url"],
-                title,
-                text,
-                row["event"],
-                created,
-                row["attempts"],
-                row["repeat_no"],
-                None,  # a reminder would tell of one tracker: grouped messages have none
-                0,
-                tuple(m["id"] for m in members),
+        else:
+            title, text = render(
+                doc,
+                event=row["event"],
+                repeat_no=row["repeat_no"],
+                now=now,
+                since=since,
+                public_url=self.public_url,
             )
-        title, text = render(
-            doc,
-            event=row["event"],
-            repeat_no=row["repeat_no"],
-            now=now,
-            since=since,
-            public_url=self.public_url,
-        )
         created = db.as_utc(row["created_at"])
         assert created is not None
         return _Job(
@@ -332,8 +317,10 @@ class AlertDispatcher:
             created,
             row["attempts"],
             row["repeat_no"],
-            channel["repeat_every_seconds"],
-            channel["max_repeats"],
+            # a reminder would tell of one tracker: a grouped message has none
+            None if members else channel["repeat_every_seconds"],
+            0 if members else channel["max_repeats"],
+            tuple(m["id"] for m in members),
         )
 
     def _decide(
