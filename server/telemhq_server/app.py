@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from telemhq_server import api, badges, dashboard, detector, retention, webhooks
+from telemhq_server import alerts, api, badges, dashboard, detector, retention, webhooks
 from telemhq_server.config import Settings, load_settings
 from telemhq_server.host import Register, TelemHQ
 
@@ -22,6 +22,7 @@ PARTS: Final[tuple[Register, ...]] = (
     retention.register,
     detector.register,
     webhooks.register,
+    alerts.register,
     badges.register,
     dashboard.register,
 )

@@ -46,6 +46,7 @@ _ENV: Final[dict[str, str]] = {
     "log_level": "TELEMHQ_LOG_LEVEL",
     "max_batch": "TELEMHQ_MAX_BATCH",
     "public_dashboard": "TELEMHQ_PUBLIC_DASHBOARD",  # the dashboard without sign-in
+    "alert_group_window": "TELEMHQ_ALERT_GROUP_WINDOW",  # seconds notifications wait to group
 }
 
 
@@ -62,6 +63,7 @@ class Settings:
     log_level: str = "INFO"
     max_batch: int = 512
     public_dashboard: bool = False
+    alert_group_window: float = 60.0
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with the given fields replaced; ``None`` values are ignored."""

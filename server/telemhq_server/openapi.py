@@ -326,6 +326,219 @@ _SCHEMAS: dict[str, Any] = {
 }
 
 
+_CHANNEL_EVENT = {"type": "string", "enum": ["failing", "late", "down", "recovered"]}
+_DURATION = {
+    "type": "string",
+    "description": "a duration: 30s, 15m, 1h or 2d (at least 1 s; 0s allowed for delay)",
+}
+_SELECTOR = {
+    "type": "object",
+    "description": "which trackers: every key given must match (empty: all trackers)",
+    "properties": {
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "orchestrator": {"type": "string", "description": "e.g. airflow, as its runs say"},
+        "name": {"type": "string", "description": "a glob on the tracker's name or slug"},
+        "tracker": {"type": "integer", "description": "one tracker's id"},
+    },
+}
+_ALERT_SCHEMAS: dict[str, Any] = {
+    "ChannelInput": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "url": {"type": "string", "description": "an Apprise URL (slack://, mailto://...)"},
+            "events": {"type": "array", "items": _CHANNEL_EVENT},
+            "after_failures": {"type": "integer", "minimum": 1, "maximum": 1000},
+            "repeat_every": {**_DURATION, "type": ["string", "null"]},
+            "max_repeats": {"type": "integer", "minimum": 0, "maximum": 1000},
+            "delay": _DURATION,
+            "selector": _SELECTOR,
+            "enabled": {"type": "boolean"},
+        },
+    },
+    "Channel": {
+        "type": "object",
+        "required": ["id", "name", "url_hint", "events", "selector", "enabled"],
+        "properties": {
+            "id": {"type": "integer"},
+            "name": {"type": "string"},
+            "url_hint": {"type": "string", "description": "the URL with its secrets masked"},
+            "events": {"type": "array", "items": _CHANNEL_EVENT},
+            "after_failures": {"type": "integer"},
+            "repeat_every": {"type": ["string", "null"]},
+            "max_repeats": {"type": "integer"},
+            "delay": {"type": "string"},
+            "selector": _SELECTOR,
+            "enabled": {"type": "boolean"},
+            "created_at": _TIME,
+        },
+    },
+    "ChannelTest": {
+        "type": "object",
+        "required": ["ok", "error", "duration_ms"],
+        "properties": {
+            "ok": {"type": "boolean"},
+            "error": {
+                "type": ["string", "null"],
+                "description": "what went wrong (secrets masked)",
+            },
+            "duration_ms": {"type": "number"},
+        },
+    },
+    "ChannelDelivery": {
+        "type": "object",
+        "required": ["id", "event", "tracker_id", "status", "created_at", "attempts"],
+        "properties": {
+            "id": {"type": "integer"},
+            "event": _CHANNEL_EVENT,
+            "tracker_id": {"type": "integer"},
+            "reminder": {"type": "integer", "description": "0: the first message; n: reminder n"},
+            "status": {
+                "type": "string",
+                "enum": ["pending", "held", "delivered", "failed", "dropped"],
+            },
+            "created_at": _TIME,
+            "attempts": {"type": "integer"},
+            "next_attempt_at": _TIME,
+            "delivered_at": _TIME,
+            "failed_at": _TIME,
+            "dropped_at": _TIME,
+            "last_error": {"type": ["string", "null"]},
+            "held_by_silence": {"type": ["integer", "null"]},
+            "body": {"type": "object"},
+            "attempt_log": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "attempted_at": _TIME,
+                        "ok": {"type": "boolean"},
+                        "error": {"type": ["string", "null"]},
+                        "duration_ms": {"type": ["number", "null"]},
+                    },
+                },
+            },
+        },
+    },
+    "SilenceInput": {
+        "type": "object",
+        "description": "starts_at (default now) + ends_at (or duration), "
+        "or cron + duration + timezone",
+        "properties": {
+            "selector": _SELECTOR,
+            "starts_at": {"type": "string", "format": "date-time"},
+            "ends_at": {"type": "string", "format": "date-time"},
+            "cron": {"type": "string"},
+            "duration": _DURATION,
+            "timezone": {"type": "string"},
+            "comment": {"type": "string"},
+        },
+    },
+    "Silence": {
+        "type": "object",
+        "required": ["id", "selector", "timezone", "comment", "active"],
+        "properties": {
+            "id": {"type": "integer"},
+            "selector": _SELECTOR,
+            "starts_at": _TIME,
+            "ends_at": _TIME,
+            "cron": {"type": ["string", "null"]},
+            "duration": {"type": ["string", "null"]},
+            "timezone": {"type": "string"},
+            "comment": {"type": "string"},
+            "ended_at": _TIME,
+            "created_at": _TIME,
+            "active": {"type": "boolean"},
+            "active_until": _TIME,
+        },
+    },
+}
+
+
+def _alert_paths() -> dict[str, Any]:
+    """``/api/v1/channels`` and ``/api/v1/silences``."""
+    channel_id = _path("channel_id", "integer")
+    silence_id = _path("silence_id", "integer")
+    channel_body = {
+        "required": True,
+        "content": {"application/json": {"schema": _ref("ChannelInput")}},
+    }
+    silence_body = {
+        "required": True,
+        "content": {"application/json": {"schema": _ref("SilenceInput")}},
+    }
+    gone = {"204": {"description": "Deleted"}, **_NOT_FOUND, **_ERRORS}
+    return {
+        "/api/v1/channels": {
+            "get": {
+                "summary": "List notification channels (their URLs' secrets are never shown)",
+                "responses": {"200": _json(_list_of("Channel")), **_ERRORS},
+            },
+            "post": {
+                "summary": "Create a notification channel (an Apprise URL with a policy)",
+                "requestBody": channel_body,
+                "responses": {"201": _json(_ref("Channel"), "Created"), **_INVALID, **_ERRORS},
+            },
+        },
+        "/api/v1/channels/{channel_id}": {
+            "parameters": [channel_id],
+            "get": {
+                "summary": "Get a channel",
+                "responses": {"200": _json(_ref("Channel")), **_NOT_FOUND, **_ERRORS},
+            },
+            "patch": {
+                "summary": "Change a channel (only the fields given)",
+                "requestBody": channel_body,
+                "responses": {
+                    "200": _json(_ref("Channel")),
+                    **_NOT_FOUND,
+                    **_INVALID,
+                    **_ERRORS,
+                },
+            },
+            "delete": {"summary": "Delete a channel with its deliveries", "responses": gone},
+        },
+        "/api/v1/channels/{channel_id}/test": {
+            "parameters": [channel_id],
+            "post": {
+                "summary": "Send a test message now and answer with the outcome",
+                "responses": {"200": _json(_ref("ChannelTest")), **_NOT_FOUND, **_ERRORS},
+            },
+        },
+        "/api/v1/channels/{channel_id}/deliveries": {
+            "parameters": [channel_id],
+            "get": {
+                "summary": "Messages queued for a channel, newest first, with every attempt",
+                "parameters": _PAGING,
+                "responses": {
+                    "200": _json(_list_of("ChannelDelivery")),
+                    **_NOT_FOUND,
+                    **_ERRORS,
+                },
+            },
+        },
+        "/api/v1/silences": {
+            "get": {
+                "summary": "List silences",
+                "responses": {"200": _json(_list_of("Silence")), **_ERRORS},
+            },
+            "post": {
+                "summary": "Create a silence: notifications held while it covers a tracker",
+                "requestBody": silence_body,
+                "responses": {"201": _json(_ref("Silence"), "Created"), **_INVALID, **_ERRORS},
+            },
+        },
+        "/api/v1/silences/{silence_id}": {
+            "parameters": [silence_id],
+            "get": {
+                "summary": "Get a silence",
+                "responses": {"200": _json(_ref("Silence")), **_NOT_FOUND, **_ERRORS},
+            },
+            "delete": {"summary": "End a silence now", "responses": gone},
+        },
+    }
+
+
 def openapi_document(base_url: str) -> dict[str, Any]:
     body = {"required": False, "content": {"application/json": {"schema": {"type": "object"}}}}
     tracker_body = {
@@ -360,7 +573,7 @@ def openapi_document(base_url: str) -> dict[str, Any]:
         "security": [{"bearer": []}],
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": _SCHEMAS,
+            "schemas": {**_SCHEMAS, **_ALERT_SCHEMAS},
         },
         "paths": {
             "/ping/{token}": {"parameters": [token], "post": ping},
@@ -602,6 +815,7 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                     "responses": {"200": _json(_list_of("Delivery")), **_NOT_FOUND, **_ERRORS},
                 },
             },
+            **_alert_paths(),
             "/api/v1/openapi.json": {
                 "get": {
                     "summary": "This document",

@@ -18,6 +18,8 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import IO, Any
 
+import httpx
+
 from telemhq_plugins.core import jsontext
 from telemhq_plugins.core.assertions import (
     AssertionSyntaxError,
@@ -50,15 +52,16 @@ examples:
   telemhq check 'duration <= 3 * p90(last 50)' --json '{"duration": 9000}' --tracker nightly
   telemhq sync --dry-run                         (the [[jobs]] of ./telemhq.toml, no writes)
   telemhq sync --prune -c jobs.toml              (and pause trackers of jobs no longer there)
+  telemhq silence --tag nightly --for 2h --comment "warehouse upgrade"
 
 configuration: TELEMHQ_BASE_URL, TELEMHQ_TOKEN, TELEMHQ_PING_URL, TELEMHQ_PING_KEY,
-TELEMHQ_TRACKERS, TELEMHQ_TIMEOUT, TELEMHQ_DISABLED, TELEMHQ_API_KEY (sync)
+TELEMHQ_TRACKERS, TELEMHQ_TIMEOUT, TELEMHQ_DISABLED, TELEMHQ_API_KEY (sync, silence)
 adapters add commands: telemhq prefect watch (with telemhq-plugins[prefect])
 (see docs/configuration.md and docs/schedules.md)."""
 SYNC_TAG = "telemhq-sync"
 #: entry point group of commands that adapters add (``telemhq prefect watch``).
 COMMANDS_GROUP = "telemhq.commands"
-BUILTIN_COMMANDS = frozenset({"ping", "run", "check", "sync"})
+BUILTIN_COMMANDS = frozenset({"ping", "run", "check", "sync", "silence"})
 
 
 class CliError(Exception):
@@ -145,7 +148,48 @@ def _parser() -> argparse.ArgumentParser:
         "--api-key",
         help="a read-write API key (default: $TELEMHQ_API_KEY, else the file's api_key)",
     )
+    silence = sub.add_parser(
+        "silence",
+        help="hold the server's notifications for some trackers for a while",
+        description="Create a silence on the server: the trackers it selects still record "
+        "their state changes, but no channel is notified until it ends.",
+    )
+    silence.add_argument("--tag", action="append", default=[], help="trackers with this tag")
+    silence.add_argument("--name", help="trackers whose name or slug matches this glob")
+    silence.add_argument("--orchestrator", help="trackers of this orchestrator (e.g. airflow)")
+    silence.add_argument("--for", dest="duration", required=True, help="e.g. 30m, 2h, 1d")
+    silence.add_argument("--comment", default="", help="why (shown with the silence)")
+    silence.add_argument("--api-key", help="a read-write API key (default: $TELEMHQ_API_KEY)")
     return parser
+
+
+def _cmd_silence(args: argparse.Namespace, out: IO[str]) -> int:
+    settings = load_settings()
+    api_key = args.api_key or settings.api_key
+    if not api_key:
+        raise CliError("silence needs a read-write API key: set TELEMHQ_API_KEY or --api-key")
+    selector: dict[str, Any] = {"tags": args.tag} if args.tag else {}
+    if args.name:
+        selector["name"] = args.name
+    if args.orchestrator:
+        selector["orchestrator"] = args.orchestrator
+    body = {"selector": selector, "duration": args.duration, "comment": args.comment}
+    try:
+        answer = httpx.post(
+            f"{settings.base_url.rstrip('/')}/api/v1/silences",
+            json=body,
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=settings.timeout,
+        )
+    except httpx.HTTPError as exc:
+        raise CliError(f"cannot reach {settings.base_url}: {exc}") from None
+    if answer.status_code != 201:
+        raise CliError(f"the server refused the silence ({answer.status_code}): {answer.text}")
+    created = answer.json()
+    print(
+        f"silence {created['id']} until {created['active_until'] or created['ends_at']}", file=out
+    )
+    return 0
 
 
 def _payload_args(parser: argparse.ArgumentParser) -> None:
@@ -404,6 +448,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_run(args, sys.stdout)
         if args.command == "sync":
             return _cmd_sync(args, sys.stdout)
+        if args.command == "silence":
+            return _cmd_silence(args, sys.stdout)
         return _cmd_check(args, sys.stdout, sys.stdin)
     except (CliError, ConfigError) as exc:
         print(f"telemhq: error: {exc}", file=sys.stderr)

@@ -36,6 +36,7 @@ def targets(server: LiveServer) -> dict[str, str]:
     tracker = server.create_tracker(name="limits", slug="limits")
     hook = server.api("POST", "/webhooks", json={"url": "http://127.0.0.1:9/hook"}).json()
     ping_key = server.api("POST", "/ping-keys", json={"name": "limits"}).json()
+    channel = server.api("POST", "/channels", json={"url": "json://127.0.0.1:9/x"}).json()
     return {
         "/api/v1/trackers": "/api/v1/trackers",
         "/api/v1/trackers/{tracker}": f"/api/v1/trackers/{tracker['id']}",
@@ -46,6 +47,10 @@ def targets(server: LiveServer) -> dict[str, str]:
         "/api/v1/ping-keys": "/api/v1/ping-keys",
         "/api/v1/webhooks": "/api/v1/webhooks",
         "/api/v1/webhooks/{webhook_id}": f"/api/v1/webhooks/{hook['id']}",
+        "/api/v1/channels": "/api/v1/channels",
+        "/api/v1/channels/{channel_id}": f"/api/v1/channels/{channel['id']}",
+        "/api/v1/channels/{channel_id}/test": f"/api/v1/channels/{channel['id']}/test",
+        "/api/v1/silences": "/api/v1/silences",
         "/dashboard/login": "/dashboard/login",
         "/dashboard/logout": "/dashboard/logout",
         "/ping/{token}": f"/ping/{tracker['token']}",

@@ -1,0 +1,548 @@
+"""Delivering the alert outbox: an :class:`AlertDispatcher` per server process claims due rows
+(a lease, ``claimed_until``, so two processes never send one row), decides whether each is
+still worth sending, sends it through Apprise and records the attempt.
+
+When a row comes due:
+
+- a silence covering the tracker holds it until the silence ends (``held_by``);
+- a problem message (failing/late/down, first or reminder) goes out only if the tracker is
+  still in that state since that change: a delayed, held or retried message that is no longer
+  true is dropped. So when a silence ends, one message tells of the state the tracker is in,
+  and none if it recovered;
+- ``after_failures: N`` waits until the tracker has N consecutive failed runs;
+- a recovery goes out only if the channel was told of the problem (its first message was
+  delivered); it waits while that message is still pending.
+
+After a problem message is delivered, the next reminder is queued ``repeat_every`` later,
+up to ``max_repeats``. Failed attempts are retried with the webhooks' :class:`RetryPolicy`.
+At most ``per_channel`` messages of one channel are under way at once (threads stuck past
+their deadline included), so a dead channel delays only itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from telemhq_server import db
+from telemhq_server.alerts.enqueue import BAD_STATES, orchestrator_of
+from telemhq_server.alerts.message import render, render_group
+from telemhq_server.alerts.policy import matches
+from telemhq_server.alerts.sender import Outcome, Sender
+from telemhq_server.alerts.silences import held_until
+from telemhq_server.alerts.tables import alert_attempts, alert_outbox, channels, silences
+from telemhq_server.webhooks import KEEP_DAYS, RetryPolicy
+
+__all__ = ["AlertCounts", "AlertDispatcher"]
+
+logger = logging.getLogger("telemhq_server.alerts")
+
+_MAX_ERROR: Final = 500
+#: Attempts at one reminder before it is given up.
+_REMINDER_ATTEMPTS: Final = 3
+
+
+@dataclass
+class AlertCounts:
+    """Per-process counters for ``/metrics``, by channel id."""
+
+    sent: collections.Counter[int]
+    failed_attempts: collections.Counter[int]
+    given_up: collections.Counter[int]
+    dropped: collections.Counter[int]
+    held: collections.Counter[int]
+
+    @classmethod
+    def new(cls) -> AlertCounts:
+        c = collections.Counter
+        return cls(c(), c(), c(), c(), c())
+
+    def lines(self) -> list[str]:
+        out: list[str] = []
+        for name, help_text, counter in (
+            ("sent", "Notifications delivered, by channel.", self.sent),
+            ("failed_attempts", "Failed delivery attempts, by channel.", self.failed_attempts),
+            ("given_up", "Notifications abandoned after their retries.", self.given_up),
+            ("dropped", "Notifications not sent: no longer true or not due.", self.dropped),
+            ("held", "Notifications held by a silence.", self.held),
+        ):
+            metric = f"telemhq_alerts_{name}_total"
+            out += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
+            out += [f'{metric}{{channel="{k}"}} {v}' for k, v in sorted(counter.items())]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    outbox_id: int
+    channel_id: int
+    url: str
+    title: str
+    body: str
+    event: str
+    created_at: dt.datetime
+    attempts: int
+    repeat_no: int
+    repeat_every: int | None
+    max_repeats: int
+    #: the other outbox rows this message tells of (folded into it by grouping)
+    members: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    action: str  # send | drop | hold | wait
+    until: dt.datetime | None = None
+    reason: str = ""
+    silence_id: int | None = None
+    since: dt.datetime | None = None
+
+
+class AlertDispatcher:
+    """Delivers due alert outbox rows; ``run()`` is the background loop, ``tick()`` one pass.
+
+    ``clock`` is injectable so tests drive delays, reminders, silences and retries without
+    waiting; ``recheck`` is how long a message waiting on something (``after_failures``, the
+    problem message before a recovery) waits before it is looked at again.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        public_url: str | None = None,
+        policy: RetryPolicy | None = None,
+        clock: Callable[[], dt.datetime] = db.utcnow,
+        interval: float = 1.0,
+        batch: int = 50,
+        per_channel: int = 2,
+        max_in_flight: int = 32,
+        recheck: float = 5.0,
+        group_window: float = 0.0,
+        late_group_min: int = 5,
+    ) -> None:
+        self.engine = engine
+        self.public_url = (public_url or "").rstrip("/")
+        self.policy = policy or RetryPolicy(timeout=10.0)
+        self.clock = clock
+        self.interval = interval
+        self.batch = batch
+        self.per_channel = per_channel
+        self.max_in_flight = max_in_flight
+        self.recheck = dt.timedelta(seconds=recheck)
+        self.group_window = dt.timedelta(seconds=group_window)
+        self.late_group_min = late_group_min
+        self.lease = dt.timedelta(seconds=max(60.0, self.policy.timeout * 2))
+        self.sender = Sender(self.policy.timeout)
+        self.counts = AlertCounts.new()
+        self._wake = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver forever (cancel to stop); errors are logged, never raised."""
+        next_prune = 0.0
+        try:
+            while True:
+                try:
+                    await self.tick(wait=False)
+                    if time.monotonic() >= next_prune:
+                        next_prune = time.monotonic() + 3600
+                        await asyncio.to_thread(self.prune, self.clock())
+                except Exception:
+                    logger.exception("alert delivery pass failed; retrying")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.interval)
+                self._wake.clear()
+        finally:
+            tasks = list(self._in_flight)
+            for task in tasks:
+                task.cancel()  # the row's lease runs out and it is sent again later
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def prune(self, now: dt.datetime) -> int:
+        """Forget finished messages (and their attempts) older than the webhooks' KEEP_DAYS."""
+        o = alert_outbox
+        cutoff = now - dt.timedelta(days=KEEP_DAYS)
+        done = sa.or_(o.c.delivered_at < cutoff, o.c.failed_at < cutoff, o.c.dropped_at < cutoff)
+        with db.write_tx(self.engine) as conn:
+            ids = sa.select(o.c.id).where(done)
+            conn.execute(sa.delete(alert_attempts).where(alert_attempts.c.outbox_id.in_(ids)))
+            return int(conn.execute(sa.delete(o).where(done)).rowcount)
+
+    async def tick(self, *, wait: bool = True) -> int:
+        """Claim what is due and start sending it; returns how many sends started.
+        ``wait``: return once they are done (tests)."""
+        room = self.max_in_flight - len(self._in_flight)
+        if room <= 0:
+            return 0
+        jobs = await asyncio.to_thread(self._claim, self.clock(), room)
+        started = []
+        for job in jobs:
+            task = asyncio.get_running_loop().create_task(self._deliver(job))
+            self._in_flight.add(task)
+            task.add_done_callback(self._delivered)
+            started.append(task)
+        if wait and started:
+            await asyncio.gather(*started, return_exceptions=True)
+        return len(jobs)
+
+    def _delivered(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("an alert delivery failed", exc_info=task.exception())
+        self._wake.set()
+
+    # -- claiming and deciding ---------------------------------------------------------------
+
+    def _claim(self, now: dt.datetime, room: int) -> list[_Job]:
+        o = alert_outbox
+        busy = self.sender.busy_counts()
+        free = sa.or_(o.c.claimed_until.is_(None), o.c.claimed_until < now)
+        pending = sa.and_(
+            o.c.delivered_at.is_(None), o.c.failed_at.is_(None), o.c.dropped_at.is_(None)
+        )
+        due = (
+            sa.select(
+                o.c.id,
+                sa.func.row_number()
+                .over(partition_by=o.c.channel_id, order_by=(o.c.next_attempt_at, o.c.id))
+                .label("rank"),
+            )
+            .where(pending, o.c.next_attempt_at <= now, free)
+            .subquery()
+        )
+        with self.engine.connect() as conn:
+            ids = conn.execute(
+                sa.select(o.c.id, o.c.channel_id)
+                .join(due, due.c.id == o.c.id)
+                .where(due.c.rank <= self.per_channel)
+                .order_by(o.c.next_attempt_at, o.c.id)
+                .limit(self.batch)
+            ).all()
+        jobs: list[_Job] = []
+        taken = collections.Counter(busy)
+        for row_id, channel_id in ids:
+            if len(jobs) >= room:
+                break
+            if taken[channel_id] >= self.per_channel:
+                continue
+            with db.write_tx(self.engine) as conn:
+                claimed = conn.execute(
+                    sa.update(o)
+                    .where(o.c.id == row_id, pending, free)
+                    .values(claimed_until=now + self.lease)
+                ).rowcount
+                if claimed != 1:
+                    continue  # another process took it first
+                job = self._decide_and_apply(conn, row_id, now)
+            if job is not None:
+                taken[channel_id] += 1
+                jobs.append(job)
+        return jobs
+
+    def _decide_and_apply(self, conn: Connection, row_id: int, now: dt.datetime) -> _Job | None:
+        o = alert_outbox
+        row = conn.execute(sa.select(o).where(o.c.id == row_id)).mappings().one()
+        channel = (
+            conn.execute(sa.select(channels).where(channels.c.id == row["channel_id"]))
+            .mappings()
+            .one()
+        )
+        verdict = self._decide(conn, row, channel, now)
+        release: dict[str, Any] = {"claimed_until": None}
+        if verdict.action == "drop":
+            self.counts.dropped[row["channel_id"]] += 1
+            conn.execute(
+                sa.update(o)
+                .where(o.c.id == row_id)
+                .values(**release, dropped_at=now, last_error=verdict.reason)
+            )
+            return None
+        if verdict.action in ("hold", "wait"):
+            if verdict.action == "hold":
+                self.counts.held[row["channel_id"]] += 1
+            conn.execute(
+                sa.update(o)
+                .where(o.c.id == row_id)
+                .values(
+                    **release,
+                    next_attempt_at=verdict.until,
+                    held_by=verdict.silence_id,
+                    last_error=verdict.reason,
+                )
+            )
+            return None
+        doc = json.loads(row["body"])
+        since = verdict.since or db.as_utc(row["created_at"])
+        assert since is not None
+        members = self._group(conn, row, now) if row["group_key"] and self.group_window else []
+        if members:
+            title, text = render_group(
+                row["group_key"],
+                [doc, *(json.loads(m["body"]) for m in members)],
+                public_url=self.public_url,
+            )
+        else:
+            title, text = render(
+                doc,
+                event=row["event"],
+                repeat_no=row["repeat_no"],
+                now=now,
+                since=since,
+                public_url=self.public_url,
+            )
+        created = db.as_utc(row["created_at"])
+        assert created is not None
+        return _Job(
+            row_id,
+            row["channel_id"],
+            channel["url"],
+            title,
+            text,
+            row["event"],
+            created,
+            row["attempts"],
+            row["repeat_no"],
+            # a reminder would tell of one tracker: a grouped message has none
+            None if members else channel["repeat_every_seconds"],
+            0 if members else channel["max_repeats"],
+            tuple(m["id"] for m in members),
+        )
+
+    def _decide(
+        self, conn: Connection, row: Mapping[Any, Any], channel: Mapping[Any, Any], now: dt.datetime
+    ) -> _Verdict:
+        if not channel["enabled"]:
+            return _Verdict("drop", reason="channel disabled")
+        tracker = (
+            conn.execute(sa.select(db.trackers).where(db.trackers.c.id == row["tracker_id"]))
+            .mappings()
+            .first()
+        )
+        if tracker is None:
+            return _Verdict("drop", reason="tracker deleted")
+        hold = self._silenced(conn, tracker, now)
+        if hold is not None:
+            return _Verdict(
+                "hold", until=hold[1], silence_id=hold[0], reason=f"held by silence {hold[0]}"
+            )
+        if row["event"] in BAD_STATES:
+            changed = db.as_utc(tracker["state_changed_at"])
+            created = db.as_utc(row["created_at"])
+            if tracker["state"] != row["state"] or (
+                changed is not None and created is not None and changed > created
+            ):
+                return _Verdict("drop", reason=f"no longer {row['state']} (now {tracker['state']})")
+            if (
+                row["event"] == "failing"
+                and tracker["consecutive_failures"] < channel["after_failures"]
+            ):
+                return _Verdict(
+                    "wait",
+                    until=now + self.recheck,
+                    reason=f"{tracker['consecutive_failures']} of "
+                    f"{channel['after_failures']} failures",
+                )
+            grouped_at = (created or now) + self.group_window
+            if row["group_key"] and self.group_window and now < grouped_at:
+                # group_wait: the others of its group arrive meanwhile
+                return _Verdict("wait", until=grouped_at, reason="waiting for its group")
+            return _Verdict("send", since=changed)
+        # A recovery: only for a channel told of the problem.
+        o = alert_outbox
+        problem = (
+            conn.execute(
+                sa.select(o)
+                .where(
+                    o.c.channel_id == row["channel_id"],
+                    o.c.tracker_id == row["tracker_id"],
+                    o.c.id < row["id"],
+                    o.c.event != "recovered",
+                    o.c.repeat_no == 0,
+                )
+                .order_by(o.c.id.desc())
+                .limit(1)
+            )
+            .mappings()
+            .first()
+        )
+        if problem is None:
+            return _Verdict("drop", reason="the channel was not told of a problem")
+        if problem["delivered_at"] is not None:
+            return _Verdict("send", since=db.as_utc(problem["created_at"]))
+        if problem["failed_at"] is None and problem["dropped_at"] is None:
+            return _Verdict(
+                "wait", until=now + self.recheck, reason="waiting for the problem's message"
+            )
+        return _Verdict("drop", reason="the channel was not told of the problem")
+
+    def _group(
+        self, conn: Connection, row: Mapping[Any, Any], now: dt.datetime
+    ) -> Sequence[Mapping[Any, Any]]:
+        """The other pending messages of this channel that fold into ``row``'s (claimed here),
+        or none when the group is too small to fold."""
+        o, t = alert_outbox, db.trackers
+        created = db.as_utc(row["created_at"])
+        assert created is not None
+        free = sa.or_(o.c.claimed_until.is_(None), o.c.claimed_until < now)
+        candidates = (
+            conn.execute(
+                sa.select(o, t.c.state.label("t_state"), t.c.state_changed_at)
+                .join(t, t.c.id == o.c.tracker_id)
+                .where(
+                    o.c.channel_id == row["channel_id"],
+                    o.c.group_key == row["group_key"],
+                    o.c.id != row["id"],
+                    o.c.repeat_no == 0,
+                    o.c.delivered_at.is_(None),
+                    o.c.failed_at.is_(None),
+                    o.c.dropped_at.is_(None),
+                    o.c.held_by.is_(None),
+                    o.c.created_at <= created + self.group_window,
+                    free,
+                )
+                .order_by(o.c.id)
+            )
+            .mappings()
+            .all()
+        )
+        members = [m for m in candidates if m["t_state"] == m["state"] and _current(m)]
+        if not members:
+            return []
+        if str(row["group_key"]).startswith("late:") and not self._many_late(
+            conn, str(row["group_key"])[5:], len(members) + 1
+        ):
+            return []
+        conn.execute(
+            sa.update(o)
+            .where(o.c.id.in_([m["id"] for m in members]))
+            .values(claimed_until=now + self.lease)
+        )
+        return members
+
+    def _many_late(self, conn: Connection, orchestrator: str, late: int) -> bool:
+        """Are ``late`` trackers of ``orchestrator`` enough to say its scheduler is in trouble:
+        at least ``late_group_min`` and at least half of its scheduled trackers?"""
+        if late < self.late_group_min:
+            return False
+        t = db.trackers
+        ids = conn.execute(sa.select(t.c.id).where(t.c.schedule_kind != "none")).scalars().all()
+        if orchestrator:
+            ids = [i for i in ids if orchestrator_of(conn, i, None) == orchestrator]
+        return late * 2 >= len(ids)
+
+    def _silenced(
+        self, conn: Connection, tracker: Mapping[Any, Any], now: dt.datetime
+    ) -> tuple[int, dt.datetime] | None:
+        s = silences
+        rows = (
+            conn.execute(sa.select(s).where(sa.or_(s.c.ended_at.is_(None), s.c.ended_at > now)))
+            .mappings()
+            .all()
+        )
+        if not rows:
+            return None
+        orchestrator: str | None = None
+        if any("orchestrator" in (r["selector"] or {}) for r in rows):
+            orchestrator = orchestrator_of(conn, tracker["id"], None)
+        covering = [r for r in rows if matches(r["selector"] or {}, tracker, orchestrator)]
+        return held_until(covering, now)
+
+    # -- sending and recording -----------------------------------------------------------------
+
+    async def _deliver(self, job: _Job) -> None:
+        started = self.clock()
+        outcome = await self.sender.send(job.channel_id, job.url, job.title, job.body)
+        await asyncio.to_thread(self._record, job, started, outcome)
+
+    def _record(self, job: _Job, attempted_at: dt.datetime, outcome: Outcome) -> None:
+        o = alert_outbox
+        attempts = job.attempts + 1
+        values: dict[str, Any] = {"attempts": attempts, "claimed_until": None, "held_by": None}
+        reminder: dict[str, Any] | None = None
+        if outcome.ok:
+            self.counts.sent[job.channel_id] += 1
+            values.update(delivered_at=attempted_at, last_error=None)
+            if job.event in BAD_STATES and job.repeat_every and job.repeat_no < job.max_repeats:
+                reminder = {
+                    "channel_id": job.channel_id,
+                    "repeat_no": job.repeat_no + 1,
+                    "next_attempt_at": attempted_at + dt.timedelta(seconds=job.repeat_every),
+                    "attempts": 0,
+                }
+        else:
+            self.counts.failed_attempts[job.channel_id] += 1
+            values["last_error"] = (outcome.error or "failed")[:_MAX_ERROR]
+            retry_at = attempted_at + dt.timedelta(seconds=self.policy.delay(attempts))
+            # A first message is retried for the policy's give_up_after; a reminder (the
+            # channel already knows) only a few times.
+            first_deadline = job.created_at + dt.timedelta(seconds=self.policy.give_up_after)
+            if (job.repeat_no == 0 and retry_at > first_deadline) or (
+                job.repeat_no and attempts >= _REMINDER_ATTEMPTS
+            ):
+                self.counts.given_up[job.channel_id] += 1
+                values["failed_at"] = attempted_at
+                logger.warning(
+                    "alert %s to channel %s failed for good after %d attempts",
+                    job.outbox_id,
+                    job.channel_id,
+                    attempts,
+                )
+            else:
+                values["next_attempt_at"] = retry_at
+        with db.write_tx(self.engine) as conn:
+            if not conn.execute(
+                sa.update(o).where(o.c.id == job.outbox_id).values(**values)
+            ).rowcount:
+                return  # the channel (and its outbox) was deleted meanwhile
+            conn.execute(
+                sa.insert(alert_attempts).values(
+                    outbox_id=job.outbox_id,
+                    attempted_at=attempted_at,
+                    ok=outcome.ok,
+                    error=None if outcome.ok else values["last_error"],
+                    duration_ms=round(outcome.duration_ms, 3),
+                )
+            )
+            if job.members:
+                folded: dict[str, Any] = (
+                    {"delivered_at": attempted_at, "last_error": f"sent in message {job.outbox_id}"}
+                    if outcome.ok
+                    else {}
+                )
+                conn.execute(
+                    sa.update(o).where(o.c.id.in_(job.members)).values(claimed_until=None, **folded)
+                )
+            if reminder is not None:
+                row = conn.execute(sa.select(o).where(o.c.id == job.outbox_id)).mappings().one()
+                conn.execute(
+                    sa.insert(o).values(
+                        **reminder,
+                        tracker_id=row["tracker_id"],
+                        event=row["event"],
+                        state=row["state"],
+                        body=row["body"],
+                        created_at=row["created_at"],
+                    )
+                )
+
+
+def _current(row: Mapping[Any, Any]) -> bool:
+    """Has the tracker not changed state since the message's change (``state_changed_at``
+    joined from the tracker)?"""
+    changed, created = db.as_utc(row["state_changed_at"]), db.as_utc(row["created_at"])
+    return changed is None or created is None or changed <= created

@@ -1,0 +1,109 @@
+"""The words of a notification: a title and a plain-text body from the stored document of a
+state change (the webhooks' document: tracker, reason, run, failed assertions)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["render", "render_group", "render_test", "since_text"]
+
+_HEADLINE = {
+    "failing": "is failing",
+    "late": "is late",
+    "down": "is down",
+    "recovered": "has recovered",
+}
+
+
+def since_text(seconds: float) -> str:
+    """``45s``, ``12m``, ``3h 5m``, ``2d 4h``: how long, for people."""
+    s = max(int(seconds), 0)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60}m"
+    return f"{s // 86400}d {s % 86400 // 3600}h"
+
+
+def render(
+    doc: Mapping[str, Any],
+    *,
+    event: str,
+    repeat_no: int,
+    now: dt.datetime,
+    since: dt.datetime,
+    public_url: str,
+) -> tuple[str, str]:
+    """(title, body) of one message. ``since``: when the bad state began (for a recovery:
+    when the problem began), so the message says how long it has been so."""
+    tracker = doc.get("tracker") or {}
+    name = tracker.get("name", "?")
+    title = f"{name} {_HEADLINE.get(event, event)}"
+    if repeat_no:
+        title = f"Reminder {repeat_no}: {title}"
+    lines: list[str] = []
+    if event == "recovered":
+        lines.append(f"{name} is up again after {since_text((now - since).total_seconds())}.")
+    else:
+        lines.append(
+            f"{name} is {event} (was {tracker.get('previous_state', '?')}) "
+            f"for {since_text((now - since).total_seconds())} now."
+        )
+        if doc.get("reason"):
+            lines.append(f"Why: {doc['reason']}")
+        for result in doc.get("failed_assertions") or []:
+            expression = result.get("expression") or result.get("assertion") or "?"
+            reason = result.get("reason") or f"actual {result.get('actual')!r}"
+            lines.append(f"- {expression}: {reason}")
+        run = doc.get("run") or {}
+        payload = run.get("payload") if isinstance(run.get("payload"), dict) else {}
+        error = payload.get("error") if isinstance(payload, dict) else None
+        if isinstance(error, dict) and (error.get("type") or error.get("message")):
+            lines.append(f"Error: {error.get('type') or 'Error'}: {error.get('message') or ''}")
+        if run.get("duration_ms") is not None:
+            lines.append(f"Run took {run['duration_ms'] / 1000:.1f} s.")
+    link = doc.get("dashboard_url")
+    if isinstance(link, str):
+        lines.append(f"Dashboard: {public_url + link if link.startswith('/') else link}")
+    return title, "\n".join(lines)
+
+
+def render_test(channel_name: str) -> tuple[str, str]:
+    return (
+        "TelemHQ test message",
+        f"This is a test of the notification channel {channel_name!r}: it works.",
+    )
+
+
+def render_group(key: str, docs: list[Mapping[str, Any]], *, public_url: str) -> tuple[str, str]:
+    """(title, body) of one message telling of several trackers: the failures of one parent
+    run (``key`` ``run:<orchestrator>:<name>:<run id>``) or trackers of one orchestrator
+    going late at once (``late:<orchestrator>``)."""
+    names = [str((d.get("tracker") or {}).get("name", "?")) for d in docs]
+    if key.startswith("late:"):
+        orchestrator = key[5:].capitalize() or "Scheduled"
+        title = f"{len(docs)} {orchestrator} jobs are late: is the scheduler running?"
+        lines = [f"- {name}" for name in sorted(names)]
+        return title, "\n".join(lines)
+    _, orchestrator, parent, run_id = [*key.split(":", 3), "", "", ""][:4]
+    title = f"{orchestrator.capitalize()} run {parent} {run_id} failed: {len(docs)} failing"
+    lines = [f"The run {run_id} of {parent} ({orchestrator}) has these failing:"]
+    for doc in docs:
+        name = (doc.get("tracker") or {}).get("name", "?")
+        reasons = [
+            str(r.get("reason") or r.get("expression")) for r in doc.get("failed_assertions") or []
+        ]
+        run = doc.get("run") or {}
+        payload = run.get("payload") if isinstance(run.get("payload"), dict) else {}
+        error = payload.get("error") if isinstance(payload, dict) else None
+        if isinstance(error, dict) and (error.get("type") or error.get("message")):
+            reasons.append(f"{error.get('type') or 'Error'}: {error.get('message') or ''}")
+        why = "; ".join(reasons) or str(doc.get("reason") or "")
+        link = doc.get("dashboard_url")
+        where = f" ({public_url + link})" if isinstance(link, str) and link.startswith("/") else ""
+        lines.append(f"- {name}: {why}{where}")
+    return title, "\n".join(lines)
