@@ -18,6 +18,11 @@ Targets on the 2-core reference machine at 64 connections: >= 10,000 pings/s on 
 >= 5,000 on PostgreSQL, p99 <= 50 ms, >= 20% of the bare figure on SQLite (10% on
 PostgreSQL, whose target is half), 0 lost. The machine is shared by wrk and, for
 PostgreSQL, the database server: figures vary from run to run by 10-20%.
+
+Each server also gets an ``openlineage`` row: OpenLineage events of typical size
+(``LINEAGE_EVENT``: one input and one output with their statistics facets), a START and a
+COMPLETE per run, posted to ``/api/v1/lineage`` with a ping key as the OpenLineage clients
+send them; target: >= 50% of the plain pings' figure on the same database, 0 lost.
 """
 
 from __future__ import annotations
@@ -44,6 +49,50 @@ from pathlib import Path
 BODY = '{"status": "success", "duration": 1500, "records_processed": 450, "errors": 0}'
 ASSERTIONS = ["records_processed > 0", "errors = 0", "status = success"]
 API_KEY = "thq_benchmark_key"
+#: An OpenLineage COMPLETE event of typical size; RUN_ID is replaced per request by wrk.
+LINEAGE_EVENT = json.dumps(
+    {
+        "eventType": "COMPLETE",
+        "eventTime": "2026-03-01T02:01:30.000Z",
+        "run": {"runId": "RUN_ID", "facets": {}},
+        "job": {"namespace": "spark-prod", "name": "JOB", "facets": {}},
+        "producer": "https://github.com/OpenLineage/OpenLineage/tree/1.54.0/integration/spark",
+        "schemaURL": "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent",
+        "inputs": [
+            {
+                "namespace": "postgres://db:5432",
+                "name": "public.orders",
+                "facets": {},
+                "inputFacets": {
+                    "inputStatistics": {
+                        "_producer": "https://github.com/OpenLineage/OpenLineage",
+                        "_schemaURL": "https://openlineage.io/spec/facets/1-0-0/"
+                        "InputStatisticsInputDatasetFacet.json",
+                        "rowCount": 1200,
+                        "size": 96000,
+                    }
+                },
+            }
+        ],
+        "outputs": [
+            {
+                "namespace": "s3://lake",
+                "name": "orders_by_day",
+                "facets": {},
+                "outputFacets": {
+                    "outputStatistics": {
+                        "_producer": "https://github.com/OpenLineage/OpenLineage",
+                        "_schemaURL": "https://openlineage.io/spec/facets/1-0-2/"
+                        "OutputStatisticsOutputDatasetFacet.json",
+                        "rowCount": 450,
+                        "size": 36000,
+                    }
+                },
+            }
+        ],
+    }
+)
+LINEAGE_SHARE = 0.5  # the OpenLineage path keeps at least half the plain pings/s
 BARE_APP = textwrap.dedent(
     """
     async def app(scope, receive, send):
@@ -257,6 +306,76 @@ def bench_server(
     return result, n_stored, answered if args.workers == 1 else None
 
 
+def lineage_lua(work: Path, ping_key: str, job: str) -> Path:
+    """A wrk script posting LINEAGE_EVENT for ``job``: a START of a new run, then the
+    COMPLETE of the run started 129 requests before, in turn (a run's two events, as a
+    producer sends them, with the run's duration in between)."""
+    template = LINEAGE_EVENT.replace("JOB", job).replace("RUN_ID", "%s")
+    template = template.replace('"COMPLETE"', '"%s"')
+    path = work / f"lineage-{job}.lua"
+    path.write_text(
+        textwrap.dedent(
+            f"""
+            local threads = 0
+            function setup(thread)
+              threads = threads + 1
+              thread:set("tid", threads)
+            end
+            wrk.method = "POST"
+            wrk.path = "/api/v1/lineage"
+            wrk.headers["Content-Type"] = "application/json"
+            wrk.headers["Authorization"] = "Bearer {ping_key}"
+            local template = [[{template}]]
+            local n = 0
+            function request()
+              n = n + 1
+              local kind, run = "START", n
+              if n % 2 == 0 and n > 128 then
+                kind, run = "COMPLETE", n - 129
+              end
+              local id = string.format("%08x-0000-4000-8000-%012x", tid, run)
+              return wrk.format(nil, nil, nil, string.format(template, kind, id))
+            end
+            """
+        )
+    )
+    return path
+
+
+def bench_lineage(
+    name: str, database_url: str, args: argparse.Namespace, work: Path
+) -> tuple[Result, int, int | None]:
+    """The OpenLineage path on a server of its own (same settings as bench_server)."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "TELEMHQ_API_KEY": API_KEY,
+        "TELEMHQ_DATABASE_URL": database_url,
+        "TELEMHQ_WORKERS": str(args.workers),
+        "TELEMHQ_RETENTION_RUNS": "100000000",
+        "TELEMHQ_LOG_LEVEL": "WARNING",
+    }
+    server = str(Path(sys.executable).with_name("telemhq-server"))
+    cmd = [server, "serve", "--host", "127.0.0.1", "--port", str(port)]
+    with process(cmd, env, str(work), work / f"{name}-lineage.log"):
+        wait_http(base + "/healthz")
+        key = api(base, "POST", "/api/v1/ping-keys", {"name": f"bench {uuid.uuid4()}"})
+        assert isinstance(key, dict)
+        job = f"bench_{uuid.uuid4().hex[:8]}"
+        run_wrk(base, lineage_lua(work, key["key"], f"{job}_warmup"), args, args.warmup)
+        time.sleep(0.5)
+        before = accepted_from_metrics(base)
+        result = run_wrk(base, lineage_lua(work, key["key"], job), args, args.duration)
+        time.sleep(0.5)
+        answered = accepted_from_metrics(base) - before
+        tracker = api(base, "GET", f"/api/v1/trackers/spark-prod-{job.replace('_', '-')}")
+        assert isinstance(tracker, dict)
+        n_stored = count_runs(database_url, int(tracker["id"]))
+    result.name = f"{name} openlineage"
+    return result, n_stored, answered if args.workers == 1 else None
+
+
 def count_runs(database_url: str, tracker_id: int) -> int:
     import sqlalchemy as sa
 
@@ -343,6 +462,17 @@ def main() -> int:
                 if result.rps < target or result.p99_ms > 50 or result.rps < share * bare.rps:
                     failures.append(
                         f"{name}: below target ({target}/s, p99 <= 50 ms, >= {share:.0%} of bare)"
+                    )
+                lineage, stored, answered = bench_lineage(name, url, args, work)
+                rows.append((lineage, stored, answered))
+                if (answered is not None and stored != answered) or not (
+                    0 <= stored - lineage.ok_2xx <= args.connections
+                ):
+                    failures.append(f"{lineage.name}: {answered} answered but {stored} stored")
+                if lineage.rps < LINEAGE_SHARE * result.rps:
+                    failures.append(
+                        f"{lineage.name}: {lineage.rps / result.rps:.0%} of the plain pings/s "
+                        f"(target >= {LINEAGE_SHARE:.0%})"
                     )
         finally:
             if schema:

@@ -261,6 +261,13 @@ def test_a_repeated_event_is_stored_once_and_running_other_store_nothing(
     tracker = tracker_named(server, f"spark-prod/{job}")
     assert tracker is not None
     assert [r["status"] for r in server.runs(tracker["id"])] == ["success", "start"]
+    # a START arriving after its run's end (sent asynchronously) leaves no run open
+    late = new_run()
+    client.emit(event(RunState.COMPLETE, late, job, at=T0 + dt.timedelta(seconds=3)))
+    client.emit(event(RunState.START, late, job))
+    statuses = [(r["status"], r["payload"]["run_id"]) for r in server.runs(tracker["id"])]
+    assert statuses[0] == ("success", late)
+    assert ("start", late) not in statuses
     # RUNNING for a job with no tracker yet creates none
     client.emit(event(RunState.RUNNING, new_run(), f"{job}_never"))
     assert tracker_named(server, f"spark-prod/{job}_never") is None

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from starlette.routing import Route
 
-from telemhq_server.lineage.endpoint import LINEAGE_PATH, post_lineage
+from telemhq_server.lineage.endpoint import LINEAGE_PATH, LineageEndpoint
 
 if TYPE_CHECKING:
     from telemhq_server.host import TelemHQ
@@ -23,5 +23,7 @@ __all__ = ["LINEAGE_PATH", "register"]
 
 
 def register(app: TelemHQ) -> None:
-    """Add ``POST /api/v1/lineage``."""
-    app.add_routes([Route(LINEAGE_PATH, post_lineage, methods=["POST"])])
+    """Add ``POST /api/v1/lineage``, served in front of the framework as pings are."""
+    endpoint = LineageEndpoint(app)
+    app.add_ingest_route(LINEAGE_PATH, endpoint)
+    app.add_routes([Route(LINEAGE_PATH, endpoint, methods=["POST"])])

@@ -20,22 +20,21 @@ from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 
 from telemhq_plugins.core import jsontext
-from telemhq_server.bodies import BodyTooLarge, holds_nul, read_body
+from telemhq_server.bodies import BodyTooLarge, holds_nul
 from telemhq_server.db import ping_keys, runs, trackers
 from telemhq_server.ingest import CachedTracker, PingError
 from telemhq_server.ingest.errors import NewSlug
 from telemhq_server.keys import verify_api_key
-from telemhq_server.lineage.mapping import ENDS, Mapped, event_time, map_event, ping_id
+from telemhq_server.lineage.mapping import Mapped, event_time, map_event, ping_id
 from telemhq_server.lineage.schema import InvalidEvent, check_event
+from telemhq_server.types import Receive, Scope, Send
 
 if TYPE_CHECKING:
     from telemhq_server.host import TelemHQ
 
-__all__ = ["LINEAGE_PATH", "MAX_EVENT_BYTES", "post_lineage"]
+__all__ = ["LINEAGE_PATH", "MAX_EVENT_BYTES", "LineageEndpoint", "RunMemory"]
 
 logger = logging.getLogger("telemhq_server.lineage")
 
@@ -45,14 +44,47 @@ MAX_EVENT_BYTES: Final = 1_000_000
 _KEY_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,200}")
 
 
-def _error(status: int, reason: str, message: str, app: TelemHQ) -> Response:
-    app.metrics.reject(reason)
-    return JSONResponse({"ok": False, "error": message}, status)
+async def _answer(send: Send, status: int, answer: dict[str, Any]) -> None:
+    body = jsontext.dumpb(answer)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
-def _decoded(request: Request, body: bytes) -> bytes:
+def _header(scope: Scope, name: bytes) -> str:
+    """A request header's value ("" when absent)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return ""
+
+
+async def _read_body(scope: Scope, receive: Receive) -> bytes:
+    """The whole body, or :class:`BodyTooLarge` as soon as it is known to pass the limit."""
+    declared = _header(scope, b"content-length")
+    if declared.isdigit() and int(declared) > MAX_EVENT_BYTES:
+        raise BodyTooLarge(MAX_EVENT_BYTES)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise PingError(400, "disconnected", "client disconnected")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_EVENT_BYTES:
+            raise BodyTooLarge(MAX_EVENT_BYTES)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _decoded(scope: Scope, body: bytes) -> bytes:
     """The body without its content encoding (identity or gzip), within the size limit."""
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    encoding = (_header(scope, b"content-encoding") or "identity").strip().lower()
     if encoding in ("", "identity"):
         return body
     if encoding not in ("gzip", "x-gzip"):
@@ -79,8 +111,8 @@ def _parse(raw: bytes) -> Any:
     return value
 
 
-def _bearer(request: Request) -> str:
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+def _bearer(scope: Scope) -> str:
+    scheme, _, value = _header(scope, b"authorization").partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         raise PingError(
             401,
@@ -155,59 +187,105 @@ async def _tracker(app: TelemHQ, key: str, mapped: Mapped) -> CachedTracker | No
     return await app.cache.get(token, lambda: app.cache.by_token(token))
 
 
-async def _paired(app: TelemHQ, tracker: CachedTracker, mapped: Mapped) -> str | None:
-    """Pair the event with its run's other events already stored: an end gets the START's
-    time and the duration between the two ``eventTime``s; a START whose run has already
-    ended is not stored (it would leave a start open). Returns why the event is dropped."""
-    types = ("START", *ENDS)
-    ids = {t: ping_id(mapped.run_id, t) for t in types}
-    stored = await app.run_sync(_stored, app.engine, tracker.id, list(ids.values()))
-    if mapped.status == "start":
-        if any(ids[t] in stored for t in ENDS) and ids["START"] not in stored:
-            return "the run has already ended: a START after its end is not stored"
-        return None
-    start = stored.get(ids["START"])
-    if start is not None:
-        started = jsontext.loads(start).get("started_at")
-        if isinstance(started, str):
+class RunMemory:
+    """What this process stored of recent runs: each START's time and which runs ended,
+    keyed by (tracker id, run id), bounded. An end's duration comes from its START's
+    ``eventTime`` found here, else in the database (the START may have gone to another
+    process); a START arriving after its run's end (producers that send asynchronously can
+    reorder them) is dropped when this process stored the end."""
+
+    LIMIT: Final = 100_000
+
+    def __init__(self) -> None:
+        self.starts: dict[tuple[int, str], str] = {}
+        self.ended: set[tuple[int, str]] = set()
+
+    def remember(self, tracker_id: int, mapped: Mapped) -> None:
+        if len(self.starts) > self.LIMIT:
+            self.starts.clear()
+        if len(self.ended) > self.LIMIT:
+            self.ended.clear()
+        key = (tracker_id, mapped.run_id)
+        if mapped.status == "start":
+            self.starts[key] = mapped.payload["started_at"]
+        else:
+            self.starts.pop(key, None)
+            self.ended.add(key)
+
+    async def pair(self, app: TelemHQ, tracker: CachedTracker, mapped: Mapped) -> str | None:
+        """Give an end its START's time and the duration between the two ``eventTime``s;
+        returns why a START is not stored, if it is not."""
+        key = (tracker.id, mapped.run_id)
+        if mapped.status == "start":
+            if key in self.ended:
+                return "the run has already ended: a START after its end is not stored"
+            return None
+        started = self.starts.get(key)
+        if started is None:
+            start_id = ping_id(mapped.run_id, "START")
+            stored = await app.run_sync(_stored, app.engine, tracker.id, [start_id])
+            if start_id in stored:
+                value = jsontext.loads(stored[start_id]).get("started_at")
+                started = value if isinstance(value, str) else None
+        if started is not None:
             mapped.payload["started_at"] = started
             elapsed = (mapped.event_time - event_time(started)).total_seconds()
             if elapsed >= 0:
                 mapped.payload["duration"] = round(elapsed * 1000, 3)
-    return None
+        return None
 
 
-async def post_lineage(request: Request) -> Response:
-    """``POST /api/v1/lineage`` (see the module's docstring)."""
-    app: TelemHQ = request.app.state.telemhq
-    started = time.perf_counter()
-    try:
-        key = _bearer(request)
-        event = _parse(_decoded(request, await read_body(request, MAX_EVENT_BYTES)))
+class LineageEndpoint:
+    """``POST /api/v1/lineage`` (see the module's docstring) as a plain ASGI app (a Starlette
+    endpoint's request and response objects cost more than the rest of the work on an event),
+    with this process's memory of recent runs."""
+
+    def __init__(self, app: TelemHQ) -> None:
+        self.app = app
+        self.memory = RunMemory()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        try:
+            status, answer = await self._post(scope, receive, started)
+        except InvalidEvent as exc:
+            status, answer = self._refused(
+                400, "invalid_event", f"not a valid OpenLineage event: {exc}"
+            )
+        except BodyTooLarge as exc:
+            status, answer = self._refused(413, "too_large", str(exc))
+        except PingError as exc:
+            status, answer = self._refused(exc.status, exc.reason, exc.message)
+        except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError):
+            logger.warning("database unavailable for an OpenLineage event")
+            status, answer = self._refused(503, "storage", "database unavailable; retry")
+        await _answer(send, status, answer)
+
+    def _refused(self, status: int, reason: str, message: str) -> tuple[int, dict[str, Any]]:
+        self.app.metrics.reject(reason)
+        return status, {"ok": False, "error": message}
+
+    async def _post(
+        self, scope: Scope, receive: Receive, started: float
+    ) -> tuple[int, dict[str, Any]]:
+        app = self.app
+        key = _bearer(scope)
+        event = _parse(_decoded(scope, await _read_body(scope, receive)))
         kind = check_event(event)
         if kind != "RunEvent":
             await _check_key(app, key)
-            return JSONResponse({"ok": True, "ignored": f"a {kind} changes no run"})
+            return 200, {"ok": True, "ignored": f"a {kind} changes no run"}
         mapped = map_event(event)
         tracker = await _tracker(app, key, mapped)
         if mapped.status is None or tracker is None:
             if tracker is None:
                 await _check_key(app, key)
-            return JSONResponse(
-                {"ok": True, "ignored": f"a {mapped.event_type} event changes no state"}
-            )
-        dropped = await _paired(app, tracker, mapped)
+            return 200, {"ok": True, "ignored": f"a {mapped.event_type} event changes no state"}
+        dropped = await self.memory.pair(app, tracker, mapped)
         if dropped is not None:
-            return JSONResponse({"ok": True, "ignored": dropped})
+            return 200, {"ok": True, "ignored": dropped}
         text = jsontext.dumps(mapped.payload)
         code, answer = await app.pings.record(tracker, None, mapped.payload, text, started)
-        return JSONResponse(answer, code)
-    except InvalidEvent as exc:
-        return _error(400, "invalid_event", f"not a valid OpenLineage event: {exc}", app)
-    except BodyTooLarge as exc:
-        return _error(413, "too_large", str(exc), app)
-    except PingError as exc:
-        return _error(exc.status, exc.reason, exc.message, app)
-    except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError):
-        logger.warning("database unavailable for an OpenLineage event")
-        return _error(503, "storage", "database unavailable; retry", app)
+        if code == 200:
+            self.memory.remember(tracker.id, mapped)
+        return code, answer
