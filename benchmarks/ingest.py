@@ -263,9 +263,11 @@ def bench_bare(args: argparse.Namespace, work: Path, lua: Path) -> Result:
     return result
 
 
-def bench_server(
-    name: str, database_url: str, args: argparse.Namespace, work: Path, lua: Path
-) -> tuple[Result, int, int]:
+@contextlib.contextmanager
+def serving(
+    log_name: str, database_url: str, args: argparse.Namespace, work: Path
+) -> Iterator[str]:
+    """A measured ``telemhq-server serve`` on ``database_url``; yields its base URL."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
@@ -278,8 +280,15 @@ def bench_server(
     }
     server = str(Path(sys.executable).with_name("telemhq-server"))
     cmd = [server, "serve", "--host", "127.0.0.1", "--port", str(port)]
-    with process(cmd, env, str(work), work / f"{name}.log"):
+    with process(cmd, env, str(work), work / f"{log_name}.log"):
         wait_http(base + "/healthz")
+        yield base
+
+
+def bench_server(
+    name: str, database_url: str, args: argparse.Namespace, work: Path, lua: Path
+) -> tuple[Result, int, int]:
+    with serving(name, database_url, args, work) as base:
         warm = api(
             base,
             "POST",
@@ -346,20 +355,7 @@ def bench_lineage(
     name: str, database_url: str, args: argparse.Namespace, work: Path
 ) -> tuple[Result, int, int | None]:
     """The OpenLineage path on a server of its own (same settings as bench_server)."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "TELEMHQ_API_KEY": API_KEY,
-        "TELEMHQ_DATABASE_URL": database_url,
-        "TELEMHQ_WORKERS": str(args.workers),
-        "TELEMHQ_RETENTION_RUNS": "100000000",
-        "TELEMHQ_LOG_LEVEL": "WARNING",
-    }
-    server = str(Path(sys.executable).with_name("telemhq-server"))
-    cmd = [server, "serve", "--host", "127.0.0.1", "--port", str(port)]
-    with process(cmd, env, str(work), work / f"{name}-lineage.log"):
-        wait_http(base + "/healthz")
+    with serving(f"{name}-lineage", database_url, args, work) as base:
         key = api(base, "POST", "/api/v1/ping-keys", {"name": f"bench {uuid.uuid4()}"})
         assert isinstance(key, dict)
         job = f"bench_{uuid.uuid4().hex[:8]}"

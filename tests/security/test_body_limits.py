@@ -45,6 +45,7 @@ def targets(server: LiveServer) -> dict[str, str]:
         "/api/v1/keys": "/api/v1/keys",
         "/api/v1/ping-keys": "/api/v1/ping-keys",
         "/api/v1/webhooks": "/api/v1/webhooks",
+        "/api/v1/lineage": "/api/v1/lineage",
         "/api/v1/webhooks/{webhook_id}": f"/api/v1/webhooks/{hook['id']}",
         "/dashboard/login": "/dashboard/login",
         "/dashboard/logout": "/dashboard/logout",
