@@ -23,6 +23,11 @@ one with three history-relative ones (``HISTORY_ASSERTIONS``: a ``last 20`` medi
 sum, a ``same weekday`` median), judged against every run stored before; target: the
 history row keeps >= 70% of the plain row's pings/s, 0 lost. The machine is shared by wrk and, for
 PostgreSQL, the database server: figures vary from run to run by 10-20%.
+
+Each server also gets an ``openlineage`` row: OpenLineage events of typical size
+(``LINEAGE_EVENT``: one input and one output with their statistics facets), a START and a
+COMPLETE per run, posted to ``/api/v1/lineage`` with a ping key as the OpenLineage clients
+send them; target: >= 50% of the plain pings' figure on the same database, 0 lost.
 """
 
 from __future__ import annotations
@@ -57,6 +62,50 @@ HISTORY_ASSERTIONS = [
 ]
 HISTORY_SHARE = 0.7  # history-relative assertions keep at least 70% of the plain pings/s
 API_KEY = "thq_benchmark_key"
+#: An OpenLineage COMPLETE event of typical size; RUN_ID is replaced per request by wrk.
+LINEAGE_EVENT = json.dumps(
+    {
+        "eventType": "COMPLETE",
+        "eventTime": "2026-03-01T02:01:30.000Z",
+        "run": {"runId": "RUN_ID", "facets": {}},
+        "job": {"namespace": "spark-prod", "name": "JOB", "facets": {}},
+        "producer": "https://github.com/OpenLineage/OpenLineage/tree/1.54.0/integration/spark",
+        "schemaURL": "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent",
+        "inputs": [
+            {
+                "namespace": "postgres://db:5432",
+                "name": "public.orders",
+                "facets": {},
+                "inputFacets": {
+                    "inputStatistics": {
+                        "_producer": "https://github.com/OpenLineage/OpenLineage",
+                        "_schemaURL": "https://openlineage.io/spec/facets/1-0-0/"
+                        "InputStatisticsInputDatasetFacet.json",
+                        "rowCount": 1200,
+                        "size": 96000,
+                    }
+                },
+            }
+        ],
+        "outputs": [
+            {
+                "namespace": "s3://lake",
+                "name": "orders_by_day",
+                "facets": {},
+                "outputFacets": {
+                    "outputStatistics": {
+                        "_producer": "https://github.com/OpenLineage/OpenLineage",
+                        "_schemaURL": "https://openlineage.io/spec/facets/1-0-2/"
+                        "OutputStatisticsOutputDatasetFacet.json",
+                        "rowCount": 450,
+                        "size": 36000,
+                    }
+                },
+            }
+        ],
+    }
+)
+LINEAGE_SHARE = 0.5  # the OpenLineage path keeps at least half the plain pings/s
 BARE_APP = textwrap.dedent(
     """
     async def app(scope, receive, send):
@@ -227,16 +276,11 @@ def bench_bare(args: argparse.Namespace, work: Path, lua: Path) -> Result:
     return result
 
 
-def bench_server(
-    name: str,
-    database_url: str,
-    args: argparse.Namespace,
-    work: Path,
-    lua: Path,
-    *,
-    assertion_sets: list[tuple[str, list[str]]],
-) -> list[tuple[Result, int, int | None]]:
-    """One server; for each ``(label, assertions)`` a fresh tracker driven by wrk in turn."""
+@contextlib.contextmanager
+def serving(
+    log_name: str, database_url: str, args: argparse.Namespace, work: Path
+) -> Iterator[str]:
+    """A measured ``telemhq-server serve`` on ``database_url``; yields its base URL."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
@@ -249,8 +293,22 @@ def bench_server(
     }
     server = str(Path(sys.executable).with_name("telemhq-server"))
     cmd = [server, "serve", "--host", "127.0.0.1", "--port", str(port)]
-    with process(cmd, env, str(work), work / f"{name}.log"):
+    with process(cmd, env, str(work), work / f"{log_name}.log"):
         wait_http(base + "/healthz")
+        yield base
+
+
+def bench_server(
+    name: str,
+    database_url: str,
+    args: argparse.Namespace,
+    work: Path,
+    lua: Path,
+    *,
+    assertion_sets: list[tuple[str, list[str]]],
+) -> list[tuple[Result, int, int | None]]:
+    """One server; for each ``(label, assertions)`` a fresh tracker driven by wrk in turn."""
+    with serving(name, database_url, args, work) as base:
         warm = api(
             base,
             "POST",
@@ -293,6 +351,63 @@ def count_runs(database_url: str, tracker_id: int) -> int:
             )
     finally:
         engine.dispose()
+
+
+def lineage_lua(work: Path, ping_key: str, job: str) -> Path:
+    """A wrk script posting LINEAGE_EVENT for ``job``: a START of a new run, then the
+    COMPLETE of the run started 129 requests before, in turn (a run's two events, as a
+    producer sends them, with the run's duration in between)."""
+    template = LINEAGE_EVENT.replace("JOB", job).replace("RUN_ID", "%s")
+    template = template.replace('"COMPLETE"', '"%s"')
+    path = work / f"lineage-{job}.lua"
+    path.write_text(
+        textwrap.dedent(
+            f"""
+            local threads = 0
+            function setup(thread)
+              threads = threads + 1
+              thread:set("tid", threads)
+            end
+            wrk.method = "POST"
+            wrk.path = "/api/v1/lineage"
+            wrk.headers["Content-Type"] = "application/json"
+            wrk.headers["Authorization"] = "Bearer {ping_key}"
+            local template = [[{template}]]
+            local n = 0
+            function request()
+              n = n + 1
+              local kind, run = "START", n
+              if n % 2 == 0 and n > 128 then
+                kind, run = "COMPLETE", n - 129
+              end
+              local id = string.format("%08x-0000-4000-8000-%012x", tid, run)
+              return wrk.format(nil, nil, nil, string.format(template, kind, id))
+            end
+            """
+        )
+    )
+    return path
+
+
+def bench_lineage(
+    name: str, database_url: str, args: argparse.Namespace, work: Path
+) -> tuple[Result, int, int | None]:
+    """The OpenLineage path on a server of its own (same settings as bench_server)."""
+    with serving(f"{name}-lineage", database_url, args, work) as base:
+        key = api(base, "POST", "/api/v1/ping-keys", {"name": f"bench {uuid.uuid4()}"})
+        assert isinstance(key, dict)
+        job = f"bench_{uuid.uuid4().hex[:8]}"
+        run_wrk(base, lineage_lua(work, key["key"], f"{job}_warmup"), args, args.warmup)
+        time.sleep(0.5)
+        before = accepted_from_metrics(base)
+        result = run_wrk(base, lineage_lua(work, key["key"], job), args, args.duration)
+        time.sleep(0.5)
+        answered = accepted_from_metrics(base) - before
+        tracker = api(base, "GET", f"/api/v1/trackers/spark-prod-{job.replace('_', '-')}")
+        assert isinstance(tracker, dict)
+        n_stored = count_runs(database_url, int(tracker["id"]))
+    result.name = f"{name} openlineage"
+    return result, n_stored, answered if args.workers == 1 else None
 
 
 def main() -> int:
@@ -374,6 +489,17 @@ def main() -> int:
                     failures.append(
                         f"{history.name}: {history.rps / plain.rps:.0%} of the plain "
                         f"assertions' pings/s (target >= {HISTORY_SHARE:.0%})"
+                    )
+                lineage, stored, answered = bench_lineage(name, url, args, work)
+                rows.append((lineage, stored, answered))
+                if (answered is not None and stored != answered) or not (
+                    0 <= stored - lineage.ok_2xx <= args.connections
+                ):
+                    failures.append(f"{lineage.name}: {answered} answered but {stored} stored")
+                if lineage.rps < LINEAGE_SHARE * plain.rps:
+                    failures.append(
+                        f"{lineage.name}: {lineage.rps / plain.rps:.0%} of the plain pings/s "
+                        f"(target >= {LINEAGE_SHARE:.0%})"
                     )
         finally:
             if schema:

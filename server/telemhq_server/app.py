@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from telemhq_server import alerts, api, badges, dashboard, detector, retention, webhooks
+from telemhq_server import alerts, api, badges, dashboard, detector, lineage, retention, webhooks
 from telemhq_server.config import Settings, load_settings
 from telemhq_server.host import Register, TelemHQ
 
@@ -19,6 +19,7 @@ __all__ = ["PARTS", "TelemHQ", "app_from_env", "create_app"]
 #: before the others').
 PARTS: Final[tuple[Register, ...]] = (
     api.register,
+    lineage.register,
     retention.register,
     detector.register,
     webhooks.register,

@@ -11,6 +11,10 @@ Inside it:
 - ``app.add_routes([...])``: Starlette routes/mounts (management API, dashboard, badges,
   webhooks API). An API route gets the key check, body limit and JSON errors from
   ``telemhq_server.endpoints.api_route``, or is plain.
+- ``app.add_ingest_route(path, handler)``: POSTs to exactly ``path`` go to the raw ASGI
+  ``handler`` in front of Starlette, as pings do (OpenLineage events: the framework's cost
+  per request would be most of an event's); the part still adds a Starlette route for the
+  path, which answers the other methods and lists it with the others.
 - ``app.add_background(fn)``: ``fn(app) -> Awaitable[None]``, a long-running coroutine
   started at startup and cancelled at shutdown (missed-run detector, webhook sender,
   retention). Run blocking database work with ``await asyncio.to_thread(...)`` or
@@ -56,13 +60,15 @@ from telemhq_server.ingest import BatchWriter, PingHandler, TrackerCache
 from telemhq_server.metrics import Metrics
 from telemhq_server.types import Receive, Scope, Send
 
-__all__ = ["Background", "Register", "TelemHQ"]
+__all__ = ["ASGIApp", "Background", "Register", "TelemHQ"]
 
 logger = logging.getLogger("telemhq_server.host")
 
 T = TypeVar("T")
 #: A long-running coroutine of a part (see ``TelemHQ.add_background``).
 Background = Callable[["TelemHQ"], Coroutine[Any, Any, None]]
+#: A raw ASGI callable.
+ASGIApp = Callable[[Scope, Receive, Send], Coroutine[Any, Any, None]]
 #: A part of the server: called once with the app being built.
 Register = Callable[["TelemHQ"], None]
 
@@ -101,6 +107,7 @@ class TelemHQ:
             Route("/healthz", self._healthz, methods=["GET", "HEAD"]),
             Route("/metrics", self._metrics, methods=["GET"]),
         ]
+        self._ingest: dict[str, ASGIApp] = {}
         self._background: list[Background] = []
         self._metric_sources: list[Callable[[], Iterable[str]]] = []
         for register in parts:
@@ -112,6 +119,9 @@ class TelemHQ:
 
     def add_routes(self, routes: Iterable[BaseRoute]) -> None:
         self._routes.extend(routes)
+
+    def add_ingest_route(self, path: str, handler: ASGIApp) -> None:
+        self._ingest[path] = handler
 
     def add_background(self, fn: Background) -> None:
         self._background.append(fn)
@@ -136,9 +146,14 @@ class TelemHQ:
     # --- ASGI ------------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/ping/"):
-            await self.pings(scope, receive, send)
-            return
+        if scope["type"] == "http":
+            if scope["path"].startswith("/ping/"):
+                await self.pings(scope, receive, send)
+                return
+            handler = self._ingest.get(scope["path"]) if scope["method"] == "POST" else None
+            if handler is not None:
+                await handler(scope, receive, send)
+                return
         await self.starlette(scope, receive, send)
 
     @contextlib.asynccontextmanager

@@ -310,6 +310,39 @@ _SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "OpenLineageRunEvent": {
+        "type": "object",
+        "description": "An OpenLineage RunEvent, checked against the spec version its "
+        "schemaURL names (1-0-0 to 2-0-2; a later version of the same MODEL is checked against "
+        "2-0-2). DatasetEvents and JobEvents are accepted and store nothing.",
+        "required": ["eventTime", "producer", "schemaURL", "run", "job"],
+        "properties": {
+            "eventType": {"enum": ["START", "RUNNING", "COMPLETE", "ABORT", "FAIL", "OTHER"]},
+            "eventTime": {"type": "string", "format": "date-time"},
+            "producer": {"type": "string", "format": "uri"},
+            "schemaURL": {
+                "type": "string",
+                "examples": ["https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"],
+            },
+            "run": {
+                "type": "object",
+                "required": ["runId"],
+                "properties": {"runId": {"type": "string", "format": "uuid"}},
+            },
+            "job": {
+                "type": "object",
+                "required": ["namespace", "name"],
+                "properties": {"namespace": {"type": "string"}, "name": {"type": "string"}},
+            },
+            "inputs": {"type": "array", "items": {"type": "object"}},
+            "outputs": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+    "LineageIgnored": {
+        "type": "object",
+        "required": ["ok", "ignored"],
+        "properties": {"ok": {"const": True}, "ignored": {"type": "string"}},
+    },
     "PingAnswer": {
         "type": "object",
         "required": ["ok", "run_id", "state", "assertions"],
@@ -645,6 +678,32 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                     "a new slug creates its tracker, named after the body's job (else the "
                     "slug) and tagged with its orchestrator and its tags list.",
                 },
+            },
+            "/api/v1/lineage": {
+                "post": {
+                    "summary": "Record an OpenLineage event as a run of <namespace>/<job name>",
+                    "description": "What the OpenLineage clients' HTTP transport sends "
+                    "(optionally Content-Encoding: gzip). The bearer is a ping key (the tracker "
+                    "is created by its first START, COMPLETE, FAIL or ABORT) or a read-write API "
+                    "key (existing trackers only). RUNNING and OTHER events, DatasetEvents and "
+                    "JobEvents are acknowledged and store nothing.",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("OpenLineageRunEvent")}},
+                    },
+                    "responses": {
+                        "200": _json({"oneOf": [_ref("PingAnswer"), _ref("LineageIgnored")]}),
+                        "400": _json(_ref("Error"), "Not JSON, not gzip, or not a valid event"),
+                        "401": _json(
+                            _ref("Error"), "Missing key, or neither a ping key nor an API key"
+                        ),
+                        "403": _json(_ref("Error"), "The API key is read-only"),
+                        "404": _json(_ref("Error"), "No such tracker, and the key creates none"),
+                        "413": _json(_ref("Error"), "Event over the limit (after decompression)"),
+                        "415": _json(_ref("Error"), "A Content-Encoding other than gzip"),
+                        "503": _json(_ref("Error"), "The database is unavailable; retry"),
+                    },
+                }
             },
             "/api/v1/trackers": {
                 "get": {

@@ -46,6 +46,7 @@ def targets(server: LiveServer) -> dict[str, str]:
         "/api/v1/keys": "/api/v1/keys",
         "/api/v1/ping-keys": "/api/v1/ping-keys",
         "/api/v1/webhooks": "/api/v1/webhooks",
+        "/api/v1/lineage": "/api/v1/lineage",
         "/api/v1/webhooks/{webhook_id}": f"/api/v1/webhooks/{hook['id']}",
         "/api/v1/channels": "/api/v1/channels",
         "/api/v1/channels/{channel_id}": f"/api/v1/channels/{channel['id']}",

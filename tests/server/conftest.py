@@ -8,6 +8,7 @@ so the group-commit writer runs as in production).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import uuid
 from collections.abc import Iterator
@@ -34,7 +35,13 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/telemhq.db"
         return
-    base = request.getfixturevalue("postgres_url")
+    with postgres_schema(request.getfixturevalue("postgres_url")) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def postgres_schema(base: str) -> Iterator[str]:
+    """The URL of a fresh schema in the PostgreSQL database ``base``, dropped afterwards."""
     schema = f"t_{uuid.uuid4().hex[:16]}"
     admin = sa.create_engine(base)
     with admin.begin() as conn:

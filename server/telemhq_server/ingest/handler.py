@@ -226,9 +226,9 @@ class PingHandler:
         else:
             body = await self._read_body(receive, self.max_body_bytes)
             payload = parse_body(body)
-        return await self._record(tracker, suffix, payload, _payload_text(body, payload), started)
+        return await self.record(tracker, suffix, payload, _payload_text(body, payload), started)
 
-    async def _record(
+    async def record(
         self,
         tracker: CachedTracker,
         suffix: str | None,
@@ -236,7 +236,9 @@ class PingHandler:
         text: str,
         started: float,
     ) -> tuple[int, dict[str, Any]]:
-        """Check the standard fields, evaluate, and queue the ping; its answer once stored."""
+        """Check the standard fields, evaluate, and queue the ping; its answer once stored.
+        Every way in stores a ping through here (``/ping/...``, the batch, OpenLineage
+        events), so they are judged alike."""
         status = payload.get("status", "success")
         if not isinstance(status, str) or status not in STATUSES:
             raise PingError(
@@ -318,7 +320,7 @@ class PingHandler:
                 except NewSlug as new:
                     await self.cache.auto_create(new, body)
                     tracker, suffix = await self.resolve(item["ping"])
-                code, answer = await self._record(tracker, suffix, body, text, started)
+                code, answer = await self.record(tracker, suffix, body, text, started)
             except PingError as exc:
                 self.metrics.reject(exc.reason)
                 code, answer = exc.status, {"ok": False, "error": exc.message}
