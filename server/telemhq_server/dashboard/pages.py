@@ -16,7 +16,7 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from telemhq_server.badges import BADGE_COLOURS
-from telemhq_server.dashboard.charts import Point, line_chart, sparkline
+from telemhq_server.dashboard.charts import Point, line_chart
 
 __all__ = [
     "db_time",
@@ -24,11 +24,12 @@ __all__ = [
     "layout",
     "login_page",
     "metric_names",
+    "relative",
     "run_page",
     "schedule_text",
     "state_pill",
     "tracker_page",
-    "trackers_page",
+    "when",
 ]
 
 #: Payload fields that are numbers but not metrics worth a chart.
@@ -48,12 +49,12 @@ def e(value: Any) -> str:
     return escape("" if value is None else str(value), quote=True)
 
 
-def _when(value: dt.datetime | None, now: dt.datetime) -> str:
+def when(value: dt.datetime | None, now: dt.datetime) -> str:
     """``2026-06-01 12:00:00 UTC`` with a relative hint, in a <time> element."""
     if value is None:
         return '<span class="muted">never</span>'
     delta = (now - value).total_seconds()
-    rel = _relative(abs(delta))
+    rel = relative(abs(delta))
     hint = f"{rel} ago" if delta >= 0 else f"in {rel}"
     return (
         f'<time datetime="{e(value.isoformat())}" title="{e(hint)}">'
@@ -62,7 +63,7 @@ def _when(value: dt.datetime | None, now: dt.datetime) -> str:
     )
 
 
-def _relative(seconds: float) -> str:
+def relative(seconds: float) -> str:
     for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
         if seconds >= size:
             return f"{seconds / size:.0f} {unit}"
@@ -152,52 +153,6 @@ def login_page(*, error: str | None = None, next_url: str = "/dashboard/") -> st
     return layout("Sign in", body)
 
 
-def trackers_page(
-    rows: Sequence[Mapping[str, Any]],
-    durations: Mapping[int, list[float]],
-    last_status: Mapping[int, str],
-    *,
-    now: dt.datetime,
-    signed_in_as: str | None,
-) -> str:
-    if not rows:
-        body = (
-            "<h1>Trackers</h1><p>No trackers yet. Create one with "
-            '<code>POST /api/v1/trackers</code> (see <a href="/api/v1/openapi.json">the '
-            "API</a>), or ping with a ping key and a slug.</p>"
-        )
-        return layout("Trackers", body, signed_in_as=signed_in_as, refresh=60)
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r["state"]] = counts.get(r["state"], 0) + 1
-    summary = ", ".join(f"{n} {e(s)}" for s, n in sorted(counts.items()))
-    lines = []
-    for r in rows:
-        tid = r["id"]
-        status = last_status.get(tid)
-        last = _when(r["last_run_at"], now)
-        if status:
-            last += f' <span class="run-status status-{e(status)}">{e(status)}</span>'
-        spark = sparkline(durations.get(tid, []), title=f"recent durations of {r['name']}")
-        lines.append(
-            f'<tr data-tracker="{e(r["slug"])}">'
-            f'<td><a href="/dashboard/trackers/{e(tid)}">{e(r["name"])}</a>'
-            f'<div class="muted">{e(r["slug"])}</div></td>'
-            f"<td>{state_pill(r['state'])}</td>"
-            f"<td>{last}</td>"
-            f"<td>{_when(r['next_expected_at'], now) if r['next_expected_at'] else '-'}</td>"
-            f'<td class="spark">{spark}</td></tr>'
-        )
-    body = (
-        f'<h1>Trackers</h1><p class="muted">{len(rows)} trackers: {summary}</p>'
-        '<table class="trackers"><thead><tr><th scope="col">Tracker</th>'
-        '<th scope="col">State</th><th scope="col">Last run</th>'
-        '<th scope="col">Next expected ping</th><th scope="col">Recent durations</th>'
-        f"</tr></thead><tbody>{''.join(lines)}</tbody></table>"
-    )
-    return layout("Trackers", body, signed_in_as=signed_in_as, refresh=60)
-
-
 def _failed(results: Iterable[Any]) -> str:
     items = [
         f"<li><code>{e(r.get('expression'))}</code>: {e(r.get('reason'))}</li>"
@@ -228,15 +183,15 @@ def tracker_page(
     badge = f"{base_url}/badge/{quote(t['badge_key'])}.svg"
     config = (
         '<dl class="config">'
-        f"<dt>State</dt><dd>{state_pill(t['state'])} since {_when(t['state_changed_at'], now)}"
+        f"<dt>State</dt><dd>{state_pill(t['state'])} since {when(t['state_changed_at'], now)}"
         "</dd>"
         f"<dt>Ping URL</dt><dd><code>{e(base_url)}/ping/{e(t['token'])}</code></dd>"
         f"<dt>Schedule</dt><dd>{e(schedule_text(t))}</dd>"
         f"<dt>Max runtime</dt><dd>{e(_seconds(t['max_runtime_seconds']))}</dd>"
         f"<dt>Alert after</dt><dd>{e(t['failure_threshold'])} consecutive failure(s)</dd>"
-        f"<dt>Last ping</dt><dd>{_when(t['last_ping_at'], now)}</dd>"
+        f"<dt>Last ping</dt><dd>{when(t['last_ping_at'], now)}</dd>"
         f"<dt>Next expected ping</dt><dd>"
-        f"{_when(t['next_expected_at'], now) if t['next_expected_at'] else '-'}</dd>"
+        f"{when(t['next_expected_at'], now) if t['next_expected_at'] else '-'}</dd>"
         f"<dt>Runs recorded</dt><dd>{e(t['n_runs'])}</dd>"
         f"<dt>Assertions</dt><dd><ul>{assertions}</ul></dd>"
         f"<dt>Tags</dt><dd>{tags}</dd>"
@@ -326,7 +281,7 @@ def run_page(
         f"<dt>Verdict</dt><dd>{e({True: 'passed', False: 'failed'}.get(run['passed'], '-'))}"
         "</dd>"
         f"<dt>Duration</dt><dd>{_duration(run['duration_ms'])}</dd>"
-        f"<dt>Received</dt><dd>{_when(run['received_at'], now)}</dd>"
+        f"<dt>Received</dt><dd>{when(run['received_at'], now)}</dd>"
         f"<dt>Run id</dt><dd><code>{e(run['run_id'])}</code></dd>"
         f"<dt>Ping id</dt><dd><code>{e(run['ping_id'] or '-')}</code></dd>"
         "</dl>"

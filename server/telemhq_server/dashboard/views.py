@@ -7,7 +7,7 @@ a worker thread and hands plain data to :mod:`telemhq_server.dashboard.pages`.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qs, quote
@@ -21,7 +21,7 @@ from starlette.staticfiles import StaticFiles
 
 from telemhq_server import db
 from telemhq_server.bodies import MAX_FORM_BODY, BodyTooLarge, read_body
-from telemhq_server.dashboard import auth, pages
+from telemhq_server.dashboard import auth, grouping, overview, pages, runinfo
 from telemhq_server.keys import hash_key, verify_api_key
 
 if TYPE_CHECKING:
@@ -122,35 +122,93 @@ async def logout(_request: Request) -> Response:
 # --- pages -----------------------------------------------------------------------------------
 
 
-def _load_trackers(engine: sa.Engine) -> tuple[list[Any], dict[int, list[float]], dict[int, str]]:
+_TRACKER_COLUMNS: Final = (
+    "id",
+    "name",
+    "slug",
+    "tags",
+    "state",
+    "state_changed_at",
+    "last_run_at",
+    "last_ping_at",
+    "next_expected_at",
+)
+
+
+def _load_trackers(engine: sa.Engine, filters: grouping.Filters, bases: runinfo.UiBases) -> Any:
+    """The trackers page's data in three queries whatever the number of trackers: the
+    trackers, the last finished run of each (for its orchestrator block and why it failed),
+    and the recent durations of the rows the page will show."""
     t, r = db.trackers, db.runs
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(t).order_by(t.c.name, t.c.id)).mappings().all()
-        ranked = (
-            sa.select(
-                r.c.tracker_id,
-                r.c.id,
-                r.c.status,
-                r.c.duration_ms,
-                sa.func.row_number()
-                .over(partition_by=r.c.tracker_id, order_by=r.c.id.desc())
-                .label("rank"),
-            )
+        rows = conn.execute(sa.select(*(t.c[k] for k in _TRACKER_COLUMNS))).mappings().all()
+        last_ids = (
+            sa.select(sa.func.max(r.c.id).label("id"))
             .where(r.c.status != "start")
+            .group_by(r.c.tracker_id)
             .subquery()
         )
-        recent = conn.execute(
-            sa.select(ranked)
-            .where(ranked.c.rank <= SPARK_RUNS)
-            .order_by(ranked.c.tracker_id, ranked.c.id)
+        last_runs = conn.execute(
+            sa.select(r.c.id, r.c.tracker_id, r.c.status, r.c.payload, r.c.assertions).join(
+                last_ids, r.c.id == last_ids.c.id
+            )
         ).all()
+        last = {run.tracker_id: run for run in last_runs}
+        trackers = [_tracker_row(row, last.get(row["id"]), bases) for row in rows]
+        total = grouping.count_states(trackers)
+        shown = [row for row in trackers if grouping.matches(row, filters)]
+        page = overview.plan(grouping.build_sections(shown), filters)
+        durations = _recent_durations(conn, page.rendered_ids)
+    return page, durations, total
+
+
+def _tracker_row(row: Any, last: Any, bases: runinfo.UiBases) -> dict[str, Any]:
+    out = _aware(row)
+    payload = _loads(last.payload) if last is not None else None
+    payload = payload if isinstance(payload, dict) else None
+    out["orchestrator"] = grouping.orchestrator_of(out["tags"], payload)
+    out["group"] = grouping.group_of(out["orchestrator"], str(out["name"]), payload)
+    out["last_status"] = last.status if last is not None else None
+    out["last_run"] = last.id if last is not None else None
+    out["reason"] = (
+        None if last is None else runinfo.reason_of(last.status, payload, _loads(last.assertions))
+    )
+    out["ui_url"] = runinfo.ui_url(payload, bases)
+    return out
+
+
+def _recent_durations(conn: sa.Connection, ids: Sequence[int]) -> dict[int, list[float]]:
+    """The last durations of the trackers shown (oldest first), for their sparklines."""
+    if not ids:
+        return {}
+    r = db.runs
+    ranked = (
+        sa.select(
+            r.c.tracker_id,
+            r.c.id,
+            r.c.duration_ms,
+            sa.func.row_number()
+            .over(partition_by=r.c.tracker_id, order_by=r.c.id.desc())
+            .label("rank"),
+        )
+        .where(r.c.status != "start", r.c.tracker_id.in_(ids))
+        .subquery()
+    )
+    recent = conn.execute(
+        sa.select(ranked.c.tracker_id, ranked.c.duration_ms)
+        .where(ranked.c.rank <= SPARK_RUNS)
+        .order_by(ranked.c.tracker_id, ranked.c.id)
+    ).all()
     durations: dict[int, list[float]] = {}
-    last_status: dict[int, str] = {}
     for run in recent:
         if run.duration_ms is not None:
             durations.setdefault(run.tracker_id, []).append(float(run.duration_ms))
-        last_status[run.tracker_id] = run.status  # ascending ids: the last one wins
-    return [_aware(row) for row in rows], durations, last_status
+    return durations
+
+
+def ui_bases(app: TelemHQ) -> runinfo.UiBases:
+    s = app.settings
+    return runinfo.UiBases(s.airflow_ui_url, s.prefect_ui_url, s.dagster_ui_url)
 
 
 _TIME_COLUMNS: Final = (
@@ -174,10 +232,11 @@ def _aware(row: Any) -> dict[str, Any]:
 
 
 async def trackers_page(request: Request, app: TelemHQ, who: str | None) -> Response:
-    rows, durations, last_status = await run_in_threadpool(_load_trackers, app.engine)
-    return _html(
-        pages.trackers_page(rows, durations, last_status, now=db.utcnow(), signed_in_as=who)
+    filters = grouping.Filters.from_query(request.query_params)
+    page, durations, total = await run_in_threadpool(
+        _load_trackers, app.engine, filters, ui_bases(app)
     )
+    return _html(overview.render(page, durations, total, now=db.utcnow(), signed_in_as=who))
 
 
 def _tracker(conn: sa.Connection, raw: str) -> dict[str, Any] | None:
