@@ -17,6 +17,12 @@ from urllib.parse import quote
 
 from telemhq_server.badges import BADGE_COLOURS
 from telemhq_server.dashboard.charts import Point, line_chart
+from telemhq_server.dashboard.runinfo import (
+    baseline_text,
+    error_of,
+    failed_assertions,
+    value_text,
+)
 
 __all__ = [
     "db_time",
@@ -155,11 +161,25 @@ def login_page(*, error: str | None = None, next_url: str = "/dashboard/") -> st
 
 def _failed(results: Iterable[Any]) -> str:
     items = [
-        f"<li><code>{e(r.get('expression'))}</code>: {e(r.get('reason'))}</li>"
-        for r in results
-        if isinstance(r, Mapping) and not r.get("passed", True)
+        f"<li><code>{e(r.get('expression'))}</code>: {e(r.get('reason'))}"
+        + (f" (baseline {e(b)})" if (b := baseline_text(r)) is not None else "")
+        + "</li>"
+        for r in failed_assertions(results)
     ]
     return f'<ul class="failed">{"".join(items)}</ul>' if items else ""
+
+
+def _run_problem(run: Mapping[str, Any]) -> str:
+    """A run's error (type and message) and its failed assertions, for the runs table."""
+    error = error_of(run["payload"])
+    text = ""
+    if error is not None:
+        message = str(error.get("message") or "")
+        text = (
+            f'<div class="reason reason-error"><strong>{e(error.get("type") or "error")}'
+            f"</strong>{': ' if message else ''}{e(message[:500])}</div>"
+        )
+    return text + _failed(run["assertions"])
 
 
 def tracker_page(
@@ -210,7 +230,7 @@ def tracker_page(
             f"{e(db_time(r['received_at']))}</a></td>"
             f'<td><span class="run-status status-{e(r["status"])}">{e(r["status"])}</span></td>'
             f"<td>{verdict}</td><td>{_duration(r['duration_ms'])}</td>"
-            f"<td>{_failed(r['assertions'])}</td></tr>"
+            f'<td class="why">{_run_problem(r)}</td></tr>'
         )
     more = (
         f'<p><a href="/dashboard/trackers/{e(tid)}?before={e(older_than)}">Older runs</a></p>'
@@ -220,7 +240,7 @@ def tracker_page(
     runs_html = (
         '<table class="runs"><thead><tr><th scope="col">Received</th><th scope="col">Status</th>'
         '<th scope="col">Verdict</th><th scope="col">Duration</th>'
-        '<th scope="col">Failed assertions</th></tr></thead>'
+        '<th scope="col">Error or failed assertions</th></tr></thead>'
         f"<tbody>{''.join(run_rows)}</tbody></table>{more}"
         if run_rows
         else '<p class="muted">No runs yet.</p>'
@@ -248,44 +268,149 @@ def db_time(value: dt.datetime | None) -> str:
     return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+#: Labels of the orchestrators' ids on a run page, in this order (the rest follow).
+_DETAIL_LABELS: Final = {
+    "dag_id": "DAG",
+    "run_id": "Run",
+    "task_id": "Task",
+    "try_number": "Try",
+    "max_tries": "Max tries",
+    "map_index": "Map index",
+    "logical_date": "Logical date",
+    "flow_name": "Flow",
+    "flow_run_id": "Flow run",
+    "flow_run_name": "Flow run name",
+    "task_name": "Task",
+    "task_run_id": "Task run",
+    "deployment": "Deployment",
+    "job_name": "Job",
+    "op": "Op",
+    "step_key": "Step",
+    "asset_key": "Asset",
+    "partition_key": "Partition",
+    "attempt": "Attempt",
+}
+_ORCHESTRATOR_TITLES: Final = {
+    "airflow": "Airflow",
+    "prefect": "Prefect",
+    "dagster": "Dagster",
+    "celery": "Celery",
+}
+
+
+def _details(payload: Any) -> str:
+    """The orchestrator's block of a run (DAG / run / task / try / map index, flow run /
+    deployment, Dagster run / step / partition), known ids first."""
+    if not isinstance(payload, Mapping):
+        return ""
+    name = payload.get("orchestrator")
+    block = payload.get(name) if isinstance(name, str) else None
+    if not isinstance(block, Mapping):
+        return ""
+    keys = [k for k in _DETAIL_LABELS if k in block] + [k for k in block if k not in _DETAIL_LABELS]
+    items = []
+    for key in keys:
+        value = block[key]
+        shown = value if isinstance(value, str) else value_text(value)
+        label = _DETAIL_LABELS.get(key, key)
+        items.append(f"<dt>{e(label)}</dt><dd><code>{e(shown)}</code></dd>")
+    title = _ORCHESTRATOR_TITLES.get(str(name), str(name))
+    return f'<h2>{e(title)}</h2><dl class="config details">{"".join(items)}</dl>'
+
+
+def _error_section(payload: Any) -> str:
+    error = error_of(payload)
+    if error is None:
+        return ""
+    trace = error.get("traceback")
+    tail = (
+        f'<h3>Traceback (the end)</h3><pre class="traceback">{e(trace)}</pre>'
+        if isinstance(trace, str) and trace
+        else ""
+    )
+    return (
+        '<h2>Error</h2><dl class="config">'
+        f"<dt>Type</dt><dd><code>{e(error.get('type'))}</code></dd>"
+        f'<dt>Message</dt><dd class="reason reason-error">{e(error.get("message"))}</dd>'
+        f"</dl>{tail}"
+    )
+
+
+def _metrics(payload: Any) -> str:
+    if not isinstance(payload, Mapping):
+        return ""
+    names = metric_names([payload], limit=50)
+    if not names:
+        return ""
+    rows = "".join(
+        f'<tr><th scope="row"><code>{e(n)}</code></th><td>{e(value_text(payload[n]))}</td></tr>'
+        for n in names
+    )
+    return (
+        '<h2>Metrics</h2><table class="metrics"><thead><tr><th scope="col">Metric</th>'
+        f'<th scope="col">Value</th></tr></thead><tbody>{rows}</tbody></table>'
+    )
+
+
+def _times(run: Mapping[str, Any], payload: Any, now: dt.datetime) -> str:
+    started = run.get("started_at")
+    finished = payload.get("finished_at") if isinstance(payload, Mapping) else None
+    out = f"<dt>Started</dt><dd>{when(started, now)}</dd>" if started is not None else ""
+    if isinstance(finished, str):
+        out += f"<dt>Finished</dt><dd><code>{e(finished)}</code></dd>"
+    return out
+
+
 def run_page(
     tracker: Mapping[str, Any],
     run: Mapping[str, Any],
     *,
     now: dt.datetime,
     signed_in_as: str | None,
+    ui_url: str | None = None,
 ) -> str:
     results = run["assertions"]
     rows = "".join(
         f"<tr><td><code>{e(r.get('expression'))}</code></td>"
         f"<td>{_verdict(r.get('passed'))}</td>"
         f"<td><code>{e(json.dumps(r.get('actual'), default=str))}</code></td>"
+        f"<td>{e(baseline_text(r) or '-')}</td>"
         f"<td>{e(r.get('reason') or '')}</td></tr>"
         for r in results
         if isinstance(r, Mapping)
     )
     table = (
         '<table class="assertions"><thead><tr><th scope="col">Assertion</th>'
-        '<th scope="col">Result</th><th scope="col">Actual</th><th scope="col">Reason</th>'
-        f"</tr></thead><tbody>{rows}</tbody></table>"
+        '<th scope="col">Result</th><th scope="col">Actual</th><th scope="col">Baseline</th>'
+        f'<th scope="col">Reason</th></tr></thead><tbody>{rows}</tbody></table>'
         if rows
         else '<p class="muted">This tracker has no assertions.</p>'
     )
-    payload = json.dumps(run["payload"], indent=2, sort_keys=True, default=str)
+    raw = run["payload"]
+    payload = json.dumps(raw, indent=2, sort_keys=True, default=str)
     tid = tracker["id"]
+    orchestrator = raw.get("orchestrator") if isinstance(raw, Mapping) else None
+    link = ""
+    if ui_url:
+        where = _ORCHESTRATOR_TITLES.get(str(orchestrator), "the orchestrator")
+        link = f'<p><a class="ui-link" href="{e(ui_url)}">Open this run in {e(where)}</a></p>'
+    status = run["status"]
     body = (
         f'<p><a href="/dashboard/trackers/{e(tid)}">&larr; {e(tracker["name"])}</a></p>'
-        f"<h1>Run {e(run['id'])}</h1>"
+        f"<h1>Run {e(run['id'])} "
+        f'<span class="run-status status-{e(status)}">{e(status)}</span></h1>{link}'
         '<dl class="config">'
-        f"<dt>Status</dt><dd>{e(run['status'])}</dd>"
+        f"<dt>Status</dt><dd>{e(status)}</dd>"
         f"<dt>Verdict</dt><dd>{e({True: 'passed', False: 'failed'}.get(run['passed'], '-'))}"
         "</dd>"
         f"<dt>Duration</dt><dd>{_duration(run['duration_ms'])}</dd>"
+        f"{_times(run, raw, now)}"
         f"<dt>Received</dt><dd>{when(run['received_at'], now)}</dd>"
         f"<dt>Run id</dt><dd><code>{e(run['run_id'])}</code></dd>"
         f"<dt>Ping id</dt><dd><code>{e(run['ping_id'] or '-')}</code></dd>"
         "</dl>"
-        f"<h2>Assertions</h2>{table}"
+        f"{_error_section(raw)}"
+        f"<h2>Assertions</h2>{table}{_metrics(raw)}{_details(raw)}"
         f'<h2>Payload</h2><pre class="payload">{e(payload)}</pre>'
     )
     return layout(f"Run {run['id']}", body, signed_in_as=signed_in_as)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qs, quote
 
+import orjson
 import sqlalchemy as sa
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -27,7 +28,7 @@ from telemhq_server.keys import hash_key, verify_api_key
 if TYPE_CHECKING:
     from telemhq_server.host import TelemHQ
 
-__all__ = ["routes"]
+__all__ = ["routes", "trackers_html", "ui_bases"]
 
 STATIC_DIR: Final = Path(__file__).with_name("static")
 RUNS_PER_PAGE: Final = 50
@@ -149,9 +150,9 @@ def _load_trackers(engine: sa.Engine, filters: grouping.Filters, bases: runinfo.
             .subquery()
         )
         last_runs = conn.execute(
-            sa.select(r.c.id, r.c.tracker_id, r.c.status, r.c.payload, r.c.assertions).join(
-                last_ids, r.c.id == last_ids.c.id
-            )
+            sa.select(
+                r.c.id, r.c.tracker_id, r.c.status, r.c.passed, r.c.payload, r.c.assertions
+            ).join(last_ids, r.c.id == last_ids.c.id)
         ).all()
         last = {run.tracker_id: run for run in last_runs}
         trackers = [_tracker_row(row, last.get(row["id"]), bases) for row in rows]
@@ -164,7 +165,7 @@ def _load_trackers(engine: sa.Engine, filters: grouping.Filters, bases: runinfo.
 
 def _tracker_row(row: Any, last: Any, bases: runinfo.UiBases) -> dict[str, Any]:
     out = _aware(row)
-    payload = _loads(last.payload) if last is not None else None
+    payload = _fast_loads(last.payload) if last is not None else None
     payload = payload if isinstance(payload, dict) else None
     out["orchestrator"] = grouping.orchestrator_of(out["tags"], payload)
     out["group"] = grouping.group_of(out["orchestrator"], str(out["name"]), payload)
@@ -175,6 +176,15 @@ def _tracker_row(row: Any, last: Any, bases: runinfo.UiBases) -> dict[str, Any]:
     )
     out["ui_url"] = runinfo.ui_url(payload, bases)
     return out
+
+
+def _fast_loads(text: str | None) -> Any:
+    """A stored JSON text (written by the ping path) parsed with orjson, None if it is not
+    JSON: the trackers page reads one per tracker."""
+    try:
+        return orjson.loads(text) if text else None
+    except orjson.JSONDecodeError:
+        return None
 
 
 def _recent_durations(conn: sa.Connection, ids: Sequence[int]) -> dict[int, list[float]]:
@@ -231,12 +241,24 @@ def _aware(row: Any) -> dict[str, Any]:
     return out
 
 
+def trackers_html(
+    engine: sa.Engine,
+    filters: grouping.Filters,
+    bases: runinfo.UiBases,
+    *,
+    signed_in_as: str | None = None,
+) -> str:
+    """The trackers page for ``filters``: its queries and its markup (blocking)."""
+    page, durations, total = _load_trackers(engine, filters, bases)
+    return overview.render(page, durations, total, now=db.utcnow(), signed_in_as=signed_in_as)
+
+
 async def trackers_page(request: Request, app: TelemHQ, who: str | None) -> Response:
     filters = grouping.Filters.from_query(request.query_params)
-    page, durations, total = await run_in_threadpool(
-        _load_trackers, app.engine, filters, ui_bases(app)
+    markup = await run_in_threadpool(
+        trackers_html, app.engine, filters, ui_bases(app), signed_in_as=who
     )
-    return _html(overview.render(page, durations, total, now=db.utcnow(), signed_in_as=who))
+    return _html(markup)
 
 
 def _tracker(conn: sa.Connection, raw: str) -> dict[str, Any] | None:
@@ -365,7 +387,8 @@ async def run_page(request: Request, app: TelemHQ, who: str | None) -> Response:
     if found is None:
         return _not_found("No such run (it may have been pruned by retention).", who)
     tracker, run = found
-    return _html(pages.run_page(tracker, run, now=db.utcnow(), signed_in_as=who))
+    link = runinfo.ui_url(run["payload"], ui_bases(app))
+    return _html(pages.run_page(tracker, run, now=db.utcnow(), signed_in_as=who, ui_url=link))
 
 
 async def to_dashboard(_request: Request) -> Response:
