@@ -180,7 +180,10 @@ def populate(engine: sa.Engine, n: int, runs: int) -> list[Member]:
             for m in members
         ]
         conn.execute(sa.insert(db.trackers), tracker_rows)
-        ids = dict(conn.execute(sa.select(db.trackers.c.slug, db.trackers.c.id)).tuples().all())
+        ids = {
+            row.slug: row.id
+            for row in conn.execute(sa.select(db.trackers.c.slug, db.trackers.c.id))
+        }
         run_rows = []
         for m in members:
             if m.state == "new":

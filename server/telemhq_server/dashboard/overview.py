@@ -80,14 +80,24 @@ def plan(sections: Sequence[Section], filters: Filters) -> Plan:
     others closed with their rows inside while the budget lasts, else a link to their page."""
     per_group = FILTERED_GROUP_ROWS if filters.active else GROUP_ROWS
     budget = MAX_ROWS
-    taken: dict[int, list[Mapping[str, Any]]] = {}
     everything = [g for s in sections for g in s.groups]
     urgent = [g for g in everything if filters.active or g.state in PROBLEM_STATES]
     urgent_ids = {id(g) for g in urgent}
-    for group in [*urgent, *(g for g in everything if id(g) not in urgent_ids)]:
-        rows = group.rows[: min(per_group, budget)]
-        budget -= len(rows)
-        taken[id(group)] = rows
+    count = {id(g): 0 for g in everything}
+    # The rows of every problem first (a group's rows are sorted worst first), then their
+    # healthy siblings, then the healthy groups.
+    passes = [
+        [(g, g.problems) for g in urgent],
+        [(g, per_group) for g in urgent],
+        [(g, per_group) for g in everything if id(g) not in urgent_ids],
+    ]
+    for wanted in passes:
+        for group, limit in wanted:
+            more = max(0, min(limit, per_group, len(group.rows)) - count[id(group)])
+            more = min(more, budget)
+            count[id(group)] += more
+            budget -= more
+    taken = {id(g): list(g.rows[: count[id(g)]]) for g in everything}
     out = Plan([], filters)
     for section in sections:
         views = []
@@ -155,7 +165,7 @@ def _why(row: Mapping[str, Any], now: dt.datetime) -> str:
         links.append(
             f'<a href="/dashboard/trackers/{e(row["id"])}/runs/{e(row["last_run"])}">run</a>'
         )
-    if row.get("ui_url"):
+    if row.get("ui_url") and (reason is not None or row["state"] in PROBLEM_STATES):
         title = TITLES.get(row["orchestrator"], "the orchestrator")
         links.append(f'<a class="ui-link" href="{e(row["ui_url"])}">open in {e(title)}</a>')
     if links:
