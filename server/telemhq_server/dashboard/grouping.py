@@ -30,6 +30,7 @@ __all__ = [
     "matches",
     "orchestrator_of",
     "state_rank",
+    "worst",
 ]
 
 ORCHESTRATORS: Final = ("airflow", "prefect", "dagster", "celery")
@@ -159,6 +160,11 @@ def count_states(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: state_rank(kv[0])))
 
 
+def worst(counts: Mapping[str, int]) -> str:
+    """The worst state among ``counts`` (``new`` for none)."""
+    return min(counts, key=state_rank) if counts else "new"
+
+
 def _row_key(row: Mapping[str, Any]) -> tuple[int, str, int]:
     return (state_rank(row["state"]), str(row["name"]).casefold(), int(row["id"]))
 
@@ -174,7 +180,7 @@ class Group:
     @property
     def state(self) -> str:
         """The roll-up: the worst state of its trackers."""
-        return min(self.counts, key=state_rank) if self.counts else "new"
+        return worst(self.counts)
 
     @property
     def problems(self) -> int:
@@ -191,7 +197,7 @@ class Section:
 
     @property
     def state(self) -> str:
-        return min(self.counts, key=state_rank) if self.counts else "new"
+        return worst(self.counts)
 
     @property
     def size(self) -> int:
