@@ -90,6 +90,7 @@ bench: env-celery env-core env-airflow env-prefect env-dagster wrk
 	.venvs/core/bin/python benchmarks/core.py
 	.venvs/server/bin/python benchmarks/ingest.py
 	.venvs/server/bin/python benchmarks/detector.py
+	.venvs/server/bin/python benchmarks/dashboard.py
 	.venvs/celery/bin/python benchmarks/celery_instructions.py
 	.venvs/celery/bin/python benchmarks/celery_overhead.py
 	.venvs/airflow/bin/python benchmarks/airflow_overhead.py

@@ -15,6 +15,8 @@ Variables (``TELEMHQ_`` + the name):
 - ``WORKERS``: server processes (granian workers), default 1.
 - ``LOG_LEVEL``: default ``INFO``.
 - ``MAX_BATCH``: most pings written in one group-commit transaction, default 512.
+- ``AIRFLOW_UI_URL``, ``PREFECT_UI_URL``, ``DAGSTER_UI_URL``: base URLs of the orchestrators'
+  own UIs, from which the dashboard links a run there when its ping carries no ``ui_url``.
 
 Settings travel to granian's worker processes through the environment: :meth:`Settings.to_env`
 writes them for the child and :func:`load_settings` reads them back (the parent's own
@@ -47,6 +49,9 @@ _ENV: Final[dict[str, str]] = {
     "max_batch": "TELEMHQ_MAX_BATCH",
     "public_dashboard": "TELEMHQ_PUBLIC_DASHBOARD",  # the dashboard without sign-in
     "alert_group_window": "TELEMHQ_ALERT_GROUP_WINDOW",  # seconds notifications wait to group
+    "airflow_ui_url": "TELEMHQ_AIRFLOW_UI_URL",
+    "prefect_ui_url": "TELEMHQ_PREFECT_UI_URL",
+    "dagster_ui_url": "TELEMHQ_DAGSTER_UI_URL",
 }
 
 
@@ -64,6 +69,9 @@ class Settings:
     max_batch: int = 512
     public_dashboard: bool = False
     alert_group_window: float = 60.0
+    airflow_ui_url: str | None = None
+    prefect_ui_url: str | None = None
+    dagster_ui_url: str | None = None
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with the given fields replaced; ``None`` values are ignored."""

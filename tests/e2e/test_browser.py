@@ -5,8 +5,10 @@ Needs the Debian packages ``chromium`` and ``chromium-driver``
 when missing). Without them the test skips and says so, except in CI (``CI=true``) or with
 ``TELEMHQ_REQUIRE_SERVICES=1``, where a missing browser is a failure.
 
-``TELEMHQ_SCREENSHOT=docs/img/dashboard.png`` also saves the trackers page, with a tracker in
-each state, as a PNG at that path (the picture in the README).
+``TELEMHQ_SCREENSHOT=docs/img/dashboard.png`` also saves pictures of a fleet of 2,000 trackers
+across the four orchestrators plus plain ones (``tests/dashboard_fleet.py``): the trackers page
+at that path (the picture in the README), and beside it ``-phone.png`` (the same page on a
+phone) and ``-run.png`` (a failed run's page).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from tests.dashboard_fleet import Member, populate
 from tests.live_server import LiveServer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -194,9 +197,7 @@ def test_it_signs_in_and_shows_trackers_runs_and_charts(browser: Any, server: Li
     assert len(charts[0].find_elements(By.CSS_SELECTOR, "circle.chart-dot")) == 3
 
 
-def test_the_trackers_page_shows_every_state_and_can_be_saved_as_a_picture(
-    browser: Any, server: LiveServer, request: pytest.FixtureRequest
-) -> None:
+def test_the_trackers_page_shows_every_state(browser: Any, server: LiveServer) -> None:
     from selenium.webdriver.common.by import By
 
     _wait_for_states(server)
@@ -208,15 +209,177 @@ def test_the_trackers_page_shows_every_state_and_can_be_saved_as_a_picture(
         assert pill.text.startswith(state)  # "new (no ping yet)"
         assert pill.is_displayed()
 
-    # The page alone, at a width where every column fits: the picture ends where the page does.
-    browser.set_window_size(1200, 900)
-    png = browser.find_element(By.TAG_NAME, "body").screenshot_as_png
+
+# --- a fleet: 2,000 trackers across the four orchestrators plus plain ones ------------------
+
+FLEET = 2000
+AIRFLOW_UI = "http://airflow.example:8080"
+PROBLEMS = {"down", "failing", "late"}
+ORDER = ("down", "failing", "late", "up", "new", "paused")
+
+
+@pytest.fixture(scope="module")
+def fleet() -> Iterator[tuple[LiveServer, list[Member]]]:
+    """A server whose database holds the fleet (written before it starts), with the Airflow
+    UI's address in its settings."""
+    from telemhq_server import db
+
+    with tempfile.TemporaryDirectory(prefix="telemhq-fleet-") as folder:
+        url = f"sqlite:///{folder}/telemhq.db"
+        engine = db.make_engine(url)
+        db.migrate(engine)
+        members = populate(engine, FLEET, 20)
+        engine.dispose()
+        with LiveServer(database_url=url, env={"TELEMHQ_AIRFLOW_UI_URL": AIRFLOW_UI}) as live:
+            yield live, members
+
+
+def _rank(state: str) -> int:
+    return ORDER.index(state)
+
+
+def _row_states(scope: Any) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [
+        pill.get_attribute("class").removeprefix("state state-")
+        for pill in scope.find_elements(By.CSS_SELECTOR, "tr[data-tracker] td .state")
+    ]
+
+
+def test_a_fleet_grouped_problems_first_why_filters_link_and_pictures(
+    browser: Any, fleet: tuple[LiveServer, list[Member]], request: pytest.FixtureRequest
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    live, members = fleet
+    _sign_in(browser, live)
+
+    # Sections per orchestrator, each with a heading and a roll-up state as a word.
+    sections = browser.find_elements(By.CSS_SELECTOR, "details.section")
+    names = [s.get_attribute("data-orchestrator") for s in sections]
+    assert sorted(names) == ["airflow", "celery", "dagster", "other", "prefect"]
+    rollups = []
+    for section in sections:
+        heading = section.find_element(By.CSS_SELECTOR, "summary h2")
+        assert heading.is_displayed()
+        pill = section.find_element(By.CSS_SELECTOR, "summary .state")
+        rollups.append(pill.text)
+        # The roll-up is the worst state of the section's trackers.
+        kind = section.get_attribute("data-orchestrator")
+        kind = "plain" if kind == "other" else kind
+        worst = min((m.state for m in members if m.kind == kind), key=_rank)
+        assert pill.text.startswith(worst), (kind, pill.text, worst)
+    assert rollups == sorted(rollups, key=lambda t: _rank(t.split()[0]))  # problems first
+
+    # Airflow: one group per DAG, worst first; a failing DAG is open, its failing task first.
+    airflow = browser.find_element(By.CSS_SELECTOR, 'details.section[data-orchestrator="airflow"]')
+    groups = airflow.find_elements(By.CSS_SELECTOR, "details.group")
+    assert len(groups) == len({m.group for m in members if m.kind == "airflow"})
+    group_states = [
+        g.find_element(By.CSS_SELECTOR, "summary .state").text.split()[0] for g in groups
+    ]
+    assert group_states == sorted(group_states, key=_rank)
+    first = groups[0]
+    assert first.get_attribute("open") is not None
+    states = _row_states(first)
+    assert states == sorted(states, key=_rank)
+    assert states[0] in PROBLEMS
+    dag = first.get_attribute("data-group")
+    expected = [m for m in members if m.kind == "airflow" and m.group == dag]
+    counts = first.find_element(By.CSS_SELECTOR, "summary .counts").text
+    assert counts.startswith(f"{len(expected)} trackers: ")
+    # A healthy group is closed, its rows a link away (a page of their own): hidden until its
+    # summary is clicked.
+    healthy = groups[-1]
+    assert healthy.get_attribute("open") is None
+    assert group_states[-1] not in PROBLEMS
+    more = healthy.find_element(By.CSS_SELECTOR, "p.more a")
+    assert not more.is_displayed()
+    healthy.find_element(By.TAG_NAME, "summary").click()
+    assert more.is_displayed()
+    assert "group=" in more.get_attribute("href")
+
+    # Why, inline: the error of the last run, or the failed assertion with its baseline, and
+    # for how long; the link to the task instance in Airflow.
+    broken = next(m for m in members if m.kind == "airflow" and m.cause == "error")
+    row = browser.find_element(By.CSS_SELECTOR, f'tr[data-tracker="{broken.slug}"]')
+    assert "ConnectionError: could not reach the warehouse" in row.text
+    assert "<db-7>" in row.text  # escaped markup reads as text
+    assert "for " in row.find_element(By.CSS_SELECTOR, ".since").text
+    link = row.find_element(By.CSS_SELECTOR, "a.ui-link")
+    task = broken.name.rpartition(".")[2]
+    assert link.get_attribute("href") == (
+        f"{AIRFLOW_UI}/dags/{broken.group}/runs/scheduled__2026-06-01T19%3A00%3A00%2B00%3A00"
+        f"/tasks/{task}"
+    )
+    assert link.text == "open in Airflow"
+    doubtful = next(m for m in members if m.cause == "assertion")
+    row = browser.find_element(By.CSS_SELECTOR, f'tr[data-tracker="{doubtful.slug}"]')
+    assert "records_processed was 3, expected >= 55.5" in row.text
+    assert "baseline mean 111 of the last 7 runs" in row.text
+
+    browser.set_window_size(1280, 1000)
+    browser.get(live.base_url + "/dashboard/")  # the top of the page, as a visitor sees it
+    _save(browser, request, "")
+    browser.set_window_size(390, 844)  # a phone: the page does not get wider than the screen
+    main = browser.find_element(By.TAG_NAME, "main")
+    assert main.rect["x"] + main.rect["width"] <= 400
+    _save(browser, request, "-phone")
+    browser.set_window_size(1280, 900)
+
+    # The run page: the error, the traceback's end, the DAG's ids, the link.
+    row = browser.find_element(By.CSS_SELECTOR, f'tr[data-tracker="{broken.slug}"]')
+    row.find_element(By.LINK_TEXT, "run").click()
+    _wait_for_url(browser, "/runs/")
+    assert "ConnectionError" in browser.find_element(By.CSS_SELECTOR, "pre.traceback").text
+    details = browser.find_element(By.CSS_SELECTOR, "dl.details").text
+    assert broken.group in details
+    assert browser.find_element(By.CSS_SELECTOR, "a.ui-link").text == "Open this run in Airflow"
+    _save(browser, request, "-run")
+
+    # Filters are query parameters, set by the form.
+    browser.get(live.base_url + "/dashboard/")
+    from selenium.webdriver.support.ui import Select
+
+    Select(browser.find_element(By.NAME, "state")).select_by_value("failing")
+    Select(browser.find_element(By.NAME, "orchestrator")).select_by_value("airflow")
+    browser.find_element(By.CSS_SELECTOR, "form.filters button[type=submit]").click()
+    _wait_for_url(browser, "state=failing")
+    assert "orchestrator=airflow" in browser.current_url
+    failing = [m for m in members if m.kind == "airflow" and m.state == "failing"]
+    slugs = [
+        r.get_attribute("data-tracker")
+        for r in browser.find_elements(By.CSS_SELECTOR, "tr[data-tracker]")
+    ]
+    assert sorted(slugs) == sorted(m.slug for m in failing)
+
+    # "Only problems": down, failing and late trackers, worst first.
+    browser.get(live.base_url + "/dashboard/?tag=team:data")
+    browser.find_element(By.PARTIAL_LINK_TEXT, "Show only problems").click()
+    _wait_for_url(browser, "problems=1")
+    states = _row_states(browser)
+    wanted = [m for m in members if m.state in PROBLEMS and "team:data" in m.tags]
+    assert len(states) == len(wanted)
+    assert set(states) <= PROBLEMS
+
+
+def _wait_for_url(browser: Any, part: str) -> None:
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, 20).until(ec.url_contains(part))
+
+
+def _save(browser: Any, request: pytest.FixtureRequest, suffix: str) -> None:
+    """The window as it is, saved beside ``TELEMHQ_SCREENSHOT`` when asked (once)."""
+    png = browser.get_screenshot_as_png()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", png[16:24])
-    assert width >= 900, width
-    assert 300 <= height <= 900, height
+    assert min(width, height) >= 300, (width, height)
     target = os.environ.get(SCREENSHOT_ENV)
     if target and request.node.callspec.params["browser"] == "javascript on":
         path = Path(target)
+        path = path.with_name(f"{path.stem}{suffix}{path.suffix}")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(png)

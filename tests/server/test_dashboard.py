@@ -12,7 +12,16 @@ import httpx
 import pytest
 from telemhq_server.dashboard import auth
 from telemhq_server.dashboard.charts import format_number, line_chart, sparkline
+from telemhq_server.dashboard.grouping import (
+    NO_ORCHESTRATOR,
+    Filters,
+    build_sections,
+    group_of,
+    orchestrator_of,
+)
+from telemhq_server.dashboard.overview import MAX_ROWS, plan
 from telemhq_server.dashboard.pages import metric_names, schedule_text
+from telemhq_server.dashboard.runinfo import UiBases, reason_of, ui_url
 
 from tests.live_server import LiveServer
 
@@ -256,3 +265,177 @@ def test_schedules_read_like_sentences() -> None:
         "every 1 h, grace 5 min"
     )
     assert schedule_text({**base, "schedule_kind": "none"}).startswith("no schedule")
+
+
+# --- the grouped trackers page, the reasons and the orchestrator links -----------------------
+
+AIRFLOW_UI = "http://airflow.example:8080"
+
+
+def _section(text: str, orchestrator: str) -> str:
+    found = re.search(
+        rf'<details class="section" data-orchestrator="{orchestrator}" open>.*?</details>'
+        r"(?=<details class=\"section\"|</main>)",
+        text,
+        re.S,
+    )
+    assert found is not None, orchestrator
+    return found.group(0)
+
+
+@pytest.fixture(scope="module")
+def grouped() -> Iterator[LiveServer]:
+    """Airflow tasks of two DAGs (one failing on an error), a Celery module, plain trackers,
+    pinged as the adapters ping."""
+    with LiveServer(
+        env={"TELEMHQ_PUBLIC_DASHBOARD": "1", "TELEMHQ_AIRFLOW_UI_URL": AIRFLOW_UI + "/"}
+    ) as live:
+
+        def airflow(dag: str, task: str, error: dict[str, Any] | None = None) -> None:
+            tracker = live.create_tracker(name=f"{dag}.{task}", tags=["airflow", "team:data"])
+            body: dict[str, Any] = {
+                "job": f"{dag}.{task}",
+                "orchestrator": "airflow",
+                "airflow": {"dag_id": dag, "task_id": task, "run_id": "manual__1", "map_index": 2},
+            }
+            if error is not None:
+                body.update(status="failure", error=error)
+            assert live.ping(tracker, body).status_code == 200
+
+        airflow("orders", "extract")
+        airflow("orders", "load", {"type": "KeyError", "message": f"no column {EVIL}"})
+        airflow("billing", "invoice")
+        celery = live.create_tracker(name="shop.tasks.send_mail", tags=["celery"])
+        live.ping(celery, {"orchestrator": "celery", "celery": {"task_id": "t-1"}})
+        plain = live.create_tracker(name="orders backup", assertions=["rows > 0"])
+        live.ping(plain, {"rows": 0})
+        live.create_tracker(name="never pinged")
+        yield live
+
+
+def test_trackers_are_grouped_by_orchestrator_then_dag_worst_first(grouped: LiveServer) -> None:
+    text = httpx.get(grouped.base_url + "/dashboard/").text
+    order = re.findall(r'data-orchestrator="([a-z]+)"', text)
+    assert order == ["airflow", "other", "celery"]  # failing sections first
+    airflow = _section(text, "airflow")
+    groups = re.findall(r'<details class="group" data-group="([^"]+)"( open)?>', airflow)
+    assert groups == [("orders", " open"), ("billing", "")]  # the failing DAG first, open
+    orders = airflow[airflow.index('data-group="orders"') : airflow.index('data-group="billing"')]
+    assert '<span class="state state-failing">failing</span>' in orders.split("</summary>")[0]
+    assert "2 trackers: 1 failing, 1 up" in orders
+    rows = re.findall(r'<tr data-tracker="([^"]+)">', orders)
+    assert rows == ["orders-load", "orders-extract"]  # the failing task first
+    assert '<span class="state state-up">up</span>' in airflow.split('data-group="billing"')[1]
+    assert "shop.tasks" in _section(text, "celery")  # a Celery task grouped by its module
+
+
+def test_a_row_says_why_and_links_the_run_in_airflow(grouped: LiveServer) -> None:
+    text = httpx.get(grouped.base_url + "/dashboard/").text
+    row = re.search(r'<tr data-tracker="orders-load">.*?</tr>', text, re.S)
+    assert row is not None
+    html = row.group(0)
+    assert "KeyError: no column &lt;script&gt;" in html
+    assert "<script>" not in text
+    assert re.search(r'class="muted since">for \d+ s<', html)
+    link = f"{AIRFLOW_UI}/dags/orders/runs/manual__1/tasks/load/mapped/2"
+    assert f'<a class="ui-link" href="{link}">open in Airflow</a>' in html
+    plain = re.search(r'<tr data-tracker="orders-backup">.*?</tr>', text, re.S)
+    assert plain is not None
+    assert "rows &gt; 0: rows was 0, expected &gt; 0" in plain.group(0)
+
+
+def test_filters_are_query_parameters(grouped: LiveServer) -> None:
+    def slugs(query: str) -> list[str]:
+        text = httpx.get(grouped.base_url + "/dashboard/" + query).text
+        return sorted(re.findall(r'<tr data-tracker="([^"]+)">', text))
+
+    assert slugs("?problems=1") == ["orders-backup", "orders-load"]
+    assert slugs("?state=new") == ["never-pinged"]
+    assert slugs("?orchestrator=airflow&q=orders") == ["orders-extract", "orders-load"]
+    assert slugs("?q=orders") == ["orders-backup", "orders-extract", "orders-load"]
+    assert slugs("?tag=team:data&state=up") == ["billing-invoice", "orders-extract"]
+    assert slugs("?orchestrator=other") == ["never-pinged", "orders-backup"]
+    text = httpx.get(grouped.base_url + "/dashboard/?problems=1&q=%3Cb%3E").text
+    assert 'value="&lt;b&gt;"' in text  # the search box keeps the (escaped) text
+    assert "No tracker matches these filters." in text
+    assert 'href="/dashboard/?q=%3Cb%3E">Show all trackers</a>' in text
+
+
+def test_the_run_page_shows_the_error_the_details_and_the_orchestrator_link(
+    grouped: LiveServer,
+) -> None:
+    tracker = next(
+        t for t in grouped.api("GET", "/trackers").json()["items"] if t["slug"] == "orders-load"
+    )
+    run = grouped.runs(tracker["id"])[0]
+    text = httpx.get(f"{grouped.base_url}/dashboard/trackers/{tracker['id']}/runs/{run['id']}").text
+    assert "<h2>Error</h2>" in text
+    assert "<code>KeyError</code>" in text
+    assert "no column &lt;script&gt;" in text
+    assert "<dt>DAG</dt><dd><code>orders</code></dd>" in text
+    assert "<dt>Map index</dt><dd><code>2</code></dd>" in text
+    link = f"{AIRFLOW_UI}/dags/orders/runs/manual__1/tasks/load/mapped/2"
+    assert f'<a class="ui-link" href="{link}">Open this run in Airflow</a>' in text
+    page = httpx.get(f"{grouped.base_url}/dashboard/trackers/{tracker['id']}").text
+    assert "<strong>KeyError</strong>: no column &lt;script&gt;" in page  # in the runs table
+
+
+def test_a_ui_url_from_the_ping_wins_and_only_http_links_are_made() -> None:
+    bases = UiBases(airflow="http://a", prefect="http://p/", dagster="http://d")
+    block = {"dag_id": "d", "run_id": "r/1", "task_id": "t", "map_index": -1}
+    sent = {"orchestrator": "airflow", "airflow": {**block, "ui_url": "https://x/ti"}}
+    assert ui_url(sent, bases) == "https://x/ti"
+    assert ui_url({"orchestrator": "airflow", "airflow": block}, bases) == (
+        "http://a/dags/d/runs/r%2F1/tasks/t"
+    )
+    evil = {"orchestrator": "airflow", "airflow": {**block, "ui_url": "javascript:alert(1)"}}
+    assert ui_url(evil, UiBases()) is None
+    prefect = {"orchestrator": "prefect", "prefect": {"flow_run_id": "f1"}}
+    assert ui_url(prefect, bases) == "http://p/runs/flow-run/f1"
+    assert ui_url({"orchestrator": "dagster", "dagster": {"run_id": "x"}}, bases) == (
+        "http://d/runs/x"
+    )
+    assert ui_url({"orchestrator": "celery", "celery": {"task_id": "x"}}, bases) is None
+
+
+def test_a_failed_assertion_reads_with_its_value_and_baseline() -> None:
+    result = {
+        "expression": "rows >= 0.5 * avg(rows, 7)",
+        "passed": False,
+        "actual": 3,
+        "reason": "rows was 3, expected >= 55.5",
+        "baseline": {"value": 111, "text": "mean 111 of the last 7 runs"},
+    }
+    reason = reason_of("success", {"rows": 3}, [result])
+    assert reason is not None
+    assert reason.text == (
+        "rows >= 0.5 * avg(rows, 7): rows was 3, expected >= 55.5 "
+        "(baseline mean 111 of the last 7 runs)"
+    )
+    assert reason_of("success", {}, [{**result, "passed": True}]) is None
+
+
+def test_groups_come_from_the_job_names_the_adapters_send() -> None:
+    assert orchestrator_of(["team:x", "orchestrator:dagster"], None) == "dagster"
+    assert orchestrator_of([], {"orchestrator": "prefect"}) == "prefect"
+    assert orchestrator_of([], None) == NO_ORCHESTRATOR
+    assert group_of("airflow", "etl.tg.load", None) == "etl"
+    assert group_of("airflow", "x.y", {"airflow": {"dag_id": "my.dag"}}) == "my.dag"
+    assert group_of("celery", "proj.tasks.send", None) == "proj.tasks"
+    assert group_of("prefect", "flow.task", {"prefect": {"flow_name": "Flow A"}}) == "Flow A"
+    assert group_of("dagster", "job.op", None) == "job"
+    assert group_of(NO_ORCHESTRATOR, "backup", None) == ""
+
+
+def test_the_page_renders_problems_first_within_a_budget_of_rows() -> None:
+    def row(i: int, state: str, group: str) -> dict[str, Any]:
+        return {"id": i, "name": f"t{i}", "state": state, "orchestrator": "airflow", "group": group}
+
+    rows = [row(i, "up", f"dag{i // 10:03}") for i in range(2000)]
+    rows[1555] = row(1555, "down", "dag155")
+    page = plan(build_sections(rows), Filters())
+    first = page.sections[0].groups[0]
+    assert (first.group.name, first.group.state, first.open) == ("dag155", "down", True)
+    assert len(page.rendered_ids) == MAX_ROWS
+    assert page.rendered_ids[0] == 1555
+    assert page.shown == 2000

@@ -1,8 +1,11 @@
 """The dashboard: server-rendered HTML pages and SVG charts, served by the server process.
 
-``/dashboard/`` lists the trackers; ``/dashboard/trackers/{id}`` shows one (config, charts of
-duration and of every numeric payload metric, runs, state changes);
-``/dashboard/trackers/{id}/runs/{run}`` shows a run's payload and assertion results. Sign-in
+``/dashboard/`` lists the trackers grouped by orchestrator and DAG / flow / job / module,
+problems first, with why each failed (:mod:`.overview`, :mod:`.grouping`), filtered by query
+parameters; ``/dashboard/trackers/{id}`` shows one (config, charts of duration and of every
+numeric payload metric, runs with their errors, state changes);
+``/dashboard/trackers/{id}/runs/{run}`` shows a run: its error, assertion results, metrics, the
+orchestrator's details and a link to the run in the orchestrator's UI (:mod:`.runinfo`). Sign-in
 is with an API key (see :mod:`.auth`); ``--public-dashboard`` turns it off for local use.
 No JavaScript and nothing loaded from elsewhere: it works offline and in a text browser.
 """

@@ -16,7 +16,13 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from telemhq_server.badges import BADGE_COLOURS
-from telemhq_server.dashboard.charts import Point, line_chart, sparkline
+from telemhq_server.dashboard.charts import Point, line_chart
+from telemhq_server.dashboard.runinfo import (
+    baseline_text,
+    error_of,
+    failed_assertions,
+    value_text,
+)
 
 __all__ = [
     "db_time",
@@ -24,11 +30,12 @@ __all__ = [
     "layout",
     "login_page",
     "metric_names",
+    "relative",
     "run_page",
     "schedule_text",
     "state_pill",
     "tracker_page",
-    "trackers_page",
+    "when",
 ]
 
 #: Payload fields that are numbers but not metrics worth a chart.
@@ -48,12 +55,12 @@ def e(value: Any) -> str:
     return escape("" if value is None else str(value), quote=True)
 
 
-def _when(value: dt.datetime | None, now: dt.datetime) -> str:
+def when(value: dt.datetime | None, now: dt.datetime) -> str:
     """``2026-06-01 12:00:00 UTC`` with a relative hint, in a <time> element."""
     if value is None:
         return '<span class="muted">never</span>'
     delta = (now - value).total_seconds()
-    rel = _relative(abs(delta))
+    rel = relative(abs(delta))
     hint = f"{rel} ago" if delta >= 0 else f"in {rel}"
     return (
         f'<time datetime="{e(value.isoformat())}" title="{e(hint)}">'
@@ -62,7 +69,7 @@ def _when(value: dt.datetime | None, now: dt.datetime) -> str:
     )
 
 
-def _relative(seconds: float) -> str:
+def relative(seconds: float) -> str:
     for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
         if seconds >= size:
             return f"{seconds / size:.0f} {unit}"
@@ -152,59 +159,27 @@ def login_page(*, error: str | None = None, next_url: str = "/dashboard/") -> st
     return layout("Sign in", body)
 
 
-def trackers_page(
-    rows: Sequence[Mapping[str, Any]],
-    durations: Mapping[int, list[float]],
-    last_status: Mapping[int, str],
-    *,
-    now: dt.datetime,
-    signed_in_as: str | None,
-) -> str:
-    if not rows:
-        body = (
-            "<h1>Trackers</h1><p>No trackers yet. Create one with "
-            '<code>POST /api/v1/trackers</code> (see <a href="/api/v1/openapi.json">the '
-            "API</a>), or ping with a ping key and a slug.</p>"
-        )
-        return layout("Trackers", body, signed_in_as=signed_in_as, refresh=60)
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r["state"]] = counts.get(r["state"], 0) + 1
-    summary = ", ".join(f"{n} {e(s)}" for s, n in sorted(counts.items()))
-    lines = []
-    for r in rows:
-        tid = r["id"]
-        status = last_status.get(tid)
-        last = _when(r["last_run_at"], now)
-        if status:
-            last += f' <span class="run-status status-{e(status)}">{e(status)}</span>'
-        spark = sparkline(durations.get(tid, []), title=f"recent durations of {r['name']}")
-        lines.append(
-            f'<tr data-tracker="{e(r["slug"])}">'
-            f'<td><a href="/dashboard/trackers/{e(tid)}">{e(r["name"])}</a>'
-            f'<div class="muted">{e(r["slug"])}</div></td>'
-            f"<td>{state_pill(r['state'])}</td>"
-            f"<td>{last}</td>"
-            f"<td>{_when(r['next_expected_at'], now) if r['next_expected_at'] else '-'}</td>"
-            f'<td class="spark">{spark}</td></tr>'
-        )
-    body = (
-        f'<h1>Trackers</h1><p class="muted">{len(rows)} trackers: {summary}</p>'
-        '<table class="trackers"><thead><tr><th scope="col">Tracker</th>'
-        '<th scope="col">State</th><th scope="col">Last run</th>'
-        '<th scope="col">Next expected ping</th><th scope="col">Recent durations</th>'
-        f"</tr></thead><tbody>{''.join(lines)}</tbody></table>"
-    )
-    return layout("Trackers", body, signed_in_as=signed_in_as, refresh=60)
-
-
 def _failed(results: Iterable[Any]) -> str:
     items = [
-        f"<li><code>{e(r.get('expression'))}</code>: {e(r.get('reason'))}</li>"
-        for r in results
-        if isinstance(r, Mapping) and not r.get("passed", True)
+        f"<li><code>{e(r.get('expression'))}</code>: {e(r.get('reason'))}"
+        + (f" (baseline {e(b)})" if (b := baseline_text(r)) is not None else "")
+        + "</li>"
+        for r in failed_assertions(results)
     ]
     return f'<ul class="failed">{"".join(items)}</ul>' if items else ""
+
+
+def _run_problem(run: Mapping[str, Any]) -> str:
+    """A run's error (type and message) and its failed assertions, for the runs table."""
+    error = error_of(run["payload"])
+    text = ""
+    if error is not None:
+        message = str(error.get("message") or "")
+        text = (
+            f'<div class="reason reason-error"><strong>{e(error.get("type") or "error")}'
+            f"</strong>{': ' if message else ''}{e(message[:500])}</div>"
+        )
+    return text + _failed(run["assertions"])
 
 
 def tracker_page(
@@ -228,15 +203,15 @@ def tracker_page(
     badge = f"{base_url}/badge/{quote(t['badge_key'])}.svg"
     config = (
         '<dl class="config">'
-        f"<dt>State</dt><dd>{state_pill(t['state'])} since {_when(t['state_changed_at'], now)}"
+        f"<dt>State</dt><dd>{state_pill(t['state'])} since {when(t['state_changed_at'], now)}"
         "</dd>"
         f"<dt>Ping URL</dt><dd><code>{e(base_url)}/ping/{e(t['token'])}</code></dd>"
         f"<dt>Schedule</dt><dd>{e(schedule_text(t))}</dd>"
         f"<dt>Max runtime</dt><dd>{e(_seconds(t['max_runtime_seconds']))}</dd>"
         f"<dt>Alert after</dt><dd>{e(t['failure_threshold'])} consecutive failure(s)</dd>"
-        f"<dt>Last ping</dt><dd>{_when(t['last_ping_at'], now)}</dd>"
+        f"<dt>Last ping</dt><dd>{when(t['last_ping_at'], now)}</dd>"
         f"<dt>Next expected ping</dt><dd>"
-        f"{_when(t['next_expected_at'], now) if t['next_expected_at'] else '-'}</dd>"
+        f"{when(t['next_expected_at'], now) if t['next_expected_at'] else '-'}</dd>"
         f"<dt>Runs recorded</dt><dd>{e(t['n_runs'])}</dd>"
         f"<dt>Assertions</dt><dd><ul>{assertions}</ul></dd>"
         f"<dt>Tags</dt><dd>{tags}</dd>"
@@ -255,7 +230,7 @@ def tracker_page(
             f"{e(db_time(r['received_at']))}</a></td>"
             f'<td><span class="run-status status-{e(r["status"])}">{e(r["status"])}</span></td>'
             f"<td>{verdict}</td><td>{_duration(r['duration_ms'])}</td>"
-            f"<td>{_failed(r['assertions'])}</td></tr>"
+            f'<td class="why">{_run_problem(r)}</td></tr>'
         )
     more = (
         f'<p><a href="/dashboard/trackers/{e(tid)}?before={e(older_than)}">Older runs</a></p>'
@@ -265,7 +240,7 @@ def tracker_page(
     runs_html = (
         '<table class="runs"><thead><tr><th scope="col">Received</th><th scope="col">Status</th>'
         '<th scope="col">Verdict</th><th scope="col">Duration</th>'
-        '<th scope="col">Failed assertions</th></tr></thead>'
+        '<th scope="col">Error or failed assertions</th></tr></thead>'
         f"<tbody>{''.join(run_rows)}</tbody></table>{more}"
         if run_rows
         else '<p class="muted">No runs yet.</p>'
@@ -293,44 +268,149 @@ def db_time(value: dt.datetime | None) -> str:
     return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+#: Labels of the orchestrators' ids on a run page, in this order (the rest follow).
+_DETAIL_LABELS: Final = {
+    "dag_id": "DAG",
+    "run_id": "Run",
+    "task_id": "Task",
+    "try_number": "Try",
+    "max_tries": "Max tries",
+    "map_index": "Map index",
+    "logical_date": "Logical date",
+    "flow_name": "Flow",
+    "flow_run_id": "Flow run",
+    "flow_run_name": "Flow run name",
+    "task_name": "Task",
+    "task_run_id": "Task run",
+    "deployment": "Deployment",
+    "job_name": "Job",
+    "op": "Op",
+    "step_key": "Step",
+    "asset_key": "Asset",
+    "partition_key": "Partition",
+    "attempt": "Attempt",
+}
+_ORCHESTRATOR_TITLES: Final = {
+    "airflow": "Airflow",
+    "prefect": "Prefect",
+    "dagster": "Dagster",
+    "celery": "Celery",
+}
+
+
+def _details(payload: Any) -> str:
+    """The orchestrator's block of a run (DAG / run / task / try / map index, flow run /
+    deployment, Dagster run / step / partition), known ids first."""
+    if not isinstance(payload, Mapping):
+        return ""
+    name = payload.get("orchestrator")
+    block = payload.get(name) if isinstance(name, str) else None
+    if not isinstance(block, Mapping):
+        return ""
+    keys = [k for k in _DETAIL_LABELS if k in block] + [k for k in block if k not in _DETAIL_LABELS]
+    items = []
+    for key in keys:
+        value = block[key]
+        shown = value if isinstance(value, str) else value_text(value)
+        label = _DETAIL_LABELS.get(key, key)
+        items.append(f"<dt>{e(label)}</dt><dd><code>{e(shown)}</code></dd>")
+    title = _ORCHESTRATOR_TITLES.get(str(name), str(name))
+    return f'<h2>{e(title)}</h2><dl class="config details">{"".join(items)}</dl>'
+
+
+def _error_section(payload: Any) -> str:
+    error = error_of(payload)
+    if error is None:
+        return ""
+    trace = error.get("traceback")
+    tail = (
+        f'<h3>Traceback (the end)</h3><pre class="traceback">{e(trace)}</pre>'
+        if isinstance(trace, str) and trace
+        else ""
+    )
+    return (
+        '<h2>Error</h2><dl class="config">'
+        f"<dt>Type</dt><dd><code>{e(error.get('type'))}</code></dd>"
+        f'<dt>Message</dt><dd class="reason reason-error">{e(error.get("message"))}</dd>'
+        f"</dl>{tail}"
+    )
+
+
+def _metrics(payload: Any) -> str:
+    if not isinstance(payload, Mapping):
+        return ""
+    names = metric_names([payload], limit=50)
+    if not names:
+        return ""
+    rows = "".join(
+        f'<tr><th scope="row"><code>{e(n)}</code></th><td>{e(value_text(payload[n]))}</td></tr>'
+        for n in names
+    )
+    return (
+        '<h2>Metrics</h2><table class="metrics"><thead><tr><th scope="col">Metric</th>'
+        f'<th scope="col">Value</th></tr></thead><tbody>{rows}</tbody></table>'
+    )
+
+
+def _times(run: Mapping[str, Any], payload: Any, now: dt.datetime) -> str:
+    started = run.get("started_at")
+    finished = payload.get("finished_at") if isinstance(payload, Mapping) else None
+    out = f"<dt>Started</dt><dd>{when(started, now)}</dd>" if started is not None else ""
+    if isinstance(finished, str):
+        out += f"<dt>Finished</dt><dd><code>{e(finished)}</code></dd>"
+    return out
+
+
 def run_page(
     tracker: Mapping[str, Any],
     run: Mapping[str, Any],
     *,
     now: dt.datetime,
     signed_in_as: str | None,
+    ui_url: str | None = None,
 ) -> str:
     results = run["assertions"]
     rows = "".join(
         f"<tr><td><code>{e(r.get('expression'))}</code></td>"
         f"<td>{_verdict(r.get('passed'))}</td>"
         f"<td><code>{e(json.dumps(r.get('actual'), default=str))}</code></td>"
+        f"<td>{e(baseline_text(r) or '-')}</td>"
         f"<td>{e(r.get('reason') or '')}</td></tr>"
         for r in results
         if isinstance(r, Mapping)
     )
     table = (
         '<table class="assertions"><thead><tr><th scope="col">Assertion</th>'
-        '<th scope="col">Result</th><th scope="col">Actual</th><th scope="col">Reason</th>'
-        f"</tr></thead><tbody>{rows}</tbody></table>"
+        '<th scope="col">Result</th><th scope="col">Actual</th><th scope="col">Baseline</th>'
+        f'<th scope="col">Reason</th></tr></thead><tbody>{rows}</tbody></table>'
         if rows
         else '<p class="muted">This tracker has no assertions.</p>'
     )
-    payload = json.dumps(run["payload"], indent=2, sort_keys=True, default=str)
+    raw = run["payload"]
+    payload = json.dumps(raw, indent=2, sort_keys=True, default=str)
     tid = tracker["id"]
+    orchestrator = raw.get("orchestrator") if isinstance(raw, Mapping) else None
+    link = ""
+    if ui_url:
+        where = _ORCHESTRATOR_TITLES.get(str(orchestrator), "the orchestrator")
+        link = f'<p><a class="ui-link" href="{e(ui_url)}">Open this run in {e(where)}</a></p>'
+    status = run["status"]
     body = (
         f'<p><a href="/dashboard/trackers/{e(tid)}">&larr; {e(tracker["name"])}</a></p>'
-        f"<h1>Run {e(run['id'])}</h1>"
+        f"<h1>Run {e(run['id'])} "
+        f'<span class="run-status status-{e(status)}">{e(status)}</span></h1>{link}'
         '<dl class="config">'
-        f"<dt>Status</dt><dd>{e(run['status'])}</dd>"
+        f"<dt>Status</dt><dd>{e(status)}</dd>"
         f"<dt>Verdict</dt><dd>{e({True: 'passed', False: 'failed'}.get(run['passed'], '-'))}"
         "</dd>"
         f"<dt>Duration</dt><dd>{_duration(run['duration_ms'])}</dd>"
-        f"<dt>Received</dt><dd>{_when(run['received_at'], now)}</dd>"
+        f"{_times(run, raw, now)}"
+        f"<dt>Received</dt><dd>{when(run['received_at'], now)}</dd>"
         f"<dt>Run id</dt><dd><code>{e(run['run_id'])}</code></dd>"
         f"<dt>Ping id</dt><dd><code>{e(run['ping_id'] or '-')}</code></dd>"
         "</dl>"
-        f"<h2>Assertions</h2>{table}"
+        f"{_error_section(raw)}"
+        f"<h2>Assertions</h2>{table}{_metrics(raw)}{_details(raw)}"
         f'<h2>Payload</h2><pre class="payload">{e(payload)}</pre>'
     )
     return layout(f"Run {run['id']}", body, signed_in_as=signed_in_as)

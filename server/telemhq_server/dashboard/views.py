@@ -7,11 +7,12 @@ a worker thread and hands plain data to :mod:`telemhq_server.dashboard.pages`.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 from urllib.parse import parse_qs, quote
 
+import orjson
 import sqlalchemy as sa
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -21,13 +22,13 @@ from starlette.staticfiles import StaticFiles
 
 from telemhq_server import db
 from telemhq_server.bodies import MAX_FORM_BODY, BodyTooLarge, read_body
-from telemhq_server.dashboard import auth, pages
+from telemhq_server.dashboard import auth, grouping, overview, pages, runinfo
 from telemhq_server.keys import hash_key, verify_api_key
 
 if TYPE_CHECKING:
     from telemhq_server.host import TelemHQ
 
-__all__ = ["routes"]
+__all__ = ["routes", "trackers_html", "ui_bases"]
 
 STATIC_DIR: Final = Path(__file__).with_name("static")
 RUNS_PER_PAGE: Final = 50
@@ -122,35 +123,151 @@ async def logout(_request: Request) -> Response:
 # --- pages -----------------------------------------------------------------------------------
 
 
-def _load_trackers(engine: sa.Engine) -> tuple[list[Any], dict[int, list[float]], dict[int, str]]:
+_TRACKER_COLUMNS: Final = (
+    "id",
+    "name",
+    "slug",
+    "tags",
+    "state",
+    "state_changed_at",
+    "last_run_at",
+    "last_ping_at",
+    "next_expected_at",
+)
+
+
+def _load_trackers(engine: sa.Engine, filters: grouping.Filters, bases: runinfo.UiBases) -> Any:
+    """The trackers page's data in four queries whatever the number of trackers: the trackers
+    with the id of each one's last finished run, those runs (their orchestrator block says
+    where a tracker belongs, their error or assertions why it failed), and the recent
+    durations of the rows the page will show. Every run is reached through an index (the
+    newest of a tracker through (tracker_id, id), then by primary key), so the cost does not
+    grow with the runs retained. Only the rows shown get their times, reason and link."""
     t, r = db.trackers, db.runs
+    last_id = (
+        sa.select(r.c.id)
+        .where(r.c.tracker_id == t.c.id, r.c.status != "start")
+        .order_by(r.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    # Tags as text, parsed by orjson: the JSON type's parser is most of the query's cost.
+    columns = (
+        sa.type_coerce(t.c[k], sa.Text).label(k) if k == "tags" else t.c[k]
+        for k in _TRACKER_COLUMNS
+    )
+    query = sa.select(*columns, last_id.label("last_run"))
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(t).order_by(t.c.name, t.c.id)).mappings().all()
-        ranked = (
-            sa.select(
-                r.c.tracker_id,
-                r.c.id,
-                r.c.status,
-                r.c.duration_ms,
-                sa.func.row_number()
-                .over(partition_by=r.c.tracker_id, order_by=r.c.id.desc())
-                .label("rank"),
-            )
-            .where(r.c.status != "start")
-            .subquery()
-        )
-        recent = conn.execute(
-            sa.select(ranked)
-            .where(ranked.c.rank <= SPARK_RUNS)
-            .order_by(ranked.c.tracker_id, ranked.c.id)
-        ).all()
+        rows = conn.execute(query).mappings().all()
+        wanted = [row["last_run"] for row in rows if row["last_run"] is not None]
+        last: dict[int, Any] = {}
+        for chunk in _chunks(wanted):
+            found = conn.execute(
+                sa.select(r.c.id, r.c.status, r.c.passed, r.c.payload, r.c.assertions).where(
+                    r.c.id.in_(chunk)
+                )
+            ).all()
+            last.update((run.id, run) for run in found)
+        trackers = [_tracker_row(row, last.get(row["last_run"])) for row in rows]
+        total = grouping.count_states(trackers)
+        shown = [row for row in trackers if grouping.matches(row, filters)]
+        page = overview.plan(grouping.build_sections(shown), filters)
+        durations = _recent_durations(conn, page.rendered_ids)
+    for section in page.sections:
+        for view in section.groups:
+            for row in view.rows:
+                _explain(cast("dict[str, Any]", row), bases)  # built by _tracker_row
+    return page, durations, total
+
+
+def _chunks(ids: Sequence[int], size: int = 900) -> list[Sequence[int]]:
+    """Bounded ``IN`` lists (SQLite's limit on bound parameters)."""
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
+def _tracker_row(row: Any, last: Any) -> dict[str, Any]:
+    """What grouping and filtering need; the rest waits for :func:`_explain`."""
+    out = dict(row)
+    tags = _fast_loads(out["tags"]) if isinstance(out["tags"], str) else out["tags"]
+    out["tags"] = tags if isinstance(tags, list) else []
+    out["last_status"] = None if last is None else last.status
+    out["last_passed"] = None if last is None else last.passed
+    out["last_assertions"] = None if last is None else last.assertions
+    payload = None if last is None else _fast_loads(last.payload)
+    out["payload"] = payload = payload if isinstance(payload, dict) else None
+    out["orchestrator"] = grouping.orchestrator_of(out["tags"], payload)
+    out["group"] = grouping.group_of(out["orchestrator"], str(out["name"]), payload)
+    return out
+
+
+def _explain(row: dict[str, Any], bases: runinfo.UiBases) -> None:
+    """A shown row's times, why its last run failed, and that run's link in its UI."""
+    for k in _TIME_COLUMNS:
+        if k in row:
+            row[k] = db.as_utc(row[k])
+    payload = row.pop("payload")
+    assertions = row.pop("last_assertions")
+    # Only a run that did not pass has a reason: the others' results are not even parsed.
+    row["reason"] = (
+        None
+        if row["last_run"] is None or row["last_passed"] is not False
+        else runinfo.reason_of(row["last_status"], payload, _fast_loads(assertions))
+    )
+    row["ui_url"] = runinfo.ui_url(payload, bases)
+
+
+def _fast_loads(text: str | None) -> Any:
+    """A stored JSON text (written by the ping path) parsed with orjson, None if it is not
+    JSON: the trackers page reads one per tracker."""
+    try:
+        return orjson.loads(text) if text else None
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _recent_durations(conn: sa.Connection, ids: Sequence[int]) -> dict[int, list[float]]:
+    """The last durations of the trackers shown (oldest first), for their sparklines: for each,
+    the id of its ``SPARK_RUNS``-th newest finished run through the index, then its runs from
+    there (one index range per tracker)."""
+    if not ids:
+        return {}
+    r, t = db.runs, db.trackers
+    floor = (
+        sa.select(r.c.id)
+        .where(r.c.tracker_id == t.c.id, r.c.status != "start")
+        .order_by(r.c.id.desc())
+        .offset(SPARK_RUNS - 1)
+        .limit(1)
+        .scalar_subquery()
+    )
+    floors: dict[int, int] = {}
+    for chunk in _chunks(ids):
+        found = conn.execute(sa.select(t.c.id, floor).where(t.c.id.in_(chunk))).all()
+        floors.update((tid, low or 0) for tid, low in found)
     durations: dict[int, list[float]] = {}
-    last_status: dict[int, str] = {}
-    for run in recent:
-        if run.duration_ms is not None:
-            durations.setdefault(run.tracker_id, []).append(float(run.duration_ms))
-        last_status[run.tracker_id] = run.status  # ascending ids: the last one wins
-    return [_aware(row) for row in rows], durations, last_status
+    for chunk in _chunks(list(floors), 300):
+        # One index range per tracker, written as text: building (and compiling, uncached)
+        # hundreds of SQLAlchemy expressions would cost more than the query.
+        ranges = " OR ".join(f"(tracker_id = :t{n} AND id >= :f{n})" for n in range(len(chunk)))
+        params: dict[str, int] = {}
+        for n, tid in enumerate(chunk):
+            params[f"t{n}"], params[f"f{n}"] = tid, floors[tid]
+        recent = conn.execute(
+            sa.text(
+                f"SELECT tracker_id, duration_ms FROM runs WHERE ({ranges}) "
+                "AND status != 'start' ORDER BY tracker_id, id"
+            ),
+            params,
+        ).all()
+        for run in recent:
+            if run.duration_ms is not None:
+                durations.setdefault(run.tracker_id, []).append(float(run.duration_ms))
+    return durations
+
+
+def ui_bases(app: TelemHQ) -> runinfo.UiBases:
+    s = app.settings
+    return runinfo.UiBases(s.airflow_ui_url, s.prefect_ui_url, s.dagster_ui_url)
 
 
 _TIME_COLUMNS: Final = (
@@ -173,11 +290,24 @@ def _aware(row: Any) -> dict[str, Any]:
     return out
 
 
+def trackers_html(
+    engine: sa.Engine,
+    filters: grouping.Filters,
+    bases: runinfo.UiBases,
+    *,
+    signed_in_as: str | None = None,
+) -> str:
+    """The trackers page for ``filters``: its queries and its markup (blocking)."""
+    page, durations, total = _load_trackers(engine, filters, bases)
+    return overview.render(page, durations, total, now=db.utcnow(), signed_in_as=signed_in_as)
+
+
 async def trackers_page(request: Request, app: TelemHQ, who: str | None) -> Response:
-    rows, durations, last_status = await run_in_threadpool(_load_trackers, app.engine)
-    return _html(
-        pages.trackers_page(rows, durations, last_status, now=db.utcnow(), signed_in_as=who)
+    filters = grouping.Filters.from_query(request.query_params)
+    markup = await run_in_threadpool(
+        trackers_html, app.engine, filters, ui_bases(app), signed_in_as=who
     )
+    return _html(markup)
 
 
 def _tracker(conn: sa.Connection, raw: str) -> dict[str, Any] | None:
@@ -306,7 +436,8 @@ async def run_page(request: Request, app: TelemHQ, who: str | None) -> Response:
     if found is None:
         return _not_found("No such run (it may have been pruned by retention).", who)
     tracker, run = found
-    return _html(pages.run_page(tracker, run, now=db.utcnow(), signed_in_as=who))
+    link = runinfo.ui_url(run["payload"], ui_bases(app))
+    return _html(pages.run_page(tracker, run, now=db.utcnow(), signed_in_as=who, ui_url=link))
 
 
 async def to_dashboard(_request: Request) -> Response:
