@@ -1,7 +1,7 @@
 """The alerting tables: channels, their outbox and attempt log, and silences.
 
 They live on :data:`telemhq_server.db.metadata` like every other table and change only through
-the migrations (``0004_alerts``). The outbox follows the webhooks' design (a row per message,
+the migrations (``0003_alerts``). The outbox follows the webhooks' design (a row per message,
 leased by ``claimed_until``, retried from ``next_attempt_at``) with what channels add: the
 state it tells of (so a message no longer true is dropped instead of sent), the reminder
 number, and the silence holding it.
