@@ -16,7 +16,8 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from telemhq_server.badges import BADGE_COLOURS
-from telemhq_server.dashboard.charts import Point, line_chart
+from telemhq_server.dashboard.bands import DURATION
+from telemhq_server.dashboard.charts import Band, Point, line_chart
 from telemhq_server.dashboard.runinfo import (
     baseline_text,
     error_of,
@@ -189,6 +190,7 @@ def tracker_page(
     flips: Sequence[Mapping[str, Any]],
     duration_points: Sequence[Point],
     metric_points: Mapping[str, Sequence[Point]],
+    bands: Mapping[str, Sequence[Band]] | None = None,
     base_url: str,
     now: dt.datetime,
     older_than: int | None,
@@ -219,9 +221,14 @@ def tracker_page(
         f'{e(t["state"])}"> <code>![{e(t["name"])}]({e(badge)})</code></dd>'
         "</dl>"
     )
-    charts = [line_chart(duration_points, title="duration (ms)", unit="ms")]
+    expected = bands or {}
+    charts = [
+        line_chart(
+            duration_points, title="duration (ms)", unit="ms", bands=expected.get(DURATION, ())
+        )
+    ]
     for name, points in metric_points.items():
-        charts.append(line_chart(points, title=name))
+        charts.append(line_chart(points, title=name, bands=expected.get(name, ())))
     run_rows = []
     for r in runs:
         verdict = _verdict(r["passed"])

@@ -22,7 +22,8 @@ from starlette.staticfiles import StaticFiles
 
 from telemhq_server import db
 from telemhq_server.bodies import MAX_FORM_BODY, BodyTooLarge, read_body
-from telemhq_server.dashboard import auth, grouping, overview, pages, runinfo
+from telemhq_server.dashboard import auth, bands, grouping, overview, pages, runinfo
+from telemhq_server.dashboard.charts import Band
 from telemhq_server.keys import hash_key, verify_api_key
 
 if TYPE_CHECKING:
@@ -335,7 +336,7 @@ def _load_tracker(engine: sa.Engine, raw: str, before: int | None) -> dict[str, 
             query = query.where(r.c.id < before)
         runs = [_run(x) for x in conn.execute(query.limit(RUNS_PER_PAGE + 1)).mappings()]
         chart_rows = conn.execute(
-            sa.select(r.c.received_at, r.c.duration_ms, r.c.payload)
+            sa.select(r.c.received_at, r.c.duration_ms, r.c.payload, r.c.assertions)
             .where(r.c.tracker_id == tracker["id"], r.c.status != "start")
             .order_by(r.c.id.desc())
             .limit(CHART_RUNS)
@@ -351,17 +352,26 @@ def _load_tracker(engine: sa.Engine, raw: str, before: int | None) -> dict[str, 
         ]
     durations = []
     payloads: list[tuple[Any, dict[str, Any]]] = []
+    results: list[tuple[Any, str | None]] = []
     for row in reversed(chart_rows):
         at = db.as_utc(row.received_at)
         if row.duration_ms is not None:
             durations.append((at, float(row.duration_ms)))
-        payload = _loads(row.payload)
+        payload = _fast_loads(row.payload)
         if isinstance(payload, dict):
             payloads.append((at, payload))
+        results.append((at, row.assertions))
     names = pages.metric_names(p for _, p in payloads)
     metrics = {
         name: [(at, float(p[name])) for at, p in payloads if _number(p.get(name))] for name in names
     }
+    expected: dict[str, list[Band]] = {}
+    # Lazily: the results are parsed only for a tracker with a history assertion.
+    parsed = ((at, _fast_loads(text)) for at, text in results)
+    for one in bands.judged(tracker["assertions"], parsed, names):
+        if one.own_chart:
+            metrics.setdefault(one.chart, one.values)
+        expected.setdefault(one.chart, []).append(one.band())
     older = runs[RUNS_PER_PAGE - 1]["id"] if len(runs) > RUNS_PER_PAGE else None
     return {
         "tracker": tracker,
@@ -369,6 +379,7 @@ def _load_tracker(engine: sa.Engine, raw: str, before: int | None) -> dict[str, 
         "flips": flips,
         "durations": durations,
         "metrics": metrics,
+        "bands": expected,
         "older": older,
     }
 
@@ -406,6 +417,7 @@ async def tracker_page(request: Request, app: TelemHQ, who: str | None) -> Respo
             flips=data["flips"],
             duration_points=data["durations"],
             metric_points=data["metrics"],
+            bands=data["bands"],
             base_url=app.public_url(request),
             now=db.utcnow(),
             older_than=data["older"],
