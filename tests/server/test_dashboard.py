@@ -281,6 +281,61 @@ def test_a_metric_chart_draws_the_baseline_each_run_was_held_to_and_marks_the_mi
     assert "chart-baseline" not in _svg(page, "duration (ms)")
 
 
+def test_the_tracker_page_shows_the_silences_and_channels_that_take_it(
+    server: LiveServer,
+) -> None:
+    quiet = server.create_tracker(name="Quiet load", tags=["team:quiet"])
+    loud = server.create_tracker(name="Loud load", tags=["team:loud"])
+    for body in (
+        {
+            "name": "quiet-team",
+            "url": "json://127.0.0.1:9/quiet",
+            "selector": {"tags": ["team:quiet"]},
+        },
+        {"name": "loud-only", "url": "json://127.0.0.1:9/loud", "selector": {"name": "Loud*"}},
+    ):
+        assert server.api("POST", "/channels", json=body).status_code == 201
+    for body in (
+        {"selector": {"tags": ["team:quiet"]}, "duration": "2h", "comment": "db upgrade"},
+        # Recurring, but not holding now: listed, not counted as silencing.
+        {"selector": {"tracker": quiet["id"]}, "cron": "0 3 29 2 *", "duration": "1m"},
+        {"selector": {"tracker": loud["id"]}, "duration": "1h", "comment": "not yours"},
+    ):
+        assert server.api("POST", "/silences", json=body).status_code == 201
+    ended = server.api(
+        "POST", "/silences", json={"selector": {}, "duration": "1h", "comment": "over"}
+    ).json()
+    assert server.api("DELETE", f"/silences/{ended['id']}").status_code == 204
+    with signed_in(server) as client:
+        page = client.get(f"/dashboard/trackers/{quiet['id']}").text
+        trackers = client.get("/dashboard/").text
+    head, _, alerting = page.partition("<h2>Silences</h2>")
+    state = re.search(r"<dt>State</dt><dd>(.*?)</dd>", head, re.S)
+    assert state is not None
+    assert "silenced until" in state.group(1)
+    silences, _, channels = alerting.partition("<h2>Channels</h2>")
+    assert "db upgrade" in silences
+    assert "holding now, until" in silences
+    assert "not now; windows of 1 min at cron 0 3 29 2 * (UTC)" in silences
+    assert "not yours" not in silences
+    assert f"<tr><td>{ended['id']}</td>" not in silences
+    assert "quiet-team" in channels
+    assert "json://" in channels
+    assert "loud-only" not in channels
+    # The trackers page says (in words) which trackers are silenced.
+    rows = dict(re.findall(r'<tr data-tracker="([^"]+)">(.*?)</tr>', trackers, re.S))
+    assert "silenced until" in rows[quiet["slug"]]
+    assert "silenced until" in rows[loud["slug"]]  # its own silence
+    assert not any(
+        "silenced" in row for slug, row in rows.items() if slug not in {quiet["slug"], loud["slug"]}
+    )
+    unwatched = server.create_tracker(name="Unwatched")
+    with signed_in(server) as client:
+        alone = client.get(f"/dashboard/trackers/{unwatched['id']}").text
+    assert "No silence covers this tracker." in alone
+    assert "No channel is told of this tracker." in alone
+
+
 def test_a_band_stays_one_line_over_hundreds_of_runs_and_keeps_every_miss() -> None:
     points = [(T0 + dt.timedelta(minutes=i), 100.0 + i % 7) for i in range(600)]
     baselines = [(t, 50.0 + i % 3) for i, (t, _) in enumerate(points)]

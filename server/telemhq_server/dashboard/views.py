@@ -6,6 +6,7 @@ a worker thread and hands plain data to :mod:`telemhq_server.dashboard.pages`.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -21,8 +22,9 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from telemhq_server import db
+from telemhq_server.alerts.enqueue import orchestrator_of
 from telemhq_server.bodies import MAX_FORM_BODY, BodyTooLarge, read_body
-from telemhq_server.dashboard import auth, bands, grouping, overview, pages, runinfo
+from telemhq_server.dashboard import auth, bands, grouping, overview, pages, routing, runinfo
 from telemhq_server.dashboard.charts import Band
 from telemhq_server.keys import hash_key, verify_api_key
 
@@ -174,10 +176,12 @@ def _load_trackers(engine: sa.Engine, filters: grouping.Filters, bases: runinfo.
         shown = [row for row in trackers if grouping.matches(row, filters)]
         page = overview.plan(grouping.build_sections(shown), filters)
         durations = _recent_durations(conn, page.rendered_ids)
+        now = db.utcnow()
+        quiet = routing.live_silences(conn, now)
     for section in page.sections:
         for view in section.groups:
             for row in view.rows:
-                _explain(cast("dict[str, Any]", row), bases)  # built by _tracker_row
+                _explain(cast("dict[str, Any]", row), bases, quiet, now)  # from _tracker_row
     return page, durations, total
 
 
@@ -201,12 +205,24 @@ def _tracker_row(row: Any, last: Any) -> dict[str, Any]:
     return out
 
 
-def _explain(row: dict[str, Any], bases: runinfo.UiBases) -> None:
-    """A shown row's times, why its last run failed, and that run's link in its UI."""
+def _explain(
+    row: dict[str, Any],
+    bases: runinfo.UiBases,
+    silences: Sequence[Any],
+    now: dt.datetime,
+) -> None:
+    """A shown row's times, why its last run failed, that run's link in its UI, and until when
+    a silence holds its notifications."""
     for k in _TIME_COLUMNS:
         if k in row:
             row[k] = db.as_utc(row[k])
     payload = row.pop("payload")
+    if silences:
+        # The orchestrator as the alerts read it: what the last run says, never a tag.
+        said = payload.get("orchestrator") if payload is not None else None
+        row["silenced_until"] = routing.silenced_until(
+            silences, row, said if isinstance(said, str) else None, now
+        )
     assertions = row.pop("last_assertions")
     # Only a run that did not pass has a reason: the others' results are not even parsed.
     row["reason"] = (
@@ -341,6 +357,9 @@ def _load_tracker(engine: sa.Engine, raw: str, before: int | None) -> dict[str, 
             .order_by(r.c.id.desc())
             .limit(CHART_RUNS)
         ).all()
+        alerting = routing.for_tracker(
+            conn, tracker, orchestrator_of(conn, tracker["id"], None), db.utcnow()
+        )
         flips = [
             _aware(x)
             for x in conn.execute(
@@ -380,6 +399,7 @@ def _load_tracker(engine: sa.Engine, raw: str, before: int | None) -> dict[str, 
         "durations": durations,
         "metrics": metrics,
         "bands": expected,
+        "routing": alerting,
         "older": older,
     }
 
@@ -418,6 +438,7 @@ async def tracker_page(request: Request, app: TelemHQ, who: str | None) -> Respo
             duration_points=data["durations"],
             metric_points=data["metrics"],
             bands=data["bands"],
+            routing=data["routing"],
             base_url=app.public_url(request),
             now=db.utcnow(),
             older_than=data["older"],
