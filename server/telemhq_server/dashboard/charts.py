@@ -100,11 +100,12 @@ def line_chart(
     data = sorted(_finite(points), key=lambda p: p[0])
     expected = [sorted(_finite(b.baselines), key=lambda p: p[0]) for b in bands]
     label = escape(_chart_title(title, bands))
+    shown = escape(title)
     head = (
         f'<svg class="{escape(css_class)}" role="img" viewBox="0 0 {width} {height}" '
         f'width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">'
         f"<title>{label}</title>"
-        f'<text x="{_PAD_LEFT}" y="15" class="chart-title">{label}</text>'
+        f'<text x="{_PAD_LEFT}" y="15" class="chart-title">{shown}</text>'
     )
     if not data and not any(expected):
         return (
