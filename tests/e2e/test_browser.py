@@ -210,6 +210,48 @@ def test_the_trackers_page_shows_every_state(browser: Any, server: LiveServer) -
         assert pill.is_displayed()
 
 
+@pytest.fixture(scope="module")
+def baselined(server: LiveServer) -> dict[str, Any]:
+    """A tracker held to its history, 30 runs (two of them far below it), and silenced."""
+    tracker = server.create_tracker(
+        name="Baselined load", assertions=["records_processed >= 0.5 * median(last 20)"]
+    )
+    for i in range(30):
+        server.ping(tracker, {"records_processed": 5 if i in {12, 25} else 100 + i % 9})
+    silence = {"selector": {"tracker": tracker["id"]}, "duration": "1h", "comment": "upgrade"}
+    assert server.api("POST", "/silences", json=silence).status_code == 201
+    return tracker
+
+
+def test_a_chart_shows_its_expected_band_and_a_silence_shows_in_words(
+    browser: Any, server: LiveServer, baselined: dict[str, Any]
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    tracker = baselined
+    _sign_in(browser, server)
+    row = browser.find_element(By.CSS_SELECTOR, 'tr[data-tracker="baselined-load"]')
+    assert row.find_element(By.CSS_SELECTOR, ".silenced").text.startswith("silenced until")
+    browser.get(f"{server.base_url}/dashboard/trackers/{tracker['id']}")
+    _arrive(browser, "Baselined load")
+    assert browser.find_element(By.CSS_SELECTOR, "dl.config .silenced").is_displayed()
+    assert "upgrade" in browser.find_element(By.CSS_SELECTOR, "table.silences").text
+    [chart] = [
+        c
+        for c in browser.find_elements(By.CSS_SELECTOR, "svg.chart")
+        if c.find_element(By.CSS_SELECTOR, "text.chart-title").text == "records_processed"
+    ]
+    band = chart.find_element(By.CSS_SELECTOR, "polygon.chart-band")
+    baseline = chart.find_element(By.CSS_SELECTOR, "polyline.chart-baseline")
+    for shape in (band, baseline):
+        assert shape.is_displayed()
+        assert shape.size["width"] > 100
+    crosses = chart.find_elements(By.CSS_SELECTOR, "path.chart-fail")
+    assert len(crosses) == 2
+    assert all(cross.is_displayed() for cross in crosses)
+    assert chart.find_element(By.CSS_SELECTOR, "text.chart-legend").text.endswith("failed (2)")
+
+
 # --- a fleet: 2,000 trackers across the four orchestrators plus plain ones ------------------
 
 FLEET = 2000

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import html
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from telemhq_server.dashboard import auth
-from telemhq_server.dashboard.charts import format_number, line_chart, sparkline
+from telemhq_server.dashboard.charts import Band, Miss, format_number, line_chart, sparkline
 from telemhq_server.dashboard.grouping import (
     NO_ORCHESTRATOR,
     Filters,
@@ -235,6 +236,121 @@ def test_a_line_chart_has_a_point_per_value_with_its_exact_value() -> None:
     assert line_chart([], title="empty").count("no data yet") == 1
     # NaN and infinities are skipped rather than breaking the drawing.
     assert line_chart([(T0, float("nan")), (T0, 1.0)], title="t").count("<circle") == 1
+
+
+def _svg(page: str, title_starts: str) -> str:
+    """The chart whose accessible name starts with ``title_starts``."""
+    for svg in re.findall(r"<svg .*?</svg>", page, re.S):
+        title = re.search(r"<title>([^<]*)</title>", svg)
+        if title and title.group(1).startswith(title_starts):
+            return str(svg)
+    raise AssertionError(f"no chart titled {title_starts!r}")
+
+
+def test_a_metric_chart_draws_the_baseline_each_run_was_held_to_and_marks_the_misses(
+    server: LiveServer,
+) -> None:
+    tracker = server.create_tracker(
+        name="Baselined", assertions=["records_processed >= 0.5 * median(last 20)"]
+    )
+    misses = {9, 19, 24}  # a tenth of the usual records: below half the median
+    for i in range(30):
+        records = 10 if i in misses else 100 + (i * 7) % 31
+        assert server.ping(tracker, {"records_processed": records}).status_code == 200
+    stored = list(reversed(server.runs(tracker["id"])))  # oldest first
+    assert len(stored) == 30
+    judged = [r["assertions"][0] for r in stored if r["assertions"][0]["evaluated"]]
+    assert len(judged) == 25  # the first five had too little history
+    with signed_in(server) as client:
+        page = client.get(f"/dashboard/trackers/{tracker['id']}").text
+    expression = stored[0]["assertions"][0]["expression"]
+    chart = _svg(page, "records_processed (")
+    assert f"expected {html.escape(expression)}, failed by 3 run(s)" in chart
+    # The baseline per run is the one stored with the run, in full, oldest first.
+    drawn = re.findall(r"UTC: expected &gt;= ([-0-9.e+]+)</title>", chart)
+    assert [float(v) for v in drawn] == [r["baseline"]["value"] for r in judged]
+    assert chart.count('class="chart-band"') == 1  # the passing side (above) is shaded
+    # Each run that failed it is a cross (a shape, not a colour) with the stored reason.
+    crosses = re.findall(r'<path [^>]*class="chart-fail"><title>([^<]*)</title>', chart)
+    failed = [r for r in judged if not r["passed"]]
+    assert len(failed) == len(crosses) == 3
+    for cross, result in zip(crosses, failed, strict=True):
+        assert cross.endswith(f"failed: {html.escape(result['reason'], quote=True)}")
+    assert "\u00d7 failed (3)" in chart
+    # The duration chart has no band: no assertion judges it.
+    assert "chart-baseline" not in _svg(page, "duration (ms)")
+
+
+def test_the_tracker_page_shows_the_silences_and_channels_that_take_it(
+    server: LiveServer,
+) -> None:
+    quiet = server.create_tracker(name="Quiet load", tags=["team:quiet"])
+    loud = server.create_tracker(name="Loud load", tags=["team:loud"])
+    for body in (
+        {
+            "name": "quiet-team",
+            "url": "json://127.0.0.1:9/quiet",
+            "selector": {"tags": ["team:quiet"]},
+        },
+        {"name": "loud-only", "url": "json://127.0.0.1:9/loud", "selector": {"name": "Loud*"}},
+    ):
+        assert server.api("POST", "/channels", json=body).status_code == 201
+    for body in (
+        {"selector": {"tags": ["team:quiet"]}, "duration": "2h", "comment": "db upgrade"},
+        # Recurring, but not holding now: listed, not counted as silencing.
+        {"selector": {"tracker": quiet["id"]}, "cron": "0 3 29 2 *", "duration": "1m"},
+        {"selector": {"tracker": loud["id"]}, "duration": "1h", "comment": "not yours"},
+    ):
+        assert server.api("POST", "/silences", json=body).status_code == 201
+    ended = server.api(
+        "POST", "/silences", json={"selector": {}, "duration": "1h", "comment": "over"}
+    ).json()
+    assert server.api("DELETE", f"/silences/{ended['id']}").status_code == 204
+    with signed_in(server) as client:
+        page = client.get(f"/dashboard/trackers/{quiet['id']}").text
+        trackers = client.get("/dashboard/").text
+    head, _, alerting = page.partition("<h2>Silences</h2>")
+    state = re.search(r"<dt>State</dt><dd>(.*?)</dd>", head, re.S)
+    assert state is not None
+    assert "silenced until" in state.group(1)
+    silences, _, channels = alerting.partition("<h2>Channels</h2>")
+    assert "db upgrade" in silences
+    assert "holding now, until" in silences
+    assert "not now; windows of 1 min at cron 0 3 29 2 * (UTC)" in silences
+    assert "not yours" not in silences
+    assert f"<tr><td>{ended['id']}</td>" not in silences
+    assert "quiet-team" in channels
+    assert "json://" in channels
+    assert "loud-only" not in channels
+    # The trackers page says (in words) which trackers are silenced.
+    rows = dict(re.findall(r'<tr data-tracker="([^"]+)">(.*?)</tr>', trackers, re.S))
+    assert "silenced until" in rows[quiet["slug"]]
+    assert "silenced until" in rows[loud["slug"]]  # its own silence
+    assert not any(
+        "silenced" in row for slug, row in rows.items() if slug not in {quiet["slug"], loud["slug"]}
+    )
+    unwatched = server.create_tracker(name="Unwatched")
+    with signed_in(server) as client:
+        alone = client.get(f"/dashboard/trackers/{unwatched['id']}").text
+    assert "No silence covers this tracker." in alone
+    assert "No channel is told of this tracker." in alone
+
+
+def test_a_band_stays_one_line_over_hundreds_of_runs_and_keeps_every_miss() -> None:
+    points = [(T0 + dt.timedelta(minutes=i), 100.0 + i % 7) for i in range(600)]
+    baselines = [(t, 50.0 + i % 3) for i, (t, _) in enumerate(points)]
+    missed = [Miss(points[i][0], 1.0, "records_processed was 1") for i in (10, 300, 599)]
+    svg = line_chart(
+        points, title="records", bands=[Band("records >= median(last 20)", ">=", baselines, missed)]
+    )
+    assert svg.count("<circle") == 0  # too dense for a tooltip per run
+    assert svg.count("<polyline") == 2  # the values and the baseline, one element each
+    assert svg.count('class="chart-fail"') == 3
+    assert len(svg) < 60_000
+    # A band below (<=) is shaded down to the axis; one on = has no side to shade.
+    below = line_chart(points, title="r", bands=[Band("r <= max(last 5)", "<=", baselines)])
+    assert below.count("chart-band") == 1
+    assert "chart-band" not in line_chart(points, title="r", bands=[Band("r = x", "=", baselines)])
 
 
 def test_a_sparkline_needs_two_values() -> None:

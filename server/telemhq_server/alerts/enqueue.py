@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from telemhq_plugins.core.config import slugify
 from telemhq_server import db
 from telemhq_server.alerts.policy import DEFAULT_CHANNEL_EVENTS, matches
 from telemhq_server.alerts.tables import alert_outbox, channels
@@ -57,7 +58,8 @@ def wants(events: Sequence[str] | None, event: str, old: str) -> bool:
 def group_key(event: str, payload: Any, orchestrator: str | None) -> str | None:
     """What a message may be folded with: a task's failure with the other failures of its
     parent run (an Airflow DAG run, a Dagster run, a Prefect flow run, read from what the
-    adapters send), a tracker going late with the others of its orchestrator going late."""
+    adapters send; an OpenLineage run's parent run facet), a tracker going late with the
+    others of its orchestrator going late."""
     if event == "late":
         return f"late:{orchestrator or ''}"
     if event != "failing" or not isinstance(payload, Mapping):
@@ -69,7 +71,25 @@ def group_key(event: str, payload: Any, orchestrator: str | None) -> str | None:
         return f"run:dagster:{dagster.get('job_name') or ''}:{dagster['run_id']}"[:400]
     if isinstance(prefect, Mapping) and prefect.get("flow_run_id"):
         return f"run:prefect:{prefect.get('flow_name') or ''}:{prefect['flow_run_id']}"[:400]
+    if payload.get("orchestrator") == "openlineage":
+        return _lineage_key(payload)
     return None
+
+
+def _lineage_key(payload: Mapping[str, Any]) -> str | None:
+    """An OpenLineage run's group: its ``parent`` run (a dbt model's dbt run, an Airflow
+    task's DAG run), else the run itself, so a parent that fails with its children is told
+    with them. The job's slug, not its name, goes in the key: a namespace may hold a colon."""
+    parent = payload.get("parent")
+    if isinstance(parent, Mapping):
+        slug, run_id = parent.get("slug"), parent.get("run_id")
+    else:
+        job = payload.get("job")
+        slug = slugify(job) if isinstance(job, str) else None
+        run_id = payload.get("run_id")
+    if not (isinstance(slug, str) and slug and isinstance(run_id, str) and run_id):
+        return None
+    return f"run:openlineage:{slug}:{run_id}"[:400]
 
 
 def orchestrator_of(conn: Connection, tracker_id: int, run_id: int | None) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 __all__ = ["render", "render_group", "render_test", "since_text"]
 
@@ -90,7 +90,10 @@ def render_group(key: str, docs: list[Mapping[str, Any]], *, public_url: str) ->
         lines = [f"- {name}" for name in sorted(names)]
         return title, "\n".join(lines)
     _, orchestrator, parent, run_id = [*key.split(":", 3), "", "", ""][:4]
-    title = f"{orchestrator.capitalize()} run {parent} {run_id} failed: {len(docs)} failing"
+    tool = orchestrator.capitalize()
+    if orchestrator == "openlineage":
+        parent, tool = _lineage_parent(parent, run_id, docs)
+    title = f"{tool} run {parent} {run_id} failed: {len(docs)} failing"
     lines = [f"The run {run_id} of {parent} ({orchestrator}) has these failing:"]
     for doc in docs:
         name = (doc.get("tracker") or {}).get("name", "?")
@@ -107,3 +110,30 @@ def render_group(key: str, docs: list[Mapping[str, Any]], *, public_url: str) ->
         where = f" ({public_url + link})" if isinstance(link, str) and link.startswith("/") else ""
         lines.append(f"- {name}: {why}{where}")
     return title, "\n".join(lines)
+
+
+#: How a tool named by an OpenLineage producer is written in a title (others as they are).
+_TOOLS: Final = {"airflow": "Airflow", "spark": "Spark", "flink": "Flink", "dagster": "Dagster"}
+
+
+def _lineage_parent(slug: str, run_id: str, docs: list[Mapping[str, Any]]) -> tuple[str, str]:
+    """The parent job's name (the key holds its slug) and the tool that ran the failed runs
+    (their trackers' ``producer:<tool>`` tag; ``OpenLineage`` when none says)."""
+    name, tool = slug, "OpenLineage"
+    for doc in docs:
+        run = doc.get("run") or {}
+        payload = run.get("payload") if isinstance(run, Mapping) else None
+        if not isinstance(payload, Mapping):
+            continue
+        parent = payload.get("parent")
+        if isinstance(parent, Mapping) and parent.get("run_id") == run_id and parent.get("job"):
+            name = str(parent["job"])
+        elif payload.get("run_id") == run_id and payload.get("job"):
+            name = str(payload["job"])
+    for doc in docs:
+        tags = (doc.get("tracker") or {}).get("tags") or []
+        said = [t[9:] for t in tags if isinstance(t, str) and t.startswith("producer:") and t[9:]]
+        if said:
+            tool = _TOOLS.get(said[0], said[0])
+            break
+    return name, tool

@@ -25,7 +25,7 @@ from telemhq_server.dashboard.grouping import (
     Group,
     Section,
 )
-from telemhq_server.dashboard.pages import e, layout, relative, state_pill, when
+from telemhq_server.dashboard.pages import e, layout, relative, silenced_pill, state_pill, when
 
 __all__ = ["GroupView", "Plan", "SectionView", "plan", "render"]
 
@@ -191,7 +191,7 @@ def _row(row: Mapping[str, Any], durations: Mapping[int, list[float]], now: dt.d
         f'<tr data-tracker="{e(row["slug"])}">'
         f'<th scope="row"><a href="/dashboard/trackers/{e(tid)}">{e(row["name"])}</a>'
         f'<div class="muted">{e(row["slug"])}</div></th>'
-        f"<td>{state_pill(row['state'])}{since}</td>"
+        f"<td>{state_pill(row['state'])}{silenced_pill(row.get('silenced_until'), now)}{since}</td>"
         f'<td class="why">{_why(row, now)}</td>'
         f"<td>{last}</td><td>{expected}</td>"
         f'<td class="spark">{spark}</td></tr>'

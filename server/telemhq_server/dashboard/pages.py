@@ -16,7 +16,9 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from telemhq_server.badges import BADGE_COLOURS
-from telemhq_server.dashboard.charts import Point, line_chart
+from telemhq_server.dashboard.bands import DURATION
+from telemhq_server.dashboard.charts import Band, Point, line_chart
+from telemhq_server.dashboard.routing import Routing, Silence, channel_events
 from telemhq_server.dashboard.runinfo import (
     baseline_text,
     error_of,
@@ -33,6 +35,7 @@ __all__ = [
     "relative",
     "run_page",
     "schedule_text",
+    "silenced_pill",
     "state_pill",
     "tracker_page",
     "when",
@@ -189,6 +192,8 @@ def tracker_page(
     flips: Sequence[Mapping[str, Any]],
     duration_points: Sequence[Point],
     metric_points: Mapping[str, Sequence[Point]],
+    bands: Mapping[str, Sequence[Band]] | None = None,
+    routing: Routing | None = None,
     base_url: str,
     now: dt.datetime,
     older_than: int | None,
@@ -201,10 +206,11 @@ def tracker_page(
     )
     tags = ", ".join(e(x) for x in t["tags"]) or '<span class="muted">none</span>'
     badge = f"{base_url}/badge/{quote(t['badge_key'])}.svg"
+    quiet = routing.silenced_until if routing is not None else None
     config = (
         '<dl class="config">'
         f"<dt>State</dt><dd>{state_pill(t['state'])} since {when(t['state_changed_at'], now)}"
-        "</dd>"
+        f"{silenced_pill(quiet, now)}</dd>"
         f"<dt>Ping URL</dt><dd><code>{e(base_url)}/ping/{e(t['token'])}</code></dd>"
         f"<dt>Schedule</dt><dd>{e(schedule_text(t))}</dd>"
         f"<dt>Max runtime</dt><dd>{e(_seconds(t['max_runtime_seconds']))}</dd>"
@@ -219,9 +225,14 @@ def tracker_page(
         f'{e(t["state"])}"> <code>![{e(t["name"])}]({e(badge)})</code></dd>'
         "</dl>"
     )
-    charts = [line_chart(duration_points, title="duration (ms)", unit="ms")]
+    expected = bands or {}
+    charts = [
+        line_chart(
+            duration_points, title="duration (ms)", unit="ms", bands=expected.get(DURATION, ())
+        )
+    ]
     for name, points in metric_points.items():
-        charts.append(line_chart(points, title=name))
+        charts.append(line_chart(points, title=name, bands=expected.get(name, ())))
     run_rows = []
     for r in runs:
         verdict = _verdict(r["passed"])
@@ -260,8 +271,64 @@ def tracker_page(
         f"<h1>{e(t['name'])} {state_pill(t['state'])}</h1>{config}"
         f'<h2>Charts</h2><div class="charts">{"".join(charts)}</div>'
         f"<h2>Runs</h2>{runs_html}<h2>State changes</h2>{flips_html}"
+        f"{_alerting(routing, now) if routing is not None else ''}"
     )
     return layout(str(t["name"]), body, signed_in_as=signed_in_as)
+
+
+def silenced_pill(until: dt.datetime | None, now: dt.datetime) -> str:
+    """``silenced until ...`` in words (a marker that is not colour alone), or nothing."""
+    if until is None:
+        return ""
+    return f' <span class="silenced">silenced until {when(until, now)}</span>'
+
+
+def _selector_text(selector: Any) -> str:
+    if not isinstance(selector, Mapping) or not selector:
+        return "every tracker"
+    return ", ".join(f"{k} {json.dumps(v, ensure_ascii=False)}" for k, v in selector.items())
+
+
+def _silence_when(silence: Silence, now: dt.datetime) -> str:
+    row = silence.row
+    if silence.until is not None:
+        return f"holding now, until {when(silence.until, now)}"
+    if row["cron"]:
+        window = _seconds(row["duration_seconds"])
+        return e(f"not now; windows of {window} at cron {row['cron']} ({row['timezone']})")
+    return f"not begun; from {when(silence.starts, now)}"
+
+
+def _alerting(routing: Routing, now: dt.datetime) -> str:
+    """The silences covering the tracker and the channels its changes go to."""
+    silences = "".join(
+        f"<tr><td>{e(s.row['id'])}</td><td>{_silence_when(s, now)}</td>"
+        f"<td>{e(_selector_text(s.row['selector']))}</td><td>{e(s.row['comment'])}</td></tr>"
+        for s in routing.silences
+    )
+    silences_html = (
+        '<table class="silences"><thead><tr><th scope="col">Silence</th>'
+        '<th scope="col">When</th><th scope="col">Selector</th><th scope="col">Comment</th>'
+        f"</tr></thead><tbody>{silences}</tbody></table>"
+        if silences
+        else '<p class="muted">No silence covers this tracker.</p>'
+    )
+    channels = "".join(
+        f"<tr><td>{e(c['name'])}</td><td><code>{e(c['url_hint'])}</code></td>"
+        f"<td>{e(', '.join(channel_events(c)))}</td>"
+        f"<td>{e(_selector_text(c['selector']))}</td>"
+        f"<td>{'on' if c['enabled'] else 'off (disabled)'}</td></tr>"
+        for c in routing.channels
+    )
+    channels_html = (
+        '<table class="channels"><thead><tr><th scope="col">Channel</th>'
+        '<th scope="col">Destination</th><th scope="col">Events</th>'
+        '<th scope="col">Selector</th><th scope="col">Enabled</th>'
+        f"</tr></thead><tbody>{channels}</tbody></table>"
+        if channels
+        else '<p class="muted">No channel is told of this tracker.</p>'
+    )
+    return f"<h2>Silences</h2>{silences_html}<h2>Channels</h2>{channels_html}"
 
 
 def db_time(value: dt.datetime | None) -> str:

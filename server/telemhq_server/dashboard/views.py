@@ -6,6 +6,7 @@ a worker thread and hands plain data to :mod:`telemhq_server.dashboard.pages`.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -21,8 +22,10 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from telemhq_server import db
+from telemhq_server.alerts.enqueue import orchestrator_of
 from telemhq_server.bodies import MAX_FORM_BODY, BodyTooLarge, read_body
-from telemhq_server.dashboard import auth, grouping, overview, pages, runinfo
+from telemhq_server.dashboard import auth, bands, grouping, overview, pages, routing, runinfo
+from telemhq_server.dashboard.charts import Band
 from telemhq_server.keys import hash_key, verify_api_key
 
 if TYPE_CHECKING:
@@ -173,10 +176,12 @@ def _load_trackers(engine: sa.Engine, filters: grouping.Filters, bases: runinfo.
         shown = [row for row in trackers if grouping.matches(row, filters)]
         page = overview.plan(grouping.build_sections(shown), filters)
         durations = _recent_durations(conn, page.rendered_ids)
+        now = db.utcnow()
+        quiet = routing.live_silences(conn, now)
     for section in page.sections:
         for view in section.groups:
             for row in view.rows:
-                _explain(cast("dict[str, Any]", row), bases)  # built by _tracker_row
+                _explain(cast("dict[str, Any]", row), bases, quiet, now)  # from _tracker_row
     return page, durations, total
 
 
@@ -200,12 +205,24 @@ def _tracker_row(row: Any, last: Any) -> dict[str, Any]:
     return out
 
 
-def _explain(row: dict[str, Any], bases: runinfo.UiBases) -> None:
-    """A shown row's times, why its last run failed, and that run's link in its UI."""
+def _explain(
+    row: dict[str, Any],
+    bases: runinfo.UiBases,
+    silences: Sequence[Any],
+    now: dt.datetime,
+) -> None:
+    """A shown row's times, why its last run failed, that run's link in its UI, and until when
+    a silence holds its notifications."""
     for k in _TIME_COLUMNS:
         if k in row:
             row[k] = db.as_utc(row[k])
     payload = row.pop("payload")
+    if silences:
+        # The orchestrator as the alerts read it: what the last run says, never a tag.
+        said = payload.get("orchestrator") if payload is not None else None
+        row["silenced_until"] = routing.silenced_until(
+            silences, row, said if isinstance(said, str) else None, now
+        )
     assertions = row.pop("last_assertions")
     # Only a run that did not pass has a reason: the others' results are not even parsed.
     row["reason"] = (
@@ -335,11 +352,14 @@ def _load_tracker(engine: sa.Engine, raw: str, before: int | None) -> dict[str, 
             query = query.where(r.c.id < before)
         runs = [_run(x) for x in conn.execute(query.limit(RUNS_PER_PAGE + 1)).mappings()]
         chart_rows = conn.execute(
-            sa.select(r.c.received_at, r.c.duration_ms, r.c.payload)
+            sa.select(r.c.received_at, r.c.duration_ms, r.c.payload, r.c.assertions)
             .where(r.c.tracker_id == tracker["id"], r.c.status != "start")
             .order_by(r.c.id.desc())
             .limit(CHART_RUNS)
         ).all()
+        alerting = routing.for_tracker(
+            conn, tracker, orchestrator_of(conn, tracker["id"], None), db.utcnow()
+        )
         flips = [
             _aware(x)
             for x in conn.execute(
@@ -351,17 +371,26 @@ def _load_tracker(engine: sa.Engine, raw: str, before: int | None) -> dict[str, 
         ]
     durations = []
     payloads: list[tuple[Any, dict[str, Any]]] = []
+    results: list[tuple[Any, str | None]] = []
     for row in reversed(chart_rows):
         at = db.as_utc(row.received_at)
         if row.duration_ms is not None:
             durations.append((at, float(row.duration_ms)))
-        payload = _loads(row.payload)
+        payload = _fast_loads(row.payload)
         if isinstance(payload, dict):
             payloads.append((at, payload))
+        results.append((at, row.assertions))
     names = pages.metric_names(p for _, p in payloads)
     metrics = {
         name: [(at, float(p[name])) for at, p in payloads if _number(p.get(name))] for name in names
     }
+    expected: dict[str, list[Band]] = {}
+    # Lazily: the results are parsed only for a tracker with a history assertion.
+    parsed = ((at, _fast_loads(text)) for at, text in results)
+    for one in bands.judged(tracker["assertions"], parsed, names):
+        if one.own_chart:
+            metrics.setdefault(one.chart, one.values)
+        expected.setdefault(one.chart, []).append(one.band())
     older = runs[RUNS_PER_PAGE - 1]["id"] if len(runs) > RUNS_PER_PAGE else None
     return {
         "tracker": tracker,
@@ -369,6 +398,8 @@ def _load_tracker(engine: sa.Engine, raw: str, before: int | None) -> dict[str, 
         "flips": flips,
         "durations": durations,
         "metrics": metrics,
+        "bands": expected,
+        "routing": alerting,
         "older": older,
     }
 
@@ -406,6 +437,8 @@ async def tracker_page(request: Request, app: TelemHQ, who: str | None) -> Respo
             flips=data["flips"],
             duration_points=data["durations"],
             metric_points=data["metrics"],
+            bands=data["bands"],
+            routing=data["routing"],
             base_url=app.public_url(request),
             now=db.utcnow(),
             older_than=data["older"],
