@@ -14,7 +14,7 @@ from telemhq_plugins.airflow.hooks import connection_api_key, connection_setting
 from telemhq_plugins.core import Client, load_settings, set_client
 from tests.airflow.dags.telemhq_test_dags import DAGS
 from tests.airflow.helpers import runs_of
-from tests.kit import ping_key
+from tests.kit import new_ping_key
 from tests.live_server import LiveServer
 
 
@@ -72,7 +72,7 @@ def test_the_provider_declares_the_telemhq_connection_type() -> None:
 def test_the_telemhq_default_connection_replaces_telemhq_variables(
     server: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    key = ping_key(server)
+    key = new_ping_key(server)
     monkeypatch.setenv(
         "AIRFLOW_CONN_TELEMHQ_DEFAULT",
         json.dumps({"conn_type": "telemhq", "host": server.base_url, "password": key}),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kit import statuses, wait_for_runs
+from tests.kit import statuses_oldest_first, wait_for_runs
 from tests.live_server import LiveServer
 from tests.prefect.conftest import telemhq_env
 
@@ -39,6 +39,7 @@ def test_the_quick_start_flow_pings_as_documented(
     )
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     [run] = wait_for_runs(live_server, "nightly-sync", 1)
-    assert statuses([run]) == ["success"]
+    assert statuses_oldest_first([run]) == ["success"]
     assert run["payload"]["records_processed"] == 2
-    assert statuses(wait_for_runs(live_server, "nightly-sync-extract", 1)) == ["success"]
+    [extract] = wait_for_runs(live_server, "nightly-sync-extract", 1)
+    assert statuses_oldest_first([extract]) == ["success"]

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,10 @@ from tests.kit import (
     assert_one_ping_per_event,
     client_for,
     dead_endpoint,
-    statuses,
+    statuses_oldest_first,
     tracker_by_slug,
     wait_for_runs,
+    wait_until,
 )
 from tests.live_server import LiveServer, dies_with_parent
 from tests.prefect import watched
@@ -41,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HEARTBEAT = 30  # Prefect's minimum heartbeat frequency
 DELAY = 5  # the watcher's wait before a final ping of a run without hooks (its default)
 HOOKS_WAIT = 30  # its wait before the fallback ping of a run with hooks (default 120)
+WAIT = 90  # the bound on waiting for the watcher's log (a busy machine, not a speed assertion)
 
 
 class WatcherProcess:
@@ -77,7 +79,11 @@ class WatcherProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        wait_until(lambda: "following Prefect" in self.output(), "the watcher to follow events")
+        wait_until(
+            lambda: "following Prefect" in self.output(),
+            "the watcher to follow events",
+            timeout=WAIT,
+        )
 
     def output(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
@@ -91,16 +97,6 @@ class WatcherProcess:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-
-
-def wait_until(check: Callable[[], Any], what: str, timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +142,11 @@ def test_a_run_with_hooks_is_stored_once_with_its_metrics_however_late_its_ping(
         previous = set_client(current)
         try:
             watched.watched_hooked()
-            wait_until(lambda: "(watched-hooked) attempt 1 Completed" in watcher.output(), "it")
+            wait_until(
+                lambda: "(watched-hooked) attempt 1 Completed" in watcher.output(),
+                "it",
+                timeout=WAIT,
+            )
             time.sleep(DELAY + 3)  # past the wait of a run without hooks
             assert tracker_by_slug(live_server, "watched-hooked") is None  # nothing came
             held.release()
@@ -162,7 +162,7 @@ def test_a_run_with_hooks_is_stored_once_with_its_metrics_however_late_its_ping(
         timeout=HOOKS_WAIT + 30,
     )
     runs = wait_for_runs(live_server, "watched-hooked", 1)
-    assert statuses(runs) == ["success"]
+    assert statuses_oldest_first(runs) == ["success"]
     assert_one_ping_per_event(runs)
     assert runs[0]["payload"]["records_processed"] == 11
 
@@ -180,7 +180,11 @@ def test_a_run_whose_hooks_ping_never_comes_is_reported_by_the_fallback_after_a_
     finally:
         set_client(previous)
         dead.close()
-    wait_until(lambda: "(watched-hooked-lost) attempt 1 Completed" in watcher.output(), "it")
+    wait_until(
+        lambda: "(watched-hooked-lost) attempt 1 Completed" in watcher.output(),
+        "it",
+        timeout=WAIT,
+    )
     time.sleep(DELAY + 3)
     assert tracker_by_slug(live_server, "watched-hooked-lost") is None  # waiting for the hooks
     watcher.stop()
@@ -289,7 +293,11 @@ def test_it_reconnects_when_the_prefect_api_restarts(
     live_server: LiveServer, watcher: WatcherProcess, prefect_api: PrefectAPI
 ) -> None:
     prefect_api.stop()
-    wait_until(lambda: "Prefect API unreachable" in watcher.output(), "the watcher to notice")
+    wait_until(
+        lambda: "Prefect API unreachable" in watcher.output(),
+        "the watcher to notice",
+        timeout=WAIT,
+    )
     prefect_api.start()
     # Run at once: the run may end before the watcher is back (it retries every 2 s); then
     # only the backfill from its cursor finds it.
