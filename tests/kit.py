@@ -101,8 +101,8 @@ def fixture_client(live_server: LiveServer, ping_key: str) -> Iterator[Client]:
 def client_for(server: LiveServer, **overrides: Any) -> Client:
     """A delivery client for ``server`` from explicit settings only (the developer's
     environment and config file never leak in): short timeout, no retries. ``overrides`` win
-    (``ping_key=...``, ``token=...``, ``trackers=...``). Close it (``client.close()``) when done;
-    install it as the process's client with ``set_client`` when the adapter uses that one."""
+    (``ping_key=...``, ``token=...``, ``trackers=...``). Close it (``client.close()``) when done,
+    or hand it to :func:`process_client` when the adapter sends through the process's client."""
     settings: dict[str, Any] = {
         "base_url": server.base_url,
         "timeout": 2.0,
