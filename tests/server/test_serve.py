@@ -16,8 +16,8 @@ import httpx
 import pytest
 import requests
 
-from tests.kit import free_port, require_tool
-from tests.live_server import LiveServer
+from tests.kit import require_tool
+from tests.live_server import LiveServer, free_port
 
 DOCS_BODY = {"status": "success", "duration": 1500, "records_processed": 450, "errors": 0}
 
