@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from telemhq_plugins.core import Client, set_client
+from telemhq_plugins.core import Client
 from tests.airflow.dags.telemhq_test_dags import DAGS
 from tests.airflow.helpers import block, run_count, runs_of, tracker
 from tests.kit import (
@@ -15,6 +15,7 @@ from tests.kit import (
     breaking_core,
     client_for,
     dead_endpoint,
+    process_client,
     statuses_oldest_first,
 )
 from tests.live_server import LiveServer
@@ -134,14 +135,10 @@ def test_it_sends_a_start_ping_with_send_start(server: LiveServer, client: Clien
 
 def test_it_changes_nothing_when_the_endpoint_is_down(server: LiveServer) -> None:
     dead = client_for(server, base_url=dead_endpoint(), ping_key="k", flush_timeout=1.0)
-    previous = set_client(dead)
-    try:
+    with process_client(dead):
         started = time.monotonic()
         outcomes = {d: run_dag(d).state for d in ("cb_success", "cb_failure")}
         elapsed = time.monotonic() - started
-    finally:
-        set_client(previous)
-        dead.close()
     assert outcomes == {"cb_success": "success", "cb_failure": "failed"}
     # Five final events (two tasks' tries, two DAG runs) each wait at most the flush timeout.
     assert elapsed < 5 * 1.0 + 10.0, elapsed

@@ -17,7 +17,14 @@ from pydantic import SecretStr
 from telemhq_plugins.core import Client
 from telemhq_plugins.core.payload import stable_ping_id
 from telemhq_plugins.prefect import hooks, monitor_flow, task_hooks
-from tests.kit import breaking_core, client_for, dead_endpoint, statuses_oldest_first, wait_for_runs
+from tests.kit import (
+    breaking_core,
+    client_for,
+    dead_endpoint,
+    process_client,
+    statuses_oldest_first,
+    wait_for_runs,
+)
 from tests.live_server import LiveServer
 from tests.prefect import flows
 from tests.prefect.conftest import telemhq_env
@@ -141,11 +148,8 @@ def test_monitor_flow_keeps_the_flows_own_hook(live_server: LiveServer, client: 
 
 
 def test_a_dead_endpoint_costs_the_flow_at_most_the_flush_bound(live_server: LiveServer) -> None:
-    from telemhq_plugins.core import set_client
-
     dead = client_for(live_server, base_url=dead_endpoint(), ping_key="k", flush_timeout=1.0)
-    previous = set_client(dead)
-    try:
+    with process_client(dead):
 
         @flow(name="acc-dead-endpoint", **hooks())
         def fine() -> str:
@@ -162,9 +166,6 @@ def test_a_dead_endpoint_costs_the_flow_at_most_the_flush_bound(live_server: Liv
         with pytest.raises(KeyboardInterrupt):
             crashing()
         assert time.monotonic() - started < 30
-    finally:
-        set_client(previous)
-        dead.close()
 
 
 def test_the_adapter_failing_never_fails_the_flow(live_server: LiveServer, client: Client) -> None:

@@ -21,12 +21,12 @@ from prefect.client.schemas.actions import DeploymentScheduleCreate
 from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 from prefect.client.schemas.schedules import CronSchedule, RRuleSchedule
 
-from telemhq_plugins.core import set_client
 from tests.kit import (
     HeldEndpoint,
     assert_one_ping_per_event,
     client_for,
     dead_endpoint,
+    process_client,
     statuses_oldest_first,
     tracker_by_slug,
     wait_for_runs,
@@ -139,8 +139,7 @@ def test_a_run_with_hooks_is_stored_once_with_its_metrics_however_late_its_ping(
     the metric), and the watcher's late fallback adds nothing."""
     with HeldEndpoint(live_server.base_url) as held:
         current = client_for(live_server, ping_key=ping_key, base_url=held.url, timeout=60)
-        previous = set_client(current)
-        try:
+        with process_client(current):
             watched.watched_hooked()
             wait_until(
                 lambda: "(watched-hooked) attempt 1 Completed" in watcher.output(),
@@ -151,9 +150,6 @@ def test_a_run_with_hooks_is_stored_once_with_its_metrics_however_late_its_ping(
             assert tracker_by_slug(live_server, "watched-hooked") is None  # nothing came
             held.release()
             current.flush()
-        finally:
-            set_client(previous)
-            current.close()
     [run] = wait_for_runs(live_server, "watched-hooked", 1)
     assert run["payload"]["records_processed"] == 11
     wait_until(
@@ -174,12 +170,8 @@ def test_a_run_whose_hooks_ping_never_comes_is_reported_by_the_fallback_after_a_
     fallback reports the run, also when the watcher restarts while the fallback waits (the
     waiting ping is kept in its cursor)."""
     dead = client_for(live_server, base_url=dead_endpoint(), ping_key=ping_key, flush_timeout=1.0)
-    previous = set_client(dead)
-    try:
+    with process_client(dead):
         watched.watched_hooked_lost()
-    finally:
-        set_client(previous)
-        dead.close()
     wait_until(
         lambda: "(watched-hooked-lost) attempt 1 Completed" in watcher.output(),
         "it",
