@@ -154,7 +154,7 @@ def tracker_by_slug(server: LiveServer, slug: str) -> dict[str, Any] | None:
 
 
 def wait_until(
-    check: Callable[[], T],
+    check: Callable[[], T | None],
     what: str | Callable[[], str],
     *,
     timeout: float = 30.0,
