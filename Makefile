@@ -11,9 +11,8 @@ PYTEST_ARGS ?=
 
 # $(call sync,ENV,EXTRAS): create/refresh .venvs/ENV from the lock with the given extras.
 sync = UV_PROJECT_ENVIRONMENT=.venvs/$(1) $(UV) sync --frozen --quiet $(foreach e,$(2),--extra $(e))
-# $(call pytest,ENV,TESTDIR): run one part's tests; a part without tests yet says so.
-pytest = if [ -d $(2) ]; then .venvs/$(1)/bin/python -m pytest $(2) $(PYTEST_ARGS); \
-	else echo "$(2): no tests yet"; fi
+# $(call pytest,ENV,TESTDIR): run one part's tests.
+pytest = .venvs/$(1)/bin/python -m pytest $(2) $(PYTEST_ARGS)
 
 # $(call apt,CMD,PACKAGES): install Debian packages when CMD is missing (root with apt only).
 apt = command -v $(1) >/dev/null 2>&1 || { \
@@ -74,15 +73,12 @@ test-e2e: env-server browser
 	@$(call pytest,server,tests/e2e)
 test-celery: env-celery
 	@$(call pytest,celery,tests/celery)
-test-airflow:
-	@if [ -d tests/airflow ]; then $(MAKE) env-airflow && $(call pytest,airflow,tests/airflow); \
-	else echo "tests/airflow: no adapter yet"; fi
-test-prefect:
-	@if [ -d tests/prefect ]; then $(MAKE) env-prefect && $(call pytest,prefect,tests/prefect); \
-	else echo "tests/prefect: no adapter yet"; fi
-test-dagster:
-	@if [ -d tests/dagster ]; then $(MAKE) env-dagster && $(call pytest,dagster,tests/dagster); \
-	else echo "tests/dagster: no adapter yet"; fi
+test-airflow: env-airflow
+	@$(call pytest,airflow,tests/airflow)
+test-prefect: env-prefect
+	@$(call pytest,prefect,tests/prefect)
+test-dagster: env-dagster
+	@$(call pytest,dagster,tests/dagster)
 
 test: lint test-core test-server test-reliability test-security test-celery test-airflow test-prefect test-dagster test-e2e
 

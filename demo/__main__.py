@@ -127,12 +127,22 @@ def cli_job(base_url: str, ping_key: str) -> None:
     print(f"telemhq run passed the command's exit code through: {code}")
 
 
-def celery_jobs(base_url: str, trackers_file: Path, ping_key: str) -> None:
+def skip(stage: str, why: str) -> str:
+    """Say now, and again in the summary, that ``stage`` did not run and why."""
+    print(f"SKIPPED: {stage}: {why}", flush=True)
+    return f"{stage}: {why}"
+
+
+def celery_jobs(base_url: str, trackers_file: Path, ping_key: str) -> str | None:
     """demo.load_orders pings its own tracker (TELEMHQ_TRACKERS); the other tasks ping by
-    name with the project's ping key, which creates their trackers on first ping."""
+    name with the project's ping key, which creates their trackers on first ping. Returns
+    why the stage was skipped, None when it ran."""
     if not reachable(*REDIS):
-        print("Redis is not reachable on 127.0.0.1:6379: skipping the Celery part")
-        return
+        return skip(
+            "Celery",
+            f"Redis is not reachable on {REDIS[0]}:{REDIS[1]} (start one, e.g. `redis-server`, and "
+            "run `make demo` again)",
+        )
     broker = "redis://127.0.0.1:6379/15"
     env = clean_env(
         TELEMHQ_BASE_URL=base_url,
@@ -166,22 +176,26 @@ def celery_jobs(base_url: str, trackers_file: Path, ping_key: str) -> None:
     finally:
         worker.send_signal(signal.SIGTERM)  # warm shutdown: pending pings are flushed
         worker.wait(60)
+    return None
 
 
-def orchestrator_jobs(name: str, base_url: str, ping_key: str) -> None:
+def orchestrator_jobs(name: str, base_url: str, ping_key: str) -> str | None:
     """Run ``demo/<name>_stage.py`` with ``.venvs/<name>``'s Python: each orchestrator has its
-    own environment (Airflow and Prefect cannot share one)."""
+    own environment (Airflow and Prefect cannot share one). Returns why it was skipped or
+    failed, None when it ran."""
     python = ROOT / ".venvs" / name / "bin" / "python"
+    stage = name.capitalize()
     if not python.exists():
-        print(f"skipped: no .venvs/{name} (make env-{name})")
-        return
+        return skip(stage, f"no .venvs/{name} (run `make env-{name}`, then `make demo`)")
     command = [str(python), "-m", f"demo.{name}_stage", "--base-url", base_url,
                "--ping-key", ping_key]  # fmt: skip
-    if subprocess.call(command, cwd=ROOT, env=clean_env(), timeout=600) != 0:
-        print(f"the {name} stage failed (its output is above)")
+    code = subprocess.call(command, cwd=ROOT, env=clean_env(), timeout=600)
+    if code != 0:
+        return skip(stage, f"the stage failed with exit status {code} (its output is above)")
+    return None
 
 
-def summary(api: httpx.Client, base_url: str) -> None:
+def summary(api: httpx.Client, base_url: str, skipped: list[str]) -> None:
     trackers = api.get("/api/v1/trackers").json()["items"]
     print(f"{'tracker':<22} {'state':<9} {'runs':>4}  last run")
     for tracker in sorted(trackers, key=lambda t: t["name"]):
@@ -194,6 +208,8 @@ def summary(api: httpx.Client, base_url: str) -> None:
             detail = last["status"] + (f" - {'; '.join(failed)}" if failed else "")
             detail += f" - {error}" if error else ""
         print(f"{tracker['name']:<22} {tracker['state']:<9} {tracker['n_runs']:>4}  {detail}")
+    for line in skipped:
+        print(f"\nNot shown, skipped: {line}")
     print(f"\nDashboard: {base_url}/dashboard/   API key: {API_KEY}")
 
 
@@ -239,24 +255,24 @@ def main() -> int:
         cli_job(base_url, ping_key)
 
         say("A real Celery worker (prefork) on Redis: metrics, retry then success, failure")
-        celery_jobs(base_url, trackers_file, ping_key)
+        skipped = [celery_jobs(base_url, trackers_file, ping_key)]
 
         say("Prefect flows (hooks) and the watcher, on a real Prefect API server")
         for name in ("prefect-etl", "prefect-empty"):
             create(name=name, assertions=["records_processed > 0"])
-        orchestrator_jobs("prefect", base_url, ping_key)
+        skipped.append(orchestrator_jobs("prefect", base_url, ping_key))
 
         say("Dagster jobs: a ping per step (hooks) and per run (sensors)")
         create(name="dagster_etl.extract", assertions=["records_processed > 0"])
-        orchestrator_jobs("dagster", base_url, ping_key)
+        skipped.append(orchestrator_jobs("dagster", base_url, ping_key))
 
         say("Airflow: the listener plugin, no TelemHQ code in the DAG")
         create(name="airflow_demo.extract", assertions=["records_processed > 0"])
         create(name="airflow_demo.load", assertions=["records_processed > 0"])
-        orchestrator_jobs("airflow", base_url, ping_key)
+        skipped.append(orchestrator_jobs("airflow", base_url, ping_key))
 
         say("What the server recorded")
-        summary(api, base_url)
+        summary(api, base_url, [line for line in skipped if line is not None])
         if args.keep:
             print("Serving until Ctrl-C ...")
             server.wait()

@@ -35,12 +35,12 @@ from typing import Any, NoReturn, TypeVar
 import httpx
 import pytest
 
-from telemhq_plugins.core import set_client
 from telemhq_plugins.core.config import load_settings
-from telemhq_plugins.core.delivery import Client
+from telemhq_plugins.core.delivery import Client, set_client
 from tests.live_server import LiveServer, free_port
 
 __all__ = [
+    "TIMEOUT_ABC",
     "CoreBroken",
     "HeldEndpoint",
     "assert_one_ping_per_event",
@@ -52,8 +52,11 @@ __all__ = [
     "ping_key",
     "process_client",
     "require_tool",
+    "runs_everywhere",
+    "settings_client",
     "statuses",
     "statuses_oldest_first",
+    "telemhq_warnings",
     "tracker_by_slug",
     "unavailable",
     "wait_for_runs",
@@ -199,6 +202,25 @@ def wait_for_runs(
     return wait_until(enough, stored, timeout=timeout)
 
 
+def runs_everywhere(server: LiveServer, run_id_prefix: str = "") -> list[dict[str, Any]]:
+    """Every run the server stored, in every tracker, whose ``run_id`` starts with
+    ``run_id_prefix``, each with its tracker's ``slug`` added: what an orchestrator's run sent,
+    wherever it went (a ping to an unexpected tracker included). Flush the client first."""
+    found: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"limit": 500}
+    while True:
+        response = server.api("GET", "/trackers", params=params)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        for tracker in page["items"]:
+            for run in server.runs(tracker["id"]):
+                if str(run.get("run_id") or "").startswith(run_id_prefix):
+                    found.append({**run, "slug": tracker["slug"]})
+        if not page["next"]:
+            return found
+        params["cursor"] = page["next"]
+
+
 def statuses_oldest_first(runs: list[dict[str, Any]]) -> list[str]:
     """The statuses of stored ``runs`` in the order the server stored them, oldest first,
     whatever the order of the list (``wait_for_runs`` answers newest first)."""
@@ -318,6 +340,29 @@ class HeldEndpoint:
         self.release()
         self._server.shutdown()
         self._server.server_close()
+
+
+#: what a bad ``TELEMHQ_TIMEOUT=abc`` makes core log, once: monitoring off, the job untouched.
+TIMEOUT_ABC = (
+    "TelemHQ: monitoring is off, the job runs as without it: TELEMHQ_TIMEOUT='abc' "
+    "(environment): not a number; expected a number of seconds above 0 (default 15)"
+)
+
+
+@contextlib.contextmanager
+def settings_client() -> Iterator[None]:
+    """The process's client is built from the settings (environment, config file) on first
+    use, as in production, and the previous one is put back after."""
+    previous = set_client(None)
+    try:
+        yield
+    finally:
+        set_client(previous)
+
+
+def telemhq_warnings(records: list[Any]) -> list[str]:
+    """What the ``telemhq`` logger said at WARNING and above (``caplog.records``)."""
+    return [r.getMessage() for r in records if r.name == "telemhq" and r.levelno >= 30]
 
 
 def _event(run: dict[str, Any]) -> tuple[Any, Any, Any]:

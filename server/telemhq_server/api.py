@@ -12,7 +12,6 @@ through :mod:`telemhq_server.endpoints`.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -39,18 +38,11 @@ from telemhq_server.db import (
 from telemhq_server.endpoints import API_PREFIX, MAX_LIMIT, ApiError, Ctx, api_route, page
 from telemhq_server.flips import record_flip
 from telemhq_server.openapi import openapi_document
-from telemhq_server.trackers import (
-    ValidationError,
-    first_expected_at,
-    new_token,
-    next_expected_at,
-    schedule_changed,
-    to_json,
-    validate_fields,
-)
+from telemhq_server.schedules import next_due, schedule_changed
+from telemhq_server.trackers import ValidationError, new_token, to_json, validate_fields
 
 if TYPE_CHECKING:
-    from telemhq_server.app import TelemHQ
+    from telemhq_server.host import TelemHQ
 
 __all__ = ["register", "routes", "run_json"]
 
@@ -110,7 +102,7 @@ def create_tracker(ctx: Ctx) -> Response:
     try:
         with write_tx(ctx.app.engine) as conn:
             row = insert(conn, values)
-            due = first_expected_at(row)
+            due = next_due(row)
             if due is not None:  # the detector would set it too; the answer shows it now
                 conn.execute(
                     trackers.update().where(trackers.c.id == row["id"]).values(next_expected_at=due)
@@ -140,19 +132,9 @@ def update_tracker(ctx: Ctx) -> Response:
                 conn.execute(trackers.update().where(trackers.c.id == row["id"]).values(**values))
                 row = _tracker_row(conn, str(row["id"]))
                 if "schedule_kind" in values:
-                    last = row["last_ping_at"]
-                    if last is None:
-                        # Never pinged: the first run is due after the schedule was set.
-                        due = first_expected_at(row)
-                    else:
-                        # A new schedule applies from the last ping on, not from the next one.
-                        due = next_expected_at(
-                            row["schedule_kind"],
-                            row["period_seconds"],
-                            row["cron"],
-                            row["timezone"],
-                            last if last.tzinfo is not None else last.replace(tzinfo=dt.UTC),
-                        )
+                    # A new schedule applies from the last ping on, not from the next one;
+                    # never pinged, the first run is due after the schedule was set.
+                    due = next_due(row)
                     conn.execute(
                         trackers.update()
                         .where(trackers.c.id == row["id"])
@@ -193,7 +175,7 @@ def _set_paused(ctx: Ctx, paused: bool) -> Response:
                 # until its next cron time) for its first ping, not an alert for the pause.
                 values["schedule_set_at"] = now
                 if row["last_ping_at"] is None:
-                    values["next_expected_at"] = first_expected_at({**row, "schedule_set_at": now})
+                    values["next_expected_at"] = next_due({**row, "schedule_set_at": now})
             conn.execute(
                 trackers.update()
                 .where(trackers.c.id == row["id"])
@@ -342,8 +324,8 @@ def delete_api_key(ctx: Ctx) -> Response:
 
 def list_ping_keys(ctx: Ctx) -> Response:
     with ctx.app.engine.connect() as conn:
-        rows = conn.execute(sa.select(ping_keys).order_by(ping_keys.c.id)).mappings().all()
-    return JSONResponse({"items": [keys_mod.ping_key_json(r) for r in rows], "next": None})
+        items = keys_mod.list_ping_keys(conn)
+    return JSONResponse({"items": items, "next": None})
 
 
 def create_ping_key(ctx: Ctx) -> Response:
@@ -399,5 +381,5 @@ def routes() -> list[BaseRoute]:
 
 
 def register(app: TelemHQ) -> None:
-    """Serve the management API (see :mod:`telemhq_server.app`)."""
+    """Serve the management API (see :mod:`telemhq_server.host`)."""
     app.add_routes(routes())

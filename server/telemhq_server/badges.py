@@ -19,7 +19,7 @@ from starlette.routing import Route
 from telemhq_server import db
 
 if TYPE_CHECKING:
-    from telemhq_server.app import TelemHQ
+    from telemhq_server.host import TelemHQ
 
 __all__ = ["BADGE_COLOURS", "badge", "badge_json", "badge_svg", "register"]
 

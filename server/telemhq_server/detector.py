@@ -5,9 +5,9 @@ One :class:`Detector` runs in every server process (``run()`` is its background 
 
 1. **refreshes expectations**: a scheduled tracker whose ``next_expected_at`` is unset or not
    after its ``last_ping_at`` (a ping arrived since) gets the next expected time from
-   :func:`telemhq_server.schedules.next_expected_after`; one that has never been pinged gets
-   the first scheduled time after its ``schedule_set_at`` (when its schedule was set or it was
-   resumed), so that a job whose very first run never comes is caught too;
+   :mod:`telemhq_server.schedules` (which owns every schedule rule); one that has never been
+   pinged gets the first scheduled time after its ``schedule_set_at`` (when its schedule was
+   set or it was resumed), so that a job whose very first run never comes is caught too;
 2. **claims overdue trackers**: ``late`` from the expected time, ``down`` from the expected time
    plus grace (``failing`` trackers go ``down`` but not ``late``: a failure says more; ``new``
    ones, never pinged, go ``late`` and ``down`` like ``up`` ones);
@@ -39,15 +39,16 @@ from telemhq_server.flips import Flip, FlipListeners, record_flips
 from telemhq_server.schedules import (
     Schedule,
     ScheduleError,
+    anchor_of,
     expected_state,
     next_expected_after,
     runtime_exceeded,
 )
 
 if TYPE_CHECKING:
-    from telemhq_server.app import TelemHQ
+    from telemhq_server.host import TelemHQ
 
-__all__ = ["CHUNK", "DETECT_INTERVAL", "Detector", "TickResult", "register", "schedule_of"]
+__all__ = ["CHUNK", "DETECT_INTERVAL", "Detector", "TickResult", "register"]
 
 logger = logging.getLogger("telemhq_server.detector")
 
@@ -72,17 +73,10 @@ class TickResult:
     flips: list[tuple[int, str, str]] = field(default_factory=list)
 
 
-def schedule_of(row: Any) -> Schedule | None:
+def _schedule_of(row: Any) -> Schedule | None:
     """The :class:`Schedule` of a tracker row, or ``None`` (logged) when it is unusable."""
     try:
-        return Schedule(
-            kind=row.schedule_kind,
-            period_seconds=row.period_seconds,
-            cron=row.cron,
-            timezone=row.timezone or "UTC",
-            grace_seconds=row.grace_seconds or 0,
-            max_runtime_seconds=row.max_runtime_seconds,
-        )
+        return Schedule.from_row(row._mapping)
     except ScheduleError as exc:
         logger.warning("tracker %s has an unusable schedule: %s", row.id, exc)
         return None
@@ -172,8 +166,8 @@ class Detector:
         for rows in self._pages(query):
             updates: list[tuple[Any, dt.datetime]] = []
             for row in rows:
-                schedule = schedule_of(row)
-                anchor = _anchor(row)
+                schedule = _schedule_of(row)
+                anchor = anchor_of(row._mapping)
                 if schedule is None or anchor is None:
                     continue
                 expected = next_expected_after(schedule, anchor)
@@ -218,12 +212,12 @@ class Detector:
         claims: list[_Claim],
     ) -> None:
         """Decide what ``row`` needs: a fresh expectation (``stale``) or a flip (``claims``)."""
-        schedule = schedule_of(row)
+        schedule = _schedule_of(row)
         if schedule is None:
             return
         expected = db.as_utc(row.next_expected_at)
         # The schedule may have been edited since the expectation was stored: recompute.
-        anchor = _anchor(row)
+        anchor = anchor_of(row._mapping)
         if anchor is not None:
             fresh = next_expected_after(schedule, anchor)
             if fresh is None or fresh > now:
@@ -305,7 +299,7 @@ class Detector:
         for rows in self._pages(query):
             claims: list[_Claim] = []
             for row in rows:
-                schedule = schedule_of(row)
+                schedule = _schedule_of(row)
                 if schedule is None or not runtime_exceeded(schedule, row.open_start_at, now):
                     continue
                 reason = (
@@ -393,22 +387,13 @@ class Detector:
 _Claim = tuple[Any, str, str]
 
 
-def _anchor(row: Any) -> dt.datetime | None:
-    """What ``row``'s next expected time follows: its last ping, or for a tracker never
-    pinged the moment its schedule was set (its first run is due at the next scheduled time)."""
-    anchor: dt.datetime | None = (
-        row.last_ping_at if row.last_ping_at is not None else row.schedule_set_at
-    )
-    return anchor
-
-
 def _same(column: sa.Column[Any], value: Any) -> sa.ColumnElement[bool]:
     """``column = value``, or ``column IS NULL`` for None."""
     return column.is_(None) if value is None else column == value
 
 
 def register(app: TelemHQ) -> None:
-    """Run one detector per server process (see :mod:`telemhq_server.app`)."""
+    """Run one detector per server process (see :mod:`telemhq_server.host`)."""
 
     async def loop(app: TelemHQ) -> None:
         await Detector(app.engine, interval=DETECT_INTERVAL, listeners=app.flip_listeners).run()

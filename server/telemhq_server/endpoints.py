@@ -33,7 +33,7 @@ from telemhq_server.keys import ApiKey, verify_api_key
 from telemhq_server.trackers import ValidationError
 
 if TYPE_CHECKING:
-    from telemhq_server.app import TelemHQ
+    from telemhq_server.host import TelemHQ
 
 __all__ = [
     "API_PREFIX",
@@ -42,7 +42,7 @@ __all__ = [
     "ApiError",
     "Ctx",
     "Handler",
-    "Scope",
+    "KeyScope",
     "api_route",
     "endpoint",
     "page",
@@ -55,7 +55,7 @@ DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 500
 
 #: What a route needs of the key: ``read`` (GET) or ``write`` (everything).
-Scope = Literal["read", "write"]
+KeyScope = Literal["read", "write"]
 
 
 class ApiError(Exception):
@@ -107,7 +107,7 @@ class Ctx:
 Handler = Callable[[Ctx], Response]
 
 
-def endpoint(handler: Handler, scope: Scope) -> Callable[[Request], Any]:
+def endpoint(handler: Handler, scope: KeyScope) -> Callable[[Request], Any]:
     """The Starlette endpoint running ``handler`` for requests whose key has ``scope``."""
 
     async def run(request: Request) -> Response:
@@ -148,7 +148,7 @@ def endpoint(handler: Handler, scope: Scope) -> Callable[[Request], Any]:
     return run
 
 
-def api_route(path: str, handler: Handler, method: str, scope: Scope) -> Route:
+def api_route(path: str, handler: Handler, method: str, scope: KeyScope) -> Route:
     """``method API_PREFIX + path`` served by ``handler`` (see :func:`endpoint`)."""
     return Route(API_PREFIX + path, endpoint(handler, scope), methods=[method])
 
@@ -161,7 +161,7 @@ def page(items: list[dict[str, Any]], limit: int) -> dict[str, Any]:
     return {"items": items, "next": str(items[-1]["id"]) if more and items else None}
 
 
-def _authorise(app: TelemHQ, request: Request, scope: Scope) -> ApiKey:
+def _authorise(app: TelemHQ, request: Request, scope: KeyScope) -> ApiKey:
     key = _authenticate(app, request)
     if scope == "write" and key.scope != "write":
         raise ApiError(403, "this API key is read-only; this action needs a read-write key")

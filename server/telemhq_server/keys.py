@@ -3,6 +3,11 @@
 An API key is ``thq_`` + 256 random bits. Only its SHA-256 is stored (the key is random, so a
 fast hash is enough; no salt is needed against guessing), plus a short prefix to tell keys
 apart in listings. Lookup is by hash; the stored hash is then compared in constant time.
+
+A ping key is 128 random bits, URL-safe (22 characters, no prefix: it is a path segment of
+``/ping/<ping_key>/<slug>``). It is stored as it is, since the ping path looks it up on every
+ping; it can only send pings (and create trackers when ``auto_create``), never read or change
+anything.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ __all__ = [
     "create_ping_key",
     "ensure_admin_key",
     "hash_key",
+    "list_ping_keys",
+    "ping_key_hint",
     "verify_api_key",
 ]
 
@@ -124,6 +131,7 @@ def api_key_json(row: Any) -> dict[str, Any]:
 
 
 def create_ping_key(conn: Connection, name: str, auto_create: bool) -> dict[str, Any]:
+    """Store a new ping key; returns it as the API shows it (the key included)."""
     key = url_token(16)
     new_id = conn.execute(
         ping_keys.insert()
@@ -142,3 +150,14 @@ def ping_key_json(row: Any) -> dict[str, Any]:
         "auto_create": bool(row["auto_create"]),
         "created_at": iso(row["created_at"]),
     }
+
+
+def list_ping_keys(conn: Connection) -> list[dict[str, Any]]:
+    """Every ping key, oldest first, as the API shows them (the keys included)."""
+    rows = conn.execute(sa.select(ping_keys).order_by(ping_keys.c.id)).mappings().all()
+    return [ping_key_json(row) for row in rows]
+
+
+def ping_key_hint(key: str) -> str:
+    """Enough of a ping key to tell it apart in a listing, not enough to use it."""
+    return key[:4] + "..."

@@ -100,6 +100,10 @@ _TRACKER_INPUT = {
 
 _STATE = {"type": "string", "enum": ["new", "up", "failing", "late", "down", "paused"]}
 _TIME = {"type": ["string", "null"], "format": "date-time"}
+_EVENT = {
+    "type": "string",
+    "enum": ["tracker.failing", "tracker.late", "tracker.down", "tracker.recovered"],
+}
 
 _SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
@@ -215,6 +219,66 @@ _SCHEMAS: dict[str, Any] = {
             "created_at": _TIME,
         },
     },
+    "WebhookInput": {
+        "type": "object",
+        "properties": {
+            "url": {"type": "string", "format": "uri", "examples": ["https://example.com/hook"]},
+            "events": {"type": "array", "items": _EVENT, "description": "default: all but late"},
+            "secret": {
+                "type": "string",
+                "minLength": 16,
+                "maxLength": 200,
+                "description": "the signing secret; one is made when absent",
+            },
+            "enabled": {"type": "boolean", "default": True},
+        },
+        "additionalProperties": False,
+    },
+    "Webhook": {
+        "type": "object",
+        "required": ["id", "url", "events", "enabled", "created_at", "secret_hint"],
+        "properties": {
+            "id": {"type": "integer"},
+            "url": {"type": "string"},
+            "events": {"type": "array", "items": _EVENT},
+            "enabled": {"type": "boolean"},
+            "created_at": _TIME,
+            "secret_hint": {"type": "string", "description": "the secret's first 4 characters"},
+            "secret": {
+                "type": "string",
+                "description": "only in the answer to its creation, or to a change of secret",
+            },
+        },
+    },
+    "Delivery": {
+        "type": "object",
+        "required": ["id", "event", "tracker_id", "status", "created_at", "attempts", "body"],
+        "properties": {
+            "id": {"type": "integer"},
+            "event": _EVENT,
+            "tracker_id": {"type": ["integer", "null"]},
+            "status": {"type": "string", "enum": ["pending", "delivered", "failed"]},
+            "created_at": _TIME,
+            "attempts": {"type": "integer"},
+            "next_attempt_at": _TIME,
+            "delivered_at": _TIME,
+            "failed_at": _TIME,
+            "last_error": {"type": ["string", "null"]},
+            "body": {"type": "object", "description": "the JSON body sent to the receiver"},
+            "attempt_log": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "attempted_at": _TIME,
+                        "status_code": {"type": ["integer", "null"]},
+                        "error": {"type": ["string", "null"]},
+                        "duration_ms": {"type": ["number", "null"]},
+                    },
+                },
+            },
+        },
+    },
     "PingAnswer": {
         "type": "object",
         "required": ["ok", "run_id", "state", "assertions"],
@@ -249,6 +313,11 @@ def openapi_document(base_url: str) -> dict[str, Any]:
         },
     }
     token = _path("token")
+    webhook_id = _path("webhook_id", "integer")
+    webhook_body = {
+        "required": True,
+        "content": {"application/json": {"schema": _ref("WebhookInput")}},
+    }
     return {
         "openapi": "3.1.0",
         "info": {
@@ -370,6 +439,16 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                         **_ERRORS,
                     },
                 },
+                "put": {
+                    "summary": "Change a tracker (the same as PATCH: only the fields given)",
+                    "requestBody": tracker_body,
+                    "responses": {
+                        "200": _json(_ref("Tracker")),
+                        **_NOT_FOUND,
+                        **_INVALID,
+                        **_ERRORS,
+                    },
+                },
                 "delete": {
                     "summary": "Delete a tracker with its runs and flips",
                     "responses": {"204": {"description": "Deleted"}, **_NOT_FOUND, **_ERRORS},
@@ -446,6 +525,57 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                     "summary": "Delete a ping key",
                     "parameters": [_path("key_id", "integer")],
                     "responses": {"204": {"description": "Deleted"}, **_NOT_FOUND, **_ERRORS},
+                }
+            },
+            "/api/v1/webhooks": {
+                "get": {
+                    "summary": "List webhooks (secrets are never shown)",
+                    "responses": {"200": _json(_list_of("Webhook")), **_ERRORS},
+                },
+                "post": {
+                    "summary": "Create a webhook (its secret is shown once, in the answer)",
+                    "requestBody": webhook_body,
+                    "responses": {
+                        "201": _json(_ref("Webhook"), "Created"),
+                        **_INVALID,
+                        **_ERRORS,
+                    },
+                },
+            },
+            "/api/v1/webhooks/{webhook_id}": {
+                "parameters": [webhook_id],
+                "get": {
+                    "summary": "Get a webhook",
+                    "responses": {"200": _json(_ref("Webhook")), **_NOT_FOUND, **_ERRORS},
+                },
+                "patch": {
+                    "summary": "Change a webhook (only the fields given)",
+                    "requestBody": webhook_body,
+                    "responses": {
+                        "200": _json(_ref("Webhook")),
+                        **_NOT_FOUND,
+                        **_INVALID,
+                        **_ERRORS,
+                    },
+                },
+                "delete": {
+                    "summary": "Delete a webhook with its deliveries",
+                    "responses": {"204": {"description": "Deleted"}, **_NOT_FOUND, **_ERRORS},
+                },
+            },
+            "/api/v1/webhooks/{webhook_id}/deliveries": {
+                "parameters": [webhook_id],
+                "get": {
+                    "summary": "Alerts queued for a webhook, newest first, with every attempt",
+                    "parameters": _PAGING,
+                    "responses": {"200": _json(_list_of("Delivery")), **_NOT_FOUND, **_ERRORS},
+                },
+            },
+            "/api/v1/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "security": [],
+                    "responses": {"200": {"description": "OK"}},
                 }
             },
             "/healthz": {

@@ -1,5 +1,9 @@
 """Schedule math: when is a tracker's next ping expected, and is it late or down?
 
+Every expectation the server computes comes from here: the ingest writer after a ping, the
+management API when a schedule is set or a tracker resumed, and the missed-run detector. A
+tracker row's schedule columns become a :class:`Schedule` through :meth:`Schedule.from_row`.
+
 A tracker has one of three schedule kinds:
 
 ``none``
@@ -33,20 +37,26 @@ year); choosing the earliest would raise false ones. All datetimes here are time
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
 __all__ = [
+    "SCHEDULE_COLUMNS",
     "SCHEDULE_KINDS",
     "Schedule",
     "ScheduleError",
+    "anchor_of",
+    "due_after",
     "expected_state",
     "local_to_utc",
+    "next_due",
     "next_expected_after",
     "runtime_exceeded",
+    "schedule_changed",
 ]
 
 ScheduleKind = Literal["none", "period", "cron"]
@@ -54,6 +64,9 @@ SCHEDULE_KINDS: Final[tuple[ScheduleKind, ...]] = ("none", "period", "cron")
 UTC: Final = dt.UTC
 #: A repeated wall hour can yield candidates at or before the ping; skip at most this many.
 _MAX_CANDIDATES: Final = 8
+#: The tracker columns that decide when a ping is expected (grace only decides how late is
+#: down, max runtime only when a start hangs).
+SCHEDULE_COLUMNS: Final = ("schedule_kind", "period_seconds", "cron", "timezone")
 
 
 class ScheduleError(ValueError):
@@ -86,6 +99,21 @@ class Schedule:
         if self.max_runtime_seconds is not None and self.max_runtime_seconds <= 0:
             raise ScheduleError("max_runtime_seconds must be > 0 when set")
         self.zone  # noqa: B018 - validates the timezone name early
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> Schedule:
+        """The schedule held in a ``trackers`` row's columns (``ScheduleError`` when they make
+        no usable schedule). The :data:`SCHEDULE_COLUMNS` are required; grace and max runtime
+        take their defaults when the row does not hold them (the ingest writer reads only
+        what decides the next expected time)."""
+        return cls(
+            kind=row["schedule_kind"],
+            period_seconds=row["period_seconds"],
+            cron=row["cron"],
+            timezone=row["timezone"] or "UTC",
+            grace_seconds=row.get("grace_seconds") or 0,
+            max_runtime_seconds=row.get("max_runtime_seconds"),
+        )
 
     @property
     def zone(self) -> ZoneInfo:
@@ -141,6 +169,39 @@ def next_expected_after(schedule: Schedule, last_ping: dt.datetime) -> dt.dateti
         if candidate > last_ping:
             return candidate
     return None
+
+
+def due_after(row: Mapping[Any, Any], when: dt.datetime) -> dt.datetime | None:
+    """When the tracker in ``row`` expects the ping after one at ``when`` (grace not
+    included); ``None`` without a usable schedule."""
+    try:
+        schedule = Schedule.from_row(row)
+    except ScheduleError:
+        return None
+    return next_expected_after(schedule, when)
+
+
+def anchor_of(row: Mapping[Any, Any]) -> dt.datetime | None:
+    """What the tracker in ``row``'s next expected time follows: its last ping, or for a
+    tracker never pinged the moment its schedule was set (or it was resumed): its first run is
+    due at the first scheduled time after that."""
+    anchor: dt.datetime | None = row["last_ping_at"]
+    return row["schedule_set_at"] if anchor is None else anchor
+
+
+def next_due(row: Mapping[Any, Any]) -> dt.datetime | None:
+    """When the tracker in ``row`` expects its next ping: the first scheduled time after its
+    :func:`anchor_of`. ``None`` without a schedule (or an anchor)."""
+    anchor = anchor_of(row)
+    if anchor is None or row["schedule_kind"] == "none":
+        return None
+    return due_after(row, anchor)
+
+
+def schedule_changed(row: Mapping[Any, Any], values: Mapping[str, Any]) -> bool:
+    """Whether ``values`` (new column values) change when ``row``'s pings are expected: its
+    kind, period, cron expression or timezone (not its grace)."""
+    return any(key in values and values[key] != row[key] for key in SCHEDULE_COLUMNS)
 
 
 def expected_state(

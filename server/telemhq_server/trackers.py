@@ -1,16 +1,12 @@
-"""Trackers: validation of API input, creation, the JSON shape, and schedule arithmetic.
+"""Trackers: validation of API input, creation and the JSON shape.
 
 :func:`validate_fields` turns a JSON object from the API into column values (raising
-:class:`ValidationError`, answered 422); :func:`to_json` is the one JSON shape of a tracker;
-:func:`next_expected_at` is the schedule rule (period: last ping + period; cron: the next
-fire time after the last ping, in the tracker's timezone); grace is added by the detector.
-A tracker that has never been pinged expects its first ping at the first scheduled time after
-``schedule_set_at`` (:func:`first_expected_at`), which :func:`schedule_changed` tells when to move.
+:class:`ValidationError`, answered 422); :func:`to_json` is the one JSON shape of a tracker.
+When a tracker's pings are expected is computed in :mod:`telemhq_server.schedules`.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -20,7 +16,7 @@ from sqlalchemy.engine import Connection, RowMapping
 
 from telemhq_plugins.core.assertions import AssertionSyntaxError, parse_assertion
 from telemhq_plugins.core.config import slugify
-from telemhq_server.db import as_utc, iso, trackers, utcnow
+from telemhq_server.db import iso, trackers, utcnow
 from telemhq_server.tokens import url_token
 
 __all__ = [
@@ -30,12 +26,9 @@ __all__ = [
     "ValidationError",
     "badge_url",
     "create_tracker",
-    "first_expected_at",
     "from_first_ping",
     "new_token",
-    "next_expected_at",
     "ping_url",
-    "schedule_changed",
     "to_json",
     "validate_fields",
 ]
@@ -44,8 +37,6 @@ MAX_ASSERTIONS: Final = 50
 MAX_TAGS: Final = 50
 MAX_TAG: Final = 100  # characters
 MAX_NAME: Final = 200  # characters
-#: The columns that decide when a ping is expected (grace only decides how late is down).
-SCHEDULE_COLUMNS: Final = ("schedule_kind", "period_seconds", "cron", "timezone")
 
 
 class ValidationError(ValueError):
@@ -274,7 +265,7 @@ def from_first_ping(slug: str, payload: Mapping[str, Any]) -> dict[str, Any]:
 def create_tracker(conn: Connection, values: Mapping[str, Any]) -> RowMapping:
     """Insert a tracker (``values`` from :func:`validate_fields`) and return its row; a
     scheduled one has ``schedule_set_at`` now (unless ``values`` says otherwise) and no
-    ``next_expected_at`` yet (see :func:`first_expected_at`). Raises
+    ``next_expected_at`` yet (see :func:`telemhq_server.schedules.next_due`). Raises
     ``sqlalchemy.exc.IntegrityError`` when the slug is taken."""
     now = utcnow()
     scheduled = values.get("schedule_kind", "none") != "none"
@@ -291,47 +282,3 @@ def create_tracker(conn: Connection, values: Mapping[str, Any]) -> RowMapping:
     }
     new_id = conn.execute(trackers.insert().values(**row).returning(trackers.c.id)).scalar_one()
     return conn.execute(sa.select(trackers).where(trackers.c.id == new_id)).mappings().one()
-
-
-# --- schedules -------------------------------------------------------------------------------
-
-
-def next_expected_at(
-    kind: str,
-    period_seconds: int | None,
-    cron: str | None,
-    timezone: str,
-    after: dt.datetime,
-) -> dt.datetime | None:
-    """When the next ping is due after one received at ``after`` (grace not included)."""
-    # Part 2: one schedule rule for ingest and the detector, DST-safe (see schedules.py).
-    from telemhq_server.schedules import Schedule, ScheduleError, next_expected_after
-
-    try:
-        schedule = Schedule(
-            kind=kind,  # type: ignore[arg-type]  # validated on save
-            period_seconds=period_seconds,
-            cron=cron,
-            timezone=timezone or "UTC",
-        )
-    except ScheduleError:
-        return None
-    return next_expected_after(schedule, after)
-
-
-def schedule_changed(row: Mapping[str, Any] | RowMapping, values: Mapping[str, Any]) -> bool:
-    """Whether ``values`` (from :func:`validate_fields`) change when ``row``'s pings are
-    expected: its kind, period, cron expression or timezone (not its grace)."""
-    return any(key in values and values[key] != row[key] for key in SCHEDULE_COLUMNS)
-
-
-def first_expected_at(row: Mapping[str, Any] | RowMapping) -> dt.datetime | None:
-    """When a tracker that has never been pinged expects its first ping: the first scheduled
-    time after its schedule was set (period: that moment + period; cron: the next fire time
-    after it, in the tracker's timezone). ``None`` without a schedule."""
-    since = as_utc(row["schedule_set_at"])
-    if since is None or row["schedule_kind"] == "none":
-        return None
-    return next_expected_at(
-        row["schedule_kind"], row["period_seconds"], row["cron"], row["timezone"], since
-    )

@@ -6,7 +6,8 @@ import logging
 from typing import Any, Final, Literal
 
 from telemhq_plugins.airflow._events import Options, reporter
-from telemhq_plugins.core.logs import capture_internal_errors, log_once
+from telemhq_plugins.core.config import known_options
+from telemhq_plugins.core.logs import capture_internal_errors
 from telemhq_plugins.core.payload import Status
 
 __all__ = ["DagCallback", "TaskCallback", "callbacks", "dag_callbacks", "task_callback_options"]
@@ -30,18 +31,10 @@ TASK_ATTRIBUTES: Final[dict[TaskEvent, str]] = {
 }
 
 
-def _options(token: str | None, send_start: bool | None, options: dict[str, Any]) -> Options:
-    unknown = sorted(set(options) - {"enabled"})
-    if unknown:
-        log_once(
-            logger,
-            logging.WARNING,
-            ("airflow-callback-options", tuple(unknown)),
-            "TelemHQ: unknown option(s) %s for Airflow callbacks are ignored (known: token, "
-            "send_start, enabled)",
-            ", ".join(unknown),
-        )
-    return Options(token=token, send_start=send_start)
+def _enabled(options: dict[str, Any], origin: str) -> bool:
+    """``enabled``, False with an unknown option (one ERROR line naming it)."""
+    valid = ("token", "enabled") if origin.startswith("dag") else ("token", "send_start", "enabled")
+    return known_options(options, valid, origin) and bool(options.get("enabled", True))
 
 
 class TaskCallback:
@@ -108,7 +101,7 @@ class DagCallback:
 
 
 def callbacks(
-    token: str | None = None, *, send_start: bool = False, **options: Any
+    token: str | None = None, *, send_start: bool | None = None, **options: Any
 ) -> dict[str, Any]:
     """Task callbacks that send one ping per try of each task, for ``default_args`` (every
     task of the DAG) or one operator's keyword arguments::
@@ -121,13 +114,14 @@ def callbacks(
     The job is ``dag_id.task_id``; a try that will be retried reports ``retry``, the last one
     ``failure``; a skipped task ``skipped``. ``token`` is a tracker token or ping URL (default:
     resolved from the job name by the TelemHQ settings, e.g. a ping key); ``send_start=True``
-    adds ``on_execute_callback`` for a ``start`` ping; ``enabled=False`` turns them off.
+    sends a ``start`` ping from ``on_execute_callback`` (None: ``TELEMHQ_SEND_START`` decides
+    when the task runs; False: no ``on_execute_callback``); ``enabled=False`` turns them off.
     To keep callbacks of your own, pass lists: ``[mine, callbacks()["on_failure_callback"]]``.
     """
-    resolved = _options(token, send_start, options)
-    enabled = bool(options.get("enabled", True))
+    resolved = Options(token=token, send_start=send_start)
+    enabled = _enabled(options, "callbacks()")
     events: list[TaskEvent] = ["success", "failure", "retry", "skipped"]
-    if send_start:
+    if send_start is not False:
         events.insert(0, "execute")
     return {TASK_ATTRIBUTES[e]: TaskCallback(e, resolved, enabled=enabled) for e in events}
 
@@ -140,8 +134,8 @@ def dag_callbacks(token: str | None = None, **options: Any) -> dict[str, Any]:
 
     DAG("etl", schedule="@daily", **dag_callbacks(token="..."))
     """
-    resolved = _options(token, None, options)
-    enabled = bool(options.get("enabled", True))
+    resolved = Options(token=token, send_start=None)
+    enabled = _enabled(options, "dag_callbacks()")
     return {
         "on_success_callback": DagCallback("success", resolved, enabled=enabled),
         "on_failure_callback": DagCallback("failure", resolved, enabled=enabled),

@@ -8,7 +8,7 @@ import logging
 import os
 import threading
 
-from telemhq_plugins.core.config import Settings, load_settings
+from telemhq_plugins.core.config import Settings, settings_or_disabled
 from telemhq_plugins.core.delivery import Client, current_client, get_client
 from telemhq_plugins.core.logs import log_once
 
@@ -44,7 +44,8 @@ def _lookup() -> tuple[Client | None, str | None]:
         )
         return None, None
     values = connection_settings(conn)
-    client = Client(load_settings(**values)) if values else None
+    origin = f"Airflow connection {conn_id}"
+    client = Client(settings_or_disabled(origin=origin, **values)) if values else None
     return client, api_key_of(conn)
 
 
@@ -62,7 +63,7 @@ def _connection_entry(base: Client) -> tuple[Client | None, str | None]:
 def airflow_client() -> Client:
     """The process's client when its settings name a target, else the connection's."""
     base = get_client()
-    if _has_target(base.settings):
+    if base.settings.disabled or _has_target(base.settings):
         return base
     client, _ = _connection_entry(base)
     return client or base

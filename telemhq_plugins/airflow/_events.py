@@ -28,6 +28,7 @@ from typing import Any, cast
 
 from telemhq_plugins.airflow._client import airflow_client, existing_client
 from telemhq_plugins.airflow._identity import (
+    DagRunIdentity,
     dag_block,
     dag_end,
     dag_identity,
@@ -48,6 +49,8 @@ logger = logging.getLogger("telemhq")
 
 ORCHESTRATOR = "airflow"
 _DONE_MAX = 4096
+#: at most this many failed tasks are named in a DAG run's failure message.
+_TASKS_NAMED = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +134,11 @@ class Reporter:
             collections.OrderedDict()
         )
         self._sources: list[TaskSource] = []
+        #: the failed tasks this process reported, and their errors, by DAG run (dag_id,
+        #: run_id): a DAG run's failure ping names them.
+        self._failed: collections.OrderedDict[tuple[str, str], list[tuple[str, ErrorInfo]]] = (
+            collections.OrderedDict()
+        )
 
     # -- who monitors what ----------------------------------------------------------------------
 
@@ -224,6 +232,12 @@ class Reporter:
             error=_error(error),
             duration_ms=elapsed_ms(started, ended if isinstance(ended, dt.datetime) else None),
         )
+        if status == "failure" and final.error is not None:
+            with self._lock:
+                failed = self._failed.setdefault((identity.dag_id, identity.dag_run_id), [])
+                failed.append((identity.task_id, final.error))
+                if len(self._failed) > _DONE_MAX:
+                    self._failed.popitem(last=False)
         self.flush(final)
 
     def current(self) -> Run | None:
@@ -290,17 +304,13 @@ class Reporter:
         if target is None:
             return
         started = dag_start(dag_run)
-        final = _run(
-            target,
-            identity.job,
-            identity.run_id,
-            attempt=None,
-            details=dag_block(dag_run, identity, reason),
-            started=started,
-        )
+        details = dag_block(dag_run, identity, reason)
         error = None
         if status == "failure":
-            error = ErrorInfo("DagRunFailed", reason or f"DAG run {identity.dag_run_id} failed")
+            error, details["failed_tasks"] = self._dag_failure(dag_run, identity, reason)
+        final = _run(
+            target, identity.job, identity.run_id, attempt=None, details=details, started=started
+        )
         final.finish(
             status,
             ping_id=stable_ping_id(identity.run_id, None, status),
@@ -309,6 +319,26 @@ class Reporter:
         )
         if flush:
             self.flush(final)
+
+    def _dag_failure(
+        self, dag_run: Any, identity: DagRunIdentity, reason: str | None
+    ) -> tuple[ErrorInfo, list[str]]:
+        """A failed DAG run's error and failed task ids, as a Dagster run names its failed
+        steps: the first failed task's error (known when this process reported it), named
+        after the failed tasks; else what Airflow says (``reason``)."""
+        with self._lock:
+            seen = list(self._failed.pop((identity.dag_id, identity.dag_run_id), []))
+        tasks = list(dict.fromkeys([task for task, _ in seen] + _failed_task_ids(dag_run)))
+        named = ", ".join(tasks[:_TASKS_NAMED]) + (" ..." if len(tasks) > _TASKS_NAMED else "")
+        if seen:
+            first = seen[0][1]
+            return ErrorInfo(
+                first.type, f"task {named} failed: {first.message}", first.traceback
+            ), tasks
+        if tasks:
+            why = f" ({reason})" if reason else ""
+            return ErrorInfo("DagRunFailed", f"task {named} failed{why}"), tasks
+        return ErrorInfo("DagRunFailed", reason or f"DAG run {identity.dag_run_id} failed"), tasks
 
     # -- delivery -------------------------------------------------------------------------------
 
@@ -322,6 +352,20 @@ class Reporter:
         client = existing_client()
         if client is not None:
             _flush(client)
+
+
+def _failed_task_ids(dag_run: Any) -> list[str]:
+    """The ids of a DAG run's failed tasks, from the scheduler's ``DagRun`` (its own session
+    loads them); none from an object without them (a Task SDK ``DagRun``)."""
+    try:
+        instances = list(getattr(dag_run, "task_instances", None) or ())
+    except Exception:  # detached from its session: nothing to load them with
+        return []
+    return [
+        str(ti.task_id)
+        for ti in instances
+        if str(getattr(getattr(ti, "state", None), "value", getattr(ti, "state", None))) == "failed"
+    ]
 
 
 def _flush(client: Client) -> None:

@@ -1,11 +1,13 @@
 """The ``[telemhq]`` section of Airflow's configuration, with environment fallbacks.
 
 One small reader per option. Each reads Airflow's config first (``airflow.cfg`` or
-``AIRFLOW__TELEMHQ__<OPTION>``), then the ``TELEMHQ_*`` variable named below, then the default.
-Nothing is cached: the listener plugin reads them once when Airflow loads it.
+``AIRFLOW__TELEMHQ__<OPTION>``), then the ``TELEMHQ_*`` setting named below, then the default.
+Nothing is cached: the listener plugin reads them once when Airflow loads it. A value that
+cannot be used (:func:`check`) turns monitoring off for the process, with one ERROR line.
 
 ========================  ===============================  ===========================
-``[telemhq]`` option      environment fallback             default
+``[telemhq]`` option      fallback (environment, then      default
+                          ``telemhq.toml`` in lower case)
 ========================  ===============================  ===========================
 ``auto``                  ``TELEMHQ_AIRFLOW_AUTO``         off: the plugin sends nothing
 ``include``               ``TELEMHQ_AIRFLOW_INCLUDE``      every DAG (comma-separated
@@ -19,17 +21,26 @@ Nothing is cached: the listener plugin reads them once when Airflow loads it.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
-from typing import Any
+from typing import Any, Final
 
-from telemhq_plugins.core.config import ConfigError, env_flag, parse_flag
+from telemhq_plugins.core.config import (
+    ConfigError,
+    env_flag,
+    env_setting,
+    log_config_error,
+    parse_flag,
+)
 from telemhq_plugins.core.logs import log_once
 
 __all__ = [
     "DEFAULT_CONN_ID",
+    "OPTIONS",
     "SECTION",
     "auto",
+    "check",
     "conn_id",
     "exclude",
     "include",
@@ -41,6 +52,9 @@ logger = logging.getLogger("telemhq")
 
 SECTION = "telemhq"
 DEFAULT_CONN_ID = "telemhq_default"
+#: every option of the section, and those that are on/off switches.
+OPTIONS: Final = ("auto", "include", "exclude", "send_start", "sync_schedules", "conn_id")
+_SWITCHES: Final = frozenset({"auto", "send_start", "sync_schedules"})
 
 
 def _airflow_conf() -> Any:
@@ -71,31 +85,65 @@ def _get(option: str) -> str | None:
     return None if value is None else str(value)
 
 
+def _not_a_switch(option: str, raw: str) -> ConfigError:
+    return ConfigError(
+        f"[{SECTION}] {option} = {raw!r} in Airflow's configuration: not a switch; "
+        "expected True/False (or 1/0, yes/no, on/off)"
+    )
+
+
 def _flag(option: str, env: str, default: bool) -> bool:
+    """``[telemhq] <option>``, else the ``TELEMHQ_*`` setting, else ``default``; a value that
+    is not a switch is one ERROR line (monitoring off) and False."""
     raw = _get(option)
     if raw is None:
         return env_flag(env, default=default)
     try:
         return parse_flag(raw)
-    except ConfigError as exc:
-        log_once(
-            logger,
-            logging.WARNING,
-            ("airflow-conf-flag", option, raw),
-            "TelemHQ: [%s] %s: %s; using the default, %s",
-            SECTION,
-            option,
-            exc,
-            "on" if default else "off",
-        )
-        return default
+    except ConfigError:
+        log_config_error(_not_a_switch(option, raw))
+        return False
 
 
 def _globs(option: str, env: str) -> tuple[str, ...]:
     raw = _get(option)
     if raw is None:
-        raw = os.environ.get(env, "")
+        raw = env_setting(env) or ""
     return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def check() -> None:
+    """Raise :class:`ConfigError` for the first ``[telemhq]`` option that cannot be used: one
+    this adapter does not know (named with the closest that it does) or a switch that is not
+    one. The plugin turns monitoring off for the process on it."""
+    for option in _options_set():
+        if option not in OPTIONS:
+            close = difflib.get_close_matches(option, OPTIONS, n=1)
+            valid = f"did you mean {close[0]!r}?" if close else "expected " + ", ".join(OPTIONS)
+            raise ConfigError(
+                f"unknown option [{SECTION}] {option} in Airflow's configuration: {valid}"
+            )
+        raw = _get(option) if option in _SWITCHES else None
+        if raw is not None:
+            try:
+                parse_flag(raw)
+            except ConfigError:
+                raise _not_a_switch(option, raw) from None
+
+
+def _options_set() -> list[str]:
+    """The options set in the section: in ``airflow.cfg``, and as ``AIRFLOW__TELEMHQ__*``
+    variables (Airflow's ``getsection`` leaves those out for a section the file lacks)."""
+    try:
+        found = list(_airflow_conf().getsection(SECTION) or {})
+    except Exception:  # an Airflow without getsection: the variables alone
+        found = []
+    prefix = f"AIRFLOW__{SECTION.upper()}__"
+    for name in os.environ:
+        if name.startswith(prefix):
+            option = name.removeprefix(prefix).lower()
+            found.append(option.removesuffix("_cmd").removesuffix("_secret"))
+    return list(dict.fromkeys(found))
 
 
 def auto() -> bool:
@@ -128,4 +176,4 @@ def sync_schedules() -> bool:
 
 def conn_id() -> str:
     """The Airflow connection that may hold the base URL and ping key or token."""
-    return _get("conn_id") or os.environ.get("TELEMHQ_AIRFLOW_CONN_ID") or DEFAULT_CONN_ID
+    return _get("conn_id") or env_setting("TELEMHQ_AIRFLOW_CONN_ID") or DEFAULT_CONN_ID

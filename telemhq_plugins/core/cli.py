@@ -7,6 +7,7 @@ import argparse
 import collections
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,14 +19,14 @@ from typing import IO, Any
 
 from telemhq_plugins.core import jsontext
 from telemhq_plugins.core.assertions import AssertionSyntaxError, evaluate_all, parse_assertion
-from telemhq_plugins.core.config import ConfigError, load_settings
+from telemhq_plugins.core.config import ConfigError, Settings, load_settings
 from telemhq_plugins.core.delivery import Client
 from telemhq_plugins.core.jobsfile import JobsFileError, read_jobs
 from telemhq_plugins.core.payload import STATUSES, ErrorInfo, Ping, as_status
 from telemhq_plugins.core.provision import sync
 from telemhq_plugins.core.runs import start_run
 
-__all__ = ["main"]
+__all__ = ["command_job", "main"]
 
 STDERR_TAIL = 4_000
 
@@ -108,7 +109,10 @@ def _parser() -> argparse.ArgumentParser:
     sync_cmd.add_argument(
         "--tag", default=SYNC_TAG, help=f"tag of the file's trackers (default: {SYNC_TAG})"
     )
-    sync_cmd.add_argument("--api-key", help="a read-write API key (default: $TELEMHQ_API_KEY)")
+    sync_cmd.add_argument(
+        "--api-key",
+        help="a read-write API key (default: $TELEMHQ_API_KEY, else the file's api_key)",
+    )
     return parser
 
 
@@ -169,8 +173,13 @@ def _cmd_run(args: argparse.Namespace, out: IO[str]) -> int:
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         raise CliError("run needs a command: telemhq run --token TOKEN -- CMD ARGS")
-    client = Client(load_settings())
-    job = args.job or Path(cmd[0]).name
+    try:
+        settings = load_settings()
+    except ConfigError as exc:  # the command runs all the same, unmonitored
+        print(f"telemhq: monitoring is off, running the command without it: {exc}", file=sys.stderr)
+        settings = Settings(disabled=True)
+    client = Client(settings)
+    job = args.job or command_job(cmd)
     monitored = start_run(job, token=args.token, send_start=args.start or None, client=client)
     try:
         proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
@@ -197,6 +206,32 @@ def _cmd_run(args: argparse.Namespace, out: IO[str]) -> int:
         )
     client.close()
     return exit_code
+
+
+#: interpreters whose job is the script (or ``-m`` module) they run, not themselves.
+_INTERPRETER = re.compile(r"(python|pypy|bash|sh|zsh|node|ruby|perl|rscript)[\d.]*(\.exe)?", re.I)
+#: interpreter options that take a value (``python -W ignore x.py``).
+_OPTION_ARGS = frozenset({"-W", "-X", "-Q"})
+
+
+def command_job(cmd: Sequence[str]) -> str:
+    """The job name of a command: the script an interpreter runs, without its extension
+    (``python x.py`` and ``./x.py`` are ``x``), the module of ``python -m pkg.mod``, else the
+    program's name (``-c`` code has no name of its own)."""
+    program = Path(cmd[0]).name
+    if not _INTERPRETER.fullmatch(program):
+        return Path(program).stem or program
+    args = iter(cmd[1:])
+    for arg in args:
+        if arg == "-m":
+            return next(args, program)
+        if arg == "-c":
+            return program
+        if arg in _OPTION_ARGS:
+            next(args, None)
+        elif not arg.startswith("-"):
+            return Path(arg).stem or program
+    return program
 
 
 class _StderrTail(threading.Thread):
@@ -244,9 +279,12 @@ def _cmd_sync(args: argparse.Namespace, out: IO[str]) -> int:
     except JobsFileError as exc:
         raise CliError(str(exc)) from None
     settings = load_settings(config_file=path)
-    api_key = args.api_key or os.environ.get("TELEMHQ_API_KEY")
+    api_key = args.api_key or settings.api_key
     if not api_key:
-        raise CliError("sync needs a read-write API key: set TELEMHQ_API_KEY or pass --api-key")
+        raise CliError(
+            "sync needs a read-write API key: set TELEMHQ_API_KEY, api_key in the file, "
+            "or pass --api-key"
+        )
     if settings.disabled:
         raise CliError("TELEMHQ_DISABLED is set: nothing to sync")
     client = Client(settings)

@@ -68,7 +68,7 @@ from telemhq_plugins.core.batching import (
     item_result,
     read_answers,
 )
-from telemhq_plugins.core.config import Settings, load_settings
+from telemhq_plugins.core.config import Settings, settings_or_disabled
 from telemhq_plugins.core.logs import log_once
 from telemhq_plugins.core.outbox import Outbox
 from telemhq_plugins.core.payload import Ping, PingSource
@@ -128,7 +128,8 @@ class Client:
         linger: float = _LINGER,
         max_linger: float = _MAX_LINGER,
     ) -> None:
-        self.settings = settings or load_settings()
+        # A setting that cannot be used turns this client off (one ERROR line), never raises.
+        self.settings = settings or settings_or_disabled()
         self._transport = transport
         self._sleep = sleep
         self._backoff_base = backoff_base
@@ -630,7 +631,8 @@ _client_lock = threading.Lock()
 
 
 def get_client() -> Client:
-    """The process-wide client, built from :func:`load_settings` on first use."""
+    """The process-wide client, built from the settings on first use (disabled, with one
+    ERROR line, when a setting cannot be used: see :func:`settings_or_disabled`)."""
     global _client
     if _client is None:
         with _client_lock:

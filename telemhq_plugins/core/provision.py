@@ -272,8 +272,10 @@ class _Syncer:
         self.state = state
         self.orchestrator = orchestrator
         self.prune = prune
-        self.api_key = api_key or os.environ.get("TELEMHQ_API_KEY") or None
         self.settings: Settings = (client or get_client()).settings
+        # The settings' key (environment or config file); the environment also for a client
+        # built from explicit settings.
+        self.api_key = api_key or self.settings.api_key or os.environ.get("TELEMHQ_API_KEY") or None
         budget = TIMEOUT_FACTOR * self.settings.timeout if timeout is None else timeout
         self.deadline = time.monotonic() + budget
         self.cached = cached and not dry_run

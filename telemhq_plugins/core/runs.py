@@ -18,9 +18,11 @@ import datetime as dt
 import functools
 import inspect
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
@@ -470,6 +472,21 @@ class monitored:
 run = monitored
 
 
+def _module_name(fn: Callable[..., Any]) -> str:
+    """``fn``'s module; in a script's ``__main__``, the module run (``python -m pkg.nightly``:
+    ``pkg.nightly``) or the script's name (``python nightly.py``: ``nightly``), so that two
+    scripts never share a job named ``__main__``."""
+    module = fn.__module__
+    if module != "__main__":
+        return module
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name:
+        return str(spec.name).removesuffix(".__main__")
+    path = getattr(main, "__file__", None)
+    return Path(path).stem if path else module
+
+
 @overload
 def monitor(func: Callable[P, R], /) -> Callable[P, R]: ...
 @overload
@@ -489,10 +506,11 @@ def monitor(
         @telemhq_plugins.monitor(token="...")
         def nightly_sync(): ...
 
-    The job name defaults to ``module.qualname`` of the function."""
+    The job name defaults to ``module.qualname`` of the function (in a script, the script's
+    or ``-m`` module's name rather than ``__main__``)."""
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
-        name = job or f"{fn.__module__}.{fn.__qualname__}"
+        name = job or f"{_module_name(fn)}.{fn.__qualname__}"
         if inspect.iscoroutinefunction(fn):
             async_fn: Callable[P, Awaitable[Any]] = fn
 

@@ -5,13 +5,14 @@
     defs = Definitions(
         jobs=[etl],
         sensors=telemhq_sensors(),
-        resources={"telemhq": TelemHQResource(ping_key=EnvVar("TELEMHQ_PING_KEY"),
-                                              api_key=EnvVar("TELEMHQ_API_KEY"))},
+        resources={"telemhq": TelemHQResource(base_url="https://telemhq.example.com")},
     )
 
 The sensors of that ``Definitions`` find it among the code location's resources (whatever its
 key); the hooks use it when given its key (``telemhq_hooks(resource_key="telemhq")``). What
-the resource leaves unset comes from the usual settings (environment, ``telemhq.toml``).
+the resource leaves unset comes from the usual settings (environment, ``telemhq.toml``): the
+``TELEMHQ_*`` variables need no ``EnvVar``, which fails a run before its first op when its
+variable is unset.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from dagster import ConfigurableResource, build_resources
 
-from telemhq_plugins.core.config import Settings, load_settings
+from telemhq_plugins.core.config import Settings, settings_or_disabled
 from telemhq_plugins.core.delivery import Client
 from telemhq_plugins.core.logs import capture_internal_errors
 from telemhq_plugins.core.payload import ErrorInfo, Status
@@ -40,7 +41,7 @@ _found: dict[int, tuple[Any, TelemHQResource]] = {}
 class TelemHQResource(ConfigurableResource):  # type: ignore[misc,type-arg,unused-ignore]
     """Where pings go and how: ``base_url``, ``token`` (a tracker token or ping URL for every
     job), ``ping_key`` (a tracker per job, created on its first ping), ``api_key`` (for schedule
-    sync; prefer ``EnvVar("TELEMHQ_API_KEY")``), ``timeout`` (seconds per request)."""
+    sync; default ``TELEMHQ_API_KEY``), ``timeout`` (seconds per request)."""
 
     base_url: str | None = None
     token: str | None = None
@@ -49,9 +50,14 @@ class TelemHQResource(ConfigurableResource):  # type: ignore[misc,type-arg,unuse
     timeout: float | None = None
 
     def settings(self) -> Settings:
-        """These values over the usual settings (environment, config file, defaults)."""
-        return load_settings(
-            base_url=self.base_url, token=self.token, ping_key=self.ping_key, timeout=self.timeout
+        """These values over the usual settings (environment, config file, defaults). A value
+        that cannot be used turns monitoring off (one ERROR line naming it): never the run."""
+        return settings_or_disabled(
+            origin=f"Dagster resource {type(self).__name__}",
+            base_url=self.base_url,
+            token=self.token,
+            ping_key=self.ping_key,
+            timeout=self.timeout,
         )
 
     def client(self) -> Client:

@@ -36,6 +36,7 @@ from dagster import (
     sensor,
 )
 
+from telemhq_plugins.core.config import env_flag
 from telemhq_plugins.core.delivery import Client, get_client
 from telemhq_plugins.core.logs import capture_internal_errors
 from telemhq_plugins.core.payload import ErrorInfo, Status
@@ -194,7 +195,7 @@ def telemhq_sensors(
     *,
     monitored_jobs: Sequence[Any] | None = None,
     monitor_all_code_locations: bool = False,
-    send_start: bool = False,
+    send_start: bool | None = None,
     default_status: DefaultSensorStatus = DefaultSensorStatus.RUNNING,
     minimum_interval_seconds: int = 30,
     name_prefix: str = "telemhq",
@@ -206,13 +207,14 @@ def telemhq_sensors(
     """Sensors for ``Definitions(sensors=[*telemhq_sensors()])``: one ping per run (job name
     = the Dagster job, ``run_id`` = the Dagster run id, duration from the run record) on
     success, failure (the failed steps and the user's error) and cancellation; ``start`` too
-    with ``send_start``. With ``sync_schedules``, one more sensor makes the code location's
-    schedules the job trackers' schedules (needs ``TELEMHQ_API_KEY`` or the resource's
-    ``api_key``). ``include``/``exclude`` are globs over job names; a job's tags
-    ``telemhq/enabled`` and ``telemhq/token`` win over them."""
+    with ``send_start`` (None: ``TELEMHQ_SEND_START``, read when the definitions load). With
+    ``sync_schedules``, one more sensor makes the code location's schedules the job trackers'
+    schedules (needs ``TELEMHQ_API_KEY`` or the resource's ``api_key``). ``include``/``exclude``
+    are globs over job names; a job's tags ``telemhq/enabled`` and ``telemhq/token`` win over
+    them."""
     reporter = RunReporter(token=token, include=include, exclude=exclude)
     statuses = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED]
-    if send_start:
+    if env_flag("TELEMHQ_SEND_START") if send_start is None else send_start:
         statuses.append(DagsterRunStatus.STARTED)
     sensors: list[SensorDefinition] = [
         _run_sensor(

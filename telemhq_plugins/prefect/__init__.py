@@ -32,7 +32,7 @@ except ImportError as exc:  # pragma: no cover - exercised in an environment wit
 import logging
 from typing import Any, TypeVar
 
-from telemhq_plugins.core.logs import log_once
+from telemhq_plugins.core.config import known_options
 from telemhq_plugins.prefect._hooks import FlowHook, HookOptions, TaskHook, carries_hooks
 from telemhq_plugins.prefect._instrumentor import PrefectInstrumentor
 
@@ -49,21 +49,14 @@ logger = logging.getLogger("telemhq")
 F = TypeVar("F")
 
 
-def _options(token: str | None, send_start: bool | None, options: dict[str, Any]) -> HookOptions:
-    unknown = sorted(set(options) - {"enabled"})
-    if unknown:
-        log_once(
-            logger,
-            logging.WARNING,
-            ("prefect-hook-options", tuple(unknown)),
-            "TelemHQ: unknown Prefect hook options ignored: %s",
-            ", ".join(unknown),
-        )
-    return HookOptions(token=token, send_start=send_start)
+def _off(options: dict[str, Any], origin: str) -> bool:
+    """True for ``enabled=False``, and for an unknown option (one ERROR line naming it)."""
+    valid = ("token", "send_start", "enabled")
+    return not known_options(options, valid, origin) or options.get("enabled", True) is False
 
 
 def hooks(
-    token: str | None = None, *, send_start: bool | None = False, **options: Any
+    token: str | None = None, *, send_start: bool | None = None, **options: Any
 ) -> dict[str, list[Any]]:
     """State hooks for ``@flow(**hooks())``: ``on_running``, ``on_completion``,
     ``on_failure``, ``on_crashed`` and ``on_cancellation``.
@@ -71,19 +64,19 @@ def hooks(
     ``token``: a token or ping URL (default: core's resolution by the flow's name);
     ``send_start``: send a ``start`` ping when the run starts (None: ``TELEMHQ_SEND_START``);
     ``enabled=False``: no hooks (empty lists)."""
-    hook_options = _options(token, send_start, options)
-    if options.get("enabled", True) is False:
+    hook_options = HookOptions(token=token, send_start=send_start)
+    if _off(options, "hooks()"):
         return {name: [] for name in _FLOW_HOOKS}
     return {name: [FlowHook(event, hook_options)] for name, event in _FLOW_HOOKS.items()}
 
 
 def task_hooks(
-    token: str | None = None, *, send_start: bool | None = False, **options: Any
+    token: str | None = None, *, send_start: bool | None = None, **options: Any
 ) -> dict[str, list[Any]]:
     """State hooks for ``@task(**task_hooks())``: ``on_running``, ``on_completion`` and
     ``on_failure`` (the same options as :func:`hooks`)."""
-    hook_options = _options(token, send_start, options)
-    if options.get("enabled", True) is False:
+    hook_options = HookOptions(token=token, send_start=send_start)
+    if _off(options, "task_hooks()"):
         return {name: [] for name in _TASK_HOOKS}
     return {name: [TaskHook(event, hook_options)] for name, event in _TASK_HOOKS.items()}
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sys
 from collections.abc import Mapping
@@ -10,6 +11,7 @@ from typing import Any
 
 import orjson
 from prefect.context import FlowRunContext, TaskRunContext
+from prefect.states import exception_to_crashed_state
 
 from telemhq_plugins.core.payload import ErrorInfo, jsonable
 from telemhq_plugins.prefect._deployment import deployment_name
@@ -17,6 +19,7 @@ from telemhq_plugins.prefect._deployment import deployment_name
 __all__ = [
     "MAX_PARAMETERS",
     "MAX_PARAMETER_CHARS",
+    "crash_error",
     "error_of",
     "flow_details",
     "parameters_block",
@@ -164,3 +167,37 @@ def error_of(state: Any) -> BaseException | ErrorInfo:
     if handled is not None:
         return handled
     return ErrorInfo(str(state.name), str(state.message or state.name))
+
+
+def crash_error(exc: BaseException | None, state: Any) -> ErrorInfo:
+    """A crash as Prefect records it: the exception's type and traceback with the message of
+    the Crashed state (``Execution was cancelled by the runtime environment.``), taken from
+    ``state`` when it is that state, else from Prefect's own translation of ``exc``."""
+    message = str(state.message) if state.is_crashed() and state.message else None
+    if exc is None:
+        return ErrorInfo("Crashed", message or "the run ended without a final state")
+    info = ErrorInfo.from_exception(exc)
+    return ErrorInfo(info.type, message or _crash_message(exc) or info.message, info.traceback)
+
+
+def _crash_message(exc: BaseException) -> str | None:
+    """Prefect's message for the Crashed state of ``exc`` (``exception_to_crashed_state``, a
+    coroutine that never awaits when given no result store, but asks anyio which event loop
+    runs it)."""
+    translation = exception_to_crashed_state(exc)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        # A sync task: a loop of our own, never made the thread's current loop.
+        loop = asyncio.new_event_loop()
+        try:
+            return str(loop.run_until_complete(translation).message)
+        finally:
+            loop.close()
+    # Inside the task's event loop (which is busy running this hook): one step completes it.
+    try:
+        translation.send(None)
+    except StopIteration as done:
+        return str(done.value.message)
+    translation.close()
+    return None

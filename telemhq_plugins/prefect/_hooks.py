@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from prefect.context import FlowRunContext, TaskRunContext
+from prefect.exceptions import TerminationSignal
 
 from telemhq_plugins.core.delivery import Client
 from telemhq_plugins.core.logs import capture_internal_errors
@@ -25,7 +26,13 @@ from telemhq_plugins.core.payload import ErrorInfo, Status, stable_ping_id
 from telemhq_plugins.core.runs import Run, add_run_finder, resolve_target
 from telemhq_plugins.prefect._announce import announce_monitored
 from telemhq_plugins.prefect._deployment import add_looked_up_name
-from telemhq_plugins.prefect._details import error_of, flow_details, task_details, task_job
+from telemhq_plugins.prefect._details import (
+    crash_error,
+    error_of,
+    flow_details,
+    task_details,
+    task_job,
+)
 
 __all__ = [
     "FlowHook",
@@ -42,7 +49,7 @@ __all__ = [
 
 ORCHESTRATOR = "prefect"
 FlowEvent = Literal["running", "completion", "failure", "crashed", "cancellation"]
-TaskEvent = Literal["running", "completion", "failure"]
+TaskEvent = Literal["running", "completion", "failure", "crashed"]
 #: an open run whose end never came (a hook list replaced mid-run) is dropped past this many.
 _MAX_OPEN = 10_000
 
@@ -230,20 +237,45 @@ def task_event(
         if event == "running":
             # The task engine counts the attempt before the hook: ``run_count`` is current.
             attempt = max(int(task_run.run_count or 0), 1)
+            with _lock:
+                previous = _open.get(run_id)
+            if previous is not None and attempt <= (previous.attempt or 0):
+                # Not a new attempt: the engine's ``finally`` calls the hooks once more, the
+                # run still Running, when the attempt ended with no state of its own. That is
+                # a crash (Prefect marks the run Crashed next and calls no hook for it).
+                _crash(run_id, sys.exc_info()[1], state)
+                return
             _begin(task_job(task), run_id, attempt, task_details(task, task_run), options)
             if task_run.flow_run_id is not None:
                 with _lock:
                     _flow_of_task[run_id] = str(task_run.flow_run_id)
             return
-        with _lock:
-            current = _open.pop(run_id, None)
-            _flow_of_task.pop(run_id, None)
-        if current is None:
-            return
         if event == "completion":
-            end_run(current, "success", None)
+            _end_task(run_id, "success", None)
+        elif event == "crashed":
+            data = getattr(state, "data", None)
+            _crash(run_id, data if isinstance(data, BaseException) else sys.exc_info()[1], state)
         else:
-            end_run(current, "failure", error_of(state))
+            _end_task(run_id, "failure", error_of(state))
+
+
+def _end_task(run_id: str, status: Status, error: BaseException | ErrorInfo | None) -> Run | None:
+    """End the open attempt of task run ``run_id`` (None: there was none)."""
+    with _lock:
+        current = _open.pop(run_id, None)
+        _flow_of_task.pop(run_id, None)
+    if current is not None:
+        end_run(current, status, error)
+    return current
+
+
+def _crash(run_id: str, exc: BaseException | None, state: Any) -> None:
+    """The open attempt of task run ``run_id`` crashed with ``exc``: a ``failure``."""
+    ended = _end_task(run_id, "failure", crash_error(exc, state))
+    if ended is not None and isinstance(exc, TerminationSignal):
+        # Prefect ends a process stopped by SIGTERM by re-raising the signal, and ``atexit``
+        # never runs: deliver now (bounded), whether or not the flow's run is monitored.
+        ended.client.flush()
 
 
 class StateHook:

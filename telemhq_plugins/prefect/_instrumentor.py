@@ -59,10 +59,14 @@ def _flow_event_of(engine: Any, state: Any) -> FlowEvent | None:
 
 
 def _task_event_of(state: Any) -> TaskEvent | None:
+    """Prefect's task engine calls hooks for Failed, Completed and Running states only; a
+    Crashed state reaching ``call_hooks`` is reported too (a crash is a ``failure``)."""
     if state.is_failed():
         return "failure"
     if state.is_completed():
         return "completion"
+    if state.is_crashed():
+        return "crashed"
     if state.is_running():
         return "running"
     return None

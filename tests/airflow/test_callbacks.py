@@ -96,7 +96,13 @@ def test_it_reports_failure_only_on_the_last_try(server: LiveServer, client: Cli
 
     (dag_ping,) = runs_of(server, "cb_failure", 1)
     assert dag_ping["status"] == "failure"
-    assert dag_ping["payload"]["error"]["type"] == "DagRunFailed"
+    # The DAG run's ping names the failed task and its error, as a Dagster run's names its step.
+    error = dag_ping["payload"]["error"]
+    assert error["type"] == "RuntimeError"
+    assert error["message"].startswith("task broken failed: ")
+    assert "always broken" in error["message"]
+    assert "RuntimeError" in error["traceback"]
+    assert block(dag_ping)["failed_tasks"] == ["broken"]
 
 
 def test_it_reports_a_skipped_task(server: LiveServer, client: Client) -> None:

@@ -91,6 +91,8 @@ def test_it_reports_a_failed_task_and_dag_run(
     assert broken["payload"]["error"]["type"] == "RuntimeError"
     (dag_ping,) = runs_of(server, "ls_broken", 1)
     assert dag_ping["status"] == "failure"
+    assert dag_ping["payload"]["error"]["message"].startswith("task broken failed: ")
+    assert dag_ping["payload"]["airflow"]["failed_tasks"] == ["broken"]
 
 
 def test_it_leaves_excluded_dags_alone(server: LiveServer, listener: TelemHQListener) -> None:

@@ -433,7 +433,7 @@ def test_it_instruments_on_import_with_telemhq_celery_auto() -> None:
     assert _python(code).stdout.strip() == "False"
     unreadable = _python(code, TELEMHQ_CELERY_AUTO="sometimes")
     assert unreadable.stdout.strip() == "False"
-    assert "TELEMHQ_CELERY_AUTO='sometimes' is not a switch" in unreadable.stderr
+    assert "TELEMHQ_CELERY_AUTO='sometimes' (environment): not a switch" in unreadable.stderr
 
 
 def test_it_names_the_extra_when_celery_is_missing() -> None:

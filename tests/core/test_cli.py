@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from telemhq_plugins.core.cli import main
+from telemhq_plugins.core.cli import command_job, main
 from telemhq_plugins.core.hookspecs import hookimpl
 from telemhq_plugins.core.payload import Ping
 from telemhq_plugins.core.plugins import plugin_manager
@@ -143,3 +143,82 @@ def test_it_refuses_an_unknown_command_that_no_adapter_adds(
         main(["no-such-adapter", "watch"])
     assert exc.value.code == 2
     assert "invalid choice: 'no-such-adapter'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("env", "toml", "named"),
+    [
+        ({"TELEMHQ_TIMEOUT": "abc"}, None, "TELEMHQ_TIMEOUT='abc' (environment): not a number"),
+        ({"TELEMHQ_MAX_RETRIES": "-1"}, None, "TELEMHQ_MAX_RETRIES='-1' (environment)"),
+        ({}, "[telemhq]\nping_kye = 'k'\n", "unknown setting 'ping_kye' in "),
+    ],
+)
+def test_run_runs_the_command_whatever_the_configuration(
+    tmp_path: Path, env: dict[str, str], toml: str | None, named: str
+) -> None:
+    if toml is not None:
+        (tmp_path / "telemhq.toml").write_text(toml)
+    script = "import sys; print('ran'); sys.exit(5)"
+    with Receiver() as receiver:
+        proc = subprocess.run(
+            [*TELEMHQ, "run", "--token", receiver.url(), "--", sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            env=_clean_env(**env),
+            cwd=tmp_path,
+            timeout=60,
+            check=False,
+        )
+        assert (proc.returncode, proc.stdout) == (5, "ran\n")
+        [line] = [text for text in proc.stderr.splitlines() if "monitoring is off" in text]
+        assert line.startswith("telemhq: monitoring is off, running the command without it: ")
+        assert named in line
+        assert receiver.received == {}  # monitoring off: nothing sent
+
+
+def test_ping_and_sync_refuse_a_bad_configuration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in [k for k in os.environ if k.startswith("TELEMHQ_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TELEMHQ_TIMEOUT", "abc")
+    assert main(["ping", "http://127.0.0.1:9/ping/t"]) == 2
+    assert "error: TELEMHQ_TIMEOUT='abc' (environment): not a number" in capsys.readouterr().err
+    (tmp_path / "telemhq.toml").write_text("[[jobs]]\njob = 'a'\nschedule = '@daily'\n")
+    assert main(["sync", "--dry-run", "--api-key", "k"]) == 2
+    assert "TELEMHQ_TIMEOUT='abc'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("cmd", "job"),
+    [
+        (["python", "x.py", "--full"], "x"),
+        (["/usr/bin/python3.12", "-u", "jobs/nightly_sync.py"], "nightly_sync"),
+        (["python3", "-W", "ignore", "x.py"], "x"),
+        (["python", "-m", "etl.load", "--day", "1"], "etl.load"),
+        (["python", "-c", "print(1)"], "python"),
+        (["bash", "backup.sh"], "backup"),
+        (["./load.sh"], "load"),
+        (["pg_dump", "-f", "x.sql"], "pg_dump"),
+    ],
+)
+def test_run_names_the_job_after_the_script_not_the_interpreter(cmd: list[str], job: str) -> None:
+    assert command_job(cmd) == job
+
+
+def test_run_and_monitor_in_a_script_ping_the_scripts_name(tmp_path: Path) -> None:
+    script = tmp_path / "nightly.py"
+    script.write_text(
+        "import telemhq_plugins\n\n@telemhq_plugins.monitor\ndef load():\n    pass\n\nload()\n"
+    )
+    with Receiver() as receiver:
+        env = _clean_env(TELEMHQ_PING_URL=receiver.url())
+        for argv in (
+            [sys.executable, str(script)],
+            [*TELEMHQ, "run", "--", sys.executable, str(script)],
+        ):
+            subprocess.run(argv, env=env, cwd=tmp_path, timeout=60, check=True)
+        receiver.wait_for(stored=3)
+        jobs = sorted(ping["job"] for ping in receiver.stored.values())
+    assert jobs == ["nightly", "nightly.load", "nightly.load"]

@@ -41,10 +41,19 @@ def _param_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def _segment(value: str) -> str:
+    """``value`` as one path segment, as a client sends it: percent-encoded, and never a dot
+    segment (``.`` or ``..``), which a client resolves away before sending (``/keys/.`` would
+    become ``/keys``, another operation)."""
+    quoted = quote(value, safe="") or "x"
+    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
+
+
 def test_the_server_keeps_to_its_openapi_document(server: LiveServer) -> None:
     doc = server.client.get("/api/v1/openapi.json").json()
     tracker = server.create_tracker(name="fuzz", slug="fuzz", assertions=["n > 0"])
     ping_key = server.api("POST", "/ping-keys", json={"name": "fuzz"}).json()["key"]
+    hook = server.api("POST", "/webhooks", json={"url": "http://127.0.0.1:9/fuzz"}).json()
     protected = max(k["id"] for k in server.api("GET", "/keys").json()["items"])
     operations = sorted(
         (path, method)
@@ -61,6 +70,7 @@ def test_the_server_keeps_to_its_openapi_document(server: LiveServer) -> None:
         # never the admin key the test signs in with
         "key_id": st.one_of(st.integers(min_value=protected + 1), text),
         "ping_key": st.one_of(st.just(ping_key), text),
+        "webhook_id": st.one_of(st.just(hook["id"]), st.integers(), text),
         "slug": st.one_of(st.from_regex(r"[a-z0-9]{1,8}(-[a-z0-9]{1,8})?", fullmatch=True), text),
     }
     seen: dict[tuple[str, str], set[int]] = {}
@@ -79,7 +89,7 @@ def test_the_server_keeps_to_its_openapi_document(server: LiveServer) -> None:
         for name, values in path_values.items():
             if "{" + name + "}" in url:
                 value = _param_text(data.draw(values, label=name))
-                url = url.replace("{" + name + "}", quote(value, safe="") or "x")
+                url = url.replace("{" + name + "}", _segment(value))
         params = {}
         for param in op.get("parameters", []):
             if param["in"] == "query" and data.draw(st.booleans(), label=f"with {param['name']}"):

@@ -1,4 +1,5 @@
-"""Helpers for the server tests: an in-process client for the ASGI app, and API shortcuts.
+"""Helpers for the server tests: an in-process client for the ASGI app, API shortcuts, and a
+monitored job run in a shell that took the server's ``export`` line.
 
 :class:`AppClient` runs the app's lifespan (so the group-commit writer runs as in
 production) on an event loop in a background thread, and sends requests through
@@ -9,9 +10,13 @@ production) on an event loop in a background thread, and sends requests through
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -134,3 +139,25 @@ def flips_of(client: AppClient, tracker_id: int) -> list[dict[str, Any]]:
     assert response.status_code == 200, response.text
     items: list[dict[str, Any]] = response.json()["items"]
     return items
+
+
+#: A job monitored with the plugins' ``monitored`` block, named "first ping" (slug first-ping).
+_FIRST_PING_JOB = (
+    "import telemhq_plugins\nwith telemhq_plugins.monitored('first ping'):\n    pass\n"
+)
+
+
+def run_job_after(export_line: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run a monitored Python job (job name ``first ping``) in a bash shell that first ran
+    ``export_line`` exactly as printed, with no other ``TELEMHQ_`` variable set: what a user
+    does after pasting the line. The job flushes its ping before it exits."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMHQ_")}
+    return subprocess.run(
+        ["bash", "-c", export_line + '\nexec "$0" -c "$1"', sys.executable, _FIRST_PING_JOB],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

@@ -379,7 +379,7 @@ def test_healthz_reports_a_broken_database(
     def down(_engine: Any) -> None:
         raise sa.exc.OperationalError("SELECT 1", {}, Exception("connection refused"))
 
-    monkeypatch.setattr("telemhq_server.app.check_database", down)
+    monkeypatch.setattr("telemhq_server.host.check_database", down)
     broken = client.get("/healthz")
     assert broken.status_code == 503
     assert broken.json()["status"] == "error"

@@ -25,3 +25,23 @@ def test_no_server_module_uses_another_modules_private_names() -> None:
         if m.private_uses and m.name.startswith("telemhq_server")
     }
     assert uses == {}
+
+
+def test_every_part_with_a_register_function_is_in_the_app() -> None:
+    """A module that can plug into the server (a module-level ``register``) is one of the
+    app's parts: nothing is left out by a rename, and nothing is loaded by name."""
+    import importlib
+    import pkgutil
+
+    import telemhq_server
+    from telemhq_server.app import PARTS
+
+    registers = set()
+    for info in pkgutil.walk_packages(telemhq_server.__path__, "telemhq_server."):
+        if ".migrations" in info.name or info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        register = getattr(module, "register", None)
+        if callable(register):
+            registers.add(f"{register.__module__}.{register.__qualname__}")
+    assert registers == {f"{r.__module__}.{r.__qualname__}" for r in PARTS}

@@ -9,10 +9,13 @@ import pytest
 from telemhq_server.schedules import (
     Schedule,
     ScheduleError,
+    due_after,
     expected_state,
     local_to_utc,
+    next_due,
     next_expected_after,
     runtime_exceeded,
+    schedule_changed,
 )
 
 UTC = dt.UTC
@@ -161,3 +164,47 @@ def test_it_flags_a_start_that_outlives_the_max_runtime() -> None:
     assert runtime_exceeded(s, started, utc(2026, 1, 1, 12, 10))
     assert not runtime_exceeded(s, None, utc(2030, 1, 1))
     assert not runtime_exceeded(Schedule(), started, utc(2030, 1, 1))
+
+
+# --- a tracker row's schedule -----------------------------------------------------------------
+
+ROW = {
+    "schedule_kind": "cron",
+    "period_seconds": None,
+    "cron": "30 2 * * *",
+    "timezone": "Europe/Berlin",
+    "grace_seconds": 600,
+    "max_runtime_seconds": None,
+    "last_ping_at": None,
+    "schedule_set_at": None,
+}
+
+
+def test_it_reads_a_schedule_from_a_tracker_row() -> None:
+    assert Schedule.from_row(ROW) == DAILY_0230
+    # The ingest writer's row holds only what decides the next expected time.
+    lean = {k: ROW[k] for k in ("schedule_kind", "period_seconds", "cron", "timezone")}
+    assert Schedule.from_row(lean) == Schedule(
+        kind="cron", cron="30 2 * * *", timezone="Europe/Berlin"
+    )
+    none = {**ROW, "schedule_kind": "none", "cron": None, "timezone": None}
+    assert Schedule.from_row(none) == Schedule(grace_seconds=600)
+    with pytest.raises(ScheduleError, match="timezone"):
+        Schedule.from_row({**ROW, "timezone": "Mars/Olympus"})
+
+
+def test_a_row_is_due_after_its_last_ping_or_else_after_its_schedule_was_set() -> None:
+    set_at, pinged = utc(2026, 1, 10, 12), utc(2026, 1, 12, 3)
+    assert next_due(ROW) is None  # no anchor yet
+    assert next_due({**ROW, "schedule_set_at": set_at}) == local(BERLIN, 2026, 1, 11, 2, 30)
+    both = {**ROW, "schedule_set_at": set_at, "last_ping_at": pinged}
+    assert next_due(both) == local(BERLIN, 2026, 1, 13, 2, 30)
+    assert next_due({**both, "schedule_kind": "none"}) is None
+    assert due_after(ROW, pinged) == next_expected_after(DAILY_0230, pinged)
+    assert due_after({**ROW, "cron": "not cron"}, pinged) is None  # unusable: no expectation
+
+
+def test_only_what_decides_the_expected_time_changes_a_schedule() -> None:
+    assert schedule_changed(ROW, {"cron": "0 3 * * *"})
+    assert schedule_changed(ROW, {"timezone": "UTC"})
+    assert not schedule_changed(ROW, {"grace_seconds": 5, "cron": "30 2 * * *"})

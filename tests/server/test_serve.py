@@ -18,6 +18,7 @@ import requests
 
 from tests.kit import require_tool
 from tests.live_server import LiveServer, free_port
+from tests.server.helpers import run_job_after
 
 DOCS_BODY = {"status": "success", "duration": 1500, "records_processed": 450, "errors": 0}
 
@@ -98,9 +99,11 @@ def test_several_worker_processes_share_one_database(db_url: str) -> None:
         assert [f["new_state"] for f in server.flips(tracker["id"])] == ["failing"]
 
 
-def _serve(tmp_path: Path, port: int) -> subprocess.Popen[str]:
+def _serve(tmp_path: Path, port: int, database_url: str | None = None) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if k != "TELEMHQ_API_KEY"}
     env.pop("TELEMHQ_DATABASE_URL", None)
+    if database_url is not None:
+        env["TELEMHQ_DATABASE_URL"] = database_url
     script = Path(sys.executable).with_name("telemhq-server")
     return subprocess.Popen(
         [str(script), "serve", "--port", str(port)],
@@ -174,6 +177,49 @@ def test_first_start_prints_the_url_a_new_admin_key_and_how_to_create_a_tracker(
     assert response.status_code == 201
     assert key not in banner
     assert "set TELEMHQ_API_KEY to choose one" in banner
+    assert "TELEMHQ_PING_KEY" not in banner  # shown on first start only
+    assert "ping keys: telemhq-server ping-keys create NAME" in banner
+
+
+def test_first_start_prints_a_ping_key_and_an_export_line_that_works(
+    tmp_path: Path, db_url: str
+) -> None:
+    """The export line printed on first start, pasted into a shell, points a monitored job at
+    the server: its first ping creates its tracker and is stored."""
+    port = free_port()
+    proc = _serve(tmp_path, port, db_url)
+    try:
+        banner = _banner(proc, port)
+        admin = re.search(r"admin API key \(shown once, stored hashed\): (thq_\S+)", banner)
+        assert admin, banner
+        exports = [line.strip() for line in banner.splitlines() if "export " in line]
+        assert len(exports) == 1, banner
+        match = re.fullmatch(
+            rf"export TELEMHQ_BASE_URL=http://127\.0\.0\.1:{port} "
+            r"TELEMHQ_PING_KEY=([A-Za-z0-9_-]{22})",
+            exports[0],
+        )
+        assert match, exports[0]
+        assert f"ping key (a tracker per job, created on its first ping): {match[1]}" in banner
+
+        job = run_job_after(exports[0], tmp_path)
+        assert job.returncode == 0, job.stderr
+
+        api = httpx.Client(
+            base_url=f"http://127.0.0.1:{port}/api/v1",
+            headers={"Authorization": f"Bearer {admin[1]}"},
+        )
+        with api:
+            tracker = api.get("/trackers/first-ping").json()
+            runs = api.get("/trackers/first-ping/runs").json()["items"]
+            ping_keys = api.get("/ping-keys").json()["items"]
+    finally:
+        _stop(proc)
+    assert tracker["name"] == "first ping"
+    assert [r["status"] for r in runs] == ["success"]
+    assert [(k["name"], k["key"], k["auto_create"]) for k in ping_keys] == [
+        ("default", match[1], True)
+    ]
 
 
 def test_the_plugins_delivery_client_batches_to_the_real_server(server: LiveServer) -> None:

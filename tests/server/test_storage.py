@@ -14,11 +14,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.engine import Engine
 from telemhq_server import db
-from telemhq_server.app import create_app, prune
+from telemhq_server.app import create_app
 from telemhq_server.config import Settings
 from telemhq_server.db import flips, make_engine, migrate, runs, trackers, utcnow, write_tx
 from telemhq_server.ingest import BatchWriter, Pending
 from telemhq_server.metrics import Metrics
+from telemhq_server.retention import prune
 from telemhq_server.trackers import create_tracker
 
 from telemhq_plugins.core.assertions import evaluate_all, parse_assertion

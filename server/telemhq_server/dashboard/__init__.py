@@ -16,7 +16,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 if TYPE_CHECKING:
-    from telemhq_server.app import TelemHQ
+    from telemhq_server.host import TelemHQ
 
 __all__ = ["register"]
 

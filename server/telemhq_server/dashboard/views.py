@@ -25,7 +25,7 @@ from telemhq_server.dashboard import auth, pages
 from telemhq_server.keys import hash_key, verify_api_key
 
 if TYPE_CHECKING:
-    from telemhq_server.app import TelemHQ
+    from telemhq_server.host import TelemHQ
 
 __all__ = ["routes"]
 

@@ -32,7 +32,7 @@ from telemhq_server.flips import FlipListeners, record_flip
 from telemhq_server.ingest.errors import PingError
 from telemhq_server.ingest.sql import Statements
 from telemhq_server.metrics import Metrics
-from telemhq_server.trackers import next_expected_at
+from telemhq_server.schedules import due_after
 
 __all__ = ["BatchWriter", "Pending"]
 
@@ -453,9 +453,7 @@ class BatchWriter:
         # waited for; a start is not.
         row["last_ping_at"] = now
         if row["schedule_kind"] != "none":
-            row["next_expected_at"] = next_expected_at(
-                row["schedule_kind"], row["period_seconds"], row["cron"], row["timezone"], now
-            )
+            row["next_expected_at"] = due_after(row, now)
         return run_id, started_at
 
     @staticmethod

@@ -29,7 +29,7 @@ from telemhq_server.webhooks.routes import api_routes, validate_webhook
 from telemhq_server.webhooks.signing import SIGNATURE_HEADER, new_secret, sign, verify_signature
 
 if TYPE_CHECKING:
-    from telemhq_server.app import TelemHQ
+    from telemhq_server.host import TelemHQ
 
 __all__ = [
     "DEFAULT_EVENTS",
