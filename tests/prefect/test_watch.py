@@ -79,14 +79,14 @@ class WatcherProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        wait_until(
-            lambda: "following Prefect" in self.output(),
-            "the watcher to follow events",
-            timeout=WAIT,
-        )
+        self.wait_for_line("following Prefect")
 
     def output(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
+
+    def wait_for_line(self, text: str, timeout: float = WAIT) -> None:
+        """Once the watcher's log says ``text``."""
+        wait_until(lambda: text in self.output(), f"the watcher to log {text!r}", timeout=timeout)
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
@@ -141,22 +141,14 @@ def test_a_run_with_hooks_is_stored_once_with_its_metrics_however_late_its_ping(
         current = client_for(live_server, ping_key=ping_key, base_url=held.url, timeout=60)
         with process_client(current):
             watched.watched_hooked()
-            wait_until(
-                lambda: "(watched-hooked) attempt 1 Completed" in watcher.output(),
-                "it",
-                timeout=WAIT,
-            )
+            watcher.wait_for_line("(watched-hooked) attempt 1 Completed")
             time.sleep(DELAY + 3)  # past the wait of a run without hooks
             assert tracker_by_slug(live_server, "watched-hooked") is None  # nothing came
             held.release()
             current.flush()
     [run] = wait_for_runs(live_server, "watched-hooked", 1)
     assert run["payload"]["records_processed"] == 11
-    wait_until(
-        lambda: "(watched-hooked) attempt 1 -> success (fallback" in watcher.output(),
-        "the watcher's fallback ping",
-        timeout=HOOKS_WAIT + 30,
-    )
+    watcher.wait_for_line("(watched-hooked) attempt 1 -> success (fallback", HOOKS_WAIT + 30)
     runs = wait_for_runs(live_server, "watched-hooked", 1)
     assert statuses_oldest_first(runs) == ["success"]
     assert_one_ping_per_event(runs)
@@ -172,11 +164,7 @@ def test_a_run_whose_hooks_ping_never_comes_is_reported_by_the_fallback_after_a_
     dead = client_for(live_server, base_url=dead_endpoint(), ping_key=ping_key, flush_timeout=1.0)
     with process_client(dead):
         watched.watched_hooked_lost()
-    wait_until(
-        lambda: "(watched-hooked-lost) attempt 1 Completed" in watcher.output(),
-        "it",
-        timeout=WAIT,
-    )
+    watcher.wait_for_line("(watched-hooked-lost) attempt 1 Completed")
     time.sleep(DELAY + 3)
     assert tracker_by_slug(live_server, "watched-hooked-lost") is None  # waiting for the hooks
     watcher.stop()
@@ -285,11 +273,7 @@ def test_it_reconnects_when_the_prefect_api_restarts(
     live_server: LiveServer, watcher: WatcherProcess, prefect_api: PrefectAPI
 ) -> None:
     prefect_api.stop()
-    wait_until(
-        lambda: "Prefect API unreachable" in watcher.output(),
-        "the watcher to notice",
-        timeout=WAIT,
-    )
+    watcher.wait_for_line("Prefect API unreachable")
     prefect_api.start()
     # Run at once: the run may end before the watcher is back (it retries every 2 s); then
     # only the backfill from its cursor finds it.
