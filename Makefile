@@ -24,7 +24,7 @@ apt = command -v $(1) >/dev/null 2>&1 || { \
 .PHONY: help uv browser wrk env-core env-server env-celery env-airflow env-prefect env-dagster \
 	test test-core test-server test-reliability test-security test-celery test-airflow \
 	test-prefect test-dagster test-e2e \
-	lint demo bench clean
+	lint demo bench dist clean
 
 help:
 	@echo "make demo    the reference server, monitored jobs (script, CLI, Celery) against it"
@@ -32,6 +32,7 @@ help:
 	@echo "make test-core|test-server|test-celery|test-airflow|test-prefect|test-dagster|test-e2e"
 	@echo "make test-reliability|test-security   the server under kill -9, locks, hostile input"
 	@echo "make bench   run the benchmarks under benchmarks/ (prints figures)"
+	@echo "make dist    build the wheel and the sdist into dist/ (pip install \"./dist/<wheel>[airflow]\")"
 
 uv:
 	@command -v $(UV) >/dev/null 2>&1 || { echo "bootstrapping uv into $(BOOT)"; \
@@ -95,5 +96,10 @@ bench: env-celery env-core env-airflow env-prefect env-dagster wrk
 	.venvs/prefect/bin/python benchmarks/prefect_overhead.py
 	.venvs/dagster/bin/python benchmarks/dagster_overhead.py
 
+# The wheel and the sdist, built in isolation (hatchling, as pyproject.toml says) into dist/.
+dist: uv
+	rm -rf dist
+	$(UV) build --out-dir dist
+
 clean:
-	rm -rf .venvs .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf .venvs dist .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -3,7 +3,8 @@
 Three ways, which can be combined (one ping per event either way):
 
 * the listener plugin, for every DAG with no DAG code: ``TELEMHQ_AIRFLOW_AUTO=1`` (or
-  ``[telemhq] auto = True`` in Airflow's config);
+  ``[telemhq] auto = True`` in Airflow's config); in one process (a script running
+  ``dag.test()``), ``instrument()`` / ``uninstrument()``;
 * callbacks in the DAG file::
 
       from telemhq_plugins.airflow import callbacks, dag_callbacks
@@ -21,29 +22,31 @@ metrics to its ping.
 
 from __future__ import annotations
 
-try:
-    import airflow  # noqa: F401
-except ImportError as exc:  # pragma: no cover - exercised in an environment without airflow
-    raise ImportError(
-        "telemhq_plugins.airflow needs Apache Airflow, which is not installed: "
-        'pip install "telemhq-plugins[airflow]"'
-    ) from exc
-
+# Before the modules that import it: a missing Apache Airflow is an ImportError naming the extra.
+from telemhq_plugins.airflow import _orchestrator  # noqa: F401
 from telemhq_plugins.airflow._callbacks import DagCallback, TaskCallback, callbacks, dag_callbacks
 from telemhq_plugins.airflow._events import reporter
-from telemhq_plugins.airflow._instrumentor import AirflowInstrumentor
+from telemhq_plugins.airflow._instrumentor import (
+    AirflowInstrumentor,
+    AirflowOptions,
+    instrument,
+    uninstrument,
+)
 from telemhq_plugins.airflow.hooks import TelemHQHook
 from telemhq_plugins.airflow.listener import TelemHQListener
 from telemhq_plugins.core.runs import add_run_finder
 
 __all__ = [
     "AirflowInstrumentor",
+    "AirflowOptions",
     "DagCallback",
     "TaskCallback",
     "TelemHQHook",
     "TelemHQListener",
     "callbacks",
     "dag_callbacks",
+    "instrument",
+    "uninstrument",
 ]
 
 # ``report()`` inside a monitored task reaches its run through Airflow's task context.

@@ -28,7 +28,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from airflow.dag_processing.dagbag import DagBag
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow 3.0 kept it among the models
+        from airflow.models.dagbag import DagBag
 
     from telemhq_plugins.airflow import conf
     from telemhq_plugins.airflow.listener import TelemHQListener

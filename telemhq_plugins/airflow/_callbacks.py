@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Final, Literal
 
-from telemhq_plugins.airflow._events import Options, reporter
-from telemhq_plugins.core.config import known_options
+from telemhq_plugins.airflow._events import reporter
 from telemhq_plugins.core.logs import capture_internal_errors
 from telemhq_plugins.core.payload import Status
+from telemhq_plugins.core.policy import JobPolicy, policy_from_kwargs
 
 __all__ = ["DagCallback", "TaskCallback", "callbacks", "dag_callbacks", "task_callback_options"]
 
-logger = logging.getLogger("telemhq")
+#: the options ``dag_callbacks()`` takes besides ``token`` (a DAG run sends no ``start``).
+_DAG_OPTIONS: Final = ("token", "enabled")
 
 TaskEvent = Literal["execute", "success", "failure", "retry", "skipped"]
 _TASK_STATUS: Final[dict[str, Status]] = {
@@ -31,17 +31,11 @@ TASK_ATTRIBUTES: Final[dict[TaskEvent, str]] = {
 }
 
 
-def _enabled(options: dict[str, Any], origin: str) -> bool:
-    """``enabled``, False with an unknown option (one ERROR line naming it)."""
-    valid = ("token", "enabled") if origin.startswith("dag") else ("token", "send_start", "enabled")
-    return known_options(options, valid, origin) and bool(options.get("enabled", True))
-
-
 class TaskCallback:
     """One task callback (``on_success_callback`` ...) that reports its event. Called by
     Airflow with the task's context; never raises."""
 
-    def __init__(self, event: TaskEvent, options: Options, *, enabled: bool = True) -> None:
+    def __init__(self, event: TaskEvent, options: JobPolicy, *, enabled: bool = True) -> None:
         self.event = event
         self.options = options
         self.enabled = enabled
@@ -77,7 +71,7 @@ class DagCallback:
     there): what is reported is the DAG run, as told by which callback this is."""
 
     def __init__(
-        self, status: Literal["success", "failure"], options: Options, *, enabled: bool = True
+        self, status: Literal["success", "failure"], options: JobPolicy, *, enabled: bool = True
     ) -> None:
         self.status: Status = status
         self.options = options
@@ -118,8 +112,9 @@ def callbacks(
     when the task runs; False: no ``on_execute_callback``); ``enabled=False`` turns them off.
     To keep callbacks of your own, pass lists: ``[mine, callbacks()["on_failure_callback"]]``.
     """
-    resolved = Options(token=token, send_start=send_start)
-    enabled = _enabled(options, "callbacks()")
+    policy = policy_from_kwargs(token, send_start, options, where="callbacks()")
+    resolved = policy or JobPolicy(token=token, send_start=send_start)
+    enabled = policy is not None
     events: list[TaskEvent] = ["success", "failure", "retry", "skipped"]
     if send_start is not False:
         events.insert(0, "execute")
@@ -134,8 +129,9 @@ def dag_callbacks(token: str | None = None, **options: Any) -> dict[str, Any]:
 
     DAG("etl", schedule="@daily", **dag_callbacks(token="..."))
     """
-    resolved = Options(token=token, send_start=None)
-    enabled = _enabled(options, "dag_callbacks()")
+    policy = policy_from_kwargs(token, None, options, where="dag_callbacks()", valid=_DAG_OPTIONS)
+    resolved = policy or JobPolicy(token=token)
+    enabled = policy is not None
     return {
         "on_success_callback": DagCallback("success", resolved, enabled=enabled),
         "on_failure_callback": DagCallback("failure", resolved, enabled=enabled),
@@ -150,7 +146,7 @@ def _as_list(value: Any) -> list[Any]:
     return [value]
 
 
-def task_callback_options(task: Any, event: TaskEvent) -> Options | None:
+def task_callback_options(task: Any, event: TaskEvent) -> JobPolicy | None:
     """The options of our callback for ``event`` on ``task``, None when it has none (or it is
     disabled): a listener leaves that event to the callback."""
     for callback in _as_list(getattr(task, TASK_ATTRIBUTES[event], None)):
@@ -174,7 +170,7 @@ def has_dag_callback(dag: Any, status: str) -> bool:
     )
 
 
-def _callback_source(ti: Any) -> Options | None:
+def _callback_source(ti: Any) -> JobPolicy | None:
     """Whether ``ti``'s task is monitored by our callbacks (for ``report()``)."""
     return task_callback_options(getattr(ti, "task", None), "success")
 

@@ -23,7 +23,6 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, cast
 
 from telemhq_plugins.airflow._client import airflow_client, existing_client
@@ -40,10 +39,12 @@ from telemhq_plugins.airflow._identity import (
 )
 from telemhq_plugins.core.delivery import Client
 from telemhq_plugins.core.logs import log_once
+from telemhq_plugins.core.once import OnceSet
 from telemhq_plugins.core.payload import ErrorInfo, Status, stable_ping_id
+from telemhq_plugins.core.policy import JobPolicy
 from telemhq_plugins.core.runs import Run, Target, resolve_target
 
-__all__ = ["ORCHESTRATOR", "Options", "Reporter", "reporter"]
+__all__ = ["ORCHESTRATOR", "Reporter", "TaskSource", "reporter"]
 
 logger = logging.getLogger("telemhq")
 
@@ -53,17 +54,8 @@ _DONE_MAX = 4096
 _TASKS_NAMED = 5
 
 
-@dataclass(frozen=True, slots=True)
-class Options:
-    """Where one reporter's pings go: an explicit token or URL (else core resolution of the
-    job name) and whether runs send ``start`` (None: ``settings.send_start``)."""
-
-    token: str | None = None
-    send_start: bool | None = None
-
-
 #: answers whether a task is monitored, and how, from its task instance (None: not by me).
-TaskSource = Callable[[Any], "Options | None"]
+TaskSource = Callable[[Any], JobPolicy | None]
 
 
 def _error(error: Any) -> BaseException | ErrorInfo | None:
@@ -75,12 +67,8 @@ def _error(error: Any) -> BaseException | ErrorInfo | None:
 
 
 def _context_getter() -> Callable[[], Any]:
-    try:
-        from airflow.sdk import get_current_context
-    except ImportError:  # Airflow 2
-        from airflow.operators.python import get_current_context as legacy
+    from airflow.sdk import get_current_context
 
-        return cast("Callable[[], Any]", legacy)
     return cast("Callable[[], Any]", get_current_context)
 
 
@@ -92,34 +80,10 @@ def _current_context() -> Any:
         return None
 
 
-def _target(job: str, options: Options) -> Target | None:
+def _target(job: str, options: JobPolicy) -> Target | None:
     return resolve_target(
         job, token=options.token, send_start=options.send_start, client=airflow_client()
     )
-
-
-def _run(
-    target: Target,
-    job: str,
-    run_id: str,
-    *,
-    attempt: int | None,
-    details: dict[str, Any],
-    started: dt.datetime | None,
-) -> Run:
-    """A run whose start Airflow knows (the try's or DAG run's start date), not measured here."""
-    current = Run(
-        job,
-        url=target.url,
-        client=target.client,
-        orchestrator=ORCHESTRATOR,
-        run_id=run_id,
-        attempt=attempt,
-        details=details,
-        timed=False,
-    )
-    current.started_at = started
-    return current
 
 
 class Reporter:
@@ -129,10 +93,8 @@ class Reporter:
         self._lock = threading.Lock()
         #: the open run of each try, by (run id, try number): timing, metrics, start ping.
         self._open: dict[tuple[str, int | None], Run] = {}
-        #: events already reported, oldest first: (run id, try number, "start" | "end").
-        self._done: collections.OrderedDict[tuple[str, int | None, str], None] = (
-            collections.OrderedDict()
-        )
+        #: events already reported: (run id, try number, "start" | "end").
+        self._done = OnceSet(limit=_DONE_MAX)
         self._sources: list[TaskSource] = []
         #: the failed tasks this process reported, and their errors, by DAG run (dag_id,
         #: run_id): a DAG run's failure ping names them.
@@ -153,7 +115,7 @@ class Reporter:
             if source in self._sources:
                 self._sources.remove(source)
 
-    def options_for(self, ti: Any) -> Options | None:
+    def options_for(self, ti: Any) -> JobPolicy | None:
         for source in list(self._sources):
             options = source(ti)
             if options is not None:
@@ -162,17 +124,11 @@ class Reporter:
 
     def claim(self, key: tuple[str, int | None, str]) -> bool:
         """True for the first reporter of an event, False for every later one."""
-        with self._lock:
-            if key in self._done:
-                return False
-            self._done[key] = None
-            if len(self._done) > _DONE_MAX:
-                self._done.popitem(last=False)
-            return True
+        return self._done.claim(key)
 
     # -- tasks ----------------------------------------------------------------------------------
 
-    def task_started(self, ti: Any, context: Any, options: Options) -> None:
+    def task_started(self, ti: Any, context: Any, options: JobPolicy) -> None:
         """A try began: open its run, send ``start`` when asked."""
         identity = task_identity(ti)
         if not self.claim((identity.run_id, identity.try_number, "start")):
@@ -180,13 +136,15 @@ class Reporter:
         target = _target(identity.job, options)
         if target is None:
             return
-        current = _run(
-            target,
+        # Airflow knows when the try started: the run is not timed here.
+        current = target.run(
             identity.job,
-            identity.run_id,
+            orchestrator=ORCHESTRATOR,
+            run_id=identity.run_id,
             attempt=identity.try_number,
             details=task_block(ti, identity, context),
-            started=task_start(ti),
+            timed=False,
+            started_at=task_start(ti),
         )
         with self._lock:
             previous = self._open.get(identity.key)
@@ -201,7 +159,7 @@ class Reporter:
         ti: Any,
         context: Any,
         status: Status,
-        options: Options,
+        options: JobPolicy,
         error: Any = None,
     ) -> None:
         """A try ended (``success``, ``failure``, ``retry`` or ``skipped``): one final ping,
@@ -215,13 +173,14 @@ class Reporter:
         if target is None:
             return
         started = task_start(ti)
-        final = _run(
-            target,
+        final = target.run(
             identity.job,
-            identity.run_id,
+            orchestrator=ORCHESTRATOR,
+            run_id=identity.run_id,
             attempt=identity.try_number,
             details=task_block(ti, identity, context),
-            started=started,
+            timed=False,
+            started_at=started,
         )
         if opened is not None and opened.metrics:
             final.metrics = dict(opened.metrics)
@@ -270,27 +229,27 @@ class Reporter:
 
     # -- DAG runs -------------------------------------------------------------------------------
 
-    def dag_started(self, dag_run: Any, options: Options) -> None:
+    def dag_started(self, dag_run: Any, options: JobPolicy) -> None:
         identity = dag_identity(dag_run)
         target = _target(identity.job, options)
         if target is None or not target.send_start:
             return
         if not self.claim((identity.run_id, None, "start")):
             return
-        _run(
-            target,
+        target.run(
             identity.job,
-            identity.run_id,
-            attempt=None,
+            orchestrator=ORCHESTRATOR,
+            run_id=identity.run_id,
             details=dag_block(dag_run, identity, None),
-            started=dag_start(dag_run),
+            timed=False,
+            started_at=dag_start(dag_run),
         ).start(ping_id=stable_ping_id(identity.run_id, None, "start"))
 
     def dag_finished(
         self,
         dag_run: Any,
         status: Status,
-        options: Options,
+        options: JobPolicy,
         reason: str | None = None,
         *,
         flush: bool = True,
@@ -308,8 +267,13 @@ class Reporter:
         error = None
         if status == "failure":
             error, details["failed_tasks"] = self._dag_failure(dag_run, identity, reason)
-        final = _run(
-            target, identity.job, identity.run_id, attempt=None, details=details, started=started
+        final = target.run(
+            identity.job,
+            orchestrator=ORCHESTRATOR,
+            run_id=identity.run_id,
+            details=details,
+            timed=False,
+            started_at=started,
         )
         final.finish(
             status,

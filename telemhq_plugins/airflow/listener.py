@@ -15,11 +15,11 @@ from typing import Any
 from pluggy import HookimplMarker
 
 from telemhq_plugins.airflow._callbacks import TaskEvent, has_dag_callback, has_task_callback
-from telemhq_plugins.airflow._events import Options, reporter
+from telemhq_plugins.airflow._events import reporter
 from telemhq_plugins.airflow.schedules import sync_dag
 from telemhq_plugins.core.logs import capture_internal_errors
 from telemhq_plugins.core.payload import Status
-from telemhq_plugins.core.policy import resolve_policy
+from telemhq_plugins.core.policy import JobPolicy, resolve_policy
 
 __all__ = ["TelemHQListener"]
 
@@ -58,23 +58,24 @@ class TelemHQListener:
         include: Sequence[str] = (),
         exclude: Sequence[str] = (),
         send_start: bool | None = None,
-        sync_schedules: bool = False,
+        sync_schedules: bool = True,
     ) -> None:
         self.include = tuple(include)
         self.exclude = tuple(exclude)
         self.send_start = send_start
-        #: at the end of each DAG run, sync its schedule to its tracker (``schedules``).
+        #: at the end of each DAG run, sync its schedule to its tracker (``schedules``; on by
+        #: default, as ``[telemhq] sync_schedules``: it needs an API key and logs without one).
         self.sync_schedules = sync_schedules
 
-    def options(self, dag_id: str) -> Options | None:
+    def options(self, dag_id: str) -> JobPolicy | None:
         """Where ``dag_id``'s pings go, None when it is not monitored."""
         policy = resolve_policy(dag_id, None, include=self.include, exclude=self.exclude)
         if policy is None:
             return None
         send_start = self.send_start if policy.send_start is None else policy.send_start
-        return Options(token=policy.token, send_start=send_start)
+        return JobPolicy(token=policy.token, send_start=send_start)
 
-    def source(self, ti: Any) -> Options | None:
+    def source(self, ti: Any) -> JobPolicy | None:
         """Whether ``ti`` is monitored by this listener (for ``report()``)."""
         return self.options(str(ti.dag_id))
 

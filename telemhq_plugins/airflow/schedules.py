@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from telemhq_plugins.airflow._callbacks import DagCallback, has_dag_callback
 from telemhq_plugins.airflow._client import airflow_client, connection_api_key
-from telemhq_plugins.airflow._events import ORCHESTRATOR, Options
+from telemhq_plugins.airflow._events import ORCHESTRATOR
+from telemhq_plugins.core.policy import JobPolicy
 from telemhq_plugins.core.provision import JobSchedule, ScheduleSync, sync
 
-__all__ = ["dag_schedule", "dag_token", "sync_dag", "sync_dags"]
+__all__ = ["SyncOptions", "dag_schedule", "dag_token", "sync_dag", "sync_dags"]
 
 
 def _first(obj: Any, *names: str) -> Any:
@@ -67,22 +68,29 @@ def dag_token(dag: Any) -> str | None:
     return None
 
 
+class SyncOptions(TypedDict, total=False):
+    """How :func:`sync_dags` syncs: core's ``sync`` options, with its defaults."""
+
+    background: bool
+    dry_run: bool
+    prune: bool
+    cached: bool
+
+
 def sync_dags(
     dags: Iterable[Any],
     *,
     listener_options: Any = None,
     every_dag: bool = False,
-    background: bool = True,
-    dry_run: bool = False,
-    prune: bool = False,
-    cached: bool = True,
+    **sync_options: Unpack[SyncOptions],
 ) -> ScheduleSync:
     """Sync the schedules of the DAGs reported at DAG level: those with ``dag_callbacks()``,
     and those ``listener_options(dag_id)`` (the listener's policy) answers for; every DAG with
-    ``every_dag``."""
+    ``every_dag``. ``sync_options``: ``background``, ``dry_run``, ``prune``, ``cached``, as
+    core's ``sync`` takes them."""
     schedules: list[JobSchedule] = []
     for dag in dags:
-        options: Options | None = None
+        options: JobPolicy | None = None
         if listener_options is not None:
             options = listener_options(str(dag.dag_id))
         if has_dag_callback(dag, "success"):
@@ -94,14 +102,11 @@ def sync_dags(
         orchestrator=ORCHESTRATOR,
         api_key=connection_api_key(),
         client=airflow_client(),
-        background=background,
-        dry_run=dry_run,
-        prune=prune,
-        cached=cached,
+        **sync_options,
     )
 
 
-def sync_dag(dag: Any, options: Options) -> ScheduleSync:
+def sync_dag(dag: Any, options: JobPolicy) -> ScheduleSync:
     """Sync one DAG's schedule on a background thread (the listener, at the end of a run;
     core remembers a synced set, so an unchanged schedule asks nothing of the server)."""
     token = dag_token(dag) or options.token

@@ -6,7 +6,7 @@
     import telemhq_plugins.celery
 
     app = Celery("proj", broker="redis://localhost:6379/0")
-    telemhq_plugins.celery.setup(app)      # or TELEMHQ_CELERY_AUTO=1 in the worker's environment
+    telemhq_plugins.celery.instrument(app) # or TELEMHQ_CELERY_AUTO=1 in the worker's environment
 
     @app.task(telemhq={"token": "..."})   # optional: token, enabled, send_start
     def load(): ...
@@ -16,16 +16,16 @@ The job name is the task name; the run id is the Celery task id (stable across r
 
 from __future__ import annotations
 
-try:
-    import celery  # noqa: F401
-except ImportError as exc:  # pragma: no cover - exercised in an environment without celery
-    raise ImportError(
-        "telemhq_plugins.celery needs Celery, which is not installed: "
-        'pip install "telemhq-plugins[celery]"'
-    ) from exc
-
-from telemhq_plugins.celery._context import DEFAULT_EXCLUDE, TaskPolicy, resolve_policy
-from telemhq_plugins.celery._instrumentor import CeleryInstrumentor, setup
+# Before the modules that import it: a missing Celery is an ImportError naming the extra.
+from telemhq_plugins.celery import _orchestrator  # noqa: F401
+from telemhq_plugins.celery._context import DEFAULT_EXCLUDE, resolve_policy
+from telemhq_plugins.celery._instrumentor import (
+    CeleryInstrumentor,
+    CeleryOptions,
+    instrument,
+    setup,
+    uninstrument,
+)
 from telemhq_plugins.celery.beat import BeatScheduleSync, schedule_spec
 from telemhq_plugins.core.config import env_flag
 
@@ -33,10 +33,12 @@ __all__ = [
     "DEFAULT_EXCLUDE",
     "BeatScheduleSync",
     "CeleryInstrumentor",
-    "TaskPolicy",
+    "CeleryOptions",
+    "instrument",
     "resolve_policy",
     "schedule_spec",
     "setup",
+    "uninstrument",
 ]
 
 # ``TELEMHQ_CELERY_AUTO=1``: instrument every task of the process as soon as this package is

@@ -16,7 +16,6 @@ from telemhq_plugins.core.policy import resolve_policy as resolve_job_policy
 
 __all__ = [
     "DEFAULT_EXCLUDE",
-    "TaskPolicy",
     "attempt_of",
     "celery_block",
     "current_request",
@@ -27,10 +26,6 @@ __all__ = [
 #: Celery's own housekeeping tasks (``celery.ping``, ``celery.chord_unlock``, ...) are not
 #: monitored unless asked for: they would create a tracker per internal task.
 DEFAULT_EXCLUDE: tuple[str, ...] = ("celery.*",)
-
-
-#: the policy of one task: core's job policy under the name Celery users know.
-TaskPolicy = JobPolicy
 
 
 def resolve_policy(

@@ -18,7 +18,6 @@ Where each signal fires matters (see ``celery/app/trace.py`` and ``celery/worker
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
 import logging
 import sys
@@ -40,8 +39,10 @@ from telemhq_plugins.celery._context import (
 )
 from telemhq_plugins.core.delivery import Client, current_client, get_client
 from telemhq_plugins.core.logs import capture_internal_errors, log_once
+from telemhq_plugins.core.once import OnceSet
 from telemhq_plugins.core.payload import ErrorInfo, Status
 from telemhq_plugins.core.runs import Run, Target, resolve_target
+from telemhq_plugins.core.targets import TargetCache
 
 __all__ = ["Handlers"]
 
@@ -101,18 +102,14 @@ class Handlers:
         self.by_thread: dict[int, Run] = {}
         #: the main process's requests by task id, for pings it reports without a prerun.
         self.received: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
-        #: task ids whose end this process already reported without a run, oldest first:
-        #: a hard time limit reaches ``task_failure`` twice in the main process (the pool's
-        #: job error, then ``on_timeout``), and one end must make one ping.
-        self.reported: collections.OrderedDict[tuple[str, str, int | None], None] = (
-            collections.OrderedDict()
-        )
-        #: task object -> where its pings go (None: not monitored), for ``_targets_client``.
-        self._targets: dict[Any, Target | None] = {}
-        self._targets_client: Client | None = None
+        #: task ends this process already reported without a run: a hard time limit reaches
+        #: ``task_failure`` twice in the main process (the pool's job error, then
+        #: ``on_timeout``), and one end must make one ping.
+        self.reported = OnceSet(limit=_REPORTED_MAX)
+        #: task object -> where its pings go (None: not monitored).
+        self.targets: TargetCache[Any] = TargetCache()
         #: None until the first ``task_received`` tells which pool the worker runs.
         self._pool_in_process: bool | None = None
-        self._lock = threading.Lock()
 
     # -- where a task's pings go ---------------------------------------------------------------
 
@@ -122,24 +119,13 @@ class Handlers:
         the hot path, whose cache lookup ``on_prerun`` does inline."""
         if task is None:
             return None
-        client = get_client()
-        if client is not self._targets_client:  # a new client: new settings, resolve again
-            with self._lock:
-                self._targets = {}
-                self._targets_client = client
-        try:
-            return self._targets[task]
-        except KeyError:
-            pass
-        found: Target | None = None
-        if self.app is None or getattr(task, "app", None) is self.app:
-            found = self._resolve(task.name, getattr(task, "telemhq", None), client)
-        with self._lock:
-            if self._targets_client is client:
-                self._targets[task] = found
-        return found
+        return self.targets.get(task, lambda client: self._resolve(task, client))
 
-    def _resolve(self, name: str, options: Any, client: Client) -> Target | None:
+    def _resolve(self, task: Any, client: Client) -> Target | None:
+        if self.app is not None and getattr(task, "app", None) is not self.app:
+            return None
+        name = task.name
+        options = getattr(task, "telemhq", None)
         policy = resolve_policy(name, options, include=self.include, exclude=self.exclude)
         if policy is None:
             return None
@@ -170,9 +156,10 @@ class Handlers:
         # finder), by thread.
         try:
             task = task or sender
+            targets = self.targets
             target = (
-                self._targets.get(task, _UNRESOLVED)
-                if self._targets_client is current_client()
+                targets.entries.get(task, _UNRESOLVED)
+                if targets.client is current_client()
                 else _UNRESOLVED
             )
             if target is _UNRESOLVED:
@@ -180,10 +167,8 @@ class Handlers:
             if target is None or task_id is None:
                 return
             block = celery_block(task_id, current_request(task))
-            current = Run(
+            current = target.run(
                 task.name,
-                url=target.url,
-                client=target.client,
                 orchestrator=ORCHESTRATOR,
                 run_id=task_id,
                 attempt=block.get("retries", 0) + 1,
@@ -360,34 +345,31 @@ class Handlers:
         target = self.target(task)
         if target is None:
             return
-        key = (task_id, status, attempt_of(request) if status == "retry" else None)
-        with self._lock:
-            if key in self.reported:
-                return
-            self.reported[key] = None
-            if len(self.reported) > _REPORTED_MAX:
-                self.reported.popitem(last=False)
+        if not self.reported.claim(
+            (task_id, status, attempt_of(request) if status == "retry" else None)
+        ):
+            return
         block = celery_block(task_id, request)
         if revoked is not None:
             block["revoked"] = revoked
         received = self.received.pop(task_id, None)
         started_wall = getattr(received, "time_start", None)
-        current = Run(
+        started_at = None
+        if isinstance(started_wall, (int, float)) and started_wall > 0:
+            # The main process accepted the task at ``time_start`` (wall clock): the best
+            # measure left once the child that timed it is gone.
+            started_at = dt.datetime.fromtimestamp(started_wall, dt.UTC)
+            if duration_ms is None:
+                duration_ms = max(0.0, (time.time() - started_wall) * 1000.0)
+        current = target.run(
             task.name,
-            url=target.url,
-            client=target.client,
             orchestrator=ORCHESTRATOR,
             run_id=task_id,
             attempt=attempt_of(request) if same_task(task_id, request) else None,
             details=block,
             timed=False,  # this process never saw it start
+            started_at=started_at,
         )
-        if isinstance(started_wall, (int, float)) and started_wall > 0:
-            # The main process accepted the task at ``time_start`` (wall clock): the best
-            # measure left once the child that timed it is gone.
-            current.started_at = dt.datetime.fromtimestamp(started_wall, dt.UTC)
-            if duration_ms is None:
-                duration_ms = max(0.0, (time.time() - started_wall) * 1000.0)
         current.finish(status, error=error, duration_ms=duration_ms)
 
     # -- shutdown -------------------------------------------------------------------------------

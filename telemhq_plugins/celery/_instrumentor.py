@@ -8,7 +8,7 @@ connected and forgets open runs.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from celery import signals
 from celery.utils.dispatch import Signal
@@ -21,7 +21,18 @@ from telemhq_plugins.core.instrumentor import Instrumentor
 from telemhq_plugins.core.logs import capture_internal_errors
 from telemhq_plugins.core.runs import add_run_finder, remove_run_finder
 
-__all__ = ["CeleryInstrumentor", "setup"]
+__all__ = ["CeleryInstrumentor", "CeleryOptions", "instrument", "setup", "uninstrument"]
+
+
+class CeleryOptions(TypedDict, total=False):
+    """The options of :func:`instrument` (see :class:`CeleryInstrumentor`)."""
+
+    include: Iterable[str] | None
+    exclude: Iterable[str] | None
+    send_start: bool | None
+    beat_schedules: bool | None
+    beat_grace: float
+    api_key: str | None
 
 
 class CeleryInstrumentor(Instrumentor):
@@ -42,12 +53,13 @@ class CeleryInstrumentor(Instrumentor):
     * ``api_key``: management API key for the push (default: ``TELEMHQ_API_KEY``).
     """
 
-    instruments = ("celery", "5.3")
+    instruments = ("celery", ">=5.3,<6")
 
-    _handlers: Handlers | None = None
-    _beat_sync: BeatScheduleSync | None = None
-    #: what ``_instrument`` connected so far, for ``_uninstrument`` to take back.
-    _connected: list[tuple[Signal, Any]]
+    def _init_state(self) -> None:
+        self._handlers: Handlers | None = None
+        self._beat_sync: BeatScheduleSync | None = None
+        #: what ``_instrument`` connected so far, for ``_uninstrument`` to take back.
+        self._connected: list[tuple[Signal, Any]] = []
 
     @property
     def beat_sync(self) -> BeatScheduleSync | None:
@@ -122,12 +134,30 @@ class CeleryInstrumentor(Instrumentor):
         self._connected = []
 
 
-def setup(app: Any = None, **options: Any) -> CeleryInstrumentor:
-    """Monitor the tasks of ``app`` (see :class:`CeleryInstrumentor` for the options)::
+def instrument(app: Any = None, **options: Unpack[CeleryOptions]) -> bool:
+    """Monitor the tasks of ``app`` (default: every task of the process; see
+    :class:`CeleryInstrumentor` for the options); True if this call instrumented::
+
+        app = Celery("proj")
+        telemhq_plugins.celery.instrument(app)
+
+    Raises :class:`~telemhq_plugins.core.instrumentor.UnsupportedOrchestrator` when the
+    installed Celery is not a supported version (``TELEMHQ_CELERY_AUTO=1`` only logs it)."""
+    instrumentor = CeleryInstrumentor()
+    instrumentor.require()
+    return instrumentor.instrument(app, **options)
+
+
+def uninstrument() -> bool:
+    """Undo :func:`instrument`: every receiver disconnected. True if it was on."""
+    return CeleryInstrumentor().uninstrument()
+
+
+def setup(app: Any = None, **options: Unpack[CeleryOptions]) -> CeleryInstrumentor:
+    """:func:`instrument` under its first name, returning the instrumentor::
 
     app = Celery("proj")
     telemhq_plugins.celery.setup(app)
     """
-    instrumentor = CeleryInstrumentor()
-    instrumentor.instrument(app, **options)
-    return instrumentor
+    instrument(app, **options)
+    return CeleryInstrumentor()

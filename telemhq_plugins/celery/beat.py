@@ -27,9 +27,11 @@ from typing import Any
 
 from celery.schedules import crontab, schedule
 
-from telemhq_plugins.celery._context import DEFAULT_EXCLUDE, TaskPolicy, resolve_policy
+from telemhq_plugins.celery._context import DEFAULT_EXCLUDE, resolve_policy
+from telemhq_plugins.core.cron import cron_from_fields
 from telemhq_plugins.core.delivery import get_client
 from telemhq_plugins.core.logs import capture_internal_errors
+from telemhq_plugins.core.policy import JobPolicy
 from telemhq_plugins.core.provision import JobSchedule, Outcome, SyncResult, sync
 
 __all__ = [
@@ -42,40 +44,18 @@ __all__ = [
 
 logger = logging.getLogger("telemhq")
 
-#: (field, first, last) of a cron expression, in order.
-_CRON_FIELDS = (
-    ("minute", 0, 59),
-    ("hour", 0, 23),
-    ("day_of_month", 1, 31),
-    ("month_of_year", 1, 12),
-    ("day_of_week", 0, 6),
-)
-
-
-def _cron_field(values: Iterable[int], first: int, last: int) -> str:
-    """``{0, 1, 2, 5}`` -> ``0-2,5``; the full range -> ``*``."""
-    ordered = sorted(set(values))
-    if ordered == list(range(first, last + 1)):
-        return "*"
-    parts: list[str] = []
-    start = prev = ordered[0]
-    for value in [*ordered[1:], None]:
-        if value is not None and value == prev + 1:
-            prev = value
-            continue
-        parts.append(str(start) if start == prev else f"{start}-{prev}")
-        if value is not None:
-            start = prev = value
-    return ",".join(parts)
+#: a ``crontab``'s attributes, in the order of a cron expression's fields.
+_CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
 
 
 def cron_expression(entry: crontab) -> str | None:
     """A Celery ``crontab`` as a standard 5-field cron string (Sunday = 0 in both), or None
     when cron cannot say the same thing (both day of month and day of week restricted)."""
-    fields = [_cron_field(getattr(entry, name), first, last) for name, first, last in _CRON_FIELDS]
+    expression = cron_from_fields([getattr(entry, name) for name in _CRON_FIELDS])
+    fields = expression.split()
     if fields[2] != "*" and fields[4] != "*":
         return None
-    return " ".join(fields)
+    return expression
 
 
 def job_schedule(
@@ -182,7 +162,7 @@ class BeatScheduleSync:
                     result.detail,
                 )
 
-    def policy_for(self, task_name: str, app: Any) -> TaskPolicy | None:
+    def policy_for(self, task_name: str, app: Any) -> JobPolicy | None:
         """The task's policy, from its ``telemhq`` option when beat's app has it loaded."""
         task = app.tasks.get(task_name) if app is not None else None
         return resolve_policy(

@@ -21,9 +21,11 @@ from telemhq_plugins.core.config import (
     slugify,
 )
 from telemhq_plugins.core.delivery import Client, current_client, get_client, set_client
+from telemhq_plugins.core.extras import missing_extra
 from telemhq_plugins.core.hookspecs import hookimpl
-from telemhq_plugins.core.instrumentor import Instrumentor, check_version
+from telemhq_plugins.core.instrumentor import Instrumentor, UnsupportedOrchestrator, check_version
 from telemhq_plugins.core.logs import capture_internal_errors, log_once, redact_url
+from telemhq_plugins.core.once import OnceSet
 from telemhq_plugins.core.payload import (
     STATUSES,
     ErrorInfo,
@@ -33,7 +35,7 @@ from telemhq_plugins.core.payload import (
     stable_ping_id,
 )
 from telemhq_plugins.core.plugins import plugin_manager
-from telemhq_plugins.core.policy import JobPolicy, matches, resolve_policy
+from telemhq_plugins.core.policy import JobPolicy, matches, policy_from_kwargs, resolve_policy
 from telemhq_plugins.core.provision import JobSchedule, ScheduleSync, SyncResult, sync
 from telemhq_plugins.core.results import DeliveryResult
 from telemhq_plugins.core.runs import (
@@ -50,6 +52,7 @@ from telemhq_plugins.core.runs import (
     run,
     start_run,
 )
+from telemhq_plugins.core.targets import TargetCache
 
 __all__ = [
     "STATUSES",
@@ -63,6 +66,7 @@ __all__ = [
     "Instrumentor",
     "JobPolicy",
     "JobSchedule",
+    "OnceSet",
     "Ping",
     "PingSource",
     "Run",
@@ -72,6 +76,8 @@ __all__ = [
     "Status",
     "SyncResult",
     "Target",
+    "TargetCache",
+    "UnsupportedOrchestrator",
     "add_run_finder",
     "capture_internal_errors",
     "check_version",
@@ -84,12 +90,14 @@ __all__ = [
     "load_settings",
     "log_once",
     "matches",
+    "missing_extra",
     "monitor",
     "monitored",
     "parse_assertion",
     "parse_assertions",
     "parse_flag",
     "plugin_manager",
+    "policy_from_kwargs",
     "redact_url",
     "remove_run_finder",
     "report",

@@ -12,14 +12,18 @@ fires. :func:`combine_crons` picks the expression to send:
 
 Expressions this module cannot read (six fields, unusual syntax) count as firing least often;
 the server checks the chosen one and answers with its own message when it is invalid.
+
+:func:`cron_from_fields` writes an expression from the values each field allows, for the
+adapters that translate another schedule form into cron (Celery's ``crontab``, Prefect's
+RRules).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Final
 
-__all__ = ["combine_crons", "fires_per_year"]
+__all__ = ["combine_crons", "cron_field", "cron_from_fields", "fires_per_year"]
 
 #: (first, last) of each of the five fields, in order.
 _RANGES: Final = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
@@ -139,3 +143,36 @@ def combine_crons(expressions: Sequence[str]) -> str:
         return merged
     # max() keeps the first of equals: the order the caller gave breaks ties.
     return max(cleaned, key=fires_per_year)
+
+
+def cron_field(values: Iterable[int] | None, index: int) -> str:
+    """Field ``index`` (0 minute ... 4 day of week, Sunday = 0) allowing ``values``: ``*``
+    for every value (or None), else the values in order with runs of three or more written
+    as ranges: ``{1, 2, 3, 4, 5}`` -> ``1-5``, ``{2, 3}`` -> ``2,3``."""
+    first, last = _RANGES[index]
+    if index == 4:
+        last = 6  # 7 is Sunday again: every day is 0-6
+    if values is None:
+        return "*"
+    ordered = sorted(set(values))
+    if set(ordered) >= set(range(first, last + 1)):
+        return "*"
+    parts: list[str] = []
+    begin = 0
+    for i in range(1, len(ordered) + 1):
+        if i == len(ordered) or ordered[i] != ordered[i - 1] + 1:
+            run = ordered[begin:i]
+            if len(run) >= 3:
+                parts.append(f"{run[0]}-{run[-1]}")
+            else:
+                parts.extend(str(v) for v in run)
+            begin = i
+    return ",".join(parts)
+
+
+def cron_from_fields(fields: Sequence[Iterable[int] | None]) -> str:
+    """A 5-field expression from the values of minute, hour, day of month, month and day of
+    week (Sunday = 0; None: every value), each written by :func:`cron_field`."""
+    if len(fields) != 5:
+        raise ValueError(f"a cron expression has 5 fields, not {len(fields)}")
+    return " ".join(cron_field(values, index) for index, values in enumerate(fields))

@@ -3,8 +3,14 @@
 Modelled on OpenTelemetry's ``BaseInstrumentor``: one instance per subclass in the process,
 ``instrument()`` installs once (a second call logs and does nothing), ``uninstrument()`` takes
 back what was installed, and the orchestrator's installed version is checked against the
-minimum the adapter supports before anything is touched. Neither ever raises into the
+versions the adapter supports (a ``packaging`` specifier with a ceiling, as OpenTelemetry's
+``_instruments`` declares them) before anything is touched. Neither ever raises into the
 application: an adapter that cannot instrument leaves the orchestrator as it found it.
+
+Whether an unsupported orchestrator is an error depends on who asked, as in sentry-python
+(``DidNotEnable``): automatic instrumentation (an environment switch, an entry point) only
+logs, while an explicit request (each adapter package's ``instrument()``) raises
+:class:`UnsupportedOrchestrator` through :meth:`Instrumentor.require`.
 """
 
 from __future__ import annotations
@@ -13,15 +19,22 @@ import abc
 import importlib.metadata
 import logging
 import os
-import re
 import threading
 from typing import Any, ClassVar, Self
 
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+
 from telemhq_plugins.core.logs import log_once
 
-__all__ = ["Instrumentor", "check_version"]
+__all__ = ["Instrumentor", "UnsupportedOrchestrator", "check_version"]
 
 logger = logging.getLogger("telemhq")
+
+
+class UnsupportedOrchestrator(RuntimeError):
+    """An explicit request to instrument an orchestrator that is not installed, or not at a
+    version the adapter supports; the message names both versions."""
 
 
 class Instrumentor(abc.ABC):
@@ -30,15 +43,20 @@ class Instrumentor(abc.ABC):
     a partial :meth:`_instrument`)::
 
         class AcmeInstrumentor(Instrumentor):
-            instruments = ("acme", "2.1")
+            instruments = ("acme", ">=2.1,<3")
 
-            def _instrument(self, *args, **options): ...
+            def _init_state(self): self.hooks = []   # per-instance state, set once
+            def _instrument(self, *, option=None): ...
             def _uninstrument(self): ...
 
         AcmeInstrumentor().instrument()   # True; the same instance everywhere in the process
+
+    Per-instance state is set in :meth:`_init_state`, which runs once, when the process's
+    instance is created (``__init__`` would run again at every ``AcmeInstrumentor()``).
     """
 
-    #: the orchestrator's distribution and minimum version, e.g. ``("celery", "5.3")``.
+    #: the orchestrator's distribution and the versions supported, as a PEP 440 specifier
+    #: (``("celery", ">=5.3,<6")``); a bare version is a minimum (``"5.3"`` is ``">=5.3"``).
     instruments: ClassVar[tuple[str, str] | None] = None
 
     _instances: ClassVar[dict[type[Instrumentor], Instrumentor]] = {}
@@ -53,8 +71,24 @@ class Instrumentor(abc.ABC):
                 instance = super().__new__(cls)
                 instance._lock = threading.RLock()
                 instance._instrumented = False
+                instance._init_state()
                 Instrumentor._instances[cls] = instance
             return instance  # type: ignore[return-value]  # keyed by its own class
+
+    def _init_state(self) -> None:  # noqa: B027 - optional: most instrumentors have none
+        """Set this instrumentor's own state (called once per process, at creation)."""
+
+    def unsupported(self) -> str | None:
+        """None when the orchestrator is installed at a supported version, else why not."""
+        return None if self.instruments is None else check_version(*self.instruments)
+
+    def require(self) -> None:
+        """Raise :class:`UnsupportedOrchestrator` when the orchestrator is missing or at a
+        version this adapter does not support: what an explicit request (an adapter
+        package's ``instrument()``) calls before :meth:`instrument`."""
+        problem = self.unsupported()
+        if problem is not None:
+            raise UnsupportedOrchestrator(f"TelemHQ: {problem}")
 
     @property
     def is_instrumented(self) -> bool:
@@ -77,18 +111,17 @@ class Instrumentor(abc.ABC):
                         name,
                     )
                     return False
-                if self.instruments is not None:
-                    problem = check_version(*self.instruments)
-                    if problem is not None:
-                        log_once(
-                            logger,
-                            logging.ERROR,
-                            ("instruments", type(self), problem),
-                            "TelemHQ: %s; %s is not instrumented (nothing is monitored)",
-                            problem,
-                            name,
-                        )
-                        return False
+                problem = self.unsupported()
+                if problem is not None:
+                    log_once(
+                        logger,
+                        logging.ERROR,
+                        ("instruments", type(self), problem),
+                        "TelemHQ: %s; %s is not instrumented (nothing is monitored)",
+                        problem,
+                        name,
+                    )
+                    return False
                 try:
                     self._instrument(*args, **options)
                 except Exception:
@@ -146,39 +179,27 @@ def _new_locks_in_child() -> None:
 os.register_at_fork(after_in_child=_new_locks_in_child)
 
 
-def check_version(distribution: str, minimum: str) -> str | None:
-    """None when ``distribution`` is installed at ``minimum`` or later, else why not (a message
-    naming the installed and the required version). A version this cannot read (not of the
-    ``1.2.3`` form) passes: only a provably older one is refused."""
-    requirement = f"{distribution}>={minimum}"
+def check_version(distribution: str, supported: str) -> str | None:
+    """None when ``distribution`` is installed at a version ``supported`` allows (a PEP 440
+    specifier such as ``">=5.3,<6"``; a bare version is a minimum), else why not: a message
+    naming the installed version and the requirement. Pre-releases of a supported version
+    pass; a version that is not PEP 440 (a source build's own string) is not refused, and
+    neither is anything when ``supported`` cannot be read."""
+    specifier = supported.strip()
+    if specifier[:1].isdigit():
+        specifier = f">={specifier}"
+    requirement = f"{distribution}{specifier}"
     try:
         installed = importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
         return f"{distribution} is not installed (telemhq-plugins needs {requirement})"
-    have, need = _version_key(installed), _version_key(minimum)
-    if have is None or need is None or have >= need:
+    try:
+        allowed = SpecifierSet(specifier).contains(Version(installed), prereleases=True)
+    except (InvalidSpecifier, InvalidVersion):
+        return None
+    if allowed:
         return None
     return (
         f"{distribution} {installed} is installed but telemhq-plugins needs {requirement} "
         f'(pip install "{requirement}")'
     )
-
-
-_VERSION = re.compile(
-    r"\s*v?(?:(?P<epoch>\d+)!)?(?P<release>\d+(?:\.\d+)*)"
-    r"(?:[-_.]?(?P<pre>a|b|c|rc|alpha|beta|pre|preview|dev)\d*)?",
-    re.IGNORECASE,
-)
-
-
-def _version_key(version: str) -> tuple[int, tuple[int, ...], int] | None:
-    """A comparable key for the parts of a PEP 440 version that decide "at least": epoch,
-    release (trailing zeros dropped: 5.3 == 5.3.0) and whether it is a pre-release or dev
-    build of that release (``5.3rc1`` < ``5.3``). Post and local parts do not matter here."""
-    match = _VERSION.match(version)
-    if match is None:
-        return None
-    release = [int(part) for part in match["release"].split(".")]
-    while len(release) > 1 and release[-1] == 0:
-        release.pop()
-    return int(match["epoch"] or 0), tuple(release), 0 if match["pre"] else 1

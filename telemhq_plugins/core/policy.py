@@ -10,7 +10,9 @@ import fnmatch
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["JobPolicy", "matches", "resolve_policy"]
+from telemhq_plugins.core.config import known_options
+
+__all__ = ["JobPolicy", "matches", "policy_from_kwargs", "resolve_policy"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,3 +62,24 @@ def resolve_policy(
         token=str(token) if token else None,
         send_start=None if send_start is None else bool(send_start),
     )
+
+
+def policy_from_kwargs(
+    token: str | None,
+    send_start: bool | None,
+    options: Mapping[str, object],
+    *,
+    where: str,
+    valid: Sequence[str] = ("token", "send_start", "enabled"),
+) -> JobPolicy | None:
+    """The policy of a helper that takes ``token``, ``send_start`` and ``**options``
+    (``callbacks(...)``, ``hooks(...)``), or None when it monitors nothing: ``enabled=False``
+    in ``options``, or a name not in ``valid`` (a misspelt option). The latter is the one
+    ERROR line of a setting that cannot be used, naming ``where`` and the closest valid name;
+    it is never raised: a misspelt option must not stop the DAG or flow that passes it, nor
+    monitor it on a guess."""
+    if not known_options(options, valid, where):
+        return None
+    if options.get("enabled", True) is False:
+        return None
+    return JobPolicy(token=token, send_start=send_start)

@@ -70,8 +70,9 @@ class Run:
     """One execution of a job. ``url`` is ``None`` when the job is not monitored (inert).
 
     ``timed=False`` is for a run whose start was not seen (an adapter learns of it only at
-    its end): its pings carry no start time and no duration unless given. ``bind=True`` makes
-    it the current run of this context until it finishes (:func:`report` reaches it).
+    its end): its pings carry no duration unless given, and ``started_at`` as the
+    orchestrator knows it (None: no start time). ``bind=True`` makes it the current run of
+    this context until it finishes (:func:`report` reaches it).
 
     An adapter creates and finishes a run for every task, on the task's thread, so the two
     calls do their work inline rather than through helpers: inside a busy worker, whose own
@@ -115,6 +116,7 @@ class Run:
         context: dict[str, Any] | None = None,
         details: dict[str, Any] | None = None,
         timed: bool = True,
+        started_at: dt.datetime | None = None,
         bind: bool = False,
     ) -> None:
         self.job = job
@@ -134,7 +136,7 @@ class Run:
         #: what ``report()`` added.
         self.metrics: dict[str, Any] | None = None
         self.timed = timed
-        self.started_at: dt.datetime | None = _utcnow() if timed else None
+        self.started_at: dt.datetime | None = _utcnow() if timed else started_at
         self._started = time.monotonic()
         self.finished = False
         #: set by ``finish``: what ``to_ping`` builds the final ping from.
@@ -298,6 +300,33 @@ class Target:
     url: str
     send_start: bool
     client: Client
+
+    def run(
+        self,
+        job: str | None,
+        *,
+        orchestrator: str,
+        run_id: str | None = None,
+        attempt: int | None = None,
+        details: dict[str, Any] | None = None,
+        timed: bool = True,
+        started_at: dt.datetime | None = None,
+    ) -> Run:
+        """A run of ``job`` whose pings go here, timed from now; ``timed=False`` when the
+        adapter learns of the run only at its end, with ``started_at`` as the orchestrator
+        knows it. Sends nothing: the adapter calls ``start()`` when :attr:`send_start` says
+        so (with the ping id it derives, if any)."""
+        return Run(
+            job,
+            url=self.url,
+            client=self.client,
+            orchestrator=orchestrator,
+            run_id=run_id,
+            attempt=attempt,
+            details=details,
+            timed=timed,
+            started_at=started_at,
+        )
 
 
 def resolve_target(

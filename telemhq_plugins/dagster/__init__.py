@@ -11,20 +11,24 @@
     defs = Definitions(jobs=[etl], sensors=telemhq_sensors())   # one ping per run: "<job>"
 
 ``telemhq_plugins.report(...)`` inside an op or asset adds metrics to that step's ping.
+Dagster has nothing to patch, so ``instrument()`` only checks that the installed Dagster is
+supported (raising when it is not); the hooks and sensors make the same check and log it.
 """
 
 from __future__ import annotations
 
-try:
-    import dagster  # noqa: F401
-except ImportError as exc:  # pragma: no cover - exercised in an environment without dagster
-    raise ImportError(
-        "telemhq_plugins.dagster needs Dagster, which is not installed: "
-        'pip install "telemhq-plugins[dagster]"'
-    ) from exc
-
+# Before the modules that import it: a missing Dagster is an ImportError naming the extra.
+from telemhq_plugins.dagster import _orchestrator  # noqa: F401
+from telemhq_plugins.dagster._instrumentor import DagsterInstrumentor, instrument, uninstrument
 from telemhq_plugins.dagster.hooks import telemhq_hooks
 from telemhq_plugins.dagster.resources import TelemHQResource
 from telemhq_plugins.dagster.sensors import telemhq_sensors
 
-__all__ = ["TelemHQResource", "telemhq_hooks", "telemhq_sensors"]
+__all__ = [
+    "DagsterInstrumentor",
+    "TelemHQResource",
+    "instrument",
+    "telemhq_hooks",
+    "telemhq_sensors",
+    "uninstrument",
+]

@@ -28,10 +28,13 @@ from dagster import HookDefinition, failure_hook, success_hook
 
 from telemhq_plugins.core.delivery import Client, get_client
 from telemhq_plugins.core.logs import capture_internal_errors, log_once
+from telemhq_plugins.core.once import OnceSet
 from telemhq_plugins.core.payload import ErrorInfo
 from telemhq_plugins.core.policy import resolve_policy
 from telemhq_plugins.core.runs import Run, Target, add_run_finder, resolve_target
+from telemhq_plugins.core.targets import TargetCache
 from telemhq_plugins.dagster import _compat
+from telemhq_plugins.dagster._instrumentor import warn_if_unsupported
 from telemhq_plugins.dagster._translate import (
     ORCHESTRATOR,
     PARTITION_TAG,
@@ -63,20 +66,13 @@ class _Collectors:
 
     def __init__(self) -> None:
         self._runs: collections.OrderedDict[tuple[str, str, int], Run] = collections.OrderedDict()
-        #: attempts already reported, oldest first (bounded like ``_runs``).
-        self._ended: collections.OrderedDict[tuple[str, str, int], None] = collections.OrderedDict()
+        #: attempts already reported (bounded like ``_runs``).
+        self._ended = OnceSet(limit=_COLLECTORS_MAX)
         self._lock = threading.Lock()
 
     def first_end(self, run_id: str, step_key: str, attempt: int) -> bool:
         """True the first time this attempt's end is seen in this process."""
-        key = (run_id, step_key, attempt)
-        with self._lock:
-            if key in self._ended:
-                return False
-            self._ended[key] = None
-            while len(self._ended) > _COLLECTORS_MAX:
-                self._ended.popitem(last=False)
-            return True
+        return self._ended.claim((run_id, step_key, attempt))
 
     def find(self) -> Run | None:
         step = _compat.current_step_context()
@@ -142,9 +138,8 @@ class StepReporter:
         self.resource_key = resource_key
         self.include = tuple(include)
         self.exclude = tuple(exclude)
-        #: job name -> where its pings go, for ``_targets_client`` (a new client: resolved again).
-        self._targets: dict[str, Target | None] = {}
-        self._targets_client: Client | None = None
+        #: job name -> where its pings go.
+        self._targets: TargetCache[str] = TargetCache()
 
     def client_for(self, hook_context: Any) -> Client:
         if self.resource_key is not None:
@@ -157,20 +152,16 @@ class StepReporter:
 
     def target(self, job: str, client: Client, step: Any) -> Target | None:
         """Where ``job``'s pings go (None: not monitored), resolved once per job and client."""
-        if client is not self._targets_client:
-            self._targets, self._targets_client = {}, client
-        try:
-            return self._targets[job]
-        except KeyError:
-            pass
-        found: Target | None = None
-        options = options_from_tags(getattr(step.op_def, "tags", None))
-        policy = resolve_policy(job, options, include=self.include, exclude=self.exclude)
-        if policy is not None:
+
+        def resolve(client: Client) -> Target | None:
+            options = options_from_tags(getattr(step.op_def, "tags", None))
+            policy = resolve_policy(job, options, include=self.include, exclude=self.exclude)
+            if policy is None:
+                return None
             token = policy.token or self.token
-            found = resolve_target(job, token=token, send_start=False, client=client)
-        self._targets[job] = found
-        return found
+            return resolve_target(job, token=token, send_start=False, client=client)
+
+        return self._targets.get(job, resolve, client=client)
 
     def on_step(self, hook_context: Any, outcome: StepOutcome | None) -> None:
         """Send the ping of the attempt that just ended (``outcome`` None: nothing ended it,
@@ -218,18 +209,18 @@ class StepReporter:
                 started = _attempt_start(step)
                 if started is not None:
                     duration_ms = max(0.0, (now - started) * 1000.0)
-        current = Run(
+        started_at = None
+        if duration_ms is not None:
+            started_at = dt.datetime.fromtimestamp(now - duration_ms / 1000.0, dt.UTC)
+        current = target.run(
             job,
-            url=target.url,
-            client=target.client,
             orchestrator=ORCHESTRATOR,
             run_id=f"{run_id}:{step_key}",
             attempt=attempt,
             details=block,
             timed=False,
+            started_at=started_at,
         )
-        if duration_ms is not None:
-            current.started_at = dt.datetime.fromtimestamp(now - duration_ms / 1000.0, dt.UTC)
         current.finish(outcome.status, error=outcome.error, duration_ms=duration_ms, **metrics)
 
 
@@ -289,6 +280,7 @@ def telemhq_hooks(
     :class:`~telemhq_plugins.dagster.TelemHQResource` whose settings the pings use (the hooks
     then require that resource). ``include``/``exclude``: globs over those names; an op's
     tags ``telemhq/enabled`` and ``telemhq/token`` win over them for its steps."""
+    warn_if_unsupported()
     reporter = StepReporter(
         token=token, resource_key=resource_key, include=include, exclude=exclude
     )

@@ -26,7 +26,7 @@ from telemhq_plugins.core.config import Settings, settings_or_disabled
 from telemhq_plugins.core.delivery import Client
 from telemhq_plugins.core.logs import capture_internal_errors
 from telemhq_plugins.core.payload import ErrorInfo, Status
-from telemhq_plugins.core.runs import Run, report, resolve_target
+from telemhq_plugins.core.runs import report, resolve_target
 from telemhq_plugins.dagster._translate import ORCHESTRATOR
 
 __all__ = ["TelemHQResource", "resource_in"]
@@ -88,9 +88,7 @@ class TelemHQResource(ConfigurableResource):  # type: ignore[misc,type-arg,unuse
             client = self.client()
             target = resolve_target(job, token=self.token, send_start=False, client=client)
             if target is not None:
-                run = Run(
-                    job, url=target.url, client=client, orchestrator=ORCHESTRATOR, timed=False
-                )
+                run = target.run(job, orchestrator=ORCHESTRATOR, timed=False)
                 queued = run.finish(status, error=error, **fields)
         return queued
 

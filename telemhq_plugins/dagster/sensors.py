@@ -42,8 +42,9 @@ from telemhq_plugins.core.logs import capture_internal_errors
 from telemhq_plugins.core.payload import ErrorInfo, Status
 from telemhq_plugins.core.policy import JobPolicy, resolve_policy
 from telemhq_plugins.core.provision import JobSchedule, ScheduleSync, sync
-from telemhq_plugins.core.runs import Run, resolve_target
+from telemhq_plugins.core.runs import resolve_target
 from telemhq_plugins.dagster import _compat
+from telemhq_plugins.dagster._instrumentor import warn_if_unsupported
 from telemhq_plugins.dagster._translate import (
     ORCHESTRATOR,
     PARTITION_TAG,
@@ -106,17 +107,14 @@ class RunReporter:
         tags = bounded_tags(dagster_run.tags)
         if tags:
             block["tags"] = tags
-        current = Run(
+        current = target.run(
             job,
-            url=target.url,
-            client=client,
             orchestrator=ORCHESTRATOR,
             run_id=dagster_run.run_id,
             details=block,
             timed=False,
+            started_at=None if started is None else dt.datetime.fromtimestamp(started, dt.UTC),
         )
-        if started is not None:
-            current.started_at = dt.datetime.fromtimestamp(started, dt.UTC)
         status = _STATUS[run_status]
         if status == "start":
             current.start()
@@ -212,6 +210,7 @@ def telemhq_sensors(
     schedules (needs ``TELEMHQ_API_KEY`` or the resource's ``api_key``). ``include``/``exclude``
     are globs over job names; a job's tags ``telemhq/enabled`` and ``telemhq/token`` win over
     them."""
+    warn_if_unsupported()
     reporter = RunReporter(token=token, include=include, exclude=exclude)
     statuses = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED]
     if env_flag("TELEMHQ_SEND_START") if send_start is None else send_start:

@@ -21,19 +21,14 @@ this package at ``import prefect``). The job name is the flow's name (task runs:
 
 from __future__ import annotations
 
-try:
-    import prefect  # noqa: F401
-except ImportError as exc:  # pragma: no cover - exercised in an environment without prefect
-    raise ImportError(
-        "telemhq_plugins.prefect needs Prefect, which is not installed: "
-        'pip install "telemhq-plugins[prefect]"'
-    ) from exc
-
-import logging
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from telemhq_plugins.core.config import known_options
-from telemhq_plugins.prefect._hooks import FlowHook, HookOptions, TaskHook, carries_hooks
+from telemhq_plugins.core.policy import policy_from_kwargs
+
+# Before the modules that import it: a missing Prefect is an ImportError naming the extra.
+from telemhq_plugins.prefect import _orchestrator  # noqa: F401
+from telemhq_plugins.prefect._hooks import FlowHook, TaskHook, carries_hooks
 from telemhq_plugins.prefect._instrumentor import PrefectInstrumentor
 
 __all__ = [
@@ -45,14 +40,7 @@ __all__ = [
     "uninstrument",
 ]
 
-logger = logging.getLogger("telemhq")
 F = TypeVar("F")
-
-
-def _off(options: dict[str, Any], origin: str) -> bool:
-    """True for ``enabled=False``, and for an unknown option (one ERROR line naming it)."""
-    valid = ("token", "send_start", "enabled")
-    return not known_options(options, valid, origin) or options.get("enabled", True) is False
 
 
 def hooks(
@@ -64,8 +52,8 @@ def hooks(
     ``token``: a token or ping URL (default: core's resolution by the flow's name);
     ``send_start``: send a ``start`` ping when the run starts (None: ``TELEMHQ_SEND_START``);
     ``enabled=False``: no hooks (empty lists)."""
-    hook_options = HookOptions(token=token, send_start=send_start)
-    if _off(options, "hooks()"):
+    hook_options = policy_from_kwargs(token, send_start, options, where="hooks()")
+    if hook_options is None:
         return {name: [] for name in _FLOW_HOOKS}
     return {name: [FlowHook(event, hook_options)] for name, event in _FLOW_HOOKS.items()}
 
@@ -75,8 +63,8 @@ def task_hooks(
 ) -> dict[str, list[Any]]:
     """State hooks for ``@task(**task_hooks())``: ``on_running``, ``on_completion`` and
     ``on_failure`` (the same options as :func:`hooks`)."""
-    hook_options = HookOptions(token=token, send_start=send_start)
-    if _off(options, "task_hooks()"):
+    hook_options = policy_from_kwargs(token, send_start, options, where="task_hooks()")
+    if hook_options is None:
         return {name: [] for name in _TASK_HOOKS}
     return {name: [TaskHook(event, hook_options)] for name, event in _TASK_HOOKS.items()}
 
@@ -94,10 +82,25 @@ def monitor_flow(flow: F, token: str | None = None, **options: Any) -> F:
     return flow.with_options(**merged)  # type: ignore[attr-defined, no-any-return]
 
 
-def instrument(*, tasks: bool | None = None, **options: Any) -> bool:
+def instrument(
+    *,
+    tasks: bool | None = None,
+    token: str | None = None,
+    send_start: bool | None = None,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+) -> bool:
     """Monitor every flow run of this process (and every task run with ``tasks=True``;
-    default ``TELEMHQ_PREFECT_TASKS``). True if this call instrumented."""
-    return PrefectInstrumentor().instrument(tasks=tasks, **options)
+    default ``TELEMHQ_PREFECT_TASKS``). True if this call instrumented. See
+    :class:`PrefectInstrumentor` for the options.
+
+    Raises :class:`~telemhq_plugins.core.instrumentor.UnsupportedOrchestrator` when the
+    installed Prefect is not a supported version (``TELEMHQ_PREFECT_AUTO=1`` only logs it)."""
+    instrumentor = PrefectInstrumentor()
+    instrumentor.require()
+    return instrumentor.instrument(
+        tasks=tasks, token=token, send_start=send_start, include=include, exclude=exclude
+    )
 
 
 def uninstrument() -> bool:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import sys
 import threading
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from prefect.context import FlowRunContext, TaskRunContext
@@ -23,6 +22,7 @@ from prefect.exceptions import TerminationSignal
 from telemhq_plugins.core.delivery import Client
 from telemhq_plugins.core.logs import capture_internal_errors
 from telemhq_plugins.core.payload import ErrorInfo, Status, stable_ping_id
+from telemhq_plugins.core.policy import JobPolicy
 from telemhq_plugins.core.runs import Run, add_run_finder, resolve_target
 from telemhq_plugins.prefect._announce import announce_monitored
 from telemhq_plugins.prefect._deployment import add_looked_up_name
@@ -36,7 +36,6 @@ from telemhq_plugins.prefect._details import (
 
 __all__ = [
     "FlowHook",
-    "HookOptions",
     "StateHook",
     "TaskHook",
     "carries_hooks",
@@ -58,15 +57,6 @@ _open: dict[str, Run] = {}  # Prefect run id (flow or task run) -> the attempt i
 _flow_of_task: dict[str, str] = {}  # task run id -> its flow run id (closed with a crash)
 
 
-@dataclass(frozen=True, slots=True)
-class HookOptions:
-    """Where a flow's or task's pings go: ``token`` (token or ping URL; None: core's
-    resolution by job name) and whether its runs send ``start`` (None: the setting)."""
-
-    token: str | None = None
-    send_start: bool | None = False
-
-
 def find_run() -> Run | None:
     """The open run of the task, else the flow, executing in this context (``report()``)."""
     task_context = TaskRunContext.get()
@@ -84,7 +74,7 @@ def new_run(
     run_id: str,
     attempt: int,
     details: dict[str, Any],
-    options: HookOptions,
+    options: JobPolicy,
     *,
     timed: bool = True,
     started_at: dt.datetime | None = None,
@@ -99,19 +89,16 @@ def new_run(
     )  # fmt: skip
     if target is None:
         return None
-    current = Run(
+    current = target.run(
         job,
-        url=target.url,
-        client=target.client,
         orchestrator=ORCHESTRATOR,
         run_id=run_id,
         attempt=attempt,
         details=details,
         timed=timed,
+        started_at=started_at,
     )
-    if not timed:
-        current.started_at = started_at
-    elif target.send_start:
+    if timed and target.send_start:
         current.start(ping_id=stable_ping_id(run_id, attempt, "start"))
     return current
 
@@ -136,7 +123,7 @@ def _begin(
     run_id: str,
     attempt: int,
     details: dict[str, Any],
-    options: HookOptions,
+    options: JobPolicy,
 ) -> bool:
     """Start ``run_id``'s attempt (False: the job has no tracker); an attempt of the same run
     still open was retried."""
@@ -173,9 +160,7 @@ _FLOW_STATUS: dict[str, Status] = {
 }
 
 
-def flow_event(
-    event: FlowEvent, flow: Any, flow_run: Any, state: Any, options: HookOptions
-) -> None:
+def flow_event(event: FlowEvent, flow: Any, flow_run: Any, state: Any, options: JobPolicy) -> None:
     """One flow hook call. Never raises."""
     with capture_internal_errors(f"prefect flow {event} hook"):
         job = str(flow.name)
@@ -228,9 +213,7 @@ def _close_tasks_of(flow_run_id: str, status: Status, state: Any) -> None:
             end_run(current, status, ErrorInfo("FlowRun" + str(state.name), str(state.message)))
 
 
-def task_event(
-    event: TaskEvent, task: Any, task_run: Any, state: Any, options: HookOptions
-) -> None:
+def task_event(event: TaskEvent, task: Any, task_run: Any, state: Any, options: JobPolicy) -> None:
     """One task hook call. Never raises."""
     with capture_internal_errors(f"prefect task {event} hook"):
         run_id = str(task_run.id)
@@ -285,7 +268,7 @@ class StateHook:
     __slots__ = ("__name__", "event", "options")
     kind = "flow"
 
-    def __init__(self, event: str, options: HookOptions) -> None:
+    def __init__(self, event: str, options: JobPolicy) -> None:
         self.event = event
         self.options = options
         self.__name__ = f"telemhq_{'' if self.kind == 'flow' else 'task_'}{event}"

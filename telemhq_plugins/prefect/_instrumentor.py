@@ -14,17 +14,16 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from telemhq_plugins.core.config import env_flag
 from telemhq_plugins.core.instrumentor import Instrumentor
 from telemhq_plugins.core.logs import capture_internal_errors
-from telemhq_plugins.core.policy import resolve_policy
+from telemhq_plugins.core.policy import JobPolicy, resolve_policy
 from telemhq_plugins.prefect._details import task_job
 from telemhq_plugins.prefect._hooks import (
     FlowEvent,
-    HookOptions,
     TaskEvent,
     carries_hooks,
     flow_event,
@@ -85,23 +84,28 @@ class PrefectInstrumentor(Instrumentor):
     that carries the hooks of ``hooks()`` / ``task_hooks()`` is left to them (one ping per
     event)."""
 
-    instruments = ("prefect", "3.0")
+    instruments = ("prefect", ">=3.0,<4")
 
-    _originals: list[tuple[type, Callable[..., Any]]]
+    def _init_state(self) -> None:
+        #: each wrapped engine class and its own ``call_hooks``, for ``_uninstrument``.
+        self._originals: list[tuple[Any, Callable[..., Any]]] = []
 
-    def _instrument(self, *args: Any, **options: Any) -> None:
-        tasks = options.pop("tasks", None)
+    def _instrument(
+        self,
+        *,
+        tasks: bool | None = None,
+        token: str | None = None,
+        send_start: bool | None = None,
+        include: Sequence[str] | None = (),
+        exclude: Sequence[str] | None = (),
+    ) -> None:
         if tasks is None:
             tasks = env_flag("TELEMHQ_PREFECT_TASKS")
         policy = _Policy(
-            HookOptions(
-                token=options.pop("token", None), send_start=options.pop("send_start", None)
-            ),
-            tuple(options.pop("include", ()) or ()),
-            tuple(options.pop("exclude", ()) or ()),
+            JobPolicy(token=token, send_start=send_start),
+            tuple(include or ()),
+            tuple(exclude or ()),
         )
-        if args or options:
-            raise TypeError(f"unknown options: {sorted(options)} {args}")
         self._originals = []
         for module, name, kind in ENGINES:
             if kind == "task" and not tasks:
@@ -113,7 +117,7 @@ class PrefectInstrumentor(Instrumentor):
             cls.call_hooks = wrapper
 
     def _uninstrument(self) -> None:
-        for cls, original in getattr(self, "_originals", ()):
+        for cls, original in self._originals:
             cls.call_hooks = original
         self._originals = []
 
@@ -124,12 +128,12 @@ class _Policy:
     __slots__ = ("_jobs", "exclude", "include", "options")
 
     def __init__(
-        self, options: HookOptions, include: tuple[str, ...], exclude: tuple[str, ...]
+        self, options: JobPolicy, include: tuple[str, ...], exclude: tuple[str, ...]
     ) -> None:
         self.options, self.include, self.exclude = options, include, exclude
-        self._jobs: dict[str, HookOptions | None] = {}
+        self._jobs: dict[str, JobPolicy | None] = {}
 
-    def for_job(self, job: str) -> HookOptions | None:
+    def for_job(self, job: str) -> JobPolicy | None:
         """The options of ``job``'s pings, or None when it is not monitored."""
         try:
             return self._jobs[job]
@@ -138,7 +142,7 @@ class _Policy:
         found = resolve_policy(job, None, include=self.include, exclude=self.exclude)
         options = None
         if found is not None:
-            options = HookOptions(
+            options = JobPolicy(
                 token=found.token or self.options.token,
                 send_start=self.options.send_start
                 if found.send_start is None

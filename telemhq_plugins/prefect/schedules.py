@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo
 import dateutil.rrule as du  # type: ignore[import-untyped, unused-ignore]
 from prefect.client.orchestration import get_client as get_prefect_client
 
-from telemhq_plugins.core.cron import combine_crons, fires_per_year
+from telemhq_plugins.core.cron import combine_crons, cron_from_fields, fires_per_year
 from telemhq_plugins.core.logs import log_once
 from telemhq_plugins.core.provision import JobSchedule
 
@@ -59,8 +59,6 @@ _STEP_SECONDS: Final[dict[int, int]] = {
 }
 #: How far ahead (days) a zone must keep one UTC offset for a period to be exact in it.
 _FIXED_OFFSET_DAYS: Final = 2 * 366
-#: (first, last) of the cron fields, in order: minute, hour, day of month, month, weekday.
-_RANGES: Final = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
 #: The most days each month can have (February: in leap years).
 _MONTH_DAYS: Final = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 #: How far ahead the next run after a skipped hour is looked for (a yearly rule's next run).
@@ -215,7 +213,7 @@ class _Fields:
         # cron's weekdays count from Sunday = 0.
         weekdays = None if self.weekdays is None else {(d + 1) % 7 for d in self.weekdays}
         fields = (self.minutes, self.hours, self.days, self.months, weekdays)
-        return " ".join(_cron_field(values, index) for index, values in enumerate(fields))
+        return cron_from_fields(fields)
 
     def first_at_or_after(self, wall: dt.datetime, within: dt.timedelta) -> dt.datetime | None:
         """The first of these wall times at or after the naive ``wall``, within ``within``."""
@@ -366,26 +364,6 @@ def _phase(values: set[int] | None, origin: int, step: int, first: int, size: in
     ``origin`` reaches, within ``values`` (None: all)."""
     reached = {v for v in range(first, first + size) if (v - origin) % step == 0}
     return _meet(values, reached)
-
-
-def _cron_field(values: set[int] | None, index: int) -> str:
-    """A cron field: ``*`` for every value, else the values with runs of three or more
-    written as ranges (``1-5``)."""
-    first, last = _RANGES[index]
-    if values is None or values >= set(range(first, last + 1)):
-        return "*"
-    parts: list[str] = []
-    ordered = sorted(values)
-    begin = 0
-    for i in range(1, len(ordered) + 1):
-        if i == len(ordered) or ordered[i] != ordered[i - 1] + 1:
-            run = ordered[begin:i]
-            if len(run) >= 3:
-                parts.append(f"{run[0]}-{run[-1]}")
-            else:
-                parts.extend(str(v) for v in run)
-            begin = i
-    return ",".join(parts)
 
 
 async def deployment_schedules() -> list[JobSchedule]:

@@ -46,9 +46,10 @@ from prefect.events.filters import (
 from telemhq_plugins.core.delivery import Client, get_client
 from telemhq_plugins.core.logs import capture_internal_errors
 from telemhq_plugins.core.payload import ErrorInfo, Status
+from telemhq_plugins.core.policy import JobPolicy
 from telemhq_plugins.core.provision import ScheduleSync, sync
 from telemhq_plugins.prefect._announce import FLOW_RUN_RESOURCE, MONITORED_EVENT
-from telemhq_plugins.prefect._hooks import HookOptions, end_run, new_run
+from telemhq_plugins.prefect._hooks import end_run, new_run
 from telemhq_plugins.prefect.schedules import deployment_schedules
 
 __all__ = ["STATE_STATUS", "Watcher"]
@@ -65,7 +66,8 @@ STATE_STATUS: dict[str, Status] = {
     "AwaitingRetry": "retry",
 }
 _PREFIX = FLOW_RUN_RESOURCE  # also the prefix of the flow-run events' names
-_OPTIONS = HookOptions()  # core's resolution by job name (the ping key), no start ping
+#: core's resolution by job name (the ping key), no start ping.
+_OPTIONS = JobPolicy(send_start=False)
 _MAX_SEEN = 5_000
 
 

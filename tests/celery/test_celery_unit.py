@@ -17,7 +17,7 @@ from celery import Celery, signals
 from celery.app.task import Context
 
 import telemhq_plugins
-from telemhq_plugins.celery import CeleryInstrumentor, TaskPolicy, resolve_policy, setup
+from telemhq_plugins.celery import CeleryInstrumentor, resolve_policy, setup
 from telemhq_plugins.celery._context import celery_block, current_request
 from telemhq_plugins.core import Client, JobPolicy, set_client
 from tests.celery.conftest import make_client
@@ -38,29 +38,29 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_it_monitors_every_task_but_celerys_own_by_default() -> None:
-    assert resolve_policy("proj.load", None) == TaskPolicy()
+    assert resolve_policy("proj.load", None) == JobPolicy()
     assert resolve_policy("celery.chord_unlock", None) is None
 
 
 def test_it_applies_include_and_exclude_globs() -> None:
     include = ("etl.*",)
-    assert resolve_policy("etl.load", None, include=include) == TaskPolicy()
+    assert resolve_policy("etl.load", None, include=include) == JobPolicy()
     assert resolve_policy("web.email", None, include=include) is None
     assert resolve_policy("etl.tmp_x", None, include=include, exclude=("etl.tmp_*",)) is None
 
 
 def test_it_lets_the_task_option_win_over_the_globs() -> None:
-    assert resolve_policy("celery.x", {"enabled": True}) == TaskPolicy()
-    assert resolve_policy("web.email", True, include=("etl.*",)) == TaskPolicy()
+    assert resolve_policy("celery.x", {"enabled": True}) == JobPolicy()
+    assert resolve_policy("web.email", True, include=("etl.*",)) == JobPolicy()
     assert resolve_policy("etl.load", {"enabled": False}, include=("etl.*",)) is None
     assert resolve_policy("etl.load", False) is None
-    assert resolve_policy("etl.load", {"token": "abc", "send_start": True}) == TaskPolicy(
+    assert resolve_policy("etl.load", {"token": "abc", "send_start": True}) == JobPolicy(
         token="abc", send_start=True
     )
 
 
 def test_it_treats_an_unusable_option_as_no_option() -> None:
-    assert resolve_policy("etl.load", "not a mapping") == TaskPolicy()
+    assert resolve_policy("etl.load", "not a mapping") == JobPolicy()
 
 
 def test_it_builds_only_the_id_from_an_unrelated_request() -> None:
@@ -409,10 +409,6 @@ def test_it_refuses_a_celery_older_than_supported(
     assert "celery 5.2.7 is installed but telemhq-plugins needs celery>=5.3" in caplog.text
 
 
-def test_the_task_policy_is_cores_job_policy() -> None:
-    assert TaskPolicy is JobPolicy
-
-
 def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("TELEMHQ_")}
     environ.update(PYTHONPATH=str(ROOT), **env)
@@ -443,7 +439,7 @@ def test_it_names_the_extra_when_celery_is_missing() -> None:
         "except ImportError as exc:\n    print(exc)\n"
     )
     out = _python(code).stdout
-    assert 'pip install "telemhq-plugins[celery]"' in out
+    assert 'pip install ".[celery]"' in out
 
 
 def test_it_lists_monitored_tasks_with_the_celery_command() -> None:

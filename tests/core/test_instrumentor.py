@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from telemhq_plugins.core.instrumentor import Instrumentor, check_version
+from telemhq_plugins.core.extras import missing_extra
+from telemhq_plugins.core.instrumentor import Instrumentor, UnsupportedOrchestrator, check_version
 
 
 class Registry:
@@ -200,3 +201,68 @@ def test_versions_compare_as_pep_440_releases(
 def test_an_unreadable_installed_version_is_not_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "main-branch")
     assert check_version("acme", "5.3") is None
+
+
+@pytest.mark.parametrize(
+    ("installed", "ok"),
+    [
+        ("5.3", True),
+        ("5.9.2", True),
+        ("5.4rc1", True),  # a pre-release of a supported version
+        ("6.0", False),  # the ceiling
+        ("6.0rc1", False),
+        ("6.1.0", False),
+        ("5.2.7", False),
+    ],
+)
+def test_a_specifier_sets_a_floor_and_a_ceiling(
+    installed: str, ok: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: installed)
+    problem = check_version("acme", ">=5.3,<6")
+    assert (problem is None) is ok
+    if not ok:
+        assert problem == (
+            f"acme {installed} is installed but telemhq-plugins needs acme>=5.3,<6 "
+            '(pip install "acme>=5.3,<6")'
+        )
+
+
+def test_an_explicit_request_on_an_unsupported_orchestrator_raises() -> None:
+    registry = Registry()
+    toy = make_instrumentor(registry, instruments=("httpx", ">=999.1,<1000"))
+    with pytest.raises(UnsupportedOrchestrator, match=r"httpx>=999\.1,<1000"):
+        toy().require()
+    assert toy().instrument() is False  # the automatic path only logs
+    assert registry.fire("run") == []
+    supported = make_instrumentor(registry, instruments=("httpx", ">=0.1,<999"))
+    supported().require()  # nothing to say
+    assert supported().instrument() is True
+
+
+def test_per_instance_state_is_set_once_per_process() -> None:
+    class Counting(Instrumentor):
+        created = 0
+
+        def _init_state(self) -> None:
+            type(self).created += 1
+            self.hooks: list[str] = []
+
+        def _instrument(self, *args: Any, **options: Any) -> None:
+            self.hooks.append("on")
+
+        def _uninstrument(self) -> None:
+            self.hooks.clear()
+
+    assert Counting().instrument() is True
+    assert Counting().hooks == ["on"]  # a second Counting() keeps the first one's state
+    assert Counting().uninstrument() is True
+    assert Counting().hooks == []
+    assert Counting.created == 1
+
+
+def test_a_missing_orchestrator_names_the_extra_and_commands_that_work() -> None:
+    message = missing_extra("telemhq_plugins.acme", "Acme", "acme")
+    assert message.startswith("telemhq_plugins.acme needs Acme, which is not installed")
+    assert 'pip install ".[acme]"' in message  # from a checkout
+    assert 'pip install "./dist/<wheel>[acme]"' in message  # the wheel of ``make dist``

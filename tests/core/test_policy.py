@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from telemhq_plugins.core.policy import JobPolicy, matches, resolve_policy
+import logging
+
+import pytest
+
+from telemhq_plugins.core.policy import JobPolicy, matches, policy_from_kwargs, resolve_policy
 
 
 def test_globs_exclude_first_then_include() -> None:
@@ -35,3 +39,24 @@ def test_the_option_carries_token_and_start() -> None:
         send_start=False
     )
     assert resolve_policy("etl.load", "not a mapping") == JobPolicy()
+
+
+def test_keyword_options_make_a_policy_and_an_unknown_one_turns_monitoring_off(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="telemhq")
+    assert policy_from_kwargs("tok", True, {"enabled": True}, where="acme()") == JobPolicy(
+        token="tok", send_start=True
+    )
+    assert policy_from_kwargs("tok", True, {"enabled": False}, where="acme()") is None
+    assert caplog.records == []
+    assert policy_from_kwargs(None, None, {"tokn": "x"}, where="acme()") is None
+    (record,) = caplog.records
+    assert record.levelno == logging.ERROR
+    assert "'tokn'" in record.getMessage()
+    assert "acme()" in record.getMessage()
+    assert "token" in record.getMessage()  # the closest valid name
+    caplog.clear()
+    # ``valid`` narrows what a helper takes (a DAG run's callbacks send no start)
+    assert policy_from_kwargs(None, None, {"send_start": 1}, where="b()", valid=("token",)) is None
+    assert "'send_start' (b())" in caplog.records[0].getMessage()

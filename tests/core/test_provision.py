@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from telemhq_plugins.core import JobSchedule, sync
-from telemhq_plugins.core.cron import combine_crons, fires_per_year
+from telemhq_plugins.core.cron import combine_crons, cron_from_fields, fires_per_year
 
 
 @pytest.mark.parametrize(
@@ -126,3 +126,25 @@ def test_it_counts_how_often_a_cron_fires() -> None:
     assert fires_per_year("@hourly") == pytest.approx(365.25 * 24)
     for unreadable in ("61 * * * *", "* * *", "0 0 * * funday", "*/0 * * * *", "5-1 * * * *"):
         assert fires_per_year(unreadable) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ([{0}, {3}, None, None, None], "0 3 * * *"),
+        ([{0, 15, 30, 45}, None, None, None, {1, 2, 3, 4, 5}], "0,15,30,45 * * * 1-5"),
+        ([{30}, {2, 3}, {1, 15}, None, {0, 6}], "30 2,3 1,15 * 0,6"),
+        (
+            [set(range(60)), set(range(24)), set(range(1, 32)), set(range(1, 13)), set(range(7))],
+            "* * * * *",
+        ),
+        (
+            [{*range(11), *range(50, 60)}, None, None, {1, 2, 3, 12}, None],
+            "0-10,50-59 * * 1-3,12 *",
+        ),
+    ],
+)
+def test_cron_fields_are_written_with_ranges_of_three_or_more(
+    fields: list[set[int] | None], expected: str
+) -> None:
+    assert cron_from_fields(fields) == expected

@@ -241,6 +241,28 @@ def test_it_resolves_a_jobs_target_once_for_many_runs() -> None:
     assert resolve_target("etl.load", token="t", client=Recorder(disabled=True).client) is None
 
 
+def test_a_target_builds_the_runs_of_its_job(recorder: Recorder) -> None:
+    target = resolve_target("etl.load", token="tok-1", client=recorder.client)
+    assert target is not None
+    timed = target.run("etl.load", orchestrator="acme", run_id="r-1", attempt=2, details={"a": 1})
+    started = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    late = target.run("etl.load", orchestrator="acme", timed=False, started_at=started)
+    assert timed.finish("success")
+    assert late.finish("failure", duration_ms=1500.0)
+    first, second = recorder.bodies()
+    assert recorder.requests[0][0] == f"{recorder.client.settings.base_url}/ping/tok-1"
+    assert first["job"] == "etl.load"
+    assert first["orchestrator"] == "acme"
+    assert first["run_id"] == "r-1"
+    assert first["attempt"] == 2
+    assert first["acme"] == {"a": 1}
+    assert first["duration"] >= 0
+    assert "started_at" in first
+    assert second["started_at"] == "2026-01-02T03:04:05Z"
+    assert second["duration"] == 1500.0
+    assert second["run_id"]  # a new one
+
+
 def test_a_run_whose_start_was_not_seen_sends_no_made_up_times(recorder: Recorder) -> None:
     url = "http://telemhq.test/ping/tok"
     late = Run("adapter.task", url=url, client=recorder.client, timed=False)

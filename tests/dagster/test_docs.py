@@ -1,67 +1,104 @@
-"""docs/dagster.md's quick start, as written, run against the real reference server."""
+"""The Dagster quick starts of the README and docs/dagster.md, run as written by Dagster's own
+CLI against the reference server: ``dagster job execute`` for the step pings, and
+``dagster sensor preview`` of the schedule sensor for the tracker's schedule."""
 
 from __future__ import annotations
 
-import importlib.util
-import re
+import os
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
+from typing import Any, NamedTuple
 
 import pytest
-from dagster import DagsterInstance, build_sensor_context
 
-from telemhq_plugins.core import Client
-from tests.dagster.conftest import Stored
+from tests.docs_snippets import (
+    ROOT,
+    assert_one_success_each,
+    exports,
+    run_command,
+    snippet,
+    venv_env,
+)
+from tests.kit import ping_key, tracker_by_slug
+from tests.live_server import LiveServer
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "dagster.md"
+pytestmark = pytest.mark.slow
 
-
-def quick_start(tmp_path: Path) -> ModuleType:
-    section = DOC.read_text().split("## Quick start", 1)[1].split("\n## ", 1)[0]
-    (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
-    path = tmp_path / "definitions.py"
-    path.write_text(code)
-    spec = importlib.util.spec_from_file_location("telemhq_docs_definitions", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+DAGSTER = str(Path(sys.executable).with_name("dagster"))
+README = ROOT / "README.md"
+PAGE = ROOT / "docs" / "dagster.md"
 
 
-def test_the_quick_start_runs_as_written(
-    server: Stored,
-    client: Client,
-    instance: DagsterInstance,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    module = quick_start(tmp_path)
-    try:
-        repo = module.defs.get_repository_def()
-        assert {s.name for s in repo.sensor_defs} >= {"telemhq_run_success", "telemhq_schedules"}
-        result = module.defs.resolve_job_def("nightly_etl").execute_in_process(instance=instance)
-        assert result.success
-        (extract,) = server.wait("nightly_etl.extract", 1, f"{result.run_id}:extract")
-        assert extract["records_processed"] == 3
-        assert extract["source_files"] == 1
-        (load,) = server.wait("nightly_etl.load", 1, f"{result.run_id}:load")
-        assert load["status"] == "success"
+class QuickStart(NamedTuple):
+    doc: Path
+    env_block: str
+    defs_block: str
+    job: str
+    expected: dict[str, dict[str, Any]]  # tracker slug -> fields of its one run
+    cron: str | None  # the schedule the job's tracker gets, if the block has one
 
-        monkeypatch.setenv("TELEMHQ_API_KEY", server.live.api_key)
-        sensor = repo.get_sensor_def("telemhq_schedules")
-        sensor.evaluate_tick(build_sensor_context(instance=instance, repository_def=repo))
+
+QUICK_STARTS = [
+    pytest.param(
+        QuickStart(
+            README,
+            "readme-dagster-env",
+            "readme-dagster-defs",
+            "daily_orders",
+            {"daily-orders-orders": {"records_processed": 450}},
+            None,
+        ),
+        id="README",
+    ),
+    pytest.param(
+        QuickStart(
+            PAGE,
+            "dagster-env",
+            "dagster-defs",
+            "nightly_etl",
+            {
+                "nightly-etl-raw-orders": {"source_files": 1},
+                "nightly-etl-order-summary": {"records_processed": 3},
+            },
+            "0 3 * * *",
+        ),
+        id="dagster.md",
+    ),
+]
+
+
+def _dagster(*args: str, env: dict[str, str], cwd: Path) -> None:
+    run_command([DAGSTER, *args], env=env, cwd=cwd)
+
+
+@pytest.mark.parametrize("quick_start", QUICK_STARTS)
+def test_the_quick_start_runs_as_written(tmp_path: Path, quick_start: QuickStart) -> None:
+    doc = quick_start.doc
+    defs = snippet(doc, quick_start.defs_block).code
+    (tmp_path / "definitions.py").write_text(defs)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with LiveServer() as live:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMHQ_")}
+        env |= exports(
+            snippet(doc, quick_start.env_block), base_url=live.base_url, ping_key=ping_key(live)
+        )
+        env = venv_env({**env, "DAGSTER_HOME": str(home)})
+        _dagster(
+            "job", "execute", "-f", "definitions.py", "-j", quick_start.job, env=env, cwd=tmp_path
+        )
+        assert_one_success_each(live, quick_start.expected)
+        if quick_start.cron is None:
+            return
+        env["TELEMHQ_API_KEY"] = live.api_key  # "with TELEMHQ_API_KEY set too"
+        _dagster(
+            "sensor", "preview", "telemhq_schedules", "-f", "definitions.py", env=env, cwd=tmp_path
+        )
+        slug = quick_start.job.replace("_", "-")
         deadline = time.monotonic() + 30
-        tracker = server.tracker("nightly_etl")
-        while (tracker is None or tracker["schedule"]["kind"] != "cron") and (
-            time.monotonic() < deadline
-        ):
+        while (tracker := tracker_by_slug(live, slug)) is None or tracker["schedule"] is None:
+            assert time.monotonic() < deadline, tracker
             time.sleep(0.1)
-            tracker = server.tracker("nightly_etl")
-        assert tracker is not None
-        assert tracker["schedule"]["cron"] == "0 3 * * *"
-    finally:
-        sys.modules.pop("telemhq_docs_definitions", None)
+        assert tracker["schedule"]["kind"] == "cron"
+        assert tracker["schedule"]["cron"] == quick_start.cron

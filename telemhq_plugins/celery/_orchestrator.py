@@ -1,0 +1,11 @@
+"""Celery itself: the first import of this package, so that a missing Celery is an
+ImportError that says which extra of telemhq-plugins to install."""
+
+from __future__ import annotations
+
+from telemhq_plugins.core.extras import missing_extra
+
+try:
+    import celery  # noqa: F401
+except ImportError as exc:  # pragma: no cover - exercised in an environment without celery
+    raise ImportError(missing_extra("telemhq_plugins.celery", "Celery", "celery")) from exc

@@ -1,0 +1,11 @@
+"""Prefect itself: the first import of this package, so that a missing Prefect is an
+ImportError that says which extra of telemhq-plugins to install."""
+
+from __future__ import annotations
+
+from telemhq_plugins.core.extras import missing_extra
+
+try:
+    import prefect  # noqa: F401
+except ImportError as exc:  # pragma: no cover - exercised in an environment without prefect
+    raise ImportError(missing_extra("telemhq_plugins.prefect", "Prefect", "prefect")) from exc
