@@ -1,8 +1,10 @@
-"""Fixtures shared by every part's tests: the machine's services, required in CI.
+"""Fixtures shared by every part's tests: the test kit (``tests/kit.py``, loaded as a plugin)
+and the machine's services, required in CI.
 
 PostgreSQL (127.0.0.1:5432, trust auth, database ``test``) and Redis (127.0.0.1:6379) run on
 the developers' machines and in CI. Where one is missing, its tests skip with the reason;
-with ``TELEMHQ_REQUIRE_SERVICES=1`` (CI) they fail instead, so nothing is skipped silently.
+with ``TELEMHQ_REQUIRE_SERVICES=1`` (CI) they fail instead, so nothing is skipped silently
+(programs a test needs, such as curl or a browser, follow the same rule: ``require_tool``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ import socket
 
 import pytest
 from hypothesis import settings
+
+# The test kit's fixtures (``live_server``, ``ping_key``, ``client`` ...) for every suite; as a
+# plugin, its asserts are rewritten like a test's.
+pytest_plugins = ["tests.kit"]
 
 # CI (``CI=true``) replays the same examples on every run: a property test that found nothing
 # yesterday cannot fail a build today on a newly drawn example. Developers' runs draw new ones
@@ -30,10 +36,9 @@ def require_service(name: str, host: str, port: int) -> None:
         with socket.create_connection((host, port), timeout=2):
             return
     except OSError as exc:
-        reason = f"{name} is not reachable at {host}:{port} ({exc})"
-    if os.environ.get("TELEMHQ_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"{reason}; TELEMHQ_REQUIRE_SERVICES=1 requires it")
-    pytest.skip(f"{reason}; start it to run this test (CI requires it)")
+        from tests.kit import unavailable  # imported by pytest as a plugin, not from here first
+
+        unavailable(f"{name} is not reachable at {host}:{port} ({exc})")
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.kit import statuses, wait_for_runs
+from tests.kit import statuses_oldest_first, wait_for_runs
 from tests.live_server import LiveServer
 
 __all__ = [
@@ -163,7 +163,7 @@ def assert_one_success_each(server: LiveServer, expected: Mapping[str, Mapping[s
     given (the tracker may appear a moment after the command returns)."""
     for slug, fields in expected.items():
         runs = wait_for_runs(server, slug, 1)
-        assert statuses(runs) == ["success"], runs
+        assert statuses_oldest_first(runs) == ["success"], runs
         payload = runs[0]["payload"]
         assert {field: payload.get(field) for field in fields} == dict(fields), payload
 

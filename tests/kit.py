@@ -1,14 +1,19 @@
-"""The test kit every adapter's suite uses: a delivery client pointed at the live reference
-server, ping keys, waiting for what the server stored, and the helpers behind "the adapter
-failing never fails the job" and "instrumented twice sends one ping".
+"""The test kit every suite loads as a pytest plugin (``pytest_plugins`` in ``tests/conftest.py``):
+a real reference server, a ping key, the process's delivery client pointed at them, waiting for
+what the server stored, and the helpers behind "the adapter failing never fails the job" and
+"instrumented twice sends one ping".
 
-    pytest_plugins = ["tests.live_server"]      # the ``live_server`` fixture (one per module)
+Fixtures (no import needed):
 
-    def test_a_task_reports(live_server):
-        client = client_for(live_server, ping_key=ping_key(live_server))
-        ...run the orchestrator's job with ``client`` as the process's client...
+- ``live_server``: a real ``telemhq-server`` on SQLite, one per test module;
+- ``session_live_server``: the same, one per session (for a suite's session-wide fixtures);
+- ``ping_key``: a ping key of ``live_server`` (one per module): a tracker per job, by its slug;
+- ``client``: the process's delivery client (``set_client``) on ``live_server``/``ping_key``.
+
+    def test_a_task_reports(live_server, client):
+        ...run the orchestrator's job; the adapter sends through ``client``...
         runs = wait_for_runs(live_server, "etl-load", 2)
-        assert statuses(runs) == ["start", "success"]
+        assert statuses_oldest_first(runs) == ["start", "success"]
         assert_one_ping_per_event(runs)
 
 Everything here talks to the real server over HTTP; nothing is mocked but ``breaking_core``,
@@ -19,14 +24,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import httpx
+import pytest
 
 from telemhq_plugins.core.config import load_settings
 from telemhq_plugins.core.delivery import Client, set_client
@@ -40,21 +47,65 @@ __all__ = [
     "breaking_core",
     "client_for",
     "dead_endpoint",
+    "free_port",
+    "new_ping_key",
     "ping_key",
+    "process_client",
+    "require_tool",
     "runs_everywhere",
     "settings_client",
     "statuses",
+    "statuses_oldest_first",
     "telemhq_warnings",
     "tracker_by_slug",
+    "unavailable",
     "wait_for_runs",
+    "wait_until",
 ]
+
+T = TypeVar("T")
+
+REQUIRE_ENV = "TELEMHQ_REQUIRE_SERVICES"
+
+
+# --- fixtures ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(name="live_server", scope="module")
+def fixture_live_server() -> Iterator[LiveServer]:
+    """A real server on SQLite for the tests of one module."""
+    with LiveServer() as server:
+        yield server
+
+
+@pytest.fixture(name="session_live_server", scope="session")
+def fixture_session_live_server() -> Iterator[LiveServer]:
+    """A real server on SQLite for the whole session."""
+    with LiveServer() as server:
+        yield server
+
+
+@pytest.fixture(name="ping_key", scope="module")
+def fixture_ping_key(live_server: LiveServer) -> str:
+    """A ping key of the module's server: each job's tracker is made by its first ping."""
+    return new_ping_key(live_server)
+
+
+@pytest.fixture(name="client")
+def fixture_client(live_server: LiveServer, ping_key: str) -> Iterator[Client]:
+    """The process's delivery client for one test, on the module's server and ping key."""
+    with process_client(client_for(live_server, ping_key=ping_key)) as current:
+        yield current
+
+
+# --- helpers -----------------------------------------------------------------------------------
 
 
 def client_for(server: LiveServer, **overrides: Any) -> Client:
     """A delivery client for ``server`` from explicit settings only (the developer's
     environment and config file never leak in): short timeout, no retries. ``overrides`` win
-    (``ping_key=...``, ``token=...``, ``trackers=...``). Close it (``client.close()``) when done;
-    install it as the process's client with ``set_client`` when the adapter uses that one."""
+    (``ping_key=...``, ``token=...``, ``trackers=...``). Close it (``client.close()``) when done,
+    or hand it to :func:`process_client` when the adapter sends through the process's client."""
     settings: dict[str, Any] = {
         "base_url": server.base_url,
         "timeout": 2.0,
@@ -65,7 +116,19 @@ def client_for(server: LiveServer, **overrides: Any) -> Client:
     return Client(load_settings(env={}, config_file=os.devnull, **settings))
 
 
-def ping_key(server: LiveServer, *, auto_create: bool = True) -> str:
+@contextlib.contextmanager
+def process_client(client: Client) -> Iterator[Client]:
+    """``client`` as the process's delivery client (what adapters send through) for the block;
+    then it is closed and the previous client is back."""
+    previous = set_client(client)
+    try:
+        yield client
+    finally:
+        client.close()
+        set_client(previous)
+
+
+def new_ping_key(server: LiveServer, *, auto_create: bool = True) -> str:
     """A new ping key (through the management API): ``/ping/<key>/<slug of the job>`` then
     reaches a tracker per job, created on its first ping when ``auto_create``."""
     response = server.api(
@@ -78,6 +141,11 @@ def ping_key(server: LiveServer, *, auto_create: bool = True) -> str:
     return key
 
 
+# The helper's former name, for test modules that still import it (the ``ping_key`` fixture is
+# the key of the module's server).
+ping_key = new_ping_key
+
+
 def tracker_by_slug(server: LiveServer, slug: str) -> dict[str, Any] | None:
     """The tracker with this slug, or None when there is none (yet)."""
     response = server.api("GET", f"/trackers/{slug}")
@@ -88,30 +156,50 @@ def tracker_by_slug(server: LiveServer, slug: str) -> dict[str, Any] | None:
     return tracker
 
 
+def wait_until(
+    check: Callable[[], T | None],
+    what: str | Callable[[], str],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.05,
+) -> T:
+    """The first truthy answer of ``check()``, asked every ``interval`` seconds. After
+    ``timeout`` seconds (a bound for a busy machine, not a speed assertion) it fails naming
+    ``what``: a text, or a function that says at that moment what was seen instead."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = check()
+        if answer:
+            return answer
+        if time.monotonic() > deadline:
+            description = what if isinstance(what, str) else what()
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {description}")
+        time.sleep(interval)
+
+
 def wait_for_runs(
     server: LiveServer, slug_or_id: str | int, count: int, *, timeout: float = 30.0
 ) -> list[dict[str, Any]]:
-    """The tracker's runs (newest first) once it has at least ``count``; the tracker may not
-    exist yet (a ping key creates it on the first ping). Fails after ``timeout`` seconds
-    (a bound for a busy machine, not a speed assertion) with what the server did store."""
-    deadline = time.monotonic() + timeout
-    seen: list[dict[str, Any]] = []
-    while True:
+    """The tracker's runs (newest first, as the server lists them) once it has at least
+    ``count``; the tracker may not exist yet (a ping key creates it on the first ping). Fails
+    after ``timeout`` seconds with what the server did store."""
+    seen: list[dict[str, Any]] | None = None  # None: no such tracker (yet)
+
+    def enough() -> list[dict[str, Any]] | None:
+        nonlocal seen
         response = server.api("GET", f"/trackers/{slug_or_id}/runs", params={"limit": 500})
-        if response.status_code == 200:
-            seen = response.json()["items"]
-            if len(seen) >= count:
-                return seen
-        elif response.status_code != 404:
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
             raise AssertionError(f"runs of {slug_or_id}: {response.status_code} {response.text}")
-        if time.monotonic() > deadline:
-            what = (
-                f"{len(seen)} run(s): {_summary(seen)}"
-                if response.status_code == 200
-                else "no such tracker"
-            )
-            raise AssertionError(f"{slug_or_id}: expected {count} run(s) in {timeout}s, got {what}")
-        time.sleep(0.05)
+        seen = response.json()["items"]
+        return seen if len(seen) >= count else None
+
+    def stored() -> str:
+        got = "no such tracker" if seen is None else f"{len(seen)} run(s): {_summary(seen)}"
+        return f"{slug_or_id}: expected {count} run(s), got {got}"
+
+    return wait_until(enough, stored, timeout=timeout)
 
 
 def runs_everywhere(server: LiveServer, run_id_prefix: str = "") -> list[dict[str, Any]]:
@@ -133,9 +221,31 @@ def runs_everywhere(server: LiveServer, run_id_prefix: str = "") -> list[dict[st
         params["cursor"] = page["next"]
 
 
-def statuses(runs: list[dict[str, Any]]) -> list[str]:
-    """The runs' statuses, oldest first (``wait_for_runs`` answers newest first)."""
-    return [run["status"] for run in reversed(runs)]
+def statuses_oldest_first(runs: list[dict[str, Any]]) -> list[str]:
+    """The statuses of stored ``runs`` in the order the server stored them, oldest first,
+    whatever the order of the list (``wait_for_runs`` answers newest first)."""
+    return [run["status"] for run in sorted(runs, key=lambda run: int(run["id"]))]
+
+
+# The helper's former name, for test modules that still import it.
+statuses = statuses_oldest_first
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip the test for ``reason`` (a missing service or program), or fail it when
+    TELEMHQ_REQUIRE_SERVICES=1 (CI), so that nothing is skipped there silently."""
+    if os.environ.get(REQUIRE_ENV) == "1":
+        pytest.fail(f"{reason}; {REQUIRE_ENV}=1 requires it")
+    pytest.skip(f"{reason}; install or start it to run this test (CI requires it)")
+
+
+def require_tool(name: str, why: str = "") -> str:
+    """The path of the program ``name`` (``curl``, ``node``...); when it is missing, the test
+    is :func:`unavailable` (``why`` says what it is needed for)."""
+    path = shutil.which(name)
+    if path is None:
+        unavailable(f"{name} is not installed" + (f" ({why})" if why else ""))
+    return path
 
 
 def assert_one_ping_per_event(runs: list[dict[str, Any]]) -> None:

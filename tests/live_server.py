@@ -8,9 +8,9 @@
         assert server.runs(tracker["id"])[0]["passed"] is True
         assert server.tracker(tracker["id"])["state"] == "up"
 
-Or as a pytest fixture: ``pytest_plugins = ["tests.live_server"]`` in a conftest, then use
-``live_server`` (one server per test module; SQLite). ``LiveServer(database_url=...)`` runs it on
-another database (e.g. a PostgreSQL schema: ``...?options=-csearch_path%3Dmy_schema``).
+Or as the test kit's fixture ``live_server`` (``tests/kit.py``: one server per test module,
+SQLite). ``LiveServer(database_url=...)`` runs it on another database (e.g. a PostgreSQL
+schema: ``...?options=-csearch_path%3Dmy_schema``).
 
 Interface (kept stable): ``base_url``, ``api_key``, ``start()``, ``stop()``, ``kill()`` (SIGKILL,
 then ``start()`` again on the same database and port), context manager,
@@ -30,14 +30,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-__all__ = ["LiveServer", "dies_with_parent", "free_port", "live_server"]
+__all__ = ["LiveServer", "dies_with_parent", "free_port"]
 
 _SETPRIV = shutil.which("setpriv") if sys.platform == "linux" else None
 
@@ -54,6 +53,7 @@ DEFAULT_API_KEY = "thq_test_admin_key_0123456789abcdef"
 
 
 def free_port() -> int:
+    """A loopback port nothing listens on (for now): connecting to it is refused."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -225,10 +225,3 @@ class LiveServer:
         token = tracker if isinstance(tracker, str) else tracker["token"]
         kwargs: dict[str, Any] = {} if body is None else {"json": body}
         return self.client.post(f"/ping/{token}{suffix}", **kwargs)
-
-
-@pytest.fixture(scope="module")
-def live_server() -> Iterator[LiveServer]:
-    """A real server on SQLite for the tests of one module."""
-    with LiveServer() as server:
-        yield server

@@ -1,5 +1,7 @@
 """Fixtures for the Airflow adapter tests: a real Airflow 3 (``dag.test()``, its metadata DB
-migrated once per session in a temporary ``AIRFLOW_HOME``) and the real reference server.
+migrated once per session in a temporary ``AIRFLOW_HOME``). The reference server, its ping key
+and the process's delivery client are the test kit's (``server`` is ``live_server`` by the name
+the Airflow tests use; ``ping_key``, ``client``).
 
 Airflow reads its configuration when first imported, so the environment is set here, before
 any test module imports it. Every DAG lives in ``tests/airflow/dags`` (``dag.test()`` parses
@@ -40,9 +42,6 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import starlette.testclient  # noqa: F401
 
-from telemhq_plugins.core import Client, set_client  # noqa: E402
-from tests.kit import client_for  # noqa: E402
-from tests.kit import ping_key as new_ping_key  # noqa: E402
 from tests.live_server import LiveServer  # noqa: E402
 
 
@@ -66,22 +65,7 @@ def airflow_db() -> str:
     return AIRFLOW_HOME
 
 
-@pytest.fixture(scope="session")
-def server() -> Iterator[LiveServer]:
-    with LiveServer() as live:
-        yield live
-
-
-@pytest.fixture(scope="session")
-def ping_key(server: LiveServer) -> str:
-    return new_ping_key(server)
-
-
-@pytest.fixture
-def client(server: LiveServer, ping_key: str) -> Iterator[Client]:
-    """The process-wide delivery client, on the server's ping key (a tracker per job)."""
-    current = client_for(server, ping_key=ping_key)
-    previous = set_client(current)
-    yield current
-    current.close()
-    set_client(previous)
+@pytest.fixture(scope="module")
+def server(live_server: LiveServer) -> LiveServer:
+    """The kit's ``live_server``, by the name the Airflow tests use."""
+    return live_server

@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from telemhq_plugins.core import slugify
-from tests.kit import tracker_by_slug, wait_for_runs
+from tests.kit import statuses, tracker_by_slug, wait_for_runs
 from tests.live_server import LiveServer
+
+# ``statuses`` is the kit's (``statuses_oldest_first``), for the modules that import it from here.
+__all__ = ["block", "run_count", "runs_of", "statuses", "tracker"]
 
 
 def tracker(server: LiveServer, job: str) -> dict[str, Any] | None:
@@ -26,11 +29,6 @@ def runs_of(
 def run_count(server: LiveServer, job: str) -> int:
     found = tracker(server, job)
     return 0 if found is None else len(server.runs(found["id"]))
-
-
-def statuses(runs: list[dict[str, Any]]) -> list[str]:
-    """Statuses of runs given oldest first."""
-    return [r["status"] for r in runs]
 
 
 def block(run: dict[str, Any]) -> dict[str, Any]:

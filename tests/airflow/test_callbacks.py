@@ -7,10 +7,17 @@ from typing import Any
 
 import pytest
 
-from telemhq_plugins.core import Client, set_client
+from telemhq_plugins.core import Client
 from tests.airflow.dags.telemhq_test_dags import DAGS
-from tests.airflow.helpers import block, run_count, runs_of, statuses, tracker
-from tests.kit import assert_one_ping_per_event, breaking_core, client_for, dead_endpoint
+from tests.airflow.helpers import block, run_count, runs_of, tracker
+from tests.kit import (
+    assert_one_ping_per_event,
+    breaking_core,
+    client_for,
+    dead_endpoint,
+    process_client,
+    statuses_oldest_first,
+)
 from tests.live_server import LiveServer
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
@@ -61,7 +68,7 @@ def test_it_reports_a_retry_then_a_success_and_the_tracker_never_fails(
     assert dag_run.state == "success"
 
     runs = runs_of(server, "cb_retry.flaky", 2)
-    assert statuses(runs) == ["retry", "success"]
+    assert statuses_oldest_first(runs) == ["retry", "success"]
     assert_one_ping_per_event(runs)
     assert [r["payload"]["attempt"] for r in runs] == [1, 2]
     assert {r["run_id"] for r in runs} == {f"cb_retry/{dag_run.run_id}/flaky"}
@@ -80,7 +87,7 @@ def test_it_reports_failure_only_on_the_last_try(server: LiveServer, client: Cli
     assert dag_run.state == "failed"
 
     runs = runs_of(server, "cb_failure.broken", 2)
-    assert statuses(runs) == ["retry", "failure"]
+    assert statuses_oldest_first(runs) == ["retry", "failure"]
     assert runs[1]["payload"]["error"]["type"] == "RuntimeError"
     assert "always broken" in runs[1]["payload"]["error"]["message"]
     found = tracker(server, "cb_failure.broken")
@@ -115,7 +122,7 @@ def test_it_reports_each_map_index_of_a_mapped_task_to_one_tracker(
     assert dag_run.state == "success"
 
     runs = runs_of(server, "cb_mapped.part", 3)
-    assert statuses(runs) == ["success"] * 3
+    assert statuses_oldest_first(runs) == ["success"] * 3
     by_index = {block(r)["map_index"]: r for r in runs}
     assert sorted(by_index) == [0, 1, 2]
     for index, run in by_index.items():
@@ -128,20 +135,16 @@ def test_it_sends_a_start_ping_with_send_start(server: LiveServer, client: Clien
     assert dag_run.state == "success"
 
     runs = runs_of(server, "cb_start.with_start", 2)
-    assert statuses(runs) == ["start", "success"]
+    assert statuses_oldest_first(runs) == ["start", "success"]
     assert {r["run_id"] for r in runs} == {f"cb_start/{dag_run.run_id}/with_start"}
 
 
 def test_it_changes_nothing_when_the_endpoint_is_down(server: LiveServer) -> None:
     dead = client_for(server, base_url=dead_endpoint(), ping_key="k", flush_timeout=1.0)
-    previous = set_client(dead)
-    try:
+    with process_client(dead):
         started = time.monotonic()
         outcomes = {d: run_dag(d).state for d in ("cb_success", "cb_failure")}
         elapsed = time.monotonic() - started
-    finally:
-        set_client(previous)
-        dead.close()
     assert outcomes == {"cb_success": "success", "cb_failure": "failed"}
     # Five final events (two tasks' tries, two DAG runs) each wait at most the flush timeout.
     assert elapsed < 5 * 1.0 + 10.0, elapsed

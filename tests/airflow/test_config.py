@@ -10,10 +10,18 @@ import pytest
 
 from telemhq_plugins.airflow import callbacks, conf, dag_callbacks
 from telemhq_plugins.airflow.plugin import _listeners
-from telemhq_plugins.core import ConfigError, current_client, set_client
+from telemhq_plugins.core import ConfigError, current_client
 from tests.airflow.dags.telemhq_test_dags import DAGS
-from tests.airflow.helpers import run_count, statuses
-from tests.kit import TIMEOUT_ABC, client_for, settings_client, telemhq_warnings, wait_for_runs
+from tests.airflow.helpers import run_count
+from tests.kit import (
+    TIMEOUT_ABC,
+    client_for,
+    process_client,
+    settings_client,
+    statuses_oldest_first,
+    telemhq_warnings,
+    wait_for_runs,
+)
 from tests.live_server import LiveServer
 
 JOBS = ("cb_success", "cb_success.load", "cb_failure", "cb_failure.broken")
@@ -81,16 +89,12 @@ def test_callbacks_send_start_when_telemhq_send_start_is_on(server: LiveServer) 
     # A tracker of its own, so that the other tests' counts of cb_success's runs hold.
     tracker = server.create_tracker(name="send-start-default")
     current = client_for(server, trackers={"cb_success*": tracker["token"]}, send_start=True)
-    previous = set_client(current)
-    try:
+    with process_client(current):
         dag_run = DAGS["cb_success"].test()  # callbacks() with no send_start argument
-    finally:
-        set_client(previous)
-        current.close()
     assert dag_run.state == "success"
     runs = wait_for_runs(server, tracker["id"], 3)
     task_runs = [r for r in reversed(runs) if r["payload"]["job"] == "cb_success.load"]
-    assert statuses(task_runs) == ["start", "success"]
+    assert statuses_oldest_first(task_runs) == ["start", "success"]
     assert {r["run_id"] for r in task_runs} == {f"cb_success/{dag_run.run_id}/load"}
 
 

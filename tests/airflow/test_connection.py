@@ -11,10 +11,10 @@ from airflow.sdk.definitions.connection import Connection
 
 from telemhq_plugins.airflow import TelemHQHook
 from telemhq_plugins.airflow.hooks import connection_api_key, connection_settings
-from telemhq_plugins.core import Client, load_settings, set_client
+from telemhq_plugins.core import Client, load_settings
 from tests.airflow.dags.telemhq_test_dags import DAGS
 from tests.airflow.helpers import runs_of
-from tests.kit import ping_key
+from tests.kit import new_ping_key, process_client
 from tests.live_server import LiveServer
 
 
@@ -72,19 +72,15 @@ def test_the_provider_declares_the_telemhq_connection_type() -> None:
 def test_the_telemhq_default_connection_replaces_telemhq_variables(
     server: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    key = ping_key(server)
+    key = new_ping_key(server)
     monkeypatch.setenv(
         "AIRFLOW_CONN_TELEMHQ_DEFAULT",
         json.dumps({"conn_type": "telemhq", "host": server.base_url, "password": key}),
     )
     # The process's own settings name no target (no TELEMHQ_* at all).
     bare = Client(load_settings(env={}, config_file=os.devnull, timeout=2.0, max_retries=0))
-    previous = set_client(bare)
-    try:
+    with process_client(bare):
         dag_run = DAGS["conn_dag"].test()
-    finally:
-        set_client(previous)
-        bare.close()
     assert dag_run.state == "success"
     (task_ping,) = runs_of(server, "conn_dag.work", 1)
     assert task_ping["status"] == "success"

@@ -24,7 +24,7 @@ from tests.docs_snippets import (
     snippet,
     venv_env,
 )
-from tests.kit import ping_key
+from tests.kit import new_ping_key
 from tests.live_server import LiveServer
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
@@ -134,7 +134,7 @@ def test_the_quick_start_runs_as_written(
     path.write_text(dag.code)
     with LiveServer() as live:
         variables = exports(
-            snippet(doc, quick_start.env_block), base_url=live.base_url, ping_key=ping_key(live)
+            snippet(doc, quick_start.env_block), base_url=live.base_url, ping_key=new_ping_key(live)
         )
         env = _clean_env(**{**AIRFLOW_ENV, "AIRFLOW__CORE__DAGS_FOLDER": str(path.parent)})
         env.update(variables)

@@ -15,8 +15,8 @@ from telemhq_plugins.airflow.listener import TelemHQListener
 from telemhq_plugins.airflow.plugin import TelemHQPlugin, listener_from_conf
 from telemhq_plugins.core import Client
 from tests.airflow.dags.telemhq_test_dags import DAGS
-from tests.airflow.helpers import block, run_count, runs_of, statuses
-from tests.kit import assert_one_ping_per_event
+from tests.airflow.helpers import block, run_count, runs_of
+from tests.kit import assert_one_ping_per_event, statuses_oldest_first
 from tests.live_server import LiveServer
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
@@ -63,7 +63,7 @@ def test_it_reports_every_task_try_and_the_dag_run_with_no_dag_code(
     assert block(extract)["operator"] == "_PythonDecoratedOperator"
 
     flaky = runs_of(server, "ls_etl.flaky", 2)
-    assert statuses(flaky) == ["retry", "success"]
+    assert statuses_oldest_first(flaky) == ["retry", "success"]
     assert [r["payload"]["attempt"] for r in flaky] == [1, 2]
     assert flaky[0]["payload"]["error"]["type"] == "ValueError"
 
@@ -112,7 +112,7 @@ def test_it_sends_start_pings_with_send_start(server: LiveServer, client: Client
         instrumentor.uninstrument()
     assert dag_run.state == "success"
     step = runs_of(server, "ls_start.step", 2)
-    assert statuses(step) == ["start", "success"]
+    assert statuses_oldest_first(step) == ["start", "success"]
     assert {r["run_id"] for r in step} == {f"ls_start/{dag_run.run_id}/step"}
     assert step[1]["payload"]["rows"] == 2
     # A DAG run's start comes from the scheduler, which dag.test() has none of.
@@ -129,7 +129,7 @@ def test_callbacks_and_the_listener_together_send_one_ping_per_event(
     assert dag_run.state == "success"
 
     flaky = runs_of(server, "both_etl.flaky", 2)
-    assert statuses(flaky) == ["retry", "success"]
+    assert statuses_oldest_first(flaky) == ["retry", "success"]
     assert flaky[1]["payload"]["records_processed"] == 3
     assert_one_ping_per_event(flaky)
     (plain,) = runs_of(server, "both_etl.plain", 1)

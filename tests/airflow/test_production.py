@@ -23,9 +23,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.airflow.helpers import block, run_count, runs_of, statuses
-from tests.kit import assert_one_ping_per_event, ping_key
-from tests.live_server import LiveServer, dies_with_parent, free_port
+from tests.airflow.helpers import block, run_count, runs_of
+from tests.kit import assert_one_ping_per_event, free_port, new_ping_key, statuses_oldest_first
+from tests.live_server import LiveServer, dies_with_parent
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -85,7 +85,7 @@ def airflow_cluster(tmp_path: Path, server: LiveServer) -> Iterator[dict[str, st
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
             "TELEMHQ_BASE_URL": server.base_url,
-            "TELEMHQ_PING_KEY": ping_key(server),
+            "TELEMHQ_PING_KEY": new_ping_key(server),
             "TELEMHQ_AIRFLOW_AUTO": "1",
             "TELEMHQ_SEND_START": "1",
             "TELEMHQ_TIMEOUT": "5",
@@ -165,14 +165,14 @@ def test_a_triggered_run_reports_from_forked_task_processes_and_the_dag_processo
     _trigger(airflow_cluster, "prod_dag")
 
     with_callbacks = runs_of(server, "prod_dag.with_callbacks", 2, timeout=RUN)
-    assert statuses(with_callbacks) == ["start", "success"]
+    assert statuses_oldest_first(with_callbacks) == ["start", "success"]
     assert with_callbacks[1]["payload"]["rows"] == 5
     assert block(with_callbacks[1])["hostname"]
     by_listener = runs_of(server, "prod_dag.by_listener", 2, timeout=RUN)
-    assert statuses(by_listener) == ["start", "success"]
+    assert statuses_oldest_first(by_listener) == ["start", "success"]
     assert by_listener[1]["payload"]["rows"] == 6
     dag_run = runs_of(server, "prod_dag", 2, timeout=RUN)
-    assert statuses(dag_run) == ["start", "success"]
+    assert statuses_oldest_first(dag_run) == ["start", "success"]
     run_id = block(dag_run[1])["run_id"]
     assert {r["run_id"] for r in with_callbacks} == {f"prod_dag/{run_id}/with_callbacks"}
     assert {r["run_id"] for r in dag_run} == {f"prod_dag/{run_id}"}

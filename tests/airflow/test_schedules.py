@@ -20,6 +20,7 @@ from telemhq_plugins.core import Client
 from tests.airflow.conftest import AIRFLOW_ENV, DAGS_FOLDER
 from tests.airflow.dags.telemhq_test_dags import DAGS
 from tests.airflow.helpers import tracker
+from tests.kit import new_ping_key
 from tests.live_server import LiveServer
 
 START = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
@@ -133,7 +134,7 @@ def test_the_sync_command_syncs_the_dags_folder(server: LiveServer, api_key: str
         **os.environ,
         **AIRFLOW_ENV,
         "TELEMHQ_BASE_URL": server.base_url,
-        "TELEMHQ_PING_KEY": _any_ping_key(server),
+        "TELEMHQ_PING_KEY": new_ping_key(server),
         "TELEMHQ_API_KEY": server.api_key,
     }
     done = subprocess.run(
@@ -160,9 +161,3 @@ def test_the_sync_command_syncs_the_dags_folder(server: LiveServer, api_key: str
         "timezone": "UTC",
         "grace_seconds": 300,
     }
-
-
-def _any_ping_key(server: LiveServer) -> str:
-    from tests.kit import ping_key
-
-    return ping_key(server)

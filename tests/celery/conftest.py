@@ -1,6 +1,6 @@
 """Fixtures for the Celery adapter tests: a real Redis broker on this test run's own database
-number and key prefix, the real reference server, a real worker, and instrumentation that
-is always taken off again."""
+number and key prefix, the test kit's reference server with a tracker per task, a real worker,
+and instrumentation that is always taken off again."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
 from telemhq_plugins.celery import CeleryInstrumentor
-from telemhq_plugins.core import Client, set_client
+from telemhq_plugins.core import Client
 from tests.celery.server import TelemHQ
 from tests.celery.tasks import configure, register
-from tests.kit import client_for
+from tests.kit import client_for, process_client
 from tests.live_server import LiveServer
 
 
@@ -39,10 +39,10 @@ def redis_db(redis_url: str) -> Iterator[tuple[str, str]]:
 
 
 @pytest.fixture(scope="session")
-def server() -> Iterator[TelemHQ]:
-    """The reference server (real subprocess, SQLite) with a tracker per test task."""
-    with LiveServer() as live:
-        yield TelemHQ(live)
+def server(session_live_server: LiveServer) -> TelemHQ:
+    """The kit's reference server with a tracker per test task, for the whole session (the
+    session's Celery app names one of its tokens)."""
+    return TelemHQ(session_live_server)
 
 
 def make_client(server: TelemHQ, **overrides: Any) -> Client:
@@ -59,11 +59,8 @@ def make_client(server: TelemHQ, **overrides: Any) -> Client:
 @pytest.fixture
 def client(server: TelemHQ) -> Iterator[Client]:
     """The process-wide delivery client, pointed at the server for this test."""
-    current = make_client(server)
-    previous = set_client(current)
-    yield current
-    current.close()
-    set_client(previous)
+    with process_client(make_client(server)) as current:
+        yield current
 
 
 @pytest.fixture

@@ -3,10 +3,10 @@ and helpers to wait for what it stored."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
+from tests.kit import wait_until
 from tests.live_server import LiveServer
 
 __all__ = ["JOBS", "Stored", "TelemHQ"]
@@ -70,14 +70,18 @@ class TelemHQ:
         return self._wait(job, task_id, lambda s: s.status == "start", 1, timeout)[0]
 
     def _wait(self, job: str, task_id: str, keep: Any, count: int, timeout: float) -> list[Stored]:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = [s for s in self.runs(job, task_id) if keep(s)]
-            if len(found) >= count:
-                return found[:count]
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"{job}: expected {count} run(s) of {task_id}; stored "
-                    f"{[(s.status, s.body.get('run_id')) for s in self.runs(job)]}"
-                )
-            time.sleep(0.05)
+        found: list[Stored] = []
+
+        def enough() -> bool:
+            found[:] = [s for s in self.runs(job, task_id) if keep(s)]
+            return len(found) >= count
+
+        wait_until(
+            enough,
+            lambda: (
+                f"{job}: {count} run(s) of {task_id}; stored "
+                f"{[(s.status, s.body.get('run_id')) for s in self.runs(job)]}"
+            ),
+            timeout=timeout,
+        )
+        return found[:count]

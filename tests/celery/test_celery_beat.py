@@ -214,7 +214,7 @@ def test_it_pushes_beat_schedules_to_the_trackers(
     client = make_client(
         server,
         trackers=(("beat.every5", every5["token"]),),
-        ping_key=kit.ping_key(live),
+        ping_key=kit.new_ping_key(live),
         token=None,
     )
     previous = set_client(client)
@@ -268,14 +268,10 @@ def test_it_does_not_push_without_an_api_key(server: TelemHQ, beat_app: Celery) 
 
     tracker = server.live.create_tracker(name="beat no key")
     client = make_client(server, trackers=(("beat.every5", tracker["token"]),))
-    previous = set_client(client)
-    try:
+    with kit.process_client(client):
         sync = BeatScheduleSync(api_key=None)
         entries = {"every-5-min": _Entry("beat.every5", 300.0)}
         (result,) = sync.push(entries, app=beat_app)
-    finally:
-        set_client(previous)
-        client.close()
     assert result.outcome == "skipped"
     assert "TELEMHQ_API_KEY" in result.detail
     assert server.live.tracker(tracker["id"])["schedule"] == {"kind": "none"}
@@ -287,7 +283,7 @@ def test_a_second_push_of_the_same_schedule_writes_nothing(
 ) -> None:
     from telemhq_plugins.celery.beat import BeatScheduleSync
 
-    client = make_client(server, ping_key=kit.ping_key(server.live), token=None)
+    client = make_client(server, ping_key=kit.new_ping_key(server.live), token=None)
     previous = set_client(client)
     entries = {
         "hourly": _Entry("beat.again", crontab(minute=5)),

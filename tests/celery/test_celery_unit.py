@@ -26,8 +26,8 @@ from tests.kit import (
     assert_one_ping_per_event,
     breaking_core,
     client_for,
-    ping_key,
-    statuses,
+    new_ping_key,
+    statuses_oldest_first,
     wait_for_runs,
 )
 
@@ -335,7 +335,7 @@ def test_instrumented_twice_a_task_sends_one_ping_per_event(app: Celery, server:
     def twice() -> int:
         return 2
 
-    keyed = client_for(server.live, ping_key=ping_key(server.live))
+    keyed = client_for(server.live, ping_key=new_ping_key(server.live))
     previous = set_client(keyed)
     instrumentor = CeleryInstrumentor()
     try:
@@ -349,7 +349,7 @@ def test_instrumented_twice_a_task_sends_one_ping_per_event(app: Celery, server:
         keyed.close()
         set_client(previous)
     runs = wait_for_runs(server.live, "unit-twice", 4)
-    assert statuses(runs) == ["start", "success", "start", "success"]
+    assert statuses_oldest_first(runs) == ["start", "success", "start", "success"]
     assert_one_ping_per_event(runs)
     assert {run["run_id"] for run in runs} == {result.id for result in results}
 

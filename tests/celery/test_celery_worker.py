@@ -10,10 +10,9 @@ from typing import Any
 import pytest
 
 from telemhq_plugins.celery import CeleryInstrumentor
-from telemhq_plugins.core import set_client
 from tests.celery.conftest import make_client
 from tests.celery.server import TelemHQ
-from tests.kit import dead_endpoint
+from tests.kit import dead_endpoint, process_client
 
 pytestmark = [pytest.mark.services, pytest.mark.usefixtures("worker", "instrumented")]
 RESULT_TIMEOUT = 60
@@ -138,8 +137,7 @@ def test_it_keeps_tasks_running_when_the_endpoint_is_down(
     tasks: dict[str, Any], server: TelemHQ
 ) -> None:
     down = make_client(server, base_url=dead_endpoint(), trackers=(), max_retries=1)
-    previous = set_client(down)
-    try:
+    with process_client(down):
         results = [tasks["add"].delay(i, i) for i in range(3)]
         assert [r.get(timeout=RESULT_TIMEOUT) for r in results] == [0, 2, 4]
         # Every ping is accounted for as not delivered (failed, or dropped while the
@@ -149,9 +147,6 @@ def test_it_keeps_tasks_running_when_the_endpoint_is_down(
             down.flush(1.0)
         assert down.failed + down.dropped == 3
         assert down.delivered == 0
-    finally:
-        down.close()
-        set_client(previous)
     # The worker is unharmed: the next task is monitored as usual once the endpoint is back.
     after = tasks["add"].delay(5, 5)
     assert after.get(timeout=RESULT_TIMEOUT) == 10

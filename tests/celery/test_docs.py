@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import pytest
 
 from tests.docs_snippets import ROOT, exports, run_bash, run_command, snippet
-from tests.kit import ping_key, statuses, wait_for_runs
+from tests.kit import new_ping_key, statuses_oldest_first, wait_for_runs
 from tests.live_server import LiveServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
@@ -101,7 +101,7 @@ def test_the_quick_start_runs_as_written(
     with LiveServer() as live:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMHQ_")}
         env |= exports(
-            snippet(doc, quick_start.env_block), base_url=live.base_url, ping_key=ping_key(live)
+            snippet(doc, quick_start.env_block), base_url=live.base_url, ping_key=new_ping_key(live)
         )
         if doc == PAGE:
             ran = run_bash(snippet(PAGE, "celery-run"), env=env, cwd=folder, timeout=120)
@@ -114,6 +114,6 @@ def test_the_quick_start_runs_as_written(
             run_command([sys.executable, "-c", code], env=env, cwd=folder)
         for slug, (expected, fields) in quick_start.expected.items():
             runs = wait_for_runs(live, slug, len(expected), timeout=60)
-            assert statuses(runs) == expected, runs
+            assert statuses_oldest_first(runs) == expected, runs
             for field, value in fields.items():
                 assert runs[0]["payload"][field] == value, runs[0]["payload"]

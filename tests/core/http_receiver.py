@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.live_server import free_port
+
 __all__ = ["Receiver", "Reply", "blackhole", "free_port"]
 
 
@@ -223,13 +225,6 @@ def _answer(
         handler.wfile.write(body)
     except OSError:  # the client gave up (timeout) before the answer
         pass
-
-
-def free_port() -> int:
-    """A port nothing listens on (for now): connecting to it is refused."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import shutil
 import socket
 import ssl
 import subprocess
@@ -20,6 +19,7 @@ import pytest
 from telemhq_plugins.core import Client, load_settings
 from telemhq_plugins.core.direct_http import DirectPoster, proxied
 from telemhq_plugins.core.payload import Ping
+from tests.kit import require_tool
 
 from .http_receiver import Receiver
 
@@ -175,8 +175,7 @@ def test_it_raises_when_no_answer_comes_on_a_fresh_connection(
 
 @pytest.fixture
 def certificate(tmp_path: Path) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed: no certificate for the TLS test")
+    require_tool("openssl", "a certificate for the TLS test")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         [

@@ -21,6 +21,7 @@ from telemhq_plugins.core.payload import Ping
 from telemhq_plugins.core.spool import SPOOL_FILENAME, Spool
 from tests.core.http_receiver import Receiver, Reply, blackhole, free_port
 from tests.core.recording import Results, close_after_test
+from tests.kit import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -209,15 +210,6 @@ def make_client(spool_dir: Path, **kw: Any) -> Client:
     return client
 
 
-def wait_until(predicate: Any, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
-
-
 @pytest.fixture
 def port() -> int:
     return free_port()
@@ -236,7 +228,7 @@ def test_it_replays_spooled_pings_once_the_server_is_back(tmp_path: Path, port: 
 
     with Receiver(port) as server:
         assert server.wait_for(5)
-        assert wait_until(lambda: Spool(tmp_path).count() == 0)
+        wait_until(lambda: Spool(tmp_path).count() == 0, "an empty spool", timeout=15)
         assert sorted(server.stored) == sorted(p.ping_id for p in pings)
         for ping in pings:
             assert server.received[ping.ping_id] == 1  # each stored, and sent, exactly once
@@ -270,7 +262,11 @@ def test_the_client_takes_the_spool_bound_and_replay_interval_from_its_settings(
     with Receiver(port) as server:
         assert server.wait_for(3, timeout=10)  # well before the default 30 s interval
         assert sorted(server.stored) == sorted(kept)
-    assert wait_until(lambda: all(results.outcome(k) == "delivered" for k in kept))
+    wait_until(
+        lambda: all(results.outcome(k) == "delivered" for k in kept),
+        "every kept ping delivered",
+        timeout=15,
+    )
     last = results.pings[pings[-1].ping_id]
     assert (last.job, last.fields, last.run_id) == ("job5", {"rows": 5}, pings[-1].run_id)
 
@@ -300,7 +296,7 @@ def test_it_replays_what_an_exited_process_left_behind(tmp_path: Path, port: int
         later = Spool(tmp_path, clock=lambda: time.time() + 10)
         make_client(tmp_path, spool=later).start()
         assert server.wait_for(1)
-        assert wait_until(lambda: Spool(tmp_path).count() == 0)
+        wait_until(lambda: Spool(tmp_path).count() == 0, "an empty spool", timeout=15)
         (payload,) = server.stored.values()
         assert payload["job"] == "offline-script"
         assert payload["records_processed"] == 7
@@ -372,7 +368,7 @@ def test_it_keeps_a_ping_rejected_for_good_out_of_the_spool(tmp_path: Path, port
         server.script(Reply(404))
         make_client(tmp_path).start()
         assert server.wait_for(answered=1)
-        assert wait_until(lambda: spool.count() == 0)
+        wait_until(lambda: spool.count() == 0, "an empty spool", timeout=15)
         assert server.stored == {}
 
 
@@ -419,10 +415,10 @@ def test_it_shares_the_spool_with_a_forked_child(tmp_path: Path, port: int) -> N
         assert child.exitcode == 0
     finally:
         delivery.set_client(previous)
-    assert wait_until(lambda: Spool(tmp_path).count() == 2)
+    wait_until(lambda: Spool(tmp_path).count() == 2, "two spooled pings", timeout=15)
 
     with Receiver(port) as server:
         assert server.wait_for(2)
-        assert wait_until(lambda: Spool(tmp_path).count() == 0)
+        wait_until(lambda: Spool(tmp_path).count() == 0, "an empty spool", timeout=15)
         assert sorted(server.stored) == ["from-child", "from-parent"]
         assert set(server.received.values()) == {1}

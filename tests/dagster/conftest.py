@@ -1,10 +1,10 @@
-"""Fixtures for the Dagster adapter tests: the real reference server over HTTP, a ping key
-(trackers auto-created per job name on first ping), the process's delivery client pointed
-at it, and a temporary ``DAGSTER_HOME`` instance."""
+"""Fixtures for the Dagster adapter tests: the runs the real reference server stored, by job
+name (``server``: the kit's ``live_server`` and ``ping_key``, trackers auto-created per job
+name on first ping), and a temporary ``DAGSTER_HOME`` instance. The process's delivery client
+is the kit's ``client``."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from dagster import DagsterInstance, instance_for_test
 
-from telemhq_plugins.core import Client, set_client, slugify
-from tests.kit import client_for, ping_key, tracker_by_slug
+from telemhq_plugins.core import slugify
+from tests.kit import tracker_by_slug, wait_until
 from tests.live_server import LiveServer
 
 __all__ = ["Stored"]
@@ -22,10 +22,10 @@ __all__ = ["Stored"]
 class Stored:
     """The runs the server stored, found by job name (the tracker is auto-created by slug)."""
 
-    def __init__(self, live: LiveServer) -> None:
+    def __init__(self, live: LiveServer, ping_key: str) -> None:
         self.live = live
         self.base_url = live.base_url
-        self.ping_key = ping_key(live)
+        self.ping_key = ping_key
 
     def tracker(self, job: str) -> dict[str, Any] | None:
         return tracker_by_slug(self.live, slugify(job))
@@ -43,30 +43,24 @@ class Stored:
     ) -> list[dict[str, Any]]:
         """The payloads of ``job``'s first ``count`` pings (of ``run_id``), oldest first
         (a generous bound for a busy machine, not a speed assertion)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            found = self.runs(job, run_id)
-            if len(found) >= count:
-                return [r["payload"] for r in found]
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{job}: expected {count} ping(s) of {run_id}; got {found}")
-            time.sleep(0.1)
+        found: list[dict[str, Any]] = []
+
+        def enough() -> bool:
+            found[:] = self.runs(job, run_id)
+            return len(found) >= count
+
+        wait_until(
+            enough,
+            lambda: f"{job}: {count} ping(s) of {run_id}; got {found}",
+            timeout=timeout,
+            interval=0.1,
+        )
+        return [r["payload"] for r in found]
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[Stored]:
-    with LiveServer() as live:
-        yield Stored(live)
-
-
-@pytest.fixture
-def client(server: Stored) -> Iterator[Client]:
-    """The process-wide delivery client, pointed at the server through its ping key."""
-    current = client_for(server.live, ping_key=server.ping_key)
-    previous = set_client(current)
-    yield current
-    current.close()
-    set_client(previous)
+def server(live_server: LiveServer, ping_key: str) -> Stored:
+    return Stored(live_server, ping_key)
 
 
 @pytest.fixture

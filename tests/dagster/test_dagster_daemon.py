@@ -9,8 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import pytest
 from dagster import DagsterInstance, DagsterRunStatus
 
 from tests.dagster.conftest import Stored
+from tests.kit import wait_until
 from tests.live_server import dies_with_parent
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
@@ -25,15 +24,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 SENSOR = "telemhq_run_success"
-
-
-def wait_until(what: str, check: Callable[[], object], timeout: float) -> None:
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.5)
-    sys.stderr.write(f"{what}: {time.monotonic() - started:.1f}s\n")
 
 
 def sensor_state(instance: DagsterInstance) -> Any:
@@ -109,7 +99,12 @@ def test_daemon_sensor_and_step_processes(
         monkeypatch.setenv("DAGSTER_HOME", str(path))
         with DagsterInstance.from_ref(DagsterInstance.get().get_ref()) as instance:
             # The sensor's first tick only sets its cursor: launch after it.
-            wait_until("the sensor's first tick", lambda: sensor_cursor(instance), 120)
+            wait_until(
+                lambda: sensor_cursor(instance),
+                "the sensor's first tick",
+                timeout=120,
+                interval=0.5,
+            )
             subprocess.run(
                 [
                     str(BIN / "dagster"),
@@ -128,12 +123,13 @@ def test_daemon_sensor_and_step_processes(
             )
             (run,) = instance.get_runs()
             wait_until(
-                "the run to succeed",
                 lambda: (
                     instance.get_run_by_id(run.run_id).status  # type: ignore[union-attr]
                     in (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE)
                 ),
-                120,
+                "the run to succeed",
+                timeout=120,
+                interval=0.5,
             )
             assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.SUCCESS  # type: ignore[union-attr]
 
@@ -153,7 +149,12 @@ def test_daemon_sensor_and_step_processes(
             )
             # More ticks go by: the run is still reported once.
             ticks = sensor_ticks(instance)
-            wait_until("two more ticks", lambda: sensor_ticks(instance) >= ticks + 2, 60)
+            wait_until(
+                lambda: sensor_ticks(instance) >= ticks + 2,
+                "two more ticks",
+                timeout=60,
+                interval=0.5,
+            )
             assert len(server.runs("plain_job", run.run_id)) == 1
     except BaseException:
         sys.stderr.write((path / "daemon.log").read_text(errors="replace")[-6000:])

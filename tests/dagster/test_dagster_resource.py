@@ -13,20 +13,17 @@ from dagster import (
     op,
 )
 
-from telemhq_plugins.core import Client, set_client
+from telemhq_plugins.core import Client
 from telemhq_plugins.dagster import TelemHQResource, telemhq_hooks, telemhq_sensors
 from tests.dagster.conftest import Stored
-from tests.kit import client_for
+from tests.kit import client_for, process_client
 
 
 @pytest.fixture
 def unconfigured(server: Stored) -> Iterator[Client]:
     """A process client with no token nor ping key: every ping it is asked for goes nowhere."""
-    current = client_for(server.live)
-    previous = set_client(current)
-    yield current
-    current.close()
-    set_client(previous)
+    with process_client(client_for(server.live)) as current:
+        yield current
 
 
 @op

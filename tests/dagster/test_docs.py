@@ -20,7 +20,7 @@ from tests.docs_snippets import (
     snippet,
     venv_env,
 )
-from tests.kit import ping_key, tracker_by_slug
+from tests.kit import new_ping_key, tracker_by_slug
 from tests.live_server import LiveServer
 
 pytestmark = pytest.mark.slow
@@ -82,7 +82,7 @@ def test_the_quick_start_runs_as_written(tmp_path: Path, quick_start: QuickStart
     with LiveServer() as live:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMHQ_")}
         env |= exports(
-            snippet(doc, quick_start.env_block), base_url=live.base_url, ping_key=ping_key(live)
+            snippet(doc, quick_start.env_block), base_url=live.base_url, ping_key=new_ping_key(live)
         )
         env = venv_env({**env, "DAGSTER_HOME": str(home)})
         _dagster(

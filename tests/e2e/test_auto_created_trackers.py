@@ -4,12 +4,12 @@ the job and tags it with the orchestrator and the run's tags (real client, real 
 from __future__ import annotations
 
 from telemhq_plugins.core import start_run
-from tests.kit import client_for, ping_key
+from tests.kit import client_for, new_ping_key
 from tests.live_server import LiveServer
 
 
 def test_a_runs_first_ping_names_and_tags_its_new_tracker(live_server: LiveServer) -> None:
-    client = client_for(live_server, ping_key=ping_key(live_server))
+    client = client_for(live_server, ping_key=new_ping_key(live_server))
     try:
         run = start_run(
             "etl_daily.Load Orders",

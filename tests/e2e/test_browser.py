@@ -17,7 +17,6 @@ import os
 import shutil
 import struct
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import pytest
 
 from tests.dashboard_fleet import Member, populate
+from tests.kit import unavailable, wait_until
 from tests.live_server import LiveServer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -42,9 +42,7 @@ def _require_browser() -> None:
     if not missing:
         return
     reason = f"no browser for the dashboard test: missing {', '.join(missing)}; run `{APT_LINE}`"
-    if os.environ.get("CI") == "true" or os.environ.get("TELEMHQ_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"{reason} (CI requires it)")
-    pytest.skip(reason)
+    unavailable(reason)
 
 
 @pytest.fixture(params=["javascript on", "javascript off"])
@@ -136,14 +134,14 @@ STATES = {
 }
 
 
-def _wait_for_states(server: LiveServer, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        states = {slug: server.tracker(slug)["state"] for slug in STATES}
-        if states == STATES or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert states == STATES
+def _wait_for_states(server: LiveServer) -> None:
+    states: dict[str, str] = {}
+
+    def reached() -> bool:
+        states.update((slug, server.tracker(slug)["state"]) for slug in STATES)
+        return states == STATES
+
+    wait_until(reached, lambda: f"the trackers' states {STATES}, not {states}", interval=0.5)
 
 
 def _arrive(browser: Any, title: str) -> None:

@@ -1,41 +1,26 @@
 """The TelemHQ documentation's curl, Node.js and Python examples, verbatim, against our server.
 
-The examples are read from the documentation itself (``shared/reference`` beside the checkout,
-else the copy next to this file, which a test keeps identical); only the ping URL is swapped
-for the live server's tracker.
+The examples are read from the copy of the integration docs kept next to this file
+(``telemhq-integration-docs.md``); only the ping URL is swapped for the live server's tracker.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
+from tests.kit import require_tool
 from tests.live_server import LiveServer
 
-HERE = Path(__file__).parent
-COPY = HERE / "telemhq-integration-docs.md"
-SHARED = HERE.parents[2] / "shared" / "reference" / "telemhq-integration-docs.md"
+DOCS = Path(__file__).with_name("telemhq-integration-docs.md")
 DOC_URL = "https://telemhq.com/ping/YOUR_TRACKING_TOKEN"
 
 
-def docs() -> str:
-    return (SHARED if SHARED.is_file() else COPY).read_text()
-
-
 def examples(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", docs(), flags=re.DOTALL)
-
-
-def test_it_keeps_the_copy_of_the_docs_current() -> None:
-    if not SHARED.is_file():
-        pytest.skip(f"{SHARED} is not beside this checkout")
-    assert COPY.read_text() == SHARED.read_text()
+    return re.findall(rf"```{language}\n(.*?)```", DOCS.read_text(), flags=re.DOTALL)
 
 
 def run_example(command: list[str], source: str, url: str) -> None:
@@ -54,8 +39,7 @@ DOC_PAYLOAD = {"status": "success", "duration": 1500, "records_processed": 450, 
 
 
 def test_it_records_the_curl_heartbeat_and_json_examples(live_server: LiveServer) -> None:
-    if shutil.which("curl") is None:
-        pytest.skip("curl is not installed")
+    require_tool("curl", "the documentation's shell examples")
     heartbeat, with_json = examples("bash")
     tracker = live_server.create_tracker(name="curl heartbeat")
     run_example(["bash", "-c"], heartbeat, tracker["ping_url"])
@@ -73,9 +57,7 @@ def test_it_records_the_curl_heartbeat_and_json_examples(live_server: LiveServer
 
 
 def test_it_records_the_nodejs_example(live_server: LiveServer) -> None:
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("Node.js is not installed (the example needs Node 18+ for fetch)")
+    node = require_tool("node", "Node.js 18+, for the documentation's fetch example")
     [source] = examples("js")
     tracker = live_server.create_tracker(name="node", assertions=["records_processed > 0"])
     run_example([node, "--input-type=module", "-e"], source, tracker["ping_url"])

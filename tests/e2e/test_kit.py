@@ -3,30 +3,24 @@ helper reports is what the server stored."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from telemhq_plugins.core import Client, Ping, start_run
+from telemhq_plugins.core import Client, Ping, current_client, start_run
 from tests.kit import (
     CoreBroken,
     assert_one_ping_per_event,
     breaking_core,
     client_for,
     dead_endpoint,
-    ping_key,
-    statuses,
+    new_ping_key,
+    process_client,
+    require_tool,
+    statuses_oldest_first,
     tracker_by_slug,
     wait_for_runs,
+    wait_until,
 )
 from tests.live_server import LiveServer
-
-
-@pytest.fixture
-def client(live_server: LiveServer) -> Iterator[Client]:
-    made = client_for(live_server, ping_key=ping_key(live_server))
-    yield made
-    made.close()
 
 
 def test_a_job_reaches_its_auto_created_tracker(live_server: LiveServer, client: Client) -> None:
@@ -36,7 +30,8 @@ def test_a_job_reaches_its_auto_created_tracker(live_server: LiveServer, client:
     assert client.flush(10)
 
     runs = wait_for_runs(live_server, "kit-etl-load", 2)
-    assert statuses(runs) == ["start", "success"]
+    assert statuses_oldest_first(runs) == ["start", "success"]
+    assert statuses_oldest_first(runs[::-1]) == ["start", "success"]  # whatever the list's order
     assert runs[0]["run_id"] == "r-1"
     assert runs[0]["payload"]["rows"] == 3
     assert_one_ping_per_event(runs)
@@ -46,7 +41,7 @@ def test_a_job_reaches_its_auto_created_tracker(live_server: LiveServer, client:
 
 
 def test_a_key_without_auto_create_makes_no_tracker(live_server: LiveServer) -> None:
-    client = client_for(live_server, ping_key=ping_key(live_server, auto_create=False))
+    client = client_for(live_server, ping_key=new_ping_key(live_server, auto_create=False))
     try:
         start_run("kit.unknown", client=client).finish()
         assert client.flush(10)
@@ -99,3 +94,42 @@ def test_a_dead_endpoint_refuses_connections(live_server: LiveServer) -> None:
     assert result.outcome == "failed"
     assert result.status_code is None  # no answer at all: the connection was refused
     assert "kit-dead" not in str(live_server.api("GET", "/trackers").json())
+
+
+def test_the_client_fixture_is_the_process_client_for_the_test(client: Client) -> None:
+    assert current_client() is client
+
+
+def test_a_process_client_is_closed_and_the_previous_one_back_after(
+    live_server: LiveServer, client: Client
+) -> None:
+    inner = client_for(live_server, ping_key=new_ping_key(live_server))
+    with process_client(inner):
+        assert current_client() is inner
+        start_run("kit.inner", client=inner).finish()
+        assert inner.flush(10)
+    assert current_client() is client
+    [run] = wait_for_runs(live_server, "kit-inner", 1)
+    assert run["status"] == "success"
+
+
+def test_waiting_answers_the_first_truthy_answer_or_says_what_it_saw() -> None:
+    answers = iter([0, [], "ready", "later"])
+    assert wait_until(lambda: next(answers), "a truthy answer", timeout=5, interval=0) == "ready"
+    with pytest.raises(AssertionError, match=r"after 0\.1 s waiting for nothing \(saw 3\)"):
+        wait_until(lambda: None, lambda: "nothing (saw 3)", timeout=0.1)
+
+
+def test_a_program_the_machine_has_is_found() -> None:
+    assert require_tool("sh").endswith("/sh")
+
+
+def test_a_missing_program_skips_the_test_or_fails_it_when_required(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("TELEMHQ_REQUIRE_SERVICES", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="telemhq-no-such-program is not installed"):
+        require_tool("telemhq-no-such-program")
+    monkeypatch.setenv("TELEMHQ_REQUIRE_SERVICES", "1")
+    with pytest.raises(pytest.fail.Exception, match="TELEMHQ_REQUIRE_SERVICES=1 requires it"):
+        require_tool("telemhq-no-such-program")

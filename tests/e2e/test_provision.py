@@ -14,7 +14,7 @@ import pytest
 
 from telemhq_plugins.core import Client, JobSchedule, start_run, sync
 from telemhq_plugins.core.provision import PRUNED_TAG, SyncResult
-from tests.kit import client_for, dead_endpoint, ping_key
+from tests.kit import client_for, dead_endpoint, new_ping_key
 from tests.live_server import LiveServer
 
 
@@ -168,7 +168,7 @@ def test_it_finds_a_tracker_by_the_token_the_job_pings(live_server: LiveServer) 
 
 
 def test_a_mapped_ping_key_url_names_the_trackers_slug(live_server: LiveServer) -> None:
-    url = f"{live_server.base_url}/ping/{ping_key(live_server)}/shared-loader"
+    url = f"{live_server.base_url}/ping/{new_ping_key(live_server)}/shared-loader"
     mapped = client_for(live_server, trackers=(("loader.*", url),))
     try:
         (result,) = run_sync(live_server, mapped, [JobSchedule("loader.eu", 300)])
@@ -364,7 +364,7 @@ def test_a_server_that_never_answers_is_bounded_by_the_timeout(live_server: Live
 
 
 def test_a_tracker_created_by_sync_takes_the_ping_keys_pings(live_server: LiveServer) -> None:
-    keyed = client_for(live_server, ping_key=ping_key(live_server, auto_create=False))
+    keyed = client_for(live_server, ping_key=new_ping_key(live_server, auto_create=False))
     try:
         (result,) = run_sync(live_server, keyed, [JobSchedule("keyed.job", "*/5 * * * *")])
         assert result.outcome == "created"

@@ -21,7 +21,8 @@ import httpx
 import pytest
 
 from tests.docs_snippets import ROOT, Block, blocks, exports, run_bash, snippet, venv_env
-from tests.live_server import dies_with_parent, free_port
+from tests.kit import free_port, wait_until
+from tests.live_server import dies_with_parent
 
 README = ROOT / "README.md"
 ADAPTER_PAGES = [
@@ -115,10 +116,13 @@ def first_start(tmp_path: Path) -> Iterator[FirstStart]:
 
 
 def _wait_runs(server: FirstStart, slug: str, count: int) -> list[dict[str, object]]:
-    deadline = time.monotonic() + 30
-    while len(runs := server.runs(slug, server.admin_key())) < count:
-        assert time.monotonic() < deadline, f"{slug}: {runs}"
-        time.sleep(0.1)
+    runs: list[dict[str, object]] = []
+
+    def enough() -> bool:
+        runs[:] = server.runs(slug, server.admin_key())
+        return len(runs) >= count
+
+    wait_until(enough, lambda: f"{slug}: {runs}", interval=0.1)
     return runs
 
 

@@ -1,7 +1,7 @@
 """Fixtures for the Prefect adapter tests: a real Prefect API server (``prefect server start``
-on SQLite in a temporary ``PREFECT_HOME``, once per test session), the real reference server
-with a ping key (trackers created per job on first ping), and the process's delivery client
-pointed at it.
+on SQLite in a temporary ``PREFECT_HOME``, once per test session). The reference server, its
+ping key and the process's delivery client are the test kit's (``live_server``, ``ping_key``,
+``client``).
 
 Prefect reads its settings when it is imported, so this module sets ``PREFECT_*`` before any
 test module imports Prefect."""
@@ -21,7 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.live_server import LiveServer, dies_with_parent, free_port
+from tests.kit import free_port
+from tests.live_server import LiveServer, dies_with_parent
 
 _HOME = tempfile.mkdtemp(prefix="telemhq-prefect-")
 _PORT = free_port()
@@ -37,17 +38,6 @@ PREFECT_ENV = {
 os.environ.update(PREFECT_ENV)
 for _name in ("TELEMHQ_PREFECT_AUTO", "TELEMHQ_PREFECT_TASKS", "PREFECT_PLUGINS_ENABLED"):
     os.environ.pop(_name, None)
-
-from telemhq_plugins.core import Client, set_client  # noqa: E402
-from tests.kit import client_for  # noqa: E402
-from tests.kit import ping_key as new_ping_key  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def live_server() -> Iterator[LiveServer]:
-    """The reference server (a real subprocess on SQLite), one per test module."""
-    with LiveServer() as server:
-        yield server
 
 
 class PrefectAPI:
@@ -114,22 +104,6 @@ def prefect_api() -> Iterator[PrefectAPI]:
     finally:
         api.stop()
         shutil.rmtree(_HOME, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def ping_key(live_server: LiveServer) -> str:
-    """A ping key of the module's server: each job's tracker is made by its first ping."""
-    return new_ping_key(live_server)
-
-
-@pytest.fixture
-def client(live_server: LiveServer, ping_key: str) -> Iterator[Client]:
-    """The process-wide delivery client, pointed at the server for this test."""
-    current = client_for(live_server, ping_key=ping_key)
-    previous = set_client(current)
-    yield current
-    current.close()
-    set_client(previous)
 
 
 def telemhq_env(live_server: LiveServer, ping_key: str) -> dict[str, str]:

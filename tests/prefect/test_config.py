@@ -7,13 +7,13 @@ import logging
 
 import pytest
 
-from telemhq_plugins.core import set_client
 from telemhq_plugins.prefect import hooks, task_hooks
 from tests.kit import (
     client_for,
-    ping_key,
+    new_ping_key,
+    process_client,
     settings_client,
-    statuses,
+    statuses_oldest_first,
     telemhq_warnings,
     tracker_by_slug,
     wait_for_runs,
@@ -28,7 +28,7 @@ def test_a_bad_setting_leaves_the_flow_runs_unchanged(
     live_server: LiveServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("TELEMHQ_BASE_URL", live_server.base_url)
-    monkeypatch.setenv("TELEMHQ_PING_KEY", ping_key(live_server))
+    monkeypatch.setenv("TELEMHQ_PING_KEY", new_ping_key(live_server))
     monkeypatch.setenv("TELEMHQ_MAX_RETRIES", "-1")
     caplog.set_level(logging.ERROR, logger="telemhq")
     with settings_client():
@@ -45,15 +45,11 @@ def test_a_bad_setting_leaves_the_flow_runs_unchanged(
 
 
 def test_hooks_send_start_when_telemhq_send_start_is_on(live_server: LiveServer) -> None:
-    current = client_for(live_server, ping_key=ping_key(live_server), send_start=True)
-    previous = set_client(current)
-    try:
+    current = client_for(live_server, ping_key=new_ping_key(live_server), send_start=True)
+    with process_client(current):
         assert flows.acc_success(2) == 2  # hooks() with no send_start argument
-    finally:
-        set_client(previous)
-        current.close()
     runs = wait_for_runs(live_server, "acc-success", 2)
-    assert statuses(runs) == ["start", "success"]
+    assert statuses_oldest_first(runs) == ["start", "success"]
     assert len({r["run_id"] for r in runs}) == 1
 
 

@@ -7,7 +7,6 @@ import asyncio
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from prefect.client.orchestration import get_client
 
 from telemhq_plugins.core import Client
 from telemhq_plugins.prefect import instrument, uninstrument
-from tests.kit import assert_one_ping_per_event, statuses, wait_for_runs
+from tests.kit import assert_one_ping_per_event, statuses_oldest_first, wait_for_runs, wait_until
 from tests.live_server import LiveServer
 from tests.prefect import crashing
 from tests.prefect.conftest import telemhq_env
@@ -39,14 +38,17 @@ def instrumented(client: Client) -> Iterator[Client]:
 def prefect_task_run(task_run_id: str, *, timeout: float = 30.0) -> Any:
     """The task run as Prefect's API recorded it, once its state there is final (task run
     states reach the API as events, a moment after the run)."""
-    deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as prefect:
-        while True:
-            task_run = prefect.read_task_run(uuid.UUID(task_run_id))
-            if task_run.state is not None and task_run.state.is_final():
-                return task_run
-            assert time.monotonic() < deadline, f"task run {task_run_id}: {task_run.state}"
-            time.sleep(0.2)
+        seen: list[Any] = [None]
+
+        def final() -> Any:
+            seen[0] = prefect.read_task_run(uuid.UUID(task_run_id))
+            state = seen[0].state
+            return seen[0] if state is not None and state.is_final() else None
+
+        return wait_until(
+            final, lambda: f"task run {task_run_id}: {seen[0].state}", timeout=timeout, interval=0.2
+        )
 
 
 def test_a_task_left_running_by_its_async_flow_is_one_failure(
@@ -96,7 +98,7 @@ def test_a_keyboard_interrupt_in_a_task_is_one_failure(
     assert error["message"] == "Execution was aborted by an interrupt signal."
     assert "raise KeyboardInterrupt" in error["traceback"]
     assert live_server.tracker(slug)["state"] == "failing"
-    assert statuses(wait_for_runs(live_server, flow_slug, 1)) == ["failure"]
+    assert statuses_oldest_first(wait_for_runs(live_server, flow_slug, 1)) == ["failure"]
     assert prefect_task_run(task_run["run_id"]).state.type.value == "CRASHED"
     instrumented.flush()
     assert len(live_server.runs(slug)) == 1
@@ -126,7 +128,7 @@ def test_a_task_stopped_by_sigterm_is_one_failure(
     assert live_server.tracker(slug)["state"] == "failing"
     assert prefect_task_run(task_run["run_id"]).state.type.value == "CRASHED"
     if monitored == "flow":
-        assert statuses(wait_for_runs(live_server, flow_slug, 1)) == ["failure"]
+        assert statuses_oldest_first(wait_for_runs(live_server, flow_slug, 1)) == ["failure"]
     else:
         assert live_server.api("GET", f"/trackers/{flow_slug}").status_code == 404
     assert len(live_server.runs(slug)) == 1
@@ -141,7 +143,7 @@ def test_retried_tasks_send_retry_retry_success(
         ("crash-retries-flaky-later", None),  # retried after a delay: AwaitingRetry
     ):
         runs = wait_for_runs(live_server, slug, 3)
-        assert statuses(runs) == ["retry", "retry", "success"], slug
+        assert statuses_oldest_first(runs) == ["retry", "retry", "success"], slug
         assert [r["payload"]["attempt"] for r in reversed(runs)] == [1, 2, 3]
         assert {r["run_id"] for r in runs} == {runs[0]["run_id"]}
         assert_one_ping_per_event(runs)

@@ -24,7 +24,7 @@ from telemhq_plugins.prefect._deployment import (
     name_from_environment,
 )
 from telemhq_plugins.prefect._details import flow_details
-from tests.kit import statuses, wait_for_runs
+from tests.kit import statuses_oldest_first, wait_for_runs
 from tests.live_server import LiveServer, free_port
 from tests.prefect import runner_hook
 from tests.prefect.conftest import telemhq_env
@@ -167,7 +167,7 @@ def test_the_runner_side_lookup_is_bounded_when_the_api_does_not_answer(
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     seconds = json.loads(proc.stdout.decode().strip().splitlines()[-1])["hook_seconds"]
     [run] = wait_for_runs(live_server, job, 1)
-    assert statuses([run]) == ["failure"]
+    assert statuses_oldest_first([run]) == ["failure"]
     assert run["run_id"] == run_id
     assert run["payload"]["prefect"]["deployment"] == {"id": deployment_id}
     # The bound is LOOKUP_TIMEOUT, then the hook's flush (bounded too); a generous margin for a

@@ -22,7 +22,7 @@ from tests.docs_snippets import (
     snippet,
     venv_env,
 )
-from tests.kit import ping_key, statuses, wait_for_runs
+from tests.kit import new_ping_key, statuses_oldest_first, wait_for_runs
 from tests.live_server import LiveServer
 from tests.prefect.conftest import PREFECT_ENV
 
@@ -83,7 +83,7 @@ def test_the_quick_start_runs_as_written(tmp_path: Path, quick_start: QuickStart
     script = _write(tmp_path, snippet(doc, quick_start.flow_block).code)
     with LiveServer() as live:
         env = _base_env() | exports(
-            snippet(doc, quick_start.env_block), base_url=live.base_url, ping_key=ping_key(live)
+            snippet(doc, quick_start.env_block), base_url=live.base_url, ping_key=new_ping_key(live)
         )
         if quick_start.run_block is None:
             run_command([sys.executable, script.name], env=env, cwd=tmp_path)
@@ -118,7 +118,7 @@ def test_the_documented_switches_monitor_a_flow_without_hooks(tmp_path: Path) ->
     (tmp_path / "plain.py").write_text(PLAIN_FLOW)
     with LiveServer() as live:
         env = _base_env() | exports(
-            snippet(PAGE, "prefect-env"), base_url=live.base_url, ping_key=ping_key(live)
+            snippet(PAGE, "prefect-env"), base_url=live.base_url, ping_key=new_ping_key(live)
         )
         env |= exports(snippet(PAGE, "prefect-auto"), base_url=live.base_url, ping_key="")
         run_command([sys.executable, "plain.py"], env=env, cwd=tmp_path)
@@ -132,7 +132,7 @@ def test_the_deployment_reaches_the_worker_with_the_key_from_a_secret_block(
 ) -> None:
     _write(tmp_path, snippet(PAGE, "prefect-flow").code)
     with LiveServer() as live:
-        key = ping_key(live)
+        key = new_ping_key(live)
         deploy = snippet(PAGE, "prefect-deploy").code
         assert "<your ping key>" in deploy
         assert DOCS_BASE_URL in deploy
@@ -147,7 +147,7 @@ def test_the_deployment_reaches_the_worker_with_the_key_from_a_secret_block(
                 command.append("--run-once")  # the worker takes the run, then returns
             run_command(command, env=env, cwd=tmp_path)
         runs = wait_for_runs(live, "nightly-sync", 1, timeout=120)
-        assert statuses(runs) == ["success"], runs
+        assert statuses_oldest_first(runs) == ["success"], runs
         payload = runs[0]["payload"]
         assert payload["records_processed"] == 2
         assert payload["prefect"]["deployment"]["name"] == "nightly"

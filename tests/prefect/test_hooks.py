@@ -17,7 +17,14 @@ from pydantic import SecretStr
 from telemhq_plugins.core import Client
 from telemhq_plugins.core.payload import stable_ping_id
 from telemhq_plugins.prefect import hooks, monitor_flow, task_hooks
-from tests.kit import breaking_core, client_for, dead_endpoint, statuses, wait_for_runs
+from tests.kit import (
+    breaking_core,
+    client_for,
+    dead_endpoint,
+    process_client,
+    statuses_oldest_first,
+    wait_for_runs,
+)
 from tests.live_server import LiveServer
 from tests.prefect import flows
 from tests.prefect.conftest import telemhq_env
@@ -71,7 +78,7 @@ def test_a_retried_flow_reports_the_failed_attempt_as_retry(
 ) -> None:
     assert flows.acc_flow_retry() == "ok"
     runs = wait_for_runs(live_server, "acc-flow-retry", 2)
-    assert statuses(runs) == ["retry", "success"]
+    assert statuses_oldest_first(runs) == ["retry", "success"]
     retry, success = reversed(runs)
     assert (retry["payload"]["attempt"], success["payload"]["attempt"]) == (1, 2)
     assert retry["run_id"] == success["run_id"]
@@ -84,11 +91,11 @@ def test_a_retried_task_reports_each_failed_attempt_as_retry(
 ) -> None:
     assert flows.acc_task_retry() == "ok"
     runs = wait_for_runs(live_server, "acc-task-retry-flaky", 3)
-    assert statuses(runs) == ["retry", "retry", "success"]
+    assert statuses_oldest_first(runs) == ["retry", "retry", "success"]
     assert [r["payload"]["attempt"] for r in reversed(runs)] == [1, 2, 3]
     assert {r["run_id"] for r in runs} == {runs[0]["run_id"]}
     assert runs[-1]["payload"]["error"]["type"] == "ConnectionError"
-    assert statuses(wait_for_runs(live_server, "acc-task-retry", 1)) == ["success"]
+    assert statuses_oldest_first(wait_for_runs(live_server, "acc-task-retry", 1)) == ["success"]
 
 
 def test_async_flows_and_tasks_report_through_the_run_context(
@@ -131,20 +138,18 @@ def test_monitor_flow_keeps_the_flows_own_hook(live_server: LiveServer, client: 
     monitored = monitor_flow(flows.acc_own_hook)
     assert monitored() == "done"
     assert flows.attempts["own-hook"] == 1
-    assert statuses(wait_for_runs(live_server, "acc-own-hook", 1)) == ["success"]
+    assert statuses_oldest_first(wait_for_runs(live_server, "acc-own-hook", 1)) == ["success"]
     # Monitoring a monitored copy adds nothing: one ping per event.
     again = monitor_flow(monitored)
     assert len(again.on_completion_hooks) == 2
     assert again() == "done"
-    assert statuses(wait_for_runs(live_server, "acc-own-hook", 2)) == ["success", "success"]
+    both = wait_for_runs(live_server, "acc-own-hook", 2)
+    assert statuses_oldest_first(both) == ["success", "success"]
 
 
 def test_a_dead_endpoint_costs_the_flow_at_most_the_flush_bound(live_server: LiveServer) -> None:
-    from telemhq_plugins.core import set_client
-
     dead = client_for(live_server, base_url=dead_endpoint(), ping_key="k", flush_timeout=1.0)
-    previous = set_client(dead)
-    try:
+    with process_client(dead):
 
         @flow(name="acc-dead-endpoint", **hooks())
         def fine() -> str:
@@ -161,9 +166,6 @@ def test_a_dead_endpoint_costs_the_flow_at_most_the_flush_bound(live_server: Liv
         with pytest.raises(KeyboardInterrupt):
             crashing()
         assert time.monotonic() - started < 30
-    finally:
-        set_client(previous)
-        dead.close()
 
 
 def test_the_adapter_failing_never_fails_the_flow(live_server: LiveServer, client: Client) -> None:

@@ -15,7 +15,7 @@ from prefect.task_engine import AsyncTaskRunEngine, SyncTaskRunEngine
 import telemhq_plugins
 from telemhq_plugins.core import Client
 from telemhq_plugins.prefect import PrefectInstrumentor, hooks, instrument, uninstrument
-from tests.kit import assert_one_ping_per_event, statuses, wait_for_runs
+from tests.kit import assert_one_ping_per_event, statuses_oldest_first, wait_for_runs
 from tests.live_server import LiveServer
 from tests.prefect import auto_flows
 from tests.prefect.conftest import telemhq_env
@@ -53,7 +53,7 @@ def test_the_plugin_switch_instruments_flows_tasks_and_subflows(
     # Explicit hooks and instrument-all on one flow (and its with_options copy): one ping each.
     for slug in ("auto-explicit", "auto-explicit-explicit-task", "auto-explicit-copy"):
         runs = wait_for_runs(live_server, slug, 1)
-        assert statuses(runs) == ["success"], slug
+        assert statuses_oldest_first(runs) == ["success"], slug
         assert_one_ping_per_event(runs)
 
 
@@ -96,8 +96,9 @@ def test_instrument_then_uninstrument_restores_prefects_engines(
         assert uninstrument() is True
     assert [engine.__dict__["call_hooks"] for engine in ENGINES] == originals
     assert not PrefectInstrumentor().is_instrumented
-    assert statuses(wait_for_runs(live_server, "inproc-flow", 1)) == ["success"]
-    assert statuses(wait_for_runs(live_server, "inproc-flow-inproc-task", 1)) == ["success"]
+    assert statuses_oldest_first(wait_for_runs(live_server, "inproc-flow", 1)) == ["success"]
+    in_flow = wait_for_runs(live_server, "inproc-flow-inproc-task", 1)
+    assert statuses_oldest_first(in_flow) == ["success"]
     # Off again: a second run pings nothing.
     assert inproc_flow() == 2
     client.flush()
@@ -132,7 +133,7 @@ def test_include_and_exclude_globs_choose_the_jobs(live_server: LiveServer, clie
         assert skipped() == 2
     finally:
         uninstrument()
-    assert statuses(wait_for_runs(live_server, "policy-kept", 1)) == ["success"]
+    assert statuses_oldest_first(wait_for_runs(live_server, "policy-kept", 1)) == ["success"]
     client.flush()
     assert live_server.api("GET", "/trackers/policy-skipped").status_code == 404
     assert live_server.api("GET", "/trackers/policy-kept-noisy").status_code == 404

@@ -19,12 +19,14 @@ from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.objects import FlowRun, State
 from prefect.states import Cancelling
 
-from tests.kit import statuses, wait_for_runs
+from tests.kit import statuses_oldest_first, wait_for_runs, wait_until
 from tests.live_server import LiveServer, dies_with_parent
 from tests.prefect import served
 from tests.prefect.conftest import PrefectAPI, telemhq_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
+
+WAIT = 90  # the bound on waiting for the runner and the API (a busy machine, not a speed claim)
 
 
 @pytest.fixture(scope="module")
@@ -56,16 +58,6 @@ def runner(
             proc.wait()
 
 
-def wait_until(check: object, what: str, timeout: float = 90.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()  # type: ignore[operator]
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def start_served_run(client: SyncPrefectClient, name: str) -> tuple[str, FlowRun]:
     """A new run of the served deployment ``name`` (``flow/deployment``), once the runner has
     registered it: (the deployment's id, the flow run)."""
@@ -76,7 +68,7 @@ def start_served_run(client: SyncPrefectClient, name: str) -> tuple[str, FlowRun
         except Exception:
             return None
 
-    found: Any = wait_until(deployment, f"the served deployment {name}")
+    found: Any = wait_until(deployment, f"the served deployment {name}", timeout=WAIT, interval=0.5)
     return str(found.id), client.create_flow_run_from_deployment(found.id)
 
 
@@ -85,7 +77,7 @@ def final_state(client: SyncPrefectClient, flow_run: FlowRun, what: str) -> Stat
         state = client.read_flow_run(flow_run.id).state
         return state is not None and state.is_final()
 
-    wait_until(final, what)
+    wait_until(final, what, timeout=WAIT, interval=0.5)
     state = client.read_flow_run(flow_run.id).state
     assert state is not None
     return state
@@ -101,11 +93,11 @@ def test_a_cancelled_served_run_pings_cancelled(
             state = client.read_flow_run(flow_run.id).state
             return state is not None and state.is_running()
 
-        wait_until(running, "the run to be Running")
+        wait_until(running, "the run to be Running", timeout=WAIT, interval=0.5)
         client.set_flow_run_state(flow_run.id, Cancelling(), force=True)
         final_state(client, flow_run, "the run to be cancelled")
     [run] = wait_for_runs(live_server, "served-sleeper", 1, timeout=60)
-    assert statuses([run]) == ["cancelled"]
+    assert statuses_oldest_first([run]) == ["cancelled"]
     assert run["run_id"] == str(flow_run.id)
     block = run["payload"]["prefect"]
     # The runner's process asks the Prefect API for the deployment's name.
@@ -122,13 +114,13 @@ def test_a_served_run_killed_by_sigkill_is_marked_crashed_and_pings_failure(
     in its own process: the ping arrives although the flow's process never ran a hook."""
     with get_client(sync_client=True) as client:
         deployment_id, flow_run = start_served_run(client, "served-victim/victim")
-        wait_until(pid_file.exists, "the run's process id")
+        wait_until(pid_file.exists, "the run's process id", timeout=WAIT, interval=0.5)
         time.sleep(0.5)
         os.kill(int(pid_file.read_text()), signal.SIGKILL)
         state = final_state(client, flow_run, "the run to end")
         assert state.is_crashed()
     [run] = wait_for_runs(live_server, "served-victim", 1, timeout=60)
-    assert statuses([run]) == ["failure"]
+    assert statuses_oldest_first([run]) == ["failure"]
     assert run["run_id"] == str(flow_run.id)
     assert run["payload"]["error"]["type"] == "Crashed"
     assert run["payload"]["prefect"]["deployment"] == {"id": deployment_id, "name": "victim"}
@@ -144,10 +136,10 @@ def test_a_served_run_that_completes_sends_its_deployment_name_from_its_own_proc
         state = final_state(client, flow_run, "the run to end")
         assert state.is_completed()
     [run] = wait_for_runs(live_server, "served-quick", 1, timeout=60)
-    assert statuses([run]) == ["success"]
+    assert statuses_oldest_first([run]) == ["success"]
     assert run["run_id"] == str(flow_run.id)
     block = run["payload"]["prefect"]
     assert block["deployment"] == {"id": deployment_id, "name": "quick"}
     [child] = wait_for_runs(live_server, "served-quick-child", 1, timeout=60)
-    assert statuses([child]) == ["success"]
+    assert statuses_oldest_first([child]) == ["success"]
     assert "deployment" not in child["payload"]["prefect"]

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +21,16 @@ from prefect.client.schemas.actions import DeploymentScheduleCreate
 from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 from prefect.client.schemas.schedules import CronSchedule, RRuleSchedule
 
-from telemhq_plugins.core import set_client
 from tests.kit import (
     HeldEndpoint,
     assert_one_ping_per_event,
     client_for,
     dead_endpoint,
-    statuses,
+    process_client,
+    statuses_oldest_first,
     tracker_by_slug,
     wait_for_runs,
+    wait_until,
 )
 from tests.live_server import LiveServer, dies_with_parent
 from tests.prefect import watched
@@ -41,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HEARTBEAT = 30  # Prefect's minimum heartbeat frequency
 DELAY = 5  # the watcher's wait before a final ping of a run without hooks (its default)
 HOOKS_WAIT = 30  # its wait before the fallback ping of a run with hooks (default 120)
+WAIT = 90  # the bound on waiting for the watcher's log (a busy machine, not a speed assertion)
 
 
 class WatcherProcess:
@@ -77,10 +79,14 @@ class WatcherProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        wait_until(lambda: "following Prefect" in self.output(), "the watcher to follow events")
+        self.wait_for_line("following Prefect")
 
     def output(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
+
+    def wait_for_line(self, text: str, timeout: float = WAIT) -> None:
+        """Once the watcher's log says ``text``."""
+        wait_until(lambda: text in self.output(), f"the watcher to log {text!r}", timeout=timeout)
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
@@ -91,16 +97,6 @@ class WatcherProcess:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-
-
-def wait_until(check: Callable[[], Any], what: str, timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -143,26 +139,18 @@ def test_a_run_with_hooks_is_stored_once_with_its_metrics_however_late_its_ping(
     the metric), and the watcher's late fallback adds nothing."""
     with HeldEndpoint(live_server.base_url) as held:
         current = client_for(live_server, ping_key=ping_key, base_url=held.url, timeout=60)
-        previous = set_client(current)
-        try:
+        with process_client(current):
             watched.watched_hooked()
-            wait_until(lambda: "(watched-hooked) attempt 1 Completed" in watcher.output(), "it")
+            watcher.wait_for_line("(watched-hooked) attempt 1 Completed")
             time.sleep(DELAY + 3)  # past the wait of a run without hooks
             assert tracker_by_slug(live_server, "watched-hooked") is None  # nothing came
             held.release()
             current.flush()
-        finally:
-            set_client(previous)
-            current.close()
     [run] = wait_for_runs(live_server, "watched-hooked", 1)
     assert run["payload"]["records_processed"] == 11
-    wait_until(
-        lambda: "(watched-hooked) attempt 1 -> success (fallback" in watcher.output(),
-        "the watcher's fallback ping",
-        timeout=HOOKS_WAIT + 30,
-    )
+    watcher.wait_for_line("(watched-hooked) attempt 1 -> success (fallback", HOOKS_WAIT + 30)
     runs = wait_for_runs(live_server, "watched-hooked", 1)
-    assert statuses(runs) == ["success"]
+    assert statuses_oldest_first(runs) == ["success"]
     assert_one_ping_per_event(runs)
     assert runs[0]["payload"]["records_processed"] == 11
 
@@ -174,13 +162,9 @@ def test_a_run_whose_hooks_ping_never_comes_is_reported_by_the_fallback_after_a_
     fallback reports the run, also when the watcher restarts while the fallback waits (the
     waiting ping is kept in its cursor)."""
     dead = client_for(live_server, base_url=dead_endpoint(), ping_key=ping_key, flush_timeout=1.0)
-    previous = set_client(dead)
-    try:
+    with process_client(dead):
         watched.watched_hooked_lost()
-    finally:
-        set_client(previous)
-        dead.close()
-    wait_until(lambda: "(watched-hooked-lost) attempt 1 Completed" in watcher.output(), "it")
+    watcher.wait_for_line("(watched-hooked-lost) attempt 1 Completed")
     time.sleep(DELAY + 3)
     assert tracker_by_slug(live_server, "watched-hooked-lost") is None  # waiting for the hooks
     watcher.stop()
@@ -289,7 +273,7 @@ def test_it_reconnects_when_the_prefect_api_restarts(
     live_server: LiveServer, watcher: WatcherProcess, prefect_api: PrefectAPI
 ) -> None:
     prefect_api.stop()
-    wait_until(lambda: "Prefect API unreachable" in watcher.output(), "the watcher to notice")
+    watcher.wait_for_line("Prefect API unreachable")
     prefect_api.start()
     # Run at once: the run may end before the watcher is back (it retries every 2 s); then
     # only the backfill from its cursor finds it.

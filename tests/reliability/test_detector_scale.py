@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 from telemhq_server import db
 from telemhq_server.detector import Detector
 
-from benchmarks.detector import GRACE, PERIOD, T0, add_due_trackers
+from tests.reliability.due_trackers import GRACE, PERIOD, T0, add_due_trackers
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -15,7 +14,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import requests
 
+from tests.kit import require_tool
 from tests.live_server import LiveServer, free_port
 from tests.server.helpers import run_job_after
 
@@ -29,43 +30,42 @@ def server(db_url: str) -> Iterator[LiveServer]:
 
 
 def test_the_docs_examples_work_unchanged(server: LiveServer) -> None:
+    require_tool("curl", "the docs' shell examples")
     tracker = server.create_tracker(
         name="docs", assertions=["status = success", "records_processed > 0", "errors = 0"]
     )
     url = tracker["ping_url"]
     assert url.startswith(server.base_url)
     # Python requests, json= (as in the docs)
-    requests = pytest.importorskip("requests")
     answer = requests.post(url, json=DOCS_BODY, timeout=15)
     assert answer.status_code == 200
     assert answer.json()["state"] == "up"
-    if shutil.which("curl"):
-        plain = subprocess.run(["curl", "-sS", "-X", "POST", url], capture_output=True, check=True)
-        assert b'"ok":true' in plain.stdout
-        with_json = subprocess.run(
-            [
-                "curl",
-                "-sS",
-                "-X",
-                "POST",
-                url,
-                "-H",
-                "Content-Type: application/json",
-                "-d",
-                '{\n    "status": "success",\n    "duration": 1500,\n'
-                '    "records_processed": 450,\n    "errors": 0\n  }',
-            ],
-            capture_output=True,
-            check=True,
-        )
-        assert b'"passed":true' in with_json.stdout
-        # curl -d without a content type (form-encoded) works too
-        form = subprocess.run(
-            ["curl", "-sS", "-X", "POST", url, "-d", '{"records_processed": 0}'],
-            capture_output=True,
-            check=True,
-        )
-        assert b'"state":"failing"' in form.stdout
+    plain = subprocess.run(["curl", "-sS", "-X", "POST", url], capture_output=True, check=True)
+    assert b'"ok":true' in plain.stdout
+    with_json = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "-X",
+            "POST",
+            url,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            '{\n    "status": "success",\n    "duration": 1500,\n'
+            '    "records_processed": 450,\n    "errors": 0\n  }',
+        ],
+        capture_output=True,
+        check=True,
+    )
+    assert b'"passed":true' in with_json.stdout
+    # curl -d without a content type (form-encoded) works too
+    form = subprocess.run(
+        ["curl", "-sS", "-X", "POST", url, "-d", '{"records_processed": 0}'],
+        capture_output=True,
+        check=True,
+    )
+    assert b'"state":"failing"' in form.stdout
     runs = server.runs(tracker["id"])
     assert runs[-1]["payload"] == DOCS_BODY
     browser = httpx.get(url, headers={"Accept": "text/html"})

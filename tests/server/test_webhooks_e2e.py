@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from telemhq_server.webhooks import DEFAULT_EVENTS, verify_signature
 
-from tests.live_server import LiveServer, free_port
+from tests.kit import free_port, wait_until
+from tests.live_server import LiveServer
 from tests.server.test_webhooks import Receiver
 
 
@@ -25,17 +25,6 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver()
     yield r
     r.close()
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    """Poll until ``check()`` is truthy (the server delivers in the background)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_it_manages_webhooks_through_the_api(server: LiveServer) -> None:
@@ -80,7 +69,7 @@ def test_a_failing_run_is_delivered_signed_and_logged(
     tracker = server.create_tracker(name="loader", assertions=["records_processed > 0"])
     assert server.ping(tracker, {"records_processed": 5}).json()["state"] == "up"
     assert server.ping(tracker, {"records_processed": 0}).json()["state"] == "failing"
-    wait_for(lambda: receiver.requests, "the webhook")
+    wait_until(lambda: receiver.requests, "the webhook")
     [(headers, body)] = receiver.requests
     assert verify_signature(hook["secret"], body, headers["X-TelemHQ-Signature"])
     doc = json.loads(body)
@@ -94,12 +83,12 @@ def test_a_failing_run_is_delivered_signed_and_logged(
         items = server.api("GET", f"/webhooks/{hook['id']}/deliveries").json()["items"]
         return [d for d in items if d["status"] == "delivered"]
 
-    [delivery] = wait_for(delivered, "the delivery log")
+    [delivery] = wait_until(delivered, "the delivery log")
     assert delivery["event"] == "tracker.failing"
     assert [a["status_code"] for a in delivery["attempt_log"]] == [200]
     # Recovery is announced too.
     server.ping(tracker, {"records_processed": 1})
-    wait_for(lambda: len(receiver.requests) == 2, "the recovery webhook")
+    wait_until(lambda: len(receiver.requests) == 2, "the recovery webhook")
     assert json.loads(receiver.requests[1][1])["event"] == "tracker.recovered"
     server.api("DELETE", f"/webhooks/{hook['id']}")
 
@@ -111,7 +100,7 @@ def test_a_stuck_webhook_receiver_does_not_slow_ingest(
     hook = server.api("POST", "/webhooks", json={"url": receiver.url}).json()
     tracker = server.create_tracker(name="busy")
     server.ping(tracker, suffix="/fail")
-    wait_for(lambda: receiver.requests, "the webhook request to reach the stuck receiver")
+    wait_until(lambda: receiver.requests, "the webhook request to reach the stuck receiver")
     # While the delivery hangs, pings are answered as usual.
     answers = [server.ping(tracker, {"records_processed": i}) for i in range(20)]
     assert not receiver.release.is_set()  # still hanging while all of these were answered
@@ -134,15 +123,15 @@ def test_an_alert_queued_before_a_restart_is_delivered_after_it() -> None:
             items = first.api("GET", f"/webhooks/{hook['id']}/deliveries").json()["items"]
             return bool(items) and items[0]["attempts"] >= 1
 
-        wait_for(failed_once, "a first, failed attempt")
+        wait_until(failed_once, "a first, failed attempt")
         first.stop()  # the server goes away with the alert still pending
         receiver = Receiver(port=port)
         try:
             with LiveServer(database_url=first.database_url) as second:
                 # The retry is due ~10 s after the failed attempt (first backoff step).
-                wait_for(lambda: receiver.requests, "the retried webhook", timeout=60)
+                wait_until(lambda: receiver.requests, "the retried webhook", timeout=60)
                 items = second.api("GET", f"/webhooks/{hook['id']}/deliveries").json()["items"]
-                wait_for(
+                wait_until(
                     lambda: (
                         second.api("GET", f"/webhooks/{hook['id']}/deliveries").json()["items"][0][
                             "status"
