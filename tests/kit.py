@@ -49,12 +49,10 @@ __all__ = [
     "dead_endpoint",
     "free_port",
     "new_ping_key",
-    "ping_key",
     "process_client",
     "require_tool",
     "runs_everywhere",
     "settings_client",
-    "statuses",
     "statuses_oldest_first",
     "telemhq_warnings",
     "tracker_by_slug",
@@ -141,11 +139,6 @@ def new_ping_key(server: LiveServer, *, auto_create: bool = True) -> str:
     return key
 
 
-# The helper's former name, for test modules that still import it (the ``ping_key`` fixture is
-# the key of the module's server).
-ping_key = new_ping_key
-
-
 def tracker_by_slug(server: LiveServer, slug: str) -> dict[str, Any] | None:
     """The tracker with this slug, or None when there is none (yet)."""
     response = server.api("GET", f"/trackers/{slug}")
@@ -225,10 +218,6 @@ def statuses_oldest_first(runs: list[dict[str, Any]]) -> list[str]:
     """The statuses of stored ``runs`` in the order the server stored them, oldest first,
     whatever the order of the list (``wait_for_runs`` answers newest first)."""
     return [run["status"] for run in sorted(runs, key=lambda run: int(run["id"]))]
-
-
-# The helper's former name, for test modules that still import it.
-statuses = statuses_oldest_first
 
 
 def unavailable(reason: str) -> NoReturn:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from telemhq_plugins.core import slugify
-from tests.kit import statuses, tracker_by_slug, wait_for_runs
+from tests.kit import tracker_by_slug, wait_for_runs
 from tests.live_server import LiveServer
 
-# ``statuses`` is the kit's (``statuses_oldest_first``), for the modules that import it from here.
-__all__ = ["block", "run_count", "runs_of", "statuses", "tracker"]
+__all__ = ["block", "run_count", "runs_of", "tracker"]
 
 
 def tracker(server: LiveServer, job: str) -> dict[str, Any] | None:

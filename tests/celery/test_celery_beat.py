@@ -147,7 +147,7 @@ def test_beat_pushes_a_zoned_crontab_in_its_own_zone(
     app.conf.timezone = "UTC"
     zoned = zoned_crontab(PARIS, minute=15, hour=18)
     app.conf.beat_schedule = {"paris-evening": {"task": "beat.paris", "schedule": zoned}}
-    client = make_client(server, ping_key=kit.ping_key(server.live), token=None)
+    client = make_client(server, ping_key=kit.new_ping_key(server.live), token=None)
     previous = set_client(client)
     instrumentor = CeleryInstrumentor()
     instrumentor.instrument(app, beat_schedules=True, api_key=server.live.api_key)
