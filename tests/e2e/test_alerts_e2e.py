@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_cli_and_monitor import run_cli
+from tests.kit import wait_until
 from tests.live_server import LiveServer
 from tests.server.test_alerts import Receiver
-from tests.server.test_webhooks_e2e import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +59,7 @@ def test_a_notification_survives_a_crash_and_is_sent_once(
         server.kill()  # the flip is committed; its message (due in 2 s) not yet sent
         assert receiver.messages == []
         server.start()
-        wait_for(lambda: receiver.messages, "the message after the restart")
+        wait_until(lambda: receiver.messages, "the message after the restart")
         time.sleep(3)  # nothing more comes
         assert receiver.titles() == ["crashy is failing"]
 
@@ -71,6 +71,6 @@ def test_two_server_processes_send_each_notification_once(receiver: Receiver) ->
         for name in names:
             token = server.create_tracker(name=name)["token"]
             server.client.post(f"/ping/{token}/fail").raise_for_status()
-        wait_for(lambda: len(receiver.messages) >= len(names), "every message")
+        wait_until(lambda: len(receiver.messages) >= len(names), "every message")
         time.sleep(3)
         assert sorted(receiver.titles()) == sorted(f"{n} is failing" for n in names)

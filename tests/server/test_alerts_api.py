@@ -17,9 +17,9 @@ import pytest
 import requests
 from aiosmtpd.controller import Controller
 
+from tests.kit import wait_until
 from tests.server.helpers import AppClient, flips_of, make_tracker
 from tests.server.test_alerts import Receiver
-from tests.server.test_webhooks_e2e import wait_for
 
 SLACK = "slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ"
 SLACK_SECRET = "TIiajkdnlazkcOXrIdevi7FQ"
@@ -144,15 +144,15 @@ def test_a_failing_ping_reaches_email_and_json_channels(
     tracker = make_tracker(client, name="etl_daily", assertions=["records_processed > 0"])
     answer = client.post(f"/ping/{tracker['token']}", json={"records_processed": 0})
     assert answer.json()["state"] == "failing"
-    wait_for(lambda: receiver.messages, "the json:// message")
-    wait_for(lambda: box.mails, "the e-mail")
+    wait_until(lambda: receiver.messages, "the json:// message")
+    wait_until(lambda: box.mails, "the e-mail")
     assert receiver.messages[0]["title"] == "etl_daily is failing"
     assert "records_processed > 0: records_processed was 0" in receiver.messages[0]["message"]
     sender, recipients, content = box.mails[0]
     assert (sender, recipients) == ("telemhq@example.com", ["ops@example.com"])
     assert "Subject: etl_daily is failing" in content
     client.post(f"/ping/{tracker['token']}", json={"records_processed": 5}).raise_for_status()
-    wait_for(lambda: len(receiver.messages) == 2, "the recovery")
+    wait_until(lambda: len(receiver.messages) == 2, "the recovery")
     assert receiver.messages[1]["title"] == "etl_daily has recovered"
     channels = client.get("/api/v1/channels").json()["items"]
     hook = next(c for c in channels if c["name"] == "hook")
@@ -184,7 +184,7 @@ def test_a_silence_holds_notifications_and_ending_it_sends_one(
     assert receiver.messages == []
     assert [f["new_state"] for f in flips_of(client, tracker["id"])] == ["failing"]  # recorded
     assert client.delete(f"/api/v1/silences/{silence['id']}").status_code == 204
-    wait_for(lambda: receiver.messages, "the held message")
+    wait_until(lambda: receiver.messages, "the held message")
     assert receiver.titles() == ["nightly load is failing"]
     assert client.get(f"/api/v1/silences/{silence['id']}").json()["active"] is False
     for bad, field in [

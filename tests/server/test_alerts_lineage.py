@@ -19,9 +19,9 @@ from telemhq_server.alerts.enqueue import group_key
 from telemhq_server.alerts.message import render_group
 from telemhq_server.lineage.mapping import map_event
 
+from tests.kit import wait_until
 from tests.live_server import LiveServer
 from tests.server.test_alerts import Receiver
-from tests.server.test_webhooks_e2e import wait_for
 
 DBT = "https://github.com/OpenLineage/OpenLineage/tree/1.54.0/integration/dbt"
 WINDOW = 3  # seconds notifications wait for the rest of their group
@@ -86,7 +86,7 @@ def test_five_failed_models_of_one_dbt_run_are_one_message(
         client.emit(failed(model, dbt_run, f"relation {model} does not exist"))
     # A model of another run of the same dbt job is another incident.
     client.emit(failed("jaffle_shop.orders", other_run, "division by zero"))
-    wait_for(lambda: len(receiver.messages) >= 2, "the grouped message and the single one")
+    wait_until(lambda: len(receiver.messages) >= 2, "the grouped message and the single one")
     time.sleep(WINDOW + 2)  # nothing else comes: the five were folded, not sent as well
     titles = sorted(receiver.titles())
     assert titles == [
@@ -107,7 +107,7 @@ def test_a_dbt_run_failing_with_its_models_is_told_with_them(
     for i in range(2):
         client.emit(failed(f"jaffle_shop.model_{i}", dbt_run, "boom"))
     client.emit(failed("jaffle_shop.build", None, "2 models failed", run_id=dbt_run))
-    wait_for(lambda: receiver.messages, "the grouped message")
+    wait_until(lambda: receiver.messages, "the grouped message")
     time.sleep(WINDOW + 2)
     assert receiver.titles() == [f"dbt run dbt/jaffle_shop.build {dbt_run} failed: 3 failing"]
     assert "- dbt/jaffle_shop.build: Error: 2 models failed" in receiver.messages[0]["message"]
