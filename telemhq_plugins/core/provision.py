@@ -33,7 +33,9 @@ every job of that orchestrator.
 Never raises: every problem becomes a :class:`SyncResult` and one log line (no API key: one
 INFO line, every result ``skipped``; server unreachable; 401/403; a field the server refuses,
 with its message). A successful sync is remembered for the process: the same set again returns
-at once without asking the server (``cached=False`` asks anyway).
+at once without asking the server (``cached=False`` asks anyway), for ten minutes at most, so
+that what changed elsewhere (a pause by another process's sync) is put right at a later sync;
+a sync that writes anything forgets every earlier one (a job paused, then active again).
 """
 
 from __future__ import annotations
@@ -82,6 +84,8 @@ TIMEOUT_FACTOR: Final = 4
 _MAX_NAME: Final = 200
 _PAGE: Final = 500
 _MAX_REMEMBERED: Final = 64
+#: How long a remembered sync is trusted, in seconds.
+_REMEMBER_SECONDS: Final = 600.0
 
 Outcome = Literal["created", "updated", "unchanged", "paused", "skipped", "error"]
 _DONE: Final = frozenset({"created", "updated", "unchanged", "paused"})
@@ -264,7 +268,7 @@ class _Server:
 
 
 #: successful syncs of this process: key -> results
-_remembered: dict[tuple[Any, ...], list[SyncResult]] = {}
+_remembered: dict[tuple[Any, ...], tuple[float, list[SyncResult]]] = {}
 _remembered_lock = threading.Lock()
 
 
@@ -316,8 +320,8 @@ class _Syncer:
         key = self._memo_key(jobs)
         if self.cached:
             with _remembered_lock:
-                earlier = _remembered.get(key)
-            if earlier is not None:
+                at, earlier = _remembered.get(key, (-math.inf, []))
+            if time.monotonic() - at < _REMEMBER_SECONDS:
                 for result in earlier:
                     self.add(
                         SyncResult(
@@ -335,10 +339,12 @@ class _Syncer:
             self._sync_server(api_base, group)
         self._log_summary()
         if not self.dry_run and all(r.outcome in _DONE for r in self.state.results):
+            wrote = any(r.changed for r in self.state.results)
             with _remembered_lock:
-                if len(_remembered) >= _MAX_REMEMBERED:  # a set that keeps changing
+                # A set that keeps changing; or a write that may make other sets' memory stale.
+                if len(_remembered) >= _MAX_REMEMBERED or wrote:
                     _remembered.clear()
-                _remembered[key] = list(self.state.results)
+                _remembered[key] = (time.monotonic(), list(self.state.results))
 
     def _plan(self, js: JobSchedule) -> _Job:
         url = self.settings.ping_url_for(js.job, js.token)

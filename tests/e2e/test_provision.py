@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from telemhq_plugins.core import Client, JobSchedule, start_run, sync
+from telemhq_plugins.core import Client, JobSchedule, provision, start_run, sync
 from telemhq_plugins.core.provision import PAUSED_TAG, PRUNED_TAG, SyncResult
 from tests.kit import client_for, dead_endpoint, ping_key
 from tests.live_server import LiveServer
@@ -137,6 +137,29 @@ def test_a_repeated_sync_in_one_process_skips_the_server(
     # ...unless asked to check.
     (checked,) = run_sync(live_server, client, jobs, cached=False)
     assert checked.outcome == "created"
+
+
+def test_a_remembered_sync_is_forgotten_after_a_write_and_in_time(
+    live_server: LiveServer, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    active = JobSchedule("memo pause", 60, paused=False)
+    paused = JobSchedule("memo pause", 60, paused=True)
+    assert run_sync(live_server, client, [active], cached=True)[0].outcome == "created"
+    assert run_sync(live_server, client, [paused], cached=True)[0].outcome == "updated"
+    # Active again: the first sync of that set is no longer trusted after the pause.
+    (back,) = run_sync(live_server, client, [active], cached=True)
+    assert (back.outcome, back.changed) == ("updated", ("tags", "paused"))
+    assert live_server.tracker("memo-pause")["paused"] is False
+    # Paused elsewhere (another process, by hand): put right once the memory has expired.
+    live_server.api("POST", "/trackers/memo-pause/pause")
+    live_server.api("PATCH", "/trackers/memo-pause", json={"tags": [PAUSED_TAG]})
+    assert run_sync(live_server, client, [active], cached=True)[0].detail == (
+        "synced earlier in this process"
+    )
+    monkeypatch.setattr(provision, "_REMEMBER_SECONDS", 0.0)
+    (expired,) = run_sync(live_server, client, [active], cached=True)
+    assert (expired.outcome, expired.changed) == ("updated", ("tags", "paused"))
+    assert live_server.tracker("memo-pause")["paused"] is False
 
 
 def test_it_finds_a_tracker_by_the_token_the_job_pings(live_server: LiveServer) -> None:
