@@ -482,14 +482,20 @@ class _Syncer:
             "name": (js.name or js.job).strip()[:_MAX_NAME],
             "slug": job.slug,
             "schedule": job.spec,
-            "tags": list(dict.fromkeys([*js.tags, *self._orchestrator_tag()])),
+            "tags": list(
+                dict.fromkeys(
+                    [*js.tags, *self._orchestrator_tag(), *([PAUSED_TAG] if js.paused else [])]
+                )
+            ),
         }
         if js.assertions is not None:
             body["assertions"] = list(js.assertions)
         response = self._write(server, "POST", "/trackers", json=body)
+        changed = tuple(sorted(body)) + (("paused",) if js.paused else ())
         if response is None:
-            detail = "; ".join(f"{k}: {_show(v)}" for k, v in body.items())
-            self.add(SyncResult(js.job, "created", detail, None, tuple(sorted(body))))
+            shown = {**body, **({"paused": True} if js.paused else {})}
+            detail = "; ".join(f"{k}: {_show(v)}" for k, v in shown.items())
+            self.add(SyncResult(js.job, "created", detail, None, changed))
             return
         if response.status_code == 409:  # created meanwhile (its first ping): update it
             response = self._request(server, "GET", f"/trackers/{quote(job.slug)}")
@@ -507,7 +513,13 @@ class _Syncer:
         trackers.append(created)  # another job of the set may name the same slug
         kept.add(created["id"])
         taken[created["id"]] = js.job
-        self.add(SyncResult(js.job, "created", "", str(created["id"]), tuple(sorted(body))))
+        if js.paused:  # created paused: a job paused in the orchestrator expects nothing yet
+            paused = self._request(server, "POST", f"/trackers/{created['id']}/pause")
+            if paused.status_code >= 400:
+                self._refused(js.job, _error_text(paused), created)
+                return
+            created.update(paused=True)
+        self.add(SyncResult(js.job, "created", "", str(created["id"]), changed))
 
     def _orchestrator_tag(self) -> list[str]:
         return [self.orchestrator] if self.orchestrator else []

@@ -303,6 +303,21 @@ def test_a_job_paused_in_the_orchestrator_pauses_its_tracker_and_resumes_it(
     ]
 
 
+def test_a_job_paused_from_the_start_gets_a_paused_tracker(
+    live_server: LiveServer, client: Client
+) -> None:
+    job = JobSchedule("born paused", "0 * * * *", paused=True)
+    (result,) = run_sync(live_server, client, [job], orchestrator="prefect")
+    assert result.outcome == "created"
+    assert "paused" in result.changed
+    tracker = live_server.tracker("born-paused")
+    assert (tracker["paused"], tracker["state"]) == (True, "paused")
+    assert tracker["tags"] == ["prefect", PAUSED_TAG]
+    assert tracker["schedule"]["cron"] == "0 * * * *"
+    (again,) = run_sync(live_server, client, [job], orchestrator="prefect")
+    assert (again.outcome, again.changed) == ("unchanged", ())
+
+
 def test_a_pruned_tracker_whose_job_is_paused_stays_paused(
     live_server: LiveServer, client: Client
 ) -> None:
