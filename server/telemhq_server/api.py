@@ -39,7 +39,7 @@ from telemhq_server.db import (
 from telemhq_server.endpoints import API_PREFIX, MAX_LIMIT, ApiError, Ctx, api_route, page
 from telemhq_server.flips import record_flip
 from telemhq_server.openapi import openapi_document
-from telemhq_server.schedules import next_due, schedule_changed
+from telemhq_server.schedules import due_after, next_due, schedule_changed
 from telemhq_server.trackers import ValidationError, new_token, to_json, validate_fields
 
 if TYPE_CHECKING:
@@ -177,11 +177,10 @@ def _set_paused(ctx: Ctx, paused: bool) -> Response:
             new_state = "paused" if paused else "new"
             values: dict[str, Any] = {}
             if not paused and row["schedule_kind"] != "none":
-                # Resuming restarts the clock: a tracker never pinged gets a whole period (or
-                # until its next cron time) for its first ping, not an alert for the pause.
+                # Resuming restarts the clock: pinged or not, the tracker gets a whole period
+                # (or until its next cron time) for its next ping, not an alert for the pause.
                 values["schedule_set_at"] = now
-                if row["last_ping_at"] is None:
-                    values["next_expected_at"] = next_due({**row, "schedule_set_at": now})
+                values["next_expected_at"] = due_after(row, now)
             conn.execute(
                 trackers.update()
                 .where(trackers.c.id == row["id"])

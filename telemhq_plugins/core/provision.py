@@ -18,7 +18,12 @@ writes nothing:
 * the tags: ``tags`` plus the ``orchestrator`` are added; tags set by hand stay;
 * the name, on creation (default: the job name) or when ``JobSchedule.name`` is given (a
   tracker named by hand keeps its name otherwise);
-* the assertions, when ``JobSchedule.assertions`` is given.
+* the assertions, when ``JobSchedule.assertions`` is given;
+* paused or not, when ``JobSchedule.paused`` is given (the orchestrator's own pause: a paused
+  Airflow DAG, a paused Prefect deployment, a stopped Dagster schedule). ``paused=True`` pauses
+  the tracker and tags it ``paused-by-orchestrator``; ``paused=False`` resumes a tracker carrying
+  that tag (or ``pruned``), and the server restarts its clock, so a pause never ends in a late
+  or down alert. A tracker paused by hand stays paused either way; ``None`` leaves it as it is.
 
 ``prune=True`` pauses (never deletes) trackers tagged with ``orchestrator`` that no job of the
 set names, and tags them ``pruned``; a later sync that names the job again resumes a tracker
@@ -28,7 +33,9 @@ every job of that orchestrator.
 Never raises: every problem becomes a :class:`SyncResult` and one log line (no API key: one
 INFO line, every result ``skipped``; server unreachable; 401/403; a field the server refuses,
 with its message). A successful sync is remembered for the process: the same set again returns
-at once without asking the server (``cached=False`` asks anyway).
+at once without asking the server (``cached=False`` asks anyway), for ten minutes at most, so
+that what changed elsewhere (a pause by another process's sync) is put right at a later sync;
+a sync that writes anything forgets every earlier one (a job paused, then active again).
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ from telemhq_plugins.core.logs import capture_internal_errors, log_once
 
 __all__ = [
     "DEFAULT_GRACE_SECONDS",
+    "PAUSED_TAG",
     "PRUNED_TAG",
     "JobSchedule",
     "Outcome",
@@ -67,11 +75,17 @@ logger = logging.getLogger("telemhq")
 DEFAULT_GRACE_SECONDS: Final = 300
 #: Tag that marks a tracker paused by prune (so that a later sync may resume it).
 PRUNED_TAG: Final = "pruned"
+#: Tag that marks a tracker paused because its job is paused in the orchestrator.
+PAUSED_TAG: Final = "paused-by-orchestrator"
+#: Tags that let a sync resume a paused tracker: pauses that sync made, not a person.
+_SYNC_PAUSE_TAGS: Final = frozenset({PRUNED_TAG, PAUSED_TAG})
 #: The deadline of a sync when none is given, in multiples of ``settings.timeout``.
 TIMEOUT_FACTOR: Final = 4
 _MAX_NAME: Final = 200
 _PAGE: Final = 500
 _MAX_REMEMBERED: Final = 64
+#: How long a remembered sync is trusted, in seconds.
+_REMEMBER_SECONDS: Final = 600.0
 
 Outcome = Literal["created", "updated", "unchanged", "paused", "skipped", "error"]
 _DONE: Final = frozenset({"created", "updated", "unchanged", "paused"})
@@ -86,6 +100,7 @@ class JobSchedule:
     field, else the one that fires most often); a period in seconds or a ``timedelta``; or None
     (the tracker expects nothing). ``timezone`` (IANA) applies to a cron only (None: UTC).
     ``grace_seconds`` None means 300. ``assertions`` None leaves the tracker's as they are.
+    ``paused``: whether the orchestrator has the job paused (None: it does not say).
     """
 
     job: str
@@ -96,6 +111,7 @@ class JobSchedule:
     name: str | None = None
     token: str | None = None
     assertions: tuple[str, ...] | None = None
+    paused: bool | None = None
 
     def spec(self) -> dict[str, Any]:
         """The server's schedule JSON; ``ValueError`` when the schedule cannot be one."""
@@ -252,7 +268,7 @@ class _Server:
 
 
 #: successful syncs of this process: key -> results
-_remembered: dict[tuple[Any, ...], list[SyncResult]] = {}
+_remembered: dict[tuple[Any, ...], tuple[float, list[SyncResult]]] = {}
 _remembered_lock = threading.Lock()
 
 
@@ -304,8 +320,8 @@ class _Syncer:
         key = self._memo_key(jobs)
         if self.cached:
             with _remembered_lock:
-                earlier = _remembered.get(key)
-            if earlier is not None:
+                at, earlier = _remembered.get(key, (-math.inf, []))
+            if time.monotonic() - at < _REMEMBER_SECONDS:
                 for result in earlier:
                     self.add(
                         SyncResult(
@@ -323,10 +339,12 @@ class _Syncer:
             self._sync_server(api_base, group)
         self._log_summary()
         if not self.dry_run and all(r.outcome in _DONE for r in self.state.results):
+            wrote = any(r.changed for r in self.state.results)
             with _remembered_lock:
-                if len(_remembered) >= _MAX_REMEMBERED:  # a set that keeps changing
+                # A set that keeps changing; or a write that may make other sets' memory stale.
+                if len(_remembered) >= _MAX_REMEMBERED or wrote:
                     _remembered.clear()
-                _remembered[key] = list(self.state.results)
+                _remembered[key] = (time.monotonic(), list(self.state.results))
 
     def _plan(self, js: JobSchedule) -> _Job:
         url = self.settings.ping_url_for(js.job, js.token)
@@ -352,6 +370,7 @@ class _Syncer:
                 job.schedule.name,
                 job.schedule.tags,
                 job.schedule.assertions,
+                job.schedule.paused,
             )
             for job in jobs
         )
@@ -463,14 +482,20 @@ class _Syncer:
             "name": (js.name or js.job).strip()[:_MAX_NAME],
             "slug": job.slug,
             "schedule": job.spec,
-            "tags": list(dict.fromkeys([*js.tags, *self._orchestrator_tag()])),
+            "tags": list(
+                dict.fromkeys(
+                    [*js.tags, *self._orchestrator_tag(), *([PAUSED_TAG] if js.paused else [])]
+                )
+            ),
         }
         if js.assertions is not None:
             body["assertions"] = list(js.assertions)
         response = self._write(server, "POST", "/trackers", json=body)
+        changed = tuple(sorted(body)) + (("paused",) if js.paused else ())
         if response is None:
-            detail = "; ".join(f"{k}: {_show(v)}" for k, v in body.items())
-            self.add(SyncResult(js.job, "created", detail, None, tuple(sorted(body))))
+            shown = {**body, **({"paused": True} if js.paused else {})}
+            detail = "; ".join(f"{k}: {_show(v)}" for k, v in shown.items())
+            self.add(SyncResult(js.job, "created", detail, None, changed))
             return
         if response.status_code == 409:  # created meanwhile (its first ping): update it
             response = self._request(server, "GET", f"/trackers/{quote(job.slug)}")
@@ -488,7 +513,13 @@ class _Syncer:
         trackers.append(created)  # another job of the set may name the same slug
         kept.add(created["id"])
         taken[created["id"]] = js.job
-        self.add(SyncResult(js.job, "created", "", str(created["id"]), tuple(sorted(body))))
+        if js.paused:  # created paused: a job paused in the orchestrator expects nothing yet
+            paused = self._request(server, "POST", f"/trackers/{created['id']}/pause")
+            if paused.status_code >= 400:
+                self._refused(js.job, _error_text(paused), created)
+                return
+            created.update(paused=True)
+        self.add(SyncResult(js.job, "created", "", str(created["id"]), changed))
 
     def _orchestrator_tag(self) -> list[str]:
         return [self.orchestrator] if self.orchestrator else []
@@ -496,7 +527,8 @@ class _Syncer:
     def _update(
         self, server: _Server, js: JobSchedule, spec: dict[str, Any], tracker: dict[str, Any]
     ) -> None:
-        patch = _differences(js, spec, tracker, self._orchestrator_tag())
+        pause = _pause_change(js, tracker)
+        patch = _differences(js, spec, tracker, self._orchestrator_tag(), pause)
         tracker_id = str(tracker["id"])
         path = f"/trackers/{tracker_id}"
         if patch:
@@ -505,13 +537,13 @@ class _Syncer:
                 self._refused(js.job, _error_text(response), tracker)
                 return
         changed = tuple(sorted(patch))
-        if tracker.get("paused") and PRUNED_TAG in tracker.get("tags", ()):
-            response = self._write(server, "POST", f"{path}/resume")
+        if pause is not None:
+            response = self._write(server, "POST", f"{path}/{'pause' if pause else 'resume'}")
             if response is not None and response.status_code >= 400:
                 self._refused(js.job, _error_text(response), tracker)
                 return
             changed = (*changed, "paused")
-            patch["paused"] = False
+            patch["paused"] = pause
         outcome: Outcome = "updated" if changed else "unchanged"
         detail = ""
         if self.dry_run:
@@ -575,23 +607,51 @@ class _Syncer:
         )
 
 
+def _pause_change(js: JobSchedule, tracker: dict[str, Any]) -> bool | None:
+    """True to pause ``tracker``, False to resume it, None to leave it as it is.
+
+    A sync resumes only what a sync paused, never a tracker paused by hand: with
+    ``paused=False`` a ``pruned`` or ``paused-by-orchestrator`` tracker, with ``paused=None``
+    (the orchestrator does not say) a ``pruned`` one only."""
+    paused = bool(tracker.get("paused"))
+    if js.paused:
+        return None if paused else True
+    tags = set(tracker.get("tags") or ())
+    resumable = _SYNC_PAUSE_TAGS if js.paused is False else {PRUNED_TAG}
+    return False if paused and not tags.isdisjoint(resumable) else None
+
+
 def _differences(
-    js: JobSchedule, spec: dict[str, Any], tracker: dict[str, Any], extra_tags: list[str]
+    js: JobSchedule,
+    spec: dict[str, Any],
+    tracker: dict[str, Any],
+    extra_tags: list[str],
+    pause: bool | None = None,
 ) -> dict[str, Any]:
-    """The PATCH body that makes ``tracker`` match the job (empty when it does)."""
+    """The PATCH body that makes ``tracker`` match the job (empty when it does); ``pause`` is
+    what :func:`_pause_change` decided, whose tag goes with it."""
     patch: dict[str, Any] = {}
     if tracker.get("schedule") != spec:
         patch["schedule"] = spec
     if js.name is not None and tracker.get("name") != js.name.strip()[:_MAX_NAME]:
         patch["name"] = js.name.strip()[:_MAX_NAME]
     tags = list(tracker.get("tags") or [])
-    missing = [t for t in dict.fromkeys([*js.tags, *extra_tags]) if t not in tags]
-    if missing or PRUNED_TAG in tags:
-        patch["tags"] = [t for t in tags if t != PRUNED_TAG] + missing
+    if pause is not None:
+        stays_paused = pause
+    else:  # left as it is: paused by a sync, and the orchestrator still has it paused
+        stays_paused = bool(tracker.get("paused")) and (
+            (js.paused is True and not _SYNC_PAUSE_TAGS.isdisjoint(tags))
+            or (js.paused is None and PAUSED_TAG in tags)
+        )
+    wanted = [t for t in tags if t != PRUNED_TAG and (stays_paused or t != PAUSED_TAG)]
+    additions = [*js.tags, *extra_tags, *([PAUSED_TAG] if stays_paused else [])]
+    wanted += [t for t in dict.fromkeys(additions) if t not in wanted]
+    if wanted != tags:
+        patch["tags"] = wanted
     if js.assertions is not None:
-        wanted = [a.strip() for a in js.assertions]
-        if list(tracker.get("assertions") or []) != wanted:
-            patch["assertions"] = wanted
+        wanted_assertions = [a.strip() for a in js.assertions]
+        if list(tracker.get("assertions") or []) != wanted_assertions:
+            patch["assertions"] = wanted_assertions
     return patch
 
 

@@ -211,31 +211,35 @@ def schedules_of(
     resource: TelemHQResource | None = None,
 ) -> list[JobSchedule]:
     """The code location's schedules as one :class:`JobSchedule` per job: the crons of its
-    running schedules (a list is combined by core), None when none of them runs."""
+    running schedules (a list is combined by core). A job whose every schedule is stopped is
+    ``paused`` (its tracker is paused, and keeps those crons for when one runs again)."""
     states = _compat.schedule_states(instance) if instance is not None else {}
-    crons_by_job: dict[str, list[str]] = {}
-    timezone_by_job: dict[str, str | None] = {}
+    running: dict[str, list[str]] = {}
+    stopped: dict[str, list[str]] = {}
+    timezones: dict[tuple[str, bool], str | None] = {}
     for schedule in repository_def.schedule_defs:
         job = schedule.job_name
-        crons = crons_by_job.setdefault(job, [])
         default = schedule.default_status == DefaultScheduleStatus.RUNNING
-        if not states.get(schedule.name, default):
-            continue  # a stopped schedule expects nothing
+        runs = bool(states.get(schedule.name, default))
         cron = schedule.cron_schedule
-        crons.extend([cron] if isinstance(cron, str) else cron)
-        timezone_by_job.setdefault(job, schedule.execution_timezone)
+        (running if runs else stopped).setdefault(job, []).extend(
+            [cron] if isinstance(cron, str) else cron
+        )
+        timezones.setdefault((job, runs), schedule.execution_timezone)
     found: list[JobSchedule] = []
-    for job, crons in crons_by_job.items():
+    for job in dict.fromkeys([*running, *stopped]):
         policy = reporter.policy(job, None)
         if policy is None:
             continue
         token = policy.token or reporter.token or (resource.token if resource else None)
+        runs = job in running
         found.append(
             JobSchedule(
                 job=job,
-                schedule=crons or None,
-                timezone=timezone_by_job.get(job),
+                schedule=(running if runs else stopped)[job],
+                timezone=timezones.get((job, runs)),
                 token=token,
+                paused=not runs,
             )
         )
     return found

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Set
+from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 from zoneinfo import ZoneInfo
 
@@ -367,16 +367,20 @@ def _phase(values: set[int] | None, origin: int, step: int, first: int, size: in
 
 
 async def deployment_schedules() -> list[JobSchedule]:
-    """Every deployment's active schedules as one :class:`JobSchedule` per flow (its tracker).
+    """Every deployment's schedules as one :class:`JobSchedule` per flow (its tracker).
 
     A flow's crons (cron schedules, and RRules that map to crons) go to core's
     ``combine_crons`` when they share a time zone. One cron is read in one zone, so when they
     do not, the zone whose crons fire most often is kept and the others are left out (logged):
     every expected run is still a real one. A flow without crons gets its shortest period
     (interval schedules, and RRules that map to a period): its runs are never further apart.
-    RRules that map to neither are skipped, logged once with the reason."""
-    crons: dict[str, dict[str, set[str]]] = {}  # job -> zone -> expressions
-    periods: dict[str, float] = {}
+    RRules that map to neither are skipped, logged once with the reason.
+
+    Only what runs counts: an active schedule of a deployment that is not paused. A flow whose
+    every schedule is inactive or on a paused deployment is ``paused`` (its tracker is paused,
+    and keeps those schedules for when it runs again)."""
+    running = _Expected()
+    dormant = _Expected()
     async with get_prefect_client() as prefect:
         deployments = await prefect.read_deployments()
         names: dict[Any, str] = {}
@@ -384,19 +388,45 @@ async def deployment_schedules() -> list[JobSchedule]:
             if deployment.flow_id not in names:
                 names[deployment.flow_id] = (await prefect.read_flow(deployment.flow_id)).name
             job = names[deployment.flow_id]
-            for entry in _active(deployment.schedules or ()):
-                expected = _expectation(job, entry.schedule)
-                if isinstance(expected, float):
-                    periods[job] = min(periods.get(job, expected), expected)
-                elif expected is not None:
-                    expressions, zone = expected
-                    crons.setdefault(job, {}).setdefault(zone, set()).update(expressions)
-    jobs = [_cron_job(job, by_zone) for job, by_zone in crons.items()]
-    jobs += [JobSchedule(job, period) for job, period in periods.items() if job not in crons]
+            paused = bool(getattr(deployment, "paused", False))
+            for entry in deployment.schedules or ():
+                runs = not paused and getattr(entry, "active", True)
+                (running if runs else dormant).add(job, entry.schedule)
+    jobs = running.jobs(paused=False)
+    jobs += dormant.jobs(paused=True, skip=running.names())
     return jobs
 
 
-def _cron_job(job: str, by_zone: dict[str, set[str]]) -> JobSchedule:
+@dataclass
+class _Expected:
+    """Flows' crons (by time zone) and shortest periods, gathered from their schedules."""
+
+    crons: dict[str, dict[str, set[str]]] = field(default_factory=dict)  # job -> zone -> crons
+    periods: dict[str, float] = field(default_factory=dict)
+
+    def add(self, job: str, schedule: Any) -> None:
+        expected = _expectation(job, schedule)
+        if isinstance(expected, float):
+            self.periods[job] = min(self.periods.get(job, expected), expected)
+        elif expected is not None:
+            expressions, zone = expected
+            self.crons.setdefault(job, {}).setdefault(zone, set()).update(expressions)
+
+    def names(self) -> set[str]:
+        return set(self.crons) | set(self.periods)
+
+    def jobs(self, *, paused: bool, skip: Set[str] = frozenset()) -> list[JobSchedule]:
+        crons = {job: zones for job, zones in self.crons.items() if job not in skip}
+        found = [_cron_job(job, by_zone, paused) for job, by_zone in crons.items()]
+        found += [
+            JobSchedule(job, period, paused=paused)
+            for job, period in self.periods.items()
+            if job not in crons and job not in skip
+        ]
+        return found
+
+
+def _cron_job(job: str, by_zone: dict[str, set[str]], paused: bool) -> JobSchedule:
     """One job's crons, from the zone whose crons fire most often (ties: the zone's name).
     Sorted, so that the same schedules always give the same cron (no rewrite on each sync)."""
 
@@ -414,7 +444,8 @@ def _cron_job(job: str, by_zone: dict[str, set[str]]) -> JobSchedule:
             job, " | ".join(sorted(by_zone[other])), other, zone,
         )  # fmt: skip
     expressions = sorted(by_zone[zone])
-    return JobSchedule(job, expressions if len(expressions) > 1 else expressions[0], timezone=zone)
+    cron = expressions if len(expressions) > 1 else expressions[0]
+    return JobSchedule(job, cron, timezone=zone, paused=paused)
 
 
 def _expectation(job: str, schedule: Any) -> tuple[list[str], str] | float | None:
@@ -450,7 +481,3 @@ def _expectation(job: str, schedule: Any) -> tuple[list[str], str] | float | Non
         job, schedule,
     )  # fmt: skip
     return None
-
-
-def _active(schedules: Iterable[Any]) -> list[Any]:
-    return [s for s in schedules if getattr(s, "active", True)]

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,8 +16,9 @@ from airflow.serialization.serialized_objects import DagSerialization
 
 from telemhq_plugins.airflow import AirflowInstrumentor
 from telemhq_plugins.airflow.listener import TelemHQListener
-from telemhq_plugins.airflow.schedules import dag_schedule, sync_dags
+from telemhq_plugins.airflow.schedules import dag_schedule, paused_dags, sync_dags
 from telemhq_plugins.core import Client
+from telemhq_plugins.core.provision import PAUSED_TAG
 from tests.airflow.conftest import AIRFLOW_ENV, DAGS_FOLDER
 from tests.airflow.dags.telemhq_test_dags import DAGS
 from tests.airflow.helpers import tracker
@@ -161,3 +163,53 @@ def test_the_sync_command_syncs_the_dags_folder(server: LiveServer, api_key: str
         "timezone": "UTC",
         "grace_seconds": 300,
     }
+
+
+def airflow_cli(*args: str) -> str:
+    """Run the ``airflow`` command on this session's metadata DB; its output."""
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("airflow")), *args],
+        env={**os.environ, **AIRFLOW_ENV},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("airflow_db")
+def test_a_paused_dag_pauses_its_tracker_and_unpausing_resumes_it(
+    server: LiveServer, client: Client, api_key: str
+) -> None:
+    dags = [DAGS["ls_etl"]]
+    listener = TelemHQListener()
+    # Unknown to the metadata database: its tracker's pause is left as it is.
+    assert paused_dags(["no_such_dag"]) == {}
+    # Parsed into the database (a new DAG is paused there: dags_are_paused_at_creation), then
+    # running. (Its runs are other tests' to count: no ping here.)
+    airflow_cli("dags", "reserialize")
+    airflow_cli("dags", "unpause", "ls_etl")
+    sync_dags(dags, listener_options=listener.options, background=False, cached=False)
+    assert server.tracker("ls-etl")["paused"] is False
+
+    airflow_cli("dags", "pause", "ls_etl")
+    assert paused_dags(["ls_etl"]) == {"ls_etl": True}
+    (result,) = sync_dags(dags, listener_options=listener.options, background=False).results
+    assert (result.outcome, result.changed) == ("updated", ("tags", "paused")), result
+    paused = server.tracker("ls-etl")
+    assert (paused["paused"], paused["state"]) == (True, "paused")
+    assert PAUSED_TAG in paused["tags"]
+    again = sync_dags(dags, listener_options=listener.options, background=False, cached=False)
+    assert [(r.outcome, r.changed) for r in again.results] == [("unchanged", ())]
+
+    airflow_cli("dags", "unpause", "ls_etl")
+    (result,) = sync_dags(dags, listener_options=listener.options, background=False).results
+    assert (result.outcome, result.changed) == ("updated", ("tags", "paused"))
+    resumed = server.tracker("ls-etl")
+    assert (resumed["paused"], resumed["state"]) == (False, "new")
+    assert PAUSED_TAG not in resumed["tags"]
+    # The clock restarted: the next run is due after the resume (the DAG runs at 06:00).
+    assert resumed["next_expected_at"] > resumed["state_changed_at"]

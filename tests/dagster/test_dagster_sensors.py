@@ -3,7 +3,11 @@ in a temporary ``DAGSTER_HOME``, against the real reference server over HTTP."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,11 +23,13 @@ from dagster import (
 )
 
 from telemhq_plugins.core import Client
+from telemhq_plugins.core.provision import PAUSED_TAG
 from telemhq_plugins.dagster import TelemHQResource, telemhq_sensors
 from tests.dagster import jobs
 from tests.dagster.conftest import Stored
 from tests.kit import breaking_core
 
+ROOT = Path(__file__).resolve().parents[2]
 SENSORS = telemhq_sensors(monitor_all_code_locations=True, send_start=True)
 
 
@@ -173,7 +179,8 @@ def test_schedules_reach_the_server(
     while True:
         found = {job: server.tracker(job) for job in ("plain_job", "broken", "flaky_job")}
         synced = [t for t in found.values() if t and t["schedule"]["kind"] == "cron"]
-        if (found["flaky_job"] and len(synced) == 2) or time.monotonic() > deadline:
+        paused = found["flaky_job"] is not None and found["flaky_job"]["paused"]
+        if (len(synced) == 3 and paused) or time.monotonic() > deadline:
             break
         time.sleep(0.1)
     plain, broken, flaky = found["plain_job"], found["broken"], found["flaky_job"]
@@ -188,7 +195,10 @@ def test_schedules_reach_the_server(
     }
     assert broken["schedule"]["cron"] == "0 1,13 * * *"
     assert broken["schedule"]["timezone"] == "UTC"
-    assert flaky["schedule"] == {"kind": "none"}
+    # A stopped schedule pauses its job's tracker, which keeps the cron for when it runs again.
+    assert (flaky["paused"], flaky["schedule"]["cron"]) == (True, "*/5 * * * *")
+    assert PAUSED_TAG in flaky["tags"]
+    assert plain["paused"] is False
     assert "dagster" in plain["tags"]
 
 
@@ -213,3 +223,58 @@ def test_a_run_that_dies_outside_any_step_and_a_canceled_run(
     assert "failed_steps" not in crash["dagster"]
     (stop,) = server.wait("flaky_job", 1, stopped.run_id)
     assert stop["status"] == "cancelled"
+
+
+def dagster_cli(home: str, *args: str) -> None:
+    """``dagster ARGS`` on the instance in ``home``, for the code location in schedule_defs."""
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("dagster")),
+            *args,
+            "-m",
+            "tests.dagster.schedule_defs",
+        ],
+        env={**os.environ, "DAGSTER_HOME": home},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_a_stopped_schedule_pauses_its_tracker_and_starting_it_resumes_it(
+    server: Stored, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TELEMHQ_DAGSTER_TEST_BASE_URL", server.base_url)
+    monkeypatch.setenv("TELEMHQ_DAGSTER_TEST_PING_KEY", server.ping_key)
+    monkeypatch.setenv("TELEMHQ_DAGSTER_TEST_API_KEY", server.live.api_key)
+    home = str(tmp_path)
+    (tmp_path / "dagster.yaml").write_text("")
+    from tests.dagster.schedule_defs import defs
+
+    def synced(paused: bool) -> dict[str, Any]:
+        with DagsterInstance.from_config(home) as instance:
+            Ticks(defs, "telemhq_schedules", instance).tick()
+        deadline = time.monotonic() + 30
+        while True:
+            found = server.tracker("hourly_job")
+            if (found and found["paused"] is paused) or time.monotonic() > deadline:
+                assert found is not None
+                assert found["paused"] is paused, found
+                return found
+            time.sleep(0.1)
+
+    running = synced(False)
+    assert running["schedule"]["cron"] == "0 * * * *"
+    server.live.ping(running)  # pinged before the pause: a clock to restart
+    dagster_cli(home, "schedule", "stop", "pausable")
+    paused = synced(True)
+    assert (paused["state"], paused["schedule"]["cron"]) == ("paused", "0 * * * *")
+    dagster_cli(home, "schedule", "start", "pausable")
+    resumed = synced(False)
+    assert resumed["state"] == "new"
+    # The clock restarted: the next run is due after the resume, not before the pause.
+    assert resumed["next_expected_at"] > resumed["state_changed_at"]

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from telemhq_plugins.core import Client, JobSchedule, start_run, sync
-from telemhq_plugins.core.provision import PRUNED_TAG, SyncResult
+from telemhq_plugins.core import Client, JobSchedule, provision, start_run, sync
+from telemhq_plugins.core.provision import PAUSED_TAG, PRUNED_TAG, SyncResult
 from tests.kit import client_for, dead_endpoint, new_ping_key
 from tests.live_server import LiveServer
 
@@ -139,6 +139,29 @@ def test_a_repeated_sync_in_one_process_skips_the_server(
     assert checked.outcome == "created"
 
 
+def test_a_remembered_sync_is_forgotten_after_a_write_and_in_time(
+    live_server: LiveServer, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    active = JobSchedule("memo pause", 60, paused=False)
+    paused = JobSchedule("memo pause", 60, paused=True)
+    assert run_sync(live_server, client, [active], cached=True)[0].outcome == "created"
+    assert run_sync(live_server, client, [paused], cached=True)[0].outcome == "updated"
+    # Active again: the first sync of that set is no longer trusted after the pause.
+    (back,) = run_sync(live_server, client, [active], cached=True)
+    assert (back.outcome, back.changed) == ("updated", ("tags", "paused"))
+    assert live_server.tracker("memo-pause")["paused"] is False
+    # Paused elsewhere (another process, by hand): put right once the memory has expired.
+    live_server.api("POST", "/trackers/memo-pause/pause")
+    live_server.api("PATCH", "/trackers/memo-pause", json={"tags": [PAUSED_TAG]})
+    assert run_sync(live_server, client, [active], cached=True)[0].detail == (
+        "synced earlier in this process"
+    )
+    monkeypatch.setattr(provision, "_REMEMBER_SECONDS", 0.0)
+    (expired,) = run_sync(live_server, client, [active], cached=True)
+    assert (expired.outcome, expired.changed) == ("updated", ("tags", "paused"))
+    assert live_server.tracker("memo-pause")["paused"] is False
+
+
 def test_it_finds_a_tracker_by_the_token_the_job_pings(live_server: LiveServer) -> None:
     tracker = live_server.create_tracker(name="by token")
     mapped = client_for(live_server, trackers=(("etl.*", tracker["token"]),))
@@ -226,6 +249,101 @@ def test_prune_pauses_what_is_gone_and_a_later_sync_resumes_it(
     resumed = live_server.tracker("prune-gone")
     assert (resumed["paused"], resumed["tags"]) == (False, ["dagster-prune"])
     assert live_server.tracker(by_hand["id"])["paused"] is True
+
+
+def test_a_job_paused_in_the_orchestrator_pauses_its_tracker_and_resumes_it(
+    live_server: LiveServer, client: Client
+) -> None:
+    job = JobSchedule("paused job", 60)
+    run_sync(live_server, client, [job], orchestrator="airflow")
+    live_server.ping(live_server.tracker("paused-job")["token"])
+    by_hand = live_server.create_tracker(name="paused job by hand", schedule={"kind": "none"})
+    live_server.api("POST", f"/trackers/{by_hand['id']}/pause")
+    hand_job = JobSchedule("paused job by hand", None)
+
+    paused = JobSchedule("paused job", 60, paused=True)
+    results = by_job(
+        run_sync(
+            live_server, client, [paused, JobSchedule("paused job by hand", None, paused=True)]
+        )
+    )
+    assert (results["paused job"].outcome, results["paused job"].changed) == (
+        "updated",
+        ("tags", "paused"),
+    )
+    tracker = live_server.tracker("paused-job")
+    assert (tracker["paused"], tracker["state"]) == (True, "paused")
+    assert tracker["tags"] == ["airflow", PAUSED_TAG]
+    # A second identical sync writes nothing; nor does one that does not say (paused=None).
+    again = run_sync(live_server, client, [paused, job], orchestrator="airflow")
+    assert [(r.outcome, r.changed) for r in again] == [("unchanged", ()), ("unchanged", ())]
+    assert live_server.tracker("paused-job")["paused"] is True
+    assert live_server.tracker(by_hand["id"])["tags"] == []  # paused by hand: not its tag
+
+    active = JobSchedule("paused job", 60, paused=False)
+    results = by_job(
+        run_sync(
+            live_server, client, [active, JobSchedule("paused job by hand", None, paused=False)]
+        )
+    )
+    assert (results["paused job"].outcome, results["paused job"].changed) == (
+        "updated",
+        ("tags", "paused"),
+    )
+    resumed = live_server.tracker("paused-job")
+    assert (resumed["paused"], resumed["state"], resumed["tags"]) == (False, "new", ["airflow"])
+    # The clock restarted: the next run is due a period after the resume, not before the pause.
+    assert resumed["next_expected_at"] > resumed["state_changed_at"]
+    flips = [(f["old_state"], f["new_state"]) for f in live_server.flips(resumed["id"])]
+    assert sorted(flips) == [("new", "up"), ("paused", "new"), ("up", "paused")]
+    assert live_server.tracker(by_hand["id"])["paused"] is True  # a person paused it
+    assert [r.outcome for r in run_sync(live_server, client, [active, hand_job])] == [
+        "unchanged",
+        "unchanged",
+    ]
+
+
+def test_a_job_paused_from_the_start_gets_a_paused_tracker(
+    live_server: LiveServer, client: Client
+) -> None:
+    job = JobSchedule("born paused", "0 * * * *", paused=True)
+    (result,) = run_sync(live_server, client, [job], orchestrator="prefect")
+    assert result.outcome == "created"
+    assert "paused" in result.changed
+    tracker = live_server.tracker("born-paused")
+    assert (tracker["paused"], tracker["state"]) == (True, "paused")
+    assert tracker["tags"] == ["prefect", PAUSED_TAG]
+    assert tracker["schedule"]["cron"] == "0 * * * *"
+    (again,) = run_sync(live_server, client, [job], orchestrator="prefect")
+    assert (again.outcome, again.changed) == ("unchanged", ())
+
+
+def test_a_pruned_tracker_whose_job_is_paused_stays_paused(
+    live_server: LiveServer, client: Client
+) -> None:
+    run_sync(live_server, client, [JobSchedule("pruned then paused", 60)], orchestrator="dg-p")
+    run_sync(live_server, client, [JobSchedule("pp other", 60)], orchestrator="dg-p", prune=True)
+    assert live_server.tracker("pruned-then-paused")["tags"] == ["dg-p", PRUNED_TAG]
+    paused = JobSchedule("pruned then paused", 60, paused=True)
+    (result,) = run_sync(live_server, client, [paused], orchestrator="dg-p")
+    assert (result.outcome, result.changed) == ("updated", ("tags",))
+    tracker = live_server.tracker("pruned-then-paused")
+    assert (tracker["paused"], tracker["tags"]) == (True, ["dg-p", PAUSED_TAG])
+    (result,) = run_sync(live_server, client, [JobSchedule("pruned then paused", 60, paused=False)])
+    assert (result.outcome, result.changed) == ("updated", ("tags", "paused"))
+    assert live_server.tracker("pruned-then-paused")["paused"] is False
+
+
+def test_a_dry_run_reports_a_pause_and_writes_nothing(
+    live_server: LiveServer, client: Client
+) -> None:
+    run_sync(live_server, client, [JobSchedule("dry paused", 60)])
+    (result,) = run_sync(
+        live_server, client, [JobSchedule("dry paused", 60, paused=True)], dry_run=True
+    )
+    assert result.outcome == "updated"
+    assert "paused: false -> true" in result.detail
+    assert live_server.tracker("dry-paused")["paused"] is False
 
 
 def test_prune_without_an_orchestrator_pauses_nothing(

@@ -253,6 +253,53 @@ def test_a_deployments_rrule_schedule_reaches_its_tracker_as_a_cron(
     assert "prefect" in found["tags"]
 
 
+def test_a_paused_deployment_or_schedule_pauses_its_tracker_and_resuming_resumes_it(
+    live_server: LiveServer, watcher: WatcherProcess
+) -> None:
+    with get_client(sync_client=True) as prefect:
+        flow_id = prefect.create_flow_from_name("watched-paused")
+        deployment_id = prefect.create_deployment(
+            flow_id,
+            name="hourly",
+            schedules=[DeploymentScheduleCreate(schedule=CronSchedule(cron="0 * * * *"))],
+        )
+        (entry,) = prefect.read_deployment(deployment_id).schedules
+
+    def tracker(paused: bool) -> dict[str, Any] | None:
+        found = tracker_by_slug(live_server, "watched-paused")
+        return found if found is not None and found["paused"] is paused else None
+
+    wait_until(lambda: tracker(False), "the tracker of watched-paused", timeout=60)
+    live_server.ping(tracker_by_slug(live_server, "watched-paused") or {})  # a clock to restart
+    for pause, resume in (
+        (
+            lambda prefect: prefect.pause_deployment(deployment_id),
+            lambda prefect: prefect.resume_deployment(deployment_id),
+        ),
+        (
+            lambda prefect: prefect.update_deployment_schedule(
+                deployment_id, entry.id, active=False
+            ),
+            lambda prefect: prefect.update_deployment_schedule(
+                deployment_id, entry.id, active=True
+            ),
+        ),
+    ):
+        with get_client(sync_client=True) as prefect:
+            pause(prefect)
+        paused = wait_until(lambda: tracker(True), "the tracker to pause", timeout=60)
+        assert paused["state"] == "paused"
+        assert paused["schedule"]["cron"] == "0 * * * *"  # kept for when it runs again
+        with get_client(sync_client=True) as prefect:
+            resume(prefect)
+        resumed = wait_until(lambda: tracker(False), "the tracker to resume", timeout=60)
+        assert resumed["state"] == "new"
+        # The clock restarted: the next run is due after the resume, not before the pause.
+        assert resumed["next_expected_at"] > resumed["state_changed_at"]
+    flips = live_server.flips(resumed["id"])
+    assert [f["new_state"] for f in flips if f["new_state"] in ("late", "down")] == []
+
+
 def test_a_restart_neither_loses_nor_repeats_a_run(
     live_server: LiveServer, watcher: WatcherProcess
 ) -> None:

@@ -624,3 +624,25 @@ def test_resuming_a_never_pinged_tracker_restarts_its_clock(
     assert _when(resumed["next_expected_at"]) == at + dt.timedelta(minutes=10)
     assert detector.tick(at + dt.timedelta(minutes=10) - dt.timedelta(seconds=1)).flips == []
     assert detector.tick(at + dt.timedelta(minutes=10)).flips == [(tid, "new", "late")]
+
+
+def test_resuming_a_pinged_tracker_restarts_its_clock(app: TelemHQ, client: AppClient) -> None:
+    engine = app.engine
+    made = make_tracker(
+        client, schedule={"kind": "period", "period_seconds": 600, "grace_seconds": 60}
+    )
+    tid = made["id"]
+    # Last pinged a day ago, then paused: its next ping was due long before the resume.
+    earlier = _when(made["created_at"]) - dt.timedelta(days=1)
+    ping(engine, tid, earlier)
+    set_state(engine, tid, next_expected_at=earlier + dt.timedelta(minutes=10))
+    assert client.post(f"/api/v1/trackers/{tid}/pause").json()["state"] == "paused"
+    detector = Detector(engine)
+    assert detector.tick(db.utcnow()).flips == []
+    # Resumed: the next ping is due one period after the resume, not a day ago.
+    resumed = client.post(f"/api/v1/trackers/{tid}/resume").json()
+    assert resumed["state"] == "new"
+    at = _when(resumed["state_changed_at"])
+    assert _when(resumed["next_expected_at"]) == at + dt.timedelta(minutes=10)
+    assert detector.tick(at).flips == []
+    assert detector.tick(at + dt.timedelta(minutes=10) - dt.timedelta(seconds=1)).flips == []
