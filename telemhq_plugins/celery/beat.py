@@ -158,10 +158,11 @@ class BeatScheduleSync:
             if self.app is not None and app is not self.app:
                 return
             entries = dict(sender.scheduler.schedule)  # a copy: beat keeps mutating its own
-            self.thread = threading.Thread(
+            thread = threading.Thread(
                 target=self._push_logged, args=(entries, app), name="telemhq-beat", daemon=True
             )
-            self.thread.start()
+            thread.start()
+            self.thread = thread  # once started: whoever sees it may join it
 
     def _push_logged(self, entries: Mapping[str, Any], app: Any) -> None:
         with capture_internal_errors("celery.beat_push"):
