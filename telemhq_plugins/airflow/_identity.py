@@ -16,6 +16,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from telemhq_plugins.airflow._links import dag_run_url, task_url
 from telemhq_plugins.core.payload import HOST
 
 __all__ = [
@@ -124,7 +125,7 @@ def task_block(ti: Any, identity: TaskIdentity, context: Any) -> dict[str, Any]:
     """The ``airflow`` block of a task's pings."""
     task = getattr(ti, "task", None)
     operator = getattr(task, "task_type", None) or getattr(ti, "operator", None)
-    return {
+    block: dict[str, Any] = {
         "dag_id": identity.dag_id,
         "task_id": identity.task_id,
         "run_id": identity.dag_run_id,
@@ -135,6 +136,10 @@ def task_block(ti: Any, identity: TaskIdentity, context: Any) -> dict[str, Any]:
         "operator": operator,
         "hostname": getattr(ti, "hostname", None) or HOST,
     }
+    url = task_url(identity.dag_id, identity.dag_run_id, identity.task_id, identity.map_index)
+    if url is not None:
+        block["ui_url"] = url
+    return block
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +178,9 @@ def dag_block(dag_run: Any, identity: DagRunIdentity, reason: str | None) -> dic
         "run_type": None if run_type is None else str(getattr(run_type, "value", run_type)),
         "hostname": HOST,
     }
+    url = dag_run_url(identity.dag_id, identity.dag_run_id)
+    if url is not None:
+        block["ui_url"] = url
     if reason:
         block["reason"] = reason
     return block

@@ -37,6 +37,7 @@ from telemhq_plugins.core.runs import Run, Target, add_run_finder, resolve_targe
 from telemhq_plugins.core.targets import TargetCache
 from telemhq_plugins.dagster import _compat
 from telemhq_plugins.dagster._instrumentor import warn_if_unsupported
+from telemhq_plugins.dagster._links import run_url
 from telemhq_plugins.dagster._translate import (
     ORCHESTRATOR,
     PARTITION_TAG,
@@ -270,6 +271,9 @@ def _block(
         "op": op,
         "step_key": step_key,
     }
+    url = run_url(run_id)
+    if url is not None:
+        block["ui_url"] = url
     if asset_key is not None:
         block["asset_key"] = asset_key
     partition = (run_tags or {}).get(PARTITION_TAG)

@@ -50,6 +50,7 @@ from telemhq_plugins.core.provision import JobSchedule, ScheduleSync, sync
 from telemhq_plugins.core.runs import resolve_target
 from telemhq_plugins.dagster import _compat
 from telemhq_plugins.dagster._instrumentor import warn_if_unsupported
+from telemhq_plugins.dagster._links import run_url
 from telemhq_plugins.dagster._translate import (
     ORCHESTRATOR,
     PARTITION_TAG,
@@ -115,6 +116,9 @@ class RunReporter:
         started = getattr(record, "start_time", None)
         ended = getattr(record, "end_time", None)
         block: dict[str, Any] = {"run_id": dagster_run.run_id, "job_name": job}
+        url = run_url(dagster_run.run_id)
+        if url is not None:
+            block["ui_url"] = url
         partition = dagster_run.tags.get(PARTITION_TAG)
         if partition is not None:
             block["partition_key"] = partition

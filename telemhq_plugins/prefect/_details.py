@@ -15,6 +15,7 @@ from prefect.states import exception_to_crashed_state
 
 from telemhq_plugins.core.payload import ErrorInfo, jsonable
 from telemhq_plugins.prefect._deployment import deployment_name
+from telemhq_plugins.prefect._links import flow_run_url, task_run_url
 
 __all__ = [
     "MAX_PARAMETERS",
@@ -64,6 +65,9 @@ def flow_details(
         "run_count": attempt,
         "tags": list(flow_run.tags or ()),
     }
+    url = flow_run_url(flow_run.id)
+    if url is not None:
+        block["ui_url"] = url
     if flow_run.deployment_id is not None:
         deployment = {"id": str(flow_run.deployment_id)}
         # Never a network call here: this runs in the flow's own process too.
@@ -88,6 +92,9 @@ def task_details(task: Any, task_run: Any) -> dict[str, Any]:
         "run_count": task_run.run_count,
         "tags": list(task_run.tags or ()),
     }
+    url = task_run_url(task_run.id)
+    if url is not None:
+        block["ui_url"] = url
     if task_run.flow_run_id is not None:
         block["flow_run_id"] = str(task_run.flow_run_id)
     flow = getattr(FlowRunContext.get(), "flow", None)

@@ -24,7 +24,7 @@ from dagster import (
 
 from telemhq_plugins.core import Client
 from telemhq_plugins.core.provision import PAUSED_TAG
-from telemhq_plugins.dagster import TelemHQResource, telemhq_sensors
+from telemhq_plugins.dagster import TelemHQResource, _links, telemhq_sensors
 from tests.dagster import jobs
 from tests.dagster.conftest import Stored
 from tests.kit import breaking_core
@@ -113,6 +113,28 @@ def test_failure_names_the_step_and_the_users_error(
     assert ping["error"]["message"] == "step explode failed: warehouse refused the batch"
     assert ping["dagster"]["failed_steps"] == ["explode"]
     assert ping["duration"] >= 0
+
+
+def test_the_run_links_to_dagsters_ui_when_the_process_knows_its_address(
+    server: Stored, client: Client, instance: DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ticks = Ticks(definitions(), "telemhq_run_success", instance)
+    ticks.tick()
+    monkeypatch.setenv("TELEMHQ_DAGSTER_UI_URL", "https://dagster.example.com/")
+    _links.base_url.cache_clear()  # read once per process: forgotten around this test
+    try:
+        linked = jobs.plain_job.execute_in_process(instance=instance)
+        ticks.tick()
+        monkeypatch.delenv("TELEMHQ_DAGSTER_UI_URL")
+        _links.base_url.cache_clear()
+        plain = jobs.plain_job.execute_in_process(instance=instance)
+        ticks.tick()
+    finally:
+        _links.base_url.cache_clear()
+    (ping,) = server.wait("plain_job", 1, linked.run_id)
+    assert ping["dagster"]["ui_url"] == f"https://dagster.example.com/runs/{linked.run_id}"
+    (other,) = server.wait("plain_job", 1, plain.run_id)
+    assert "ui_url" not in other["dagster"]  # no address known: no link
 
 
 def test_send_start_sensor_sends_start(

@@ -496,6 +496,27 @@ def test_the_run_page_shows_the_error_the_details_and_the_orchestrator_link(
     assert "<strong>KeyError</strong>: no column &lt;script&gt;" in page  # in the runs table
 
 
+def test_the_tracker_pages_runs_table_links_each_run_in_its_orchestrator(
+    grouped: LiveServer,
+) -> None:
+    trackers = {t["slug"]: t for t in grouped.api("GET", "/trackers").json()["items"]}
+    tracker = trackers["orders-extract"]
+    sent = "https://airflow.example/dags/orders/runs/manual__2/tasks/extract"
+    block = {"dag_id": "orders", "task_id": "extract", "run_id": "manual__2", "ui_url": sent}
+    body = {"job": "orders.extract", "orchestrator": "airflow", "airflow": block}
+    assert grouped.ping(tracker, body).status_code == 200
+    page = httpx.get(f"{grouped.base_url}/dashboard/trackers/{tracker['id']}").text
+    table = page[page.index('<table class="runs">') : page.index("</table>")]
+    assert '<th scope="col">In its orchestrator</th>' in table
+    rows = re.findall(r'<tr class="run">.*?</tr>', table, re.S)
+    assert len(rows) == 2  # newest first: the link the ping sent, then the one built
+    assert f'<a class="ui-link" href="{sent}">open in Airflow</a>' in rows[0]
+    built = f"{AIRFLOW_UI}/dags/orders/runs/manual__1/tasks/extract/mapped/2"
+    assert f'<a class="ui-link" href="{built}">open in Airflow</a>' in rows[1]
+    plain = httpx.get(f"{grouped.base_url}/dashboard/trackers/{trackers['orders-backup']['id']}")
+    assert "In its orchestrator" not in plain.text  # no column where no run has a link
+
+
 def test_a_ui_url_from_the_ping_wins_and_only_http_links_are_made() -> None:
     bases = UiBases(airflow="http://a", prefect="http://p/", dagster="http://d")
     block = {"dag_id": "d", "run_id": "r/1", "task_id": "t", "map_index": -1}

@@ -185,6 +185,17 @@ def _run_problem(run: Mapping[str, Any]) -> str:
     return text + _failed(run["assertions"])
 
 
+def _ui_cell(run: Mapping[str, Any]) -> str:
+    """The run's link to its orchestrator's own UI, named after the orchestrator."""
+    url = run.get("ui_url")
+    if not url:
+        return '<td class="muted">-</td>'
+    payload = run["payload"]
+    said = payload.get("orchestrator") if isinstance(payload, Mapping) else None
+    where = _ORCHESTRATOR_TITLES.get(str(said), "the orchestrator")
+    return f'<td><a class="ui-link" href="{e(url)}">open in {e(where)}</a></td>'
+
+
 def tracker_page(
     tracker: Mapping[str, Any],
     *,
@@ -233,6 +244,8 @@ def tracker_page(
     ]
     for name, points in metric_points.items():
         charts.append(line_chart(points, title=name, bands=expected.get(name, ())))
+    # The orchestrator's column only where some run has a link there (not on plain trackers).
+    linked = any(r.get("ui_url") for r in runs)
     run_rows = []
     for r in runs:
         verdict = _verdict(r["passed"])
@@ -241,17 +254,20 @@ def tracker_page(
             f"{e(db_time(r['received_at']))}</a></td>"
             f'<td><span class="run-status status-{e(r["status"])}">{e(r["status"])}</span></td>'
             f"<td>{verdict}</td><td>{_duration(r['duration_ms'])}</td>"
-            f'<td class="why">{_run_problem(r)}</td></tr>'
+            f'<td class="why">{_run_problem(r)}</td>'
+            f"{_ui_cell(r) if linked else ''}</tr>"
         )
     more = (
         f'<p><a href="/dashboard/trackers/{e(tid)}?before={e(older_than)}">Older runs</a></p>'
         if older_than is not None
         else ""
     )
+    ui_head = '<th scope="col">In its orchestrator</th>' if linked else ""
     runs_html = (
         '<table class="runs"><thead><tr><th scope="col">Received</th><th scope="col">Status</th>'
         '<th scope="col">Verdict</th><th scope="col">Duration</th>'
-        '<th scope="col">Error or failed assertions</th></tr></thead>'
+        '<th scope="col">Error or failed assertions</th>'
+        f"{ui_head}</tr></thead>"
         f"<tbody>{''.join(run_rows)}</tbody></table>{more}"
         if run_rows
         else '<p class="muted">No runs yet.</p>'

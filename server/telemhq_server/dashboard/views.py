@@ -341,7 +341,9 @@ def _not_found(what: str, who: str | None) -> Response:
     return _html(pages.layout("Not found", body, signed_in_as=who), 404)
 
 
-def _load_tracker(engine: sa.Engine, raw: str, before: int | None) -> dict[str, Any] | None:
+def _load_tracker(
+    engine: sa.Engine, raw: str, before: int | None, bases: runinfo.UiBases
+) -> dict[str, Any] | None:
     r, f = db.runs, db.flips
     with engine.connect() as conn:
         tracker = _tracker(conn, raw)
@@ -351,6 +353,8 @@ def _load_tracker(engine: sa.Engine, raw: str, before: int | None) -> dict[str, 
         if before is not None:
             query = query.where(r.c.id < before)
         runs = [_run(x) for x in conn.execute(query.limit(RUNS_PER_PAGE + 1)).mappings()]
+        for run in runs:
+            run["ui_url"] = runinfo.ui_url(run["payload"], bases)
         chart_rows = conn.execute(
             sa.select(r.c.received_at, r.c.duration_ms, r.c.payload, r.c.assertions)
             .where(r.c.tracker_id == tracker["id"], r.c.status != "start")
@@ -426,7 +430,7 @@ async def tracker_page(request: Request, app: TelemHQ, who: str | None) -> Respo
     raw_before = request.query_params.get("before", "")
     before = db.as_id(raw_before)
     data = await run_in_threadpool(
-        _load_tracker, app.engine, request.path_params["tracker_id"], before
+        _load_tracker, app.engine, request.path_params["tracker_id"], before, ui_bases(app)
     )
     if data is None:
         return _not_found("No such tracker.", who)
