@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, RowMapping
 
 from telemhq_server import db
 from telemhq_server.flips import Flip
@@ -27,6 +27,7 @@ __all__ = [
     "enqueue_flips",
     "event_for",
     "load_json",
+    "read_deliveries",
     "subscribed",
 ]
 
@@ -214,3 +215,31 @@ def enqueue_flips(conn: Connection, changes: Sequence[Flip]) -> int:
 def enqueue_flip(conn: Connection, flip: Flip) -> int:
     """:func:`enqueue_flips` for one change."""
     return enqueue_flips(conn, [flip])
+
+
+def read_deliveries(
+    conn: Connection,
+    outbox: sa.Table,
+    attempts: sa.Table,
+    owner: sa.ColumnElement[bool],
+    *,
+    limit: int,
+    cursor: int | None,
+    attempt_json: Callable[[RowMapping], dict[str, Any]],
+) -> tuple[list[RowMapping], dict[int, list[dict[str, Any]]], bool]:
+    """One page of an outbox's rows for ``owner`` (a webhook's or a channel's), newest first
+    and older than ``cursor``: the rows, each row's attempts (oldest first, rendered by
+    ``attempt_json``) by row id, and whether more rows follow. Shared by the delivery-history
+    routes of webhooks and alert channels, whose outboxes have the same shape."""
+    query = sa.select(outbox).where(owner).order_by(outbox.c.id.desc())
+    if cursor is not None:
+        query = query.where(outbox.c.id < cursor)
+    rows = list(conn.execute(query.limit(limit + 1)).mappings().all())
+    page = rows[:limit]
+    tries: dict[int, list[dict[str, Any]]] = {r["id"]: [] for r in page}
+    if tries:
+        for t in conn.execute(
+            sa.select(attempts).where(attempts.c.outbox_id.in_(list(tries))).order_by(attempts.c.id)
+        ).mappings():
+            tries[t["outbox_id"]].append(attempt_json(t))
+    return page, tries, len(rows) > limit

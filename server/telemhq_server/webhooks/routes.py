@@ -15,7 +15,7 @@ from starlette.routing import BaseRoute
 from telemhq_server import db
 from telemhq_server.endpoints import ApiError, Ctx, api_route
 from telemhq_server.trackers import ValidationError
-from telemhq_server.webhooks.outbox import DEFAULT_EVENTS, EVENTS, load_json
+from telemhq_server.webhooks.outbox import DEFAULT_EVENTS, EVENTS, load_json, read_deliveries
 from telemhq_server.webhooks.signing import new_secret
 
 __all__ = ["api_routes", "validate_webhook"]
@@ -121,27 +121,22 @@ def api_routes() -> list[BaseRoute]:
         return Response(status_code=204)
 
     def deliveries(ctx: Ctx) -> Response:
-        limit, cursor = ctx.limit(), ctx.cursor()
         with ctx.app.engine.connect() as conn:
             hook = _row(conn, ctx)
-            query = sa.select(o).where(o.c.webhook_id == hook["id"]).order_by(o.c.id.desc())
-            if cursor is not None:
-                query = query.where(o.c.id < cursor)
-            rows = conn.execute(query.limit(limit + 1)).mappings().all()
-            ids = [r["id"] for r in rows[:limit]]
-            tries: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
-            if ids:
-                for t in conn.execute(
-                    sa.select(a).where(a.c.outbox_id.in_(ids)).order_by(a.c.id)
-                ).mappings():
-                    tries[t["outbox_id"]].append(
-                        {
-                            "attempted_at": db.iso(t["attempted_at"]),
-                            "status_code": t["status_code"],
-                            "error": t["error"],
-                            "duration_ms": t["duration_ms"],
-                        }
-                    )
+            rows, tries, more = read_deliveries(
+                conn,
+                o,
+                a,
+                o.c.webhook_id == hook["id"],
+                limit=ctx.limit(),
+                cursor=ctx.cursor(),
+                attempt_json=lambda t: {
+                    "attempted_at": db.iso(t["attempted_at"]),
+                    "status_code": t["status_code"],
+                    "error": t["error"],
+                    "duration_ms": t["duration_ms"],
+                },
+            )
         items = [
             {
                 "id": r["id"],
@@ -163,9 +158,8 @@ def api_routes() -> list[BaseRoute]:
                 "body": load_json(r["body"]),
                 "attempt_log": tries.get(r["id"], []),
             }
-            for r in rows[:limit]
+            for r in rows
         ]
-        more = len(rows) > limit
         return JSONResponse({"items": items, "next": str(items[-1]["id"]) if more else None})
 
     route = api_route
