@@ -9,8 +9,10 @@ UV := $(shell command -v uv 2>/dev/null || echo $(BOOT)/bin/uv)
 export UV_PYTHON_DOWNLOADS := never
 PYTEST_ARGS ?=
 
-# $(call sync,ENV,EXTRAS): create/refresh .venvs/ENV from the lock with the given extras.
-sync = UV_PROJECT_ENVIRONMENT=.venvs/$(1) $(UV) sync --frozen --quiet $(foreach e,$(2),--extra $(e))
+# $(call sync,ENV,EXTRAS[,GROUPS]): create/refresh .venvs/ENV from the lock with the given extras
+# and dependency groups (the groups are test-only: never in the published metadata).
+sync = UV_PROJECT_ENVIRONMENT=.venvs/$(1) $(UV) sync --frozen --quiet $(foreach e,$(2),--extra $(e)) \
+	$(foreach g,$(3),--group $(g))
 # $(call pytest,ENV,TESTDIR): run one part's tests.
 pytest = .venvs/$(1)/bin/python -m pytest $(2) $(PYTEST_ARGS)
 
@@ -22,14 +24,14 @@ apt = command -v $(1) >/dev/null 2>&1 || { \
 	else echo "$(1) is missing: install $(2) (tests that need it skip)"; fi; }
 
 .PHONY: help uv browser wrk env-core env-server env-celery env-airflow env-prefect env-dagster \
-	test test-core test-server test-reliability test-security test-celery test-airflow \
-	test-prefect test-dagster test-e2e \
+	env-dbt test test-core test-server test-reliability test-security test-celery test-airflow \
+	test-prefect test-dagster test-dbt test-e2e \
 	lint demo bench dist clean
 
 help:
 	@echo "make demo    the reference server, monitored jobs (script, CLI, Celery) against it"
 	@echo "make test    lint + every part's tests, each in its own environment"
-	@echo "make test-core|test-server|test-celery|test-airflow|test-prefect|test-dagster|test-e2e"
+	@echo "make test-core|test-server|test-celery|test-airflow|test-prefect|test-dagster|test-dbt|test-e2e"
 	@echo "make test-reliability|test-security   the server under kill -9, locks, hostile input"
 	@echo "make bench   run the benchmarks under benchmarks/ (prints figures)"
 	@echo "make dist    build the wheel and the sdist into dist/ (pip install \"./dist/<wheel>[airflow]\")"
@@ -45,11 +47,14 @@ env-server: uv
 env-celery: uv
 	@$(call sync,celery,dev server celery)
 env-airflow: uv
-	@$(call sync,airflow,dev server airflow)
+	@$(call sync,airflow,dev server airflow,airflow-lineage)
 env-prefect: uv
 	@$(call sync,prefect,dev server prefect)
 env-dagster: uv
 	@$(call sync,dagster,dev server dagster)
+# dbt with dbt-ol on DuckDB (a group of its own: dbt locks below what the orchestrators do).
+env-dbt: uv
+	@$(call sync,dbt,dev server,dbt)
 
 browser:
 	@$(call apt,chromium,chromium chromium-driver)
@@ -80,8 +85,11 @@ test-prefect: env-prefect
 	@$(call pytest,prefect,tests/prefect)
 test-dagster: env-dagster
 	@$(call pytest,dagster,tests/dagster)
+test-dbt: env-dbt
+	@$(call pytest,dbt,tests/dbt)
 
-test: lint test-core test-server test-reliability test-security test-celery test-airflow test-prefect test-dagster test-e2e
+test: lint test-core test-server test-reliability test-security test-celery test-airflow test-prefect test-dagster \
+	test-dbt test-e2e
 
 demo: env-celery env-prefect env-dagster env-airflow
 	.venvs/celery/bin/python -m demo $(DEMO_ARGS)

@@ -179,9 +179,12 @@ class TrackerCache:
 
         return load
 
-    async def auto_create(self, new: NewSlug, payload: dict[str, Any]) -> None:
+    async def auto_create(
+        self, new: NewSlug, payload: dict[str, Any], *, seed: dict[str, Any] | None = None
+    ) -> None:
         """Create the tracker ``new`` names, as the ping's payload describes it
-        (:func:`~telemhq_server.trackers.from_first_ping`), and forget the cached miss.
+        (:func:`~telemhq_server.trackers.from_first_ping`) with ``seed``'s columns (validated
+        values, e.g. a schedule an OpenLineage event carries), and forget the cached miss.
 
         One creation per key at a time, from the first ping's payload: pings that arrive
         meanwhile wait for it and go on in their order (a batch's ``start`` before its end)."""
@@ -193,7 +196,7 @@ class TrackerCache:
         future: asyncio.Future[None] = loop.create_future()
         self._creating[new.key] = future
         try:
-            await loop.run_in_executor(self.executor, self._create, new.slug, payload)
+            await loop.run_in_executor(self.executor, self._create, new.slug, payload, seed)
             self._entries.pop(new.key, None)
             future.set_result(None)
         except BaseException as exc:
@@ -203,10 +206,10 @@ class TrackerCache:
         finally:
             del self._creating[new.key]
 
-    def _create(self, slug: str, payload: dict[str, Any]) -> None:
+    def _create(self, slug: str, payload: dict[str, Any], seed: dict[str, Any] | None) -> None:
         try:
             with write_tx(self.engine) as conn:
-                create_tracker(conn, from_first_ping(slug, payload))
+                create_tracker(conn, {**from_first_ping(slug, payload), **(seed or {})})
             logger.info("tracker created by ping key", extra={"slug": slug})
         except sa.exc.IntegrityError:
             pass  # another request or process created it first

@@ -5,6 +5,7 @@ the tracker ``<namespace>/<job name>``, like a ping.
 - :mod:`.schema`: the event checked against the spec version it declares (vendored in
   ``spec/``);
 - :mod:`.mapping`: the event as a ping (tracker, status, run id, metrics, parent);
+- :mod:`.seeding`: the schedule an Airflow DAG run's event gives the tracker it creates;
 - :mod:`.endpoint`: the route (keys, compression, pairing a START with its end).
 """
 

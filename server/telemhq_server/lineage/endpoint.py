@@ -29,6 +29,7 @@ from telemhq_server.ingest.errors import NewSlug
 from telemhq_server.keys import verify_api_key
 from telemhq_server.lineage.mapping import Mapped, event_time, map_event, ping_id
 from telemhq_server.lineage.schema import InvalidEvent, check_event
+from telemhq_server.lineage.seeding import airflow_schedule
 from telemhq_server.types import Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -166,7 +167,10 @@ async def _tracker(app: TelemHQ, key: str, mapped: Mapped) -> CachedTracker | No
         except NewSlug as new:
             if mapped.status is None:
                 return None
-            await app.cache.auto_create(new, {"job": mapped.name, "tags": list(mapped.tags)})
+            seed = airflow_schedule(mapped.run_facets, mapped.name)
+            await app.cache.auto_create(
+                new, {"job": mapped.name, "tags": list(mapped.tags)}, seed=seed
+            )
             return (await app.pings.resolve(path))[0]
         except PingError as exc:
             if exc.reason != "unknown_token":

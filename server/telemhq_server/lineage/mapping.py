@@ -65,6 +65,8 @@ class Mapped:
     run_id: str
     event_type: str
     event_time: dt.datetime
+    #: the run's facets, read again only when the event creates its tracker (:mod:`.seeding`)
+    run_facets: dict[str, Any]
 
 
 def tracker_name(namespace: str, name: str) -> str:
@@ -262,4 +264,5 @@ def map_event(event: dict[str, Any]) -> Mapped:
         run_id=run_id,
         event_type=event_type,
         event_time=when,
+        run_facets=facets,
     )
