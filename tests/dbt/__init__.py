@@ -1,0 +1,1 @@
+"""dbt with ``dbt-ol`` (OpenLineage) against the reference server."""
