@@ -6,7 +6,9 @@ comes from the scheduler, which ``dag.test()`` has none of: here a DAG run is it
 
 The provider reads its configuration once per process (and its plugin decides at import
 whether to listen), so the DAGs run in a process of their own, configured only by
-``AIRFLOW__OPENLINEAGE__TRANSPORT`` as a deployment would be.
+``AIRFLOW__OPENLINEAGE__TRANSPORT`` as a deployment would be. The production path (a
+scheduler, a DAG processor, LocalExecutor workers) is the last test: there the scheduler sends
+the DAG run's START and end from its process pool, and each worker its task's events.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.airflow.cluster import airflow_cluster, trigger
 from tests.airflow.helpers import runs_of, tracker
 from tests.kit import new_ping_key, statuses_oldest_first, wait_until
 from tests.live_server import LiveServer
@@ -32,24 +35,26 @@ NAMESPACE = "warehouse-prod"
 RUN = 300.0
 
 
+def openlineage_settings(server: LiveServer, key: str, namespace: str) -> dict[str, str]:
+    """The provider's whole configuration: where to send, with which key, in which namespace."""
+    transport = {
+        "type": "http",
+        "url": server.base_url,
+        "endpoint": "api/v1/lineage",
+        "auth": {"type": "api_key", "apiKey": key},
+    }
+    return {
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": namespace,
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(transport),
+    }
+
+
 def provider_env(server: LiveServer, key: str) -> dict[str, str]:
-    """The environment of an Airflow deployment whose OpenLineage provider sends to the
-    server, with nothing of TelemHQ in it."""
+    """The environment of an Airflow whose OpenLineage provider sends to the server, with
+    nothing of TelemHQ in it (so no TelemHQ listener either)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMHQ_")}
-    env.update(
-        {
-            "AIRFLOW__CORE__DAGS_FOLDER": str(OL_DAGS),
-            "AIRFLOW__OPENLINEAGE__NAMESPACE": NAMESPACE,
-            "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
-                {
-                    "type": "http",
-                    "url": server.base_url,
-                    "endpoint": "api/v1/lineage",
-                    "auth": {"type": "api_key", "apiKey": key},
-                }
-            ),
-        }
-    )
+    env["AIRFLOW__CORE__DAGS_FOLDER"] = str(OL_DAGS)
+    env.update(openlineage_settings(server, key, NAMESPACE))
     return env
 
 
@@ -152,3 +157,50 @@ def test_a_schedule_set_before_the_first_event_is_kept(server: LiveServer, ran: 
     )
     assert found["schedule"]["kind"] == "period"
     assert found["schedule"]["period_seconds"] == 7200
+
+
+PROD_NAMESPACE = "airflow-scheduler"
+PROD_DAGS = """
+import datetime as dt
+
+from airflow.sdk import dag, task
+
+
+@dag(schedule=None, start_date=dt.datetime(2024, 1, 1), catchup=False)
+def ol_prod():
+    @task
+    def extract():
+        return 3
+
+    @task
+    def publish(rows):
+        raise RuntimeError(f"cannot publish {rows} rows")
+
+    publish(extract())
+
+
+ol_prod()
+"""
+
+
+def test_the_scheduler_path_reports_the_dag_run_start_and_every_task(
+    tmp_path: Path, server: LiveServer
+) -> None:
+    settings = openlineage_settings(server, new_ping_key(server), PROD_NAMESPACE)
+    with airflow_cluster(tmp_path / "airflow", {"ol_prod.py": PROD_DAGS}, settings) as env:
+        trigger(env, "ol_prod")
+
+        def runs(name: str) -> list[dict[str, Any]]:
+            return runs_of(server, f"{PROD_NAMESPACE}/{name}", 2, timeout=RUN)
+
+        dag_run = runs("ol_prod")
+        extract, publish = runs("ol_prod.extract"), runs("ol_prod.publish")
+    assert statuses_oldest_first(dag_run) == ["start", "failure"]
+    assert dag_run[1]["duration_ms"] is not None
+    assert statuses_oldest_first(extract) == ["start", "success"]
+    assert statuses_oldest_first(publish) == ["start", "failure"]
+    assert "cannot publish 3 rows" in publish[1]["payload"]["error"]["message"]
+    assert "RuntimeError" in publish[1]["payload"]["error"]["traceback"]
+    for task_runs in (extract, publish):
+        assert task_runs[1]["payload"]["parent"]["run_id"] == dag_run[1]["run_id"]
+        assert task_runs[1]["payload"]["parent"]["job"] == f"{PROD_NAMESPACE}/ol_prod"
