@@ -18,7 +18,6 @@ import pytest
 from telemhq_plugins.core import slugify
 from tests.kit import new_ping_key, tracker_by_slug
 from tests.live_server import LiveServer
-from tests.server.conftest import postgres_schema
 
 pytestmark = pytest.mark.slow
 
@@ -27,18 +26,10 @@ DAG_RUN_COMPLETE = json.loads(
 )
 
 
-@pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)]
-)
-def server(request: pytest.FixtureRequest) -> Iterator[LiveServer]:
-    if request.param == "sqlite":
-        with LiveServer() as live:
-            yield live
-        return
-    with (
-        postgres_schema(request.getfixturevalue("postgres_url")) as url,
-        LiveServer(url) as live,
-    ):
+@pytest.fixture
+def server(db_url: str) -> Iterator[LiveServer]:
+    """A live server on the test's database (SQLite, or a fresh PostgreSQL schema)."""
+    with LiveServer(db_url) as live:
         yield live
 
 
