@@ -108,6 +108,8 @@ def test_every_task_and_the_dag_run_arrive_with_their_states(server: LiveServer,
     found = tracker(server, job("ol_etl.load"))
     assert found is not None
     assert {"openlineage", "producer:airflow"} <= set(found["tags"])
+    # The provider alone reported: TelemHQ's listener (trackers without a namespace) is off.
+    assert tracker(server, "ol_etl.load") is None
     # The DAG run is the parent of its tasks' runs.
     dag_run_id = dag_run[0]["run_id"]
     for runs in (extract, load):
