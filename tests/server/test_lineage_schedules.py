@@ -72,8 +72,17 @@ def test_the_tracker_an_airflow_dag_run_creates_takes_its_cron_and_timezone(
     )
 
 
-def test_a_timetable_without_an_exact_cron_leaves_it_unscheduled(server: LiveServer) -> None:
+def test_a_timedelta_timetable_seeds_a_period(server: LiveServer) -> None:
     event, name = dag_event({"delta": 3600.0, "interval": 0.0})
+    post(server, new_ping_key(server), event)
+    seeded = schedule(server, name)
+    assert (seeded["kind"], seeded["period_seconds"]) == ("period", 3600)
+
+
+def test_a_timetable_without_an_exact_schedule_leaves_it_unscheduled(
+    server: LiveServer,
+) -> None:
+    event, name = dag_event({"expressions": ["0 1 * * *", "0 2 * * *"], "timezone": "UTC"})
     post(server, new_ping_key(server), event)
     assert schedule(server, name) == {"kind": "none"}
 

@@ -1,5 +1,6 @@
 """Which Airflow timetables (as the OpenLineage provider serialises them in the
-``airflowDagRun`` facet) seed a cron schedule, and which leave the tracker unscheduled."""
+``airflowDagRun`` facet) seed a cron or period schedule, and which leave the tracker
+unscheduled."""
 
 from __future__ import annotations
 
@@ -40,10 +41,24 @@ def test_a_cron_timetable_seeds_its_expression_and_timezone(
 
 
 @pytest.mark.parametrize(
+    ("timetable", "seconds"),
+    [
+        ({"delta": 3600.0}, 3600),  # DeltaDataIntervalTimetable(timedelta(hours=1))
+        ({"delta": 900.0, "interval": 0.0}, 900),  # DeltaTriggerTimetable
+    ],
+)
+def test_a_timedelta_timetable_seeds_a_period(timetable: dict[str, Any], seconds: int) -> None:
+    seed = airflow_schedule(facets(timetable), "ns/d")
+    assert seed is not None
+    assert (seed["schedule_kind"], seed["period_seconds"]) == ("period", seconds)
+
+
+@pytest.mark.parametrize(
     "timetable",
     [
         {},  # schedule=None
-        {"delta": 3600.0, "interval": 0.0},  # a timedelta
+        {"delta": {"months": 1}},  # a relativedelta: no fixed period
+        {"delta": 0.5},
         {"expressions": ["0 1 * * *", "0 2 * * *"], "timezone": "UTC"},
         {"expression": "0 0 * * *", "timezone": "UTC", "run_offset": 1, "key_format": "%Y"},
         {"expression": "0 0 * * *", "timezone": 19800},  # +05:30: no IANA name

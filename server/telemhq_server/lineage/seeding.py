@@ -8,9 +8,13 @@ Airflow's OpenLineage provider puts an ``airflowDagRun`` run facet on each DAG r
   Airflow expands) serialise as ``{"expression", "timezone"[, "interval",
   "run_immediately"]}``: a run is due at each time of the expression, in that timezone, so
   they become a cron schedule;
-- every other timetable (none, ``@once``, ``@continuous``, a ``timedelta``, several cron
-  expressions, partitions, assets, custom ones) has no exact cron: the tracker is left
-  unscheduled, and why is logged once per DAG.
+- ``DeltaDataIntervalTimetable`` and ``DeltaTriggerTimetable`` of a ``timedelta`` serialise
+  as ``{"delta": seconds[, "interval"]}``: a run every that many seconds, a period schedule
+  (as the Airflow adapter's schedule sync reads them); a ``relativedelta`` (months) has no
+  fixed period;
+- every other timetable (none, ``@once``, ``@continuous``, several cron expressions,
+  partitions, assets, custom ones) has no exact schedule: the tracker is left unscheduled, and
+  why is logged once per DAG.
 
 Only the DAG run's tracker is seeded: a task's run may be skipped by a branch while its DAG
 runs, so its tracker would wait for pings that never come (the Airflow adapter's schedule sync
@@ -32,6 +36,8 @@ logger = logging.getLogger("telemhq_server.lineage")
 
 #: The keys of a cron timetable's serialisation (Airflow 2.10 to 3.3).
 _CRON_KEYS: Final = frozenset({"expression", "timezone", "interval", "run_immediately"})
+#: The keys of a fixed-delta timetable's serialisation.
+_DELTA_KEYS: Final = frozenset({"delta", "interval"})
 
 
 def _timezone(value: Any) -> str | None:
@@ -46,10 +52,30 @@ def _timezone(value: Any) -> str | None:
     return None
 
 
-def _cron(timetable: Any) -> tuple[dict[str, Any] | None, str]:
+def _period(timetable: dict[str, Any]) -> dict[str, Any] | None:
+    """The period schedule of a serialised ``timedelta`` timetable, else None."""
+    delta = timetable.get("delta")
+    if not set(timetable) <= _DELTA_KEYS or isinstance(delta, bool):
+        return None
+    if not isinstance(delta, int | float) or delta <= 0 or delta != int(delta):
+        return None
+    try:
+        return validate_fields(
+            {"schedule": {"kind": "period", "period_seconds": int(delta)}}, creating=False
+        )
+    except ValidationError:
+        return None
+
+
+def _schedule(timetable: Any) -> tuple[dict[str, Any] | None, str]:
     """The tracker schedule values of a serialised timetable, else None and why not."""
     if not isinstance(timetable, dict) or not timetable:
         return None, "the DAG has no schedule"
+    if "delta" in timetable:
+        period = _period(timetable)
+        if period is None:
+            return None, f"its delta {timetable.get('delta')!r} is not a fixed number of seconds"
+        return period, ""
     expression = timetable.get("expression")
     if not isinstance(expression, str) or not set(timetable) <= _CRON_KEYS:
         kinds = ", ".join(sorted(k for k in timetable if not k.startswith("__")))
@@ -70,12 +96,12 @@ def _cron(timetable: Any) -> tuple[dict[str, Any] | None, str]:
 def airflow_schedule(run_facets: dict[str, Any], tracker: str) -> dict[str, Any] | None:
     """The schedule columns (``schedule_kind``, ``cron``, ``timezone``...) for the tracker
     ``tracker`` created by an event with these run facets; None when the event carries no
-    DAG or its timetable has no exact cron (logged once per tracker)."""
+    DAG or its timetable has no exact cron or period (logged once per tracker)."""
     facet = run_facets.get("airflowDagRun")
     dag = facet.get("dag") if isinstance(facet, dict) else None
     if not isinstance(dag, dict):
         return None
-    values, why = _cron(dag.get("timetable"))
+    values, why = _schedule(dag.get("timetable"))
     if values is None:
         log_once(
             logger,
