@@ -31,12 +31,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import datetime as dt
 import json
 import logging
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -51,7 +49,8 @@ from telemhq_server.alerts.sender import Message, Outcome, Sender
 from telemhq_server.alerts.silences import held_until
 from telemhq_server.alerts.tables import alert_attempts, alert_outbox, channels, silences
 from telemhq_server.dashboard.runinfo import UiBases, ui_url
-from telemhq_server.webhooks import KEEP_DAYS, RetryPolicy
+from telemhq_server.webhooks import RetryPolicy
+from telemhq_server.webhooks.loop import OutboxLoop, due_rows, lease, prune_outbox
 
 __all__ = ["AlertCounts", "AlertDispatcher"]
 
@@ -125,13 +124,16 @@ class _Verdict:
     still_bad: tuple[Mapping[Any, Any], ...] = ()
 
 
-class AlertDispatcher:
+class AlertDispatcher(OutboxLoop[_Job]):
     """Delivers due alert outbox rows; ``run()`` is the background loop, ``tick()`` one pass.
 
     ``clock`` is injectable so tests drive delays, reminders, silences and retries without
     waiting; ``recheck`` is how long a message waiting on something (``after_failures``, the
     problem message before a recovery) waits before it is looked at again.
     """
+
+    what = "alert"
+    log = logger
 
     def __init__(
         self,
@@ -150,14 +152,11 @@ class AlertDispatcher:
         late_group_fraction: float = 0.5,
         ui_bases: UiBases | None = None,
     ) -> None:
-        self.engine = engine
+        super().__init__(engine, clock=clock, interval=interval, max_in_flight=max_in_flight)
         self.public_url = (public_url or "").rstrip("/")
         self.policy = policy or RetryPolicy(timeout=10.0)
-        self.clock = clock
-        self.interval = interval
         self.batch = batch
         self.per_channel = per_channel
-        self.max_in_flight = max_in_flight
         self.recheck = dt.timedelta(seconds=recheck)
         self.group_window = dt.timedelta(seconds=group_window)
         self.late_group_min = late_group_min
@@ -166,85 +165,29 @@ class AlertDispatcher:
         self.lease = dt.timedelta(seconds=max(60.0, self.policy.timeout * 2))
         self.sender = Sender(self.policy.timeout)
         self.counts = AlertCounts.new()
-        self._wake = asyncio.Event()
-        self._in_flight: set[asyncio.Task[None]] = set()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def run(self) -> None:
-        """Deliver forever (cancel to stop); errors are logged, never raised."""
-        next_prune = 0.0
-        try:
-            while True:
-                try:
-                    await self.tick(wait=False)
-                    if time.monotonic() >= next_prune:
-                        next_prune = time.monotonic() + 3600
-                        await asyncio.to_thread(self.prune, self.clock())
-                except Exception:
-                    logger.exception("alert delivery pass failed; retrying")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.interval)
-                self._wake.clear()
-        finally:
-            tasks = list(self._in_flight)
-            for task in tasks:
-                task.cancel()  # the row's lease runs out and it is sent again later
-            await asyncio.gather(*tasks, return_exceptions=True)
 
     def prune(self, now: dt.datetime) -> int:
         """Forget finished messages (and their attempts) older than the webhooks' KEEP_DAYS."""
         o = alert_outbox
-        cutoff = now - dt.timedelta(days=KEEP_DAYS)
-        done = sa.or_(o.c.delivered_at < cutoff, o.c.failed_at < cutoff, o.c.dropped_at < cutoff)
-        with db.write_tx(self.engine) as conn:
-            ids = sa.select(o.c.id).where(done)
-            conn.execute(sa.delete(alert_attempts).where(alert_attempts.c.outbox_id.in_(ids)))
-            return int(conn.execute(sa.delete(o).where(done)).rowcount)
+        finished = (o.c.delivered_at, o.c.failed_at, o.c.dropped_at)
+        return prune_outbox(self.engine, o, alert_attempts, finished, now)
 
-    async def tick(self, *, wait: bool = True) -> int:
-        """Claim what is due and start sending it; returns how many sends started.
-        ``wait``: return once they are done (tests)."""
-        room = self.max_in_flight - len(self._in_flight)
-        if room <= 0:
-            return 0
-        jobs = await asyncio.to_thread(self._claim, self.clock(), room)
-        started = []
-        for job in jobs:
-            task = asyncio.get_running_loop().create_task(self._deliver(job))
-            self._in_flight.add(task)
-            task.add_done_callback(self._delivered)
-            started.append(task)
-        if wait and started:
-            await asyncio.gather(*started, return_exceptions=True)
-        return len(jobs)
+    def bound_of(self, job: _Job) -> Hashable:
+        return job.channel_id
 
-    def _delivered(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("an alert delivery failed", exc_info=task.exception())
-        self._wake.set()
+    def busy(self) -> collections.Counter[Hashable]:
+        """The sending threads per channel, those stuck past their deadline included."""
+        return collections.Counter(self.sender.busy_counts())
 
     # -- claiming and deciding ---------------------------------------------------------------
 
-    def _claim(self, now: dt.datetime, room: int) -> list[_Job]:
+    def claim(self, now: dt.datetime, room: int, busy: collections.Counter[Hashable]) -> list[_Job]:
         o = alert_outbox
-        busy = self.sender.busy_counts()
         free = sa.or_(o.c.claimed_until.is_(None), o.c.claimed_until < now)
         pending = sa.and_(
             o.c.delivered_at.is_(None), o.c.failed_at.is_(None), o.c.dropped_at.is_(None)
         )
-        due = (
-            sa.select(
-                o.c.id,
-                sa.func.row_number()
-                .over(partition_by=o.c.channel_id, order_by=(o.c.next_attempt_at, o.c.id))
-                .label("rank"),
-            )
-            .where(pending, o.c.next_attempt_at <= now, free)
-            .subquery()
-        )
+        due = due_rows(o, o.c.channel_id, pending, free, now)
         with self.engine.connect() as conn:
             ids = conn.execute(
                 sa.select(o.c.id, o.c.channel_id)
@@ -261,12 +204,7 @@ class AlertDispatcher:
             if taken[channel_id] >= self.per_channel:
                 continue
             with db.write_tx(self.engine) as conn:
-                claimed = conn.execute(
-                    sa.update(o)
-                    .where(o.c.id == row_id, pending, free)
-                    .values(claimed_until=now + self.lease)
-                ).rowcount
-                if claimed != 1:
+                if not lease(conn, o, row_id, sa.and_(pending, free), now + self.lease):
                     continue  # another process took it first
                 job = self._decide_and_apply(conn, row_id, now)
             if job is not None:
@@ -572,7 +510,7 @@ class AlertDispatcher:
 
     # -- sending and recording -----------------------------------------------------------------
 
-    async def _deliver(self, job: _Job) -> None:
+    async def deliver(self, job: _Job) -> None:
         started = self.clock()
         outcome = await self.sender.send(job.channel_id, job.url, job.message)
         await asyncio.to_thread(self._record, job, started, outcome)
