@@ -180,3 +180,18 @@ def test_twenty_of_thirty_trackers_of_a_tag_late_is_one_message(
         "20 jobs tagged team:data are late: is their scheduler running?",
         *(f"web{i} is late" for i in range(3)),
     ]
+
+
+def test_ntfy_opens_the_dashboard_when_the_runs_link_is_unknown(
+    engine: Engine, receiver: Receiver
+) -> None:
+    clock = Clock(T0)
+    port = receiver.url.split(":")[2].split("/")[0]
+    add_channel(engine, f"ntfy://127.0.0.1:{port}/ops")
+    tracker = add_tracker(engine)
+    flip(engine, tracker, "up", "failing", T0, add_run(engine, tracker, T0))
+    tick(dispatcher(engine, clock))
+    [message], [headers] = receiver.messages, receiver.headers
+    assert (message["topic"], message["title"]) == ("ops", "Nightly ETL is failing")
+    assert "Run in" not in message["message"]  # no UI link known for this run
+    assert headers["X-Click"] == f"https://telemhq.example/dashboard/trackers/{tracker}"

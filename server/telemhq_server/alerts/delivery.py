@@ -287,9 +287,9 @@ class AlertDispatcher(OutboxLoop[_Job]):
             .where(o.c.id.in_([row_id, *(m["id"] for m in members)]))
             .values(incident=incident)
         )
-        dashboard = doc.get("dashboard_url")
-        if isinstance(dashboard, str) and dashboard.startswith("/") and self.public_url:
-            dashboard = self.public_url + dashboard
+        # the dashboard as a click-through link: only an absolute one (TELEMHQ_PUBLIC_URL set)
+        path = doc.get("dashboard_url")
+        dashboard = self.public_url + path if self.public_url and isinstance(path, str) else None
         return _Job(
             row_id,
             row["channel_id"],
