@@ -179,7 +179,7 @@ def _set_paused(ctx: Ctx, paused: bool) -> Response:
             if not paused and row["schedule_kind"] != "none":
                 # Resuming restarts the clock: pinged or not, the tracker gets a whole period
                 # (or until its next cron time) for its next ping, not an alert for the pause.
-                values["schedule_set_at"] = now
+                values["schedule_set_at"] = values["resumed_at"] = now
                 values["next_expected_at"] = due_after(row, now)
             conn.execute(
                 trackers.update()

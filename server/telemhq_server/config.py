@@ -15,6 +15,13 @@ Variables (``TELEMHQ_`` + the name):
 - ``WORKERS``: server processes (granian workers), default 1.
 - ``LOG_LEVEL``: default ``INFO``.
 - ``MAX_BATCH``: most pings written in one group-commit transaction, default 512.
+- ``ALERT_GROUP_WINDOW``: seconds a notification waits for the others of its parent run
+  (or of a wave of late jobs) to be folded into one message, default 60.
+- ``ALERT_LATE_MIN``, ``ALERT_LATE_FRACTION``: how many late jobs of one orchestrator (or one
+  tag) make one "N jobs are late" message instead of N: at least this many, default 5, and at
+  least this fraction of its scheduled trackers, default 0.5.
+- ``ALERT_LATE_TAGS``: comma-separated tags or globs (``team:*``); a late tracker with a
+  matching tag is counted with the others of that tag instead of its orchestrator.
 - ``AIRFLOW_UI_URL``, ``PREFECT_UI_URL``, ``DAGSTER_UI_URL``: base URLs of the orchestrators'
   own UIs, from which the dashboard links a run there when its ping carries no ``ui_url``.
 
@@ -49,6 +56,9 @@ _ENV: Final[dict[str, str]] = {
     "max_batch": "TELEMHQ_MAX_BATCH",
     "public_dashboard": "TELEMHQ_PUBLIC_DASHBOARD",  # the dashboard without sign-in
     "alert_group_window": "TELEMHQ_ALERT_GROUP_WINDOW",  # seconds notifications wait to group
+    "alert_late_min": "TELEMHQ_ALERT_LATE_MIN",
+    "alert_late_fraction": "TELEMHQ_ALERT_LATE_FRACTION",
+    "alert_late_tags": "TELEMHQ_ALERT_LATE_TAGS",
     "airflow_ui_url": "TELEMHQ_AIRFLOW_UI_URL",
     "prefect_ui_url": "TELEMHQ_PREFECT_UI_URL",
     "dagster_ui_url": "TELEMHQ_DAGSTER_UI_URL",
@@ -69,6 +79,9 @@ class Settings:
     max_batch: int = 512
     public_dashboard: bool = False
     alert_group_window: float = 60.0
+    alert_late_min: int = 5
+    alert_late_fraction: float = 0.5
+    alert_late_tags: str | None = None
     airflow_ui_url: str | None = None
     prefect_ui_url: str | None = None
     dagster_ui_url: str | None = None
@@ -112,6 +125,10 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         except ValueError:
             raise ValueError(f"{_ENV[f.name]}={raw!r} is not a valid {kind.__name__}") from None
     settings = Settings(**values).with_overrides(**overrides)
+    if not (settings.alert_late_min >= 1 and 0 <= settings.alert_late_fraction <= 1):
+        raise ValueError(
+            "TELEMHQ_ALERT_LATE_MIN must be >= 1 and TELEMHQ_ALERT_LATE_FRACTION in [0, 1]"
+        )
     if settings.max_body_bytes < 1 or settings.retention_runs < 1 or settings.max_batch < 1:
         raise ValueError(
             "TELEMHQ_MAX_BODY_BYTES, TELEMHQ_RETENTION_RUNS and TELEMHQ_MAX_BATCH must be >= 1"

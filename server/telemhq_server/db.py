@@ -104,6 +104,9 @@ trackers = sa.Table(
     # a tracker that has never been pinged expects its first ping at the first scheduled time
     # after it (see telemhq_server.detector).
     sa.Column("schedule_set_at", TZ, nullable=True),
+    # When the tracker was last resumed: its clock restarts there, pinged before or not (the
+    # next ping is due after the later of its last ping and this; see schedules.anchor_of).
+    sa.Column("resumed_at", TZ, nullable=True),
     sa.UniqueConstraint("token", name="uq_trackers_token"),
     sa.UniqueConstraint("slug", name="uq_trackers_slug"),
     sa.UniqueConstraint("badge_key", name="uq_trackers_badge_key"),

@@ -10,7 +10,9 @@ One :class:`Detector` runs in every server process (``run()`` is its background 
    set or it was resumed), so that a job whose very first run never comes is caught too;
 2. **claims overdue trackers**: ``late`` from the expected time, ``down`` from the expected time
    plus grace (``failing`` trackers go ``down`` but not ``late``: a failure says more; ``new``
-   ones, never pinged, go ``late`` and ``down`` like ``up`` ones);
+   ones, never pinged or just resumed, go ``late`` and ``down`` like ``up`` ones). The
+   expected time follows the later of the last ping and the last resume
+   (:func:`~telemhq_server.schedules.anchor_of`): a resume restarts the clock;
 3. **claims hung runs**: a ``start`` with no end within ``max_runtime_seconds`` is ``down``.
 
 All state lives in the database, so detection carries on across restarts. Several processes
@@ -185,10 +187,8 @@ class Detector:
         query = sa.select(t).where(
             t.c.schedule_kind != "none",
             t.c.paused.is_(False),
-            sa.or_(
-                t.c.state.in_(_CAN_BE_DOWN),
-                sa.and_(t.c.state == "new", t.c.last_ping_at.is_(None)),
-            ),
+            # ``new``: never pinged, or resumed (its clock restarted at the resume)
+            t.c.state.in_(("new", *_CAN_BE_DOWN)),
             t.c.next_expected_at <= now,
             # A ping since the expectation was computed makes it stale, not overdue.
             sa.or_(t.c.last_ping_at.is_(None), t.c.next_expected_at > t.c.last_ping_at),
@@ -229,7 +229,7 @@ class Detector:
             return
         first = row.last_ping_at is None
         allowed = _CAN_BE_LATE if target == "late" else _CAN_BE_DOWN
-        if row.state not in allowed and not (first and row.state == "new"):
+        if row.state not in allowed and row.state != "new":
             return
         assert expected is not None
         what = "a first ping" if first else "a ping"

@@ -438,6 +438,12 @@ _ALERT_SCHEMAS: dict[str, Any] = {
             "dropped_at": _TIME,
             "last_error": {"type": ["string", "null"]},
             "held_by_silence": {"type": ["integer", "null"]},
+            "incident": {
+                "type": ["string", "null"],
+                "description": "the incident id de-duplicating services get (an Opsgenie "
+                "alias, the X-TelemHQ-Incident header of a JSON post), shared by the message's "
+                "retries, reminders and recovery; set when it is first sent",
+            },
             "body": {"type": "object"},
             "attempt_log": {
                 "type": "array",

@@ -182,11 +182,12 @@ def due_after(row: Mapping[Any, Any], when: dt.datetime) -> dt.datetime | None:
 
 
 def anchor_of(row: Mapping[Any, Any]) -> dt.datetime | None:
-    """What the tracker in ``row``'s next expected time follows: its last ping, or for a
-    tracker never pinged the moment its schedule was set (or it was resumed): its first run is
-    due at the first scheduled time after that."""
-    anchor: dt.datetime | None = row["last_ping_at"]
-    return row["schedule_set_at"] if anchor is None else anchor
+    """What the tracker in ``row``'s next expected time follows: the later of its last ping
+    and its last resume (a resume restarts the clock, pinged before or not), or for a tracker
+    never pinged nor resumed the moment its schedule was set: its first run is due at the
+    first scheduled time after that."""
+    times = [_aware(t) for t in (row["last_ping_at"], row.get("resumed_at")) if t is not None]
+    return max(times) if times else row["schedule_set_at"]
 
 
 def next_due(row: Mapping[Any, Any]) -> dt.datetime | None:

@@ -41,6 +41,8 @@ class Receiver:
 
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
+        #: each message's request headers, in the same order
+        self.headers: list[dict[str, str]] = []
         self.status = 200
         self.hang = threading.Event()
         receiver = self
@@ -51,6 +53,7 @@ class Receiver:
                 if receiver.hang.is_set():
                     receiver.hang.wait(0)  # answer nothing until the test ends
                     threading.Event().wait(30)
+                receiver.headers.append(dict(self.headers.items()))
                 receiver.messages.append(json.loads(body))
                 self.send_response(receiver.status)
                 self.send_header("Content-Length", "2")

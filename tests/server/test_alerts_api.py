@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 import requests
 from aiosmtpd.controller import Controller
+from telemhq_server.app import create_app
+from telemhq_server.config import Settings
 
 from tests.kit import wait_until
-from tests.server.helpers import AppClient, flips_of, make_tracker
+from tests.server.helpers import ADMIN_KEY, AppClient, flips_of, make_tracker
 from tests.server.test_alerts import Receiver
 
 SLACK = "slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ"
@@ -64,7 +66,8 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> list[requests.PreparedRequest]:
         # What each service answers a good request with (Slack's webhooks: "ok").
         slack = "hooks.slack.com" in (request.url or "")
         response.status_code = 200 if slack else 202
-        response._content = b"ok" if slack else b'{"status": "success"}'
+        # (Opsgenie: the requestId of the alert it will create)
+        response._content = b"ok" if slack else b'{"status": "success", "requestId": "r-1"}'
         response.request = request
         return response
 
@@ -162,6 +165,8 @@ def test_a_failing_ping_reaches_email_and_json_channels(
         ("failing", "delivered"),
     ]
     assert history[1]["attempt_log"][0]["ok"] is True
+    assert history[0]["incident"] == history[1]["incident"]  # the recovery ends that incident
+    assert receiver.headers[0]["X-TelemHQ-Incident"] == history[1]["incident"]
     metrics = client.get("/metrics").text
     assert f'telemhq_alerts_sent_total{{channel="{hook["id"]}"}} 2' in metrics
 
@@ -196,3 +201,79 @@ def test_a_silence_holds_notifications_and_ending_it_sends_one(
         answer = client.post("/api/v1/silences", json=bad)
         assert answer.status_code == 422, bad
         assert field in answer.text
+
+
+AIRFLOW_RUN = "http://airflow.example/dags/etl/runs/manual__1/tasks/load"
+
+
+@pytest.fixture
+def quick(settings: Settings) -> Iterator[AppClient]:
+    """The server with a one-second group window: a lone task's failure waits that long."""
+    app = create_app(settings.with_overrides(alert_group_window=1.0))
+    with AppClient(app, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as client:
+        yield client
+
+
+def failed_task_ping(client: AppClient, token: str) -> None:
+    """What the Airflow adapter sends for a failed task: its block carries the run's link."""
+    answer = client.post(
+        f"/ping/{token}/fail",
+        json={
+            "orchestrator": "airflow",
+            "airflow": {
+                "dag_id": "etl",
+                "run_id": "manual__1",
+                "task_id": "load",
+                "ui_url": AIRFLOW_RUN,
+            },
+            "error": {"type": "KeyError", "message": "'customer_id'"},
+        },
+    )
+    assert answer.json()["state"] == "failing"
+
+
+def test_messages_link_the_run_in_the_orchestrators_ui_and_ntfy_gets_them(
+    quick: AppClient, receiver: Receiver
+) -> None:
+    """A local HTTP receiver stands for an ntfy server (Apprise's ntfy plugin posts JSON to a
+    private host) and for a json:// endpoint."""
+    client = quick
+    port = receiver.url.split(":")[2].split("/")[0]
+    ntfy = f"ntfy://127.0.0.1:{port}/data-alerts"
+    client.post("/api/v1/channels", json={"name": "ntfy", "url": ntfy}).raise_for_status()
+    tracker = make_tracker(client, name="etl.load")
+    failed_task_ping(client, tracker["token"])
+    wait_until(lambda: receiver.messages, "the ntfy message")
+    [message], [headers] = receiver.messages, receiver.headers
+    assert message["topic"] == "data-alerts"
+    assert message["title"] == "etl.load is failing"
+    assert f"Run in Airflow: {AIRFLOW_RUN}" in message["message"]
+    assert "Error: KeyError: 'customer_id'" in message["message"]
+    assert headers["X-Click"] == AIRFLOW_RUN  # tapping the notification opens the run
+    assert "failure" in headers["X-Icon"]  # Apprise's icon of a failure
+
+
+def test_opsgenie_and_pagerduty_get_one_incident_and_the_runs_link(
+    quick: AppClient, captured: list[requests.PreparedRequest]
+) -> None:
+    """Opsgenie de-duplicates on the alias: the first message and its reminder carry one.
+    Apprise's PagerDuty plugin sends no dedup_key (every event is its own incident), but the
+    run's link goes in ``links``."""
+    client = quick
+    for url in ("opsgenie://genie-api-key", "pagerduty://integrationkey@apikey"):
+        body = {"url": url, "repeat_every": "1s", "max_repeats": 1}
+        client.post("/api/v1/channels", json=body).raise_for_status()
+    tracker = make_tracker(client, name="etl.load")
+    failed_task_ping(client, tracker["token"])
+    wait_until(lambda: len(captured) >= 4, "two messages and a reminder each")
+    genie = [json.loads(r.body or b"{}") for r in captured if "opsgenie" in (r.url or "")]
+    duty = [json.loads(r.body or b"{}") for r in captured if "pagerduty" in (r.url or "")]
+    assert len(genie) == len(duty) == 2
+    assert genie[0]["alias"] == genie[1]["alias"]
+    assert genie[0]["alias"].startswith(f"telemhq-{tracker['id']}-")
+    assert genie[1]["message"] == "Reminder 1: etl.load is failing"
+    assert genie[0]["details"]["type"] == "failure"
+    assert all(e["event_action"] == "trigger" and "dedup_key" not in e for e in duty)
+    assert duty[0]["payload"]["severity"] == "critical"
+    assert duty[0]["links"] == [{"href": AIRFLOW_RUN}]
+    assert f"Run in Airflow: {AIRFLOW_RUN}" in duty[0]["payload"]["summary"]

@@ -646,3 +646,47 @@ def test_resuming_a_pinged_tracker_restarts_its_clock(app: TelemHQ, client: AppC
     assert _when(resumed["next_expected_at"]) == at + dt.timedelta(minutes=10)
     assert detector.tick(at).flips == []
     assert detector.tick(at + dt.timedelta(minutes=10) - dt.timedelta(seconds=1)).flips == []
+
+
+@pytest.mark.parametrize("before", ["up", "late", "down", "failing"])
+def test_a_resumed_tracker_is_judged_from_its_resume(
+    app: TelemHQ, client: AppClient, before: str
+) -> None:
+    """Pinged long ago, paused in any state, resumed: no alert at the resume; ``late`` one
+    period after it and ``down`` a grace later, with no ping in between."""
+    engine = app.engine
+    made = make_tracker(
+        client, schedule={"kind": "period", "period_seconds": 600, "grace_seconds": 60}
+    )
+    tid = made["id"]
+    earlier = _when(made["created_at"]) - dt.timedelta(days=1)
+    ping(engine, tid, earlier)
+    set_state(engine, tid, state=before, next_expected_at=earlier + dt.timedelta(minutes=10))
+    assert client.post(f"/api/v1/trackers/{tid}/pause").json()["state"] == "paused"
+    detector = Detector(engine)
+    resumed = client.post(f"/api/v1/trackers/{tid}/resume").json()
+    at = _when(resumed["state_changed_at"])
+    period, grace = dt.timedelta(minutes=10), dt.timedelta(minutes=1)
+    assert detector.tick(at).flips == []
+    assert detector.tick(at + period / 2).flips == []
+    assert state(engine, tid) == "new"
+    assert detector.tick(at + period).flips == [(tid, "new", "late")]
+    assert detector.tick(at + period + grace - dt.timedelta(seconds=1)).flips == []
+    assert detector.tick(at + period + grace).flips == [(tid, "late", "down")]
+    reasons = [reason for _, new, reason in flips(engine, tid) if new in ("late", "down")]
+    assert db.iso(at + period) in reasons[-1]
+
+
+def test_a_resumed_tracker_that_pings_is_judged_from_the_ping(
+    app: TelemHQ, client: AppClient
+) -> None:
+    engine = app.engine
+    made = make_tracker(client, schedule={"kind": "period", "period_seconds": 600})
+    tid = made["id"]
+    client.post(f"/api/v1/trackers/{tid}/pause")
+    at = _when(client.post(f"/api/v1/trackers/{tid}/resume").json()["state_changed_at"])
+    detector = Detector(engine)
+    pinged = at + dt.timedelta(minutes=5)
+    ping(engine, tid, pinged)
+    assert detector.tick(at + dt.timedelta(minutes=10)).flips == []
+    assert detector.tick(pinged + dt.timedelta(minutes=10)).flips == [(tid, "up", "late")]

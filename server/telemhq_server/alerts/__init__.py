@@ -12,6 +12,7 @@ the ``/api/v1/channels`` and ``/api/v1/silences`` API.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from telemhq_server.alerts.delivery import AlertCounts, AlertDispatcher
@@ -26,8 +27,9 @@ from telemhq_server.alerts.policy import (
     validate_selector,
 )
 from telemhq_server.alerts.routes import api_routes, validate_channel
-from telemhq_server.alerts.sender import Outcome, send_blocking, url_hint
+from telemhq_server.alerts.sender import Message, Outcome, send_blocking, url_hint
 from telemhq_server.alerts.silences import silence_end, validate_silence
+from telemhq_server.dashboard.runinfo import UiBases
 
 if TYPE_CHECKING:
     from telemhq_server.host import TelemHQ
@@ -37,6 +39,7 @@ __all__ = [
     "DEFAULT_CHANNEL_EVENTS",
     "AlertCounts",
     "AlertDispatcher",
+    "Message",
     "Outcome",
     "api_routes",
     "channel_event",
@@ -60,12 +63,19 @@ def register(app: TelemHQ) -> None:
     """Serve ``/api/v1/channels`` and ``/api/v1/silences``, queue notifications on every flip
     and run one :class:`AlertDispatcher` per server process."""
     app.add_routes(api_routes())
+    settings = app.settings
     dispatcher = AlertDispatcher(
         app.engine,
         public_url=app.public_url(None) or None,
-        group_window=app.settings.alert_group_window,
+        group_window=settings.alert_group_window,
+        late_group_min=settings.alert_late_min,
+        late_group_fraction=settings.alert_late_fraction,
+        ui_bases=UiBases(settings.airflow_ui_url, settings.prefect_ui_url, settings.dagster_ui_url),
     )
-    app.flip_listeners.add(enqueue_alerts, committed=dispatcher.wake)
+    late_tags = [t.strip() for t in (settings.alert_late_tags or "").split(",") if t.strip()]
+    app.flip_listeners.add(
+        functools.partial(enqueue_alerts, late_tags=late_tags), committed=dispatcher.wake
+    )
     app.add_metrics(dispatcher.counts.lines)
 
     async def loop(_app: TelemHQ) -> None:

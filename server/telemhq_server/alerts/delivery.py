@@ -14,21 +14,27 @@ When a row comes due:
   delivered); it waits while that message is still pending.
 
 After a problem message is delivered, the next reminder is queued ``repeat_every`` later,
-up to ``max_repeats``. Failed attempts are retried with the webhooks' :class:`RetryPolicy`.
-At most ``per_channel`` messages of one channel are under way at once (threads stuck past
-their deadline included), so a dead channel delays only itself.
+up to ``max_repeats``; a grouped message's reminder lists those of its trackers still bad.
+
+Every message carries an incident id (``incident``), the same for its retries, its reminders
+and its recovery: de-duplicating services get it (an Opsgenie alias, a header of a JSON
+post), so a retried delivery or a reminder does not open a second incident. A recovery is a
+success to Apprise (Opsgenie closes the alert), or a plain note while other trackers of the
+same grouped incident are still bad.
+
+Failed attempts are retried with the webhooks' :class:`RetryPolicy`. At most
+``per_channel`` messages of one channel are under way at once (threads stuck past their
+deadline included), so a dead channel delays only itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import datetime as dt
 import json
 import logging
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -39,10 +45,12 @@ from telemhq_server import db
 from telemhq_server.alerts.enqueue import BAD_STATES, orchestrator_of
 from telemhq_server.alerts.message import render, render_group
 from telemhq_server.alerts.policy import matches
-from telemhq_server.alerts.sender import Outcome, Sender
+from telemhq_server.alerts.sender import Message, Outcome, Sender
 from telemhq_server.alerts.silences import held_until
 from telemhq_server.alerts.tables import alert_attempts, alert_outbox, channels, silences
-from telemhq_server.webhooks import KEEP_DAYS, RetryPolicy
+from telemhq_server.dashboard.runinfo import UiBases, ui_url
+from telemhq_server.webhooks import RetryPolicy
+from telemhq_server.webhooks.loop import OutboxLoop, due_rows, lease, prune_outbox
 
 __all__ = ["AlertCounts", "AlertDispatcher"]
 
@@ -88,8 +96,7 @@ class _Job:
     outbox_id: int
     channel_id: int
     url: str
-    title: str
-    body: str
+    message: Message
     event: str
     created_at: dt.datetime
     attempts: int
@@ -98,6 +105,8 @@ class _Job:
     max_repeats: int
     #: the other outbox rows this message tells of (folded into it by grouping)
     members: tuple[int, ...] = ()
+    #: a grouped message's key: its reminders tell of its trackers still bad
+    group_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,15 +116,24 @@ class _Verdict:
     reason: str = ""
     silence_id: int | None = None
     since: dt.datetime | None = None
+    #: a recovery: the incident it ends, and whether it ends it (no other tracker of a grouped
+    #: incident still bad)
+    incident: str | None = None
+    resolves: bool = True
+    #: a grouped reminder: the rows of its group whose trackers are still bad
+    still_bad: tuple[Mapping[Any, Any], ...] = ()
 
 
-class AlertDispatcher:
+class AlertDispatcher(OutboxLoop[_Job]):
     """Delivers due alert outbox rows; ``run()`` is the background loop, ``tick()`` one pass.
 
     ``clock`` is injectable so tests drive delays, reminders, silences and retries without
     waiting; ``recheck`` is how long a message waiting on something (``after_failures``, the
     problem message before a recovery) waits before it is looked at again.
     """
+
+    what = "alert"
+    log = logger
 
     def __init__(
         self,
@@ -131,100 +149,45 @@ class AlertDispatcher:
         recheck: float = 5.0,
         group_window: float = 0.0,
         late_group_min: int = 5,
+        late_group_fraction: float = 0.5,
+        ui_bases: UiBases | None = None,
     ) -> None:
-        self.engine = engine
+        super().__init__(engine, clock=clock, interval=interval, max_in_flight=max_in_flight)
         self.public_url = (public_url or "").rstrip("/")
         self.policy = policy or RetryPolicy(timeout=10.0)
-        self.clock = clock
-        self.interval = interval
         self.batch = batch
         self.per_channel = per_channel
-        self.max_in_flight = max_in_flight
         self.recheck = dt.timedelta(seconds=recheck)
         self.group_window = dt.timedelta(seconds=group_window)
         self.late_group_min = late_group_min
+        self.late_group_fraction = late_group_fraction
+        self.ui_bases = ui_bases or UiBases()
         self.lease = dt.timedelta(seconds=max(60.0, self.policy.timeout * 2))
         self.sender = Sender(self.policy.timeout)
         self.counts = AlertCounts.new()
-        self._wake = asyncio.Event()
-        self._in_flight: set[asyncio.Task[None]] = set()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def run(self) -> None:
-        """Deliver forever (cancel to stop); errors are logged, never raised."""
-        next_prune = 0.0
-        try:
-            while True:
-                try:
-                    await self.tick(wait=False)
-                    if time.monotonic() >= next_prune:
-                        next_prune = time.monotonic() + 3600
-                        await asyncio.to_thread(self.prune, self.clock())
-                except Exception:
-                    logger.exception("alert delivery pass failed; retrying")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.interval)
-                self._wake.clear()
-        finally:
-            tasks = list(self._in_flight)
-            for task in tasks:
-                task.cancel()  # the row's lease runs out and it is sent again later
-            await asyncio.gather(*tasks, return_exceptions=True)
 
     def prune(self, now: dt.datetime) -> int:
         """Forget finished messages (and their attempts) older than the webhooks' KEEP_DAYS."""
         o = alert_outbox
-        cutoff = now - dt.timedelta(days=KEEP_DAYS)
-        done = sa.or_(o.c.delivered_at < cutoff, o.c.failed_at < cutoff, o.c.dropped_at < cutoff)
-        with db.write_tx(self.engine) as conn:
-            ids = sa.select(o.c.id).where(done)
-            conn.execute(sa.delete(alert_attempts).where(alert_attempts.c.outbox_id.in_(ids)))
-            return int(conn.execute(sa.delete(o).where(done)).rowcount)
+        finished = (o.c.delivered_at, o.c.failed_at, o.c.dropped_at)
+        return prune_outbox(self.engine, o, alert_attempts, finished, now)
 
-    async def tick(self, *, wait: bool = True) -> int:
-        """Claim what is due and start sending it; returns how many sends started.
-        ``wait``: return once they are done (tests)."""
-        room = self.max_in_flight - len(self._in_flight)
-        if room <= 0:
-            return 0
-        jobs = await asyncio.to_thread(self._claim, self.clock(), room)
-        started = []
-        for job in jobs:
-            task = asyncio.get_running_loop().create_task(self._deliver(job))
-            self._in_flight.add(task)
-            task.add_done_callback(self._delivered)
-            started.append(task)
-        if wait and started:
-            await asyncio.gather(*started, return_exceptions=True)
-        return len(jobs)
+    def bound_of(self, job: _Job) -> Hashable:
+        return job.channel_id
 
-    def _delivered(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("an alert delivery failed", exc_info=task.exception())
-        self._wake.set()
+    def busy(self) -> collections.Counter[Hashable]:
+        """The sending threads per channel, those stuck past their deadline included."""
+        return collections.Counter(self.sender.busy_counts())
 
     # -- claiming and deciding ---------------------------------------------------------------
 
-    def _claim(self, now: dt.datetime, room: int) -> list[_Job]:
+    def claim(self, now: dt.datetime, room: int, busy: collections.Counter[Hashable]) -> list[_Job]:
         o = alert_outbox
-        busy = self.sender.busy_counts()
         free = sa.or_(o.c.claimed_until.is_(None), o.c.claimed_until < now)
         pending = sa.and_(
             o.c.delivered_at.is_(None), o.c.failed_at.is_(None), o.c.dropped_at.is_(None)
         )
-        due = (
-            sa.select(
-                o.c.id,
-                sa.func.row_number()
-                .over(partition_by=o.c.channel_id, order_by=(o.c.next_attempt_at, o.c.id))
-                .label("rank"),
-            )
-            .where(pending, o.c.next_attempt_at <= now, free)
-            .subquery()
-        )
+        due = due_rows(o, o.c.channel_id, pending, free, now)
         with self.engine.connect() as conn:
             ids = conn.execute(
                 sa.select(o.c.id, o.c.channel_id)
@@ -241,12 +204,7 @@ class AlertDispatcher:
             if taken[channel_id] >= self.per_channel:
                 continue
             with db.write_tx(self.engine) as conn:
-                claimed = conn.execute(
-                    sa.update(o)
-                    .where(o.c.id == row_id, pending, free)
-                    .values(claimed_until=now + self.lease)
-                ).rowcount
-                if claimed != 1:
+                if not lease(conn, o, row_id, sa.and_(pending, free), now + self.lease):
                     continue  # another process took it first
                 job = self._decide_and_apply(conn, row_id, now)
             if job is not None:
@@ -288,13 +246,26 @@ class AlertDispatcher:
             return None
         doc = json.loads(row["body"])
         since = verdict.since or db.as_utc(row["created_at"])
+        created = db.as_utc(row["created_at"])
         assert since is not None
-        members = self._group(conn, row, now) if row["group_key"] and self.group_window else []
-        if members:
+        assert created is not None
+        members: Sequence[Mapping[Any, Any]] = []
+        if verdict.still_bad:  # a grouped message's reminder
+            docs = [json.loads(m["body"]) for m in verdict.still_bad]
+        elif row["group_key"] and self.group_window and not row["repeat_no"]:
+            members = self._group(conn, row, now)
+            docs = [doc, *(json.loads(m["body"]) for m in members)]
+        else:
+            docs = [doc]
+        links = [ui_url((d.get("run") or {}).get("payload"), self.ui_bases) for d in docs]
+        grouped = len(docs) > 1 or bool(verdict.still_bad)
+        if grouped:
             title, text = render_group(
                 row["group_key"],
-                [doc, *(json.loads(m["body"]) for m in members)],
+                docs,
                 public_url=self.public_url,
+                repeat_no=row["repeat_no"],
+                ui_links=links,
             )
         else:
             title, text = render(
@@ -304,23 +275,41 @@ class AlertDispatcher:
                 now=now,
                 since=since,
                 public_url=self.public_url,
+                ui_link=links[0],
             )
-        created = db.as_utc(row["created_at"])
-        assert created is not None
+        incident = (
+            row["incident"]
+            or verdict.incident
+            or (f"telemhq-group-{row_id}" if members else _incident(row["tracker_id"], created))
+        )
+        conn.execute(
+            sa.update(o)
+            .where(o.c.id.in_([row_id, *(m["id"] for m in members)]))
+            .values(incident=incident)
+        )
+        # the dashboard as a click-through link: only an absolute one (TELEMHQ_PUBLIC_URL set)
+        path = doc.get("dashboard_url")
+        dashboard = self.public_url + path if self.public_url and isinstance(path, str) else None
         return _Job(
             row_id,
             row["channel_id"],
             channel["url"],
-            title,
-            text,
+            Message(
+                title,
+                text,
+                kind=_kind(row["event"], resolves=verdict.resolves),
+                incident=incident,
+                # the click-through link of services that take one
+                link=(links[0] if not grouped else None) or dashboard,
+            ),
             row["event"],
             created,
             row["attempts"],
             row["repeat_no"],
-            # a reminder would tell of one tracker: a grouped message has none
-            None if members else channel["repeat_every_seconds"],
-            0 if members else channel["max_repeats"],
+            channel["repeat_every_seconds"],
+            channel["max_repeats"],
             tuple(m["id"] for m in members),
+            group_key=row["group_key"] if grouped else None,
         )
 
     def _decide(
@@ -340,6 +329,11 @@ class AlertDispatcher:
             return _Verdict(
                 "hold", until=hold[1], silence_id=hold[0], reason=f"held by silence {hold[0]}"
             )
+        if row["event"] in BAD_STATES and row["repeat_no"] and row["group_key"]:
+            still_bad = self._still_bad(conn, row)
+            if not still_bad:
+                return _Verdict("drop", reason="none of its group is still bad")
+            return _Verdict("send", still_bad=tuple(still_bad))
         if row["event"] in BAD_STATES:
             changed = db.as_utc(tracker["state_changed_at"])
             created = db.as_utc(row["created_at"])
@@ -383,7 +377,15 @@ class AlertDispatcher:
         if problem is None:
             return _Verdict("drop", reason="the channel was not told of a problem")
         if problem["delivered_at"] is not None:
-            return _Verdict("send", since=db.as_utc(problem["created_at"]))
+            created = db.as_utc(problem["created_at"])
+            assert created is not None
+            incident = problem["incident"] or _incident(row["tracker_id"], created)
+            return _Verdict(
+                "send",
+                since=created,
+                incident=incident,
+                resolves=not self._others_bad(conn, row, incident),
+            )
         if problem["failed_at"] is None and problem["dropped_at"] is None:
             return _Verdict(
                 "wait", until=now + self.recheck, reason="waiting for the problem's message"
@@ -434,16 +436,60 @@ class AlertDispatcher:
         )
         return members
 
-    def _many_late(self, conn: Connection, orchestrator: str, late: int) -> bool:
-        """Are ``late`` trackers of ``orchestrator`` enough to say its scheduler is in trouble:
-        at least ``late_group_min`` and at least half of its scheduled trackers?"""
+    def _incident_rows(
+        self, conn: Connection, row: Mapping[Any, Any], incident: str | None
+    ) -> Sequence[Mapping[Any, Any]]:
+        """The first messages (not reminders) of this channel under ``incident``, each with
+        its tracker's current state (``t_state``) and ``state_changed_at``."""
+        if not incident:
+            return []
+        o, t = alert_outbox, db.trackers
+        return (
+            conn.execute(
+                sa.select(o, t.c.state.label("t_state"), t.c.state_changed_at)
+                .join(t, t.c.id == o.c.tracker_id)
+                .where(
+                    o.c.channel_id == row["channel_id"],
+                    o.c.incident == incident,
+                    o.c.repeat_no == 0,
+                    o.c.event != "recovered",
+                    o.c.delivered_at.is_not(None),
+                )
+                .order_by(o.c.id)
+            )
+            .mappings()
+            .all()
+        )
+
+    def _still_bad(self, conn: Connection, row: Mapping[Any, Any]) -> list[Mapping[Any, Any]]:
+        """A grouped reminder's rows whose trackers are still in the state they told of."""
+        rows = self._incident_rows(conn, row, row["incident"])
+        return [m for m in rows if m["t_state"] == m["state"] and _current(m)]
+
+    def _others_bad(self, conn: Connection, row: Mapping[Any, Any], incident: str) -> bool:
+        """Is another tracker of the (grouped) ``incident`` still in the state it was told of?"""
+        rows = self._incident_rows(conn, row, incident)
+        return any(
+            m["tracker_id"] != row["tracker_id"] and m["t_state"] == m["state"] and _current(m)
+            for m in rows
+        )
+
+    def _many_late(self, conn: Connection, scope: str, late: int) -> bool:
+        """Are ``late`` trackers of ``scope`` (an orchestrator, ``tag:<tag>``, or ``""``: all)
+        enough to say their scheduler is in trouble: at least ``late_group_min`` and at least
+        ``late_group_fraction`` of its scheduled trackers?"""
         if late < self.late_group_min:
             return False
         t = db.trackers
-        ids = conn.execute(sa.select(t.c.id).where(t.c.schedule_kind != "none")).scalars().all()
-        if orchestrator:
-            ids = [i for i in ids if orchestrator_of(conn, i, None) == orchestrator]
-        return late * 2 >= len(ids)
+        scheduled = sa.select(t.c.id, t.c.tags).where(t.c.schedule_kind != "none")
+        rows = conn.execute(scheduled).all()
+        if scope.startswith("tag:"):
+            ids = [r.id for r in rows if scope[4:] in (r.tags or [])]
+        elif scope:
+            ids = [r.id for r in rows if orchestrator_of(conn, r.id, None) == scope]
+        else:
+            ids = [r.id for r in rows]
+        return late >= self.late_group_fraction * len(ids)
 
     def _silenced(
         self, conn: Connection, tracker: Mapping[Any, Any], now: dt.datetime
@@ -464,9 +510,9 @@ class AlertDispatcher:
 
     # -- sending and recording -----------------------------------------------------------------
 
-    async def _deliver(self, job: _Job) -> None:
+    async def deliver(self, job: _Job) -> None:
         started = self.clock()
-        outcome = await self.sender.send(job.channel_id, job.url, job.title, job.body)
+        outcome = await self.sender.send(job.channel_id, job.url, job.message)
         await asyncio.to_thread(self._record, job, started, outcome)
 
     def _record(self, job: _Job, attempted_at: dt.datetime, outcome: Outcome) -> None:
@@ -483,6 +529,9 @@ class AlertDispatcher:
                     "repeat_no": job.repeat_no + 1,
                     "next_attempt_at": attempted_at + dt.timedelta(seconds=job.repeat_every),
                     "attempts": 0,
+                    "incident": job.message.incident,
+                    # a grouped message's reminder tells of its group's trackers still bad
+                    "group_key": job.group_key,
                 }
         else:
             self.counts.failed_attempts[job.channel_id] += 1
@@ -539,6 +588,19 @@ class AlertDispatcher:
                         created_at=row["created_at"],
                     )
                 )
+
+
+def _incident(tracker_id: int, created: dt.datetime) -> str:
+    """The incident id of one tracker's change at ``created``: the same on every retry."""
+    return f"telemhq-{tracker_id}-{int(created.timestamp() * 1000)}"
+
+
+def _kind(event: str, *, resolves: bool) -> str:
+    """What a message is to Apprise: a failure opens (or adds to) an incident, a late job is
+    a warning, a recovery resolves it (a note while others of its incident are still bad)."""
+    if event == "recovered":
+        return "success" if resolves else "info"
+    return "warning" if event == "late" else "failure"
 
 
 def _current(row: Mapping[Any, Any]) -> bool:

@@ -10,6 +10,7 @@ the problem before a recovery, no silence) is decided when it comes due, by
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -55,13 +56,21 @@ def wants(events: Sequence[str] | None, event: str, old: str) -> bool:
     return event in wanted
 
 
-def group_key(event: str, payload: Any, orchestrator: str | None) -> str | None:
+def group_key(
+    event: str,
+    payload: Any,
+    orchestrator: str | None,
+    tags: Sequence[str] = (),
+    late_tags: Sequence[str] = (),
+) -> str | None:
     """What a message may be folded with: a task's failure with the other failures of its
     parent run (an Airflow DAG run, a Dagster run, a Prefect flow run, read from what the
     adapters send; an OpenLineage run's parent run facet), a tracker going late with the
-    others of its orchestrator going late."""
+    others of its first tag matching ``late_tags`` (tags or globs) going late, else with the
+    others of its orchestrator."""
     if event == "late":
-        return f"late:{orchestrator or ''}"
+        tag = next((t for t in tags if any(fnmatch.fnmatchcase(t, p) for p in late_tags)), None)
+        return f"late:tag:{tag}"[:400] if tag else f"late:{orchestrator or ''}"
     if event != "failing" or not isinstance(payload, Mapping):
         return None
     airflow, dagster, prefect = (payload.get(k) for k in ("airflow", "dagster", "prefect"))
@@ -102,11 +111,14 @@ def orchestrator_of(conn: Connection, tracker_id: int, run_id: int | None) -> st
     return value if isinstance(value, str) else None
 
 
-def enqueue_alerts(conn: Connection, changes: Sequence[Flip]) -> int:
+def enqueue_alerts(
+    conn: Connection, changes: Sequence[Flip], *, late_tags: Sequence[str] = ()
+) -> int:
     """Queue a message per enabled channel that wants each change; returns how many.
 
     A flip listener (``app.flip_listeners``). A channel's ``delay`` puts the first attempt
-    that far after the change; a recovery goes out at once.
+    that far after the change; a recovery goes out at once. ``late_tags``: see
+    :func:`group_key`.
     """
     chans = conn.execute(sa.select(channels).where(channels.c.enabled)).mappings().all()
     if not chans:
@@ -143,7 +155,7 @@ def enqueue_alerts(conn: Connection, changes: Sequence[Flip]) -> int:
         )
         document["orchestrator"] = orchestrator
         run = document.get("run") or {}
-        group = group_key(event, run.get("payload"), orchestrator)
+        group = group_key(event, run.get("payload"), orchestrator, tracker["tags"] or [], late_tags)
         body = json.dumps(document, separators=(",", ":"), default=str)
         for channel in takers:
             delay = 0 if event == "recovered" else channel["delay_seconds"]

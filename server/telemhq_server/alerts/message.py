@@ -4,7 +4,7 @@ state change (the webhooks' document: tracker, reason, run, failed assertions)."
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 __all__ = ["render", "render_group", "render_test", "since_text"]
@@ -37,9 +37,11 @@ def render(
     now: dt.datetime,
     since: dt.datetime,
     public_url: str,
+    ui_link: str | None = None,
 ) -> tuple[str, str]:
     """(title, body) of one message. ``since``: when the bad state began (for a recovery:
-    when the problem began), so the message says how long it has been so."""
+    when the problem began), so the message says how long it has been so; ``ui_link``: the
+    run in its orchestrator's own UI, when known."""
     tracker = doc.get("tracker") or {}
     name = tracker.get("name", "?")
     title = f"{name} {_HEADLINE.get(event, event)}"
@@ -66,6 +68,8 @@ def render(
             lines.append(f"Error: {error.get('type') or 'Error'}: {error.get('message') or ''}")
         if run.get("duration_ms") is not None:
             lines.append(f"Run took {run['duration_ms'] / 1000:.1f} s.")
+    if ui_link:
+        lines.append(f"Run in {_tool(doc)}: {ui_link}")
     link = doc.get("dashboard_url")
     if isinstance(link, str):
         lines.append(f"Dashboard: {public_url + link if link.startswith('/') else link}")
@@ -79,13 +83,37 @@ def render_test(channel_name: str) -> tuple[str, str]:
     )
 
 
-def render_group(key: str, docs: list[Mapping[str, Any]], *, public_url: str) -> tuple[str, str]:
+def _tool(doc: Mapping[str, Any]) -> str:
+    """The orchestrator a message's run came from, as its UI calls itself."""
+    said = doc.get("orchestrator")
+    return _TOOLS.get(str(said), str(said).capitalize()) if said else "the orchestrator"
+
+
+def render_group(
+    key: str,
+    docs: list[Mapping[str, Any]],
+    *,
+    public_url: str,
+    repeat_no: int = 0,
+    ui_links: Sequence[str | None] = (),
+) -> tuple[str, str]:
     """(title, body) of one message telling of several trackers: the failures of one parent
     run (``key`` ``run:<orchestrator>:<name>:<run id>``) or trackers of one orchestrator
-    going late at once (``late:<orchestrator>``)."""
+    (``late:<orchestrator>``) or of one tag (``late:tag:<tag>``) going late at once.
+    ``ui_links``: each doc's run in its orchestrator's UI (None where unknown)."""
+    title, text = _group_text(key, docs, public_url, list(ui_links) or [None] * len(docs))
+    return (f"Reminder {repeat_no}: {title}" if repeat_no else title), text
+
+
+def _group_text(
+    key: str, docs: list[Mapping[str, Any]], public_url: str, ui_links: list[str | None]
+) -> tuple[str, str]:
     names = [str((d.get("tracker") or {}).get("name", "?")) for d in docs]
+    if key.startswith("late:tag:"):
+        title = f"{len(docs)} jobs tagged {key[9:]} are late: is their scheduler running?"
+        return title, "\n".join(f"- {name}" for name in sorted(names))
     if key.startswith("late:"):
-        orchestrator = key[5:].capitalize() or "Scheduled"
+        orchestrator = _TOOLS.get(key[5:], key[5:].capitalize()) or "Scheduled"
         title = f"{len(docs)} {orchestrator} jobs are late: is the scheduler running?"
         lines = [f"- {name}" for name in sorted(names)]
         return title, "\n".join(lines)
@@ -95,7 +123,7 @@ def render_group(key: str, docs: list[Mapping[str, Any]], *, public_url: str) ->
         parent, tool = _lineage_parent(parent, run_id, docs)
     title = f"{tool} run {parent} {run_id} failed: {len(docs)} failing"
     lines = [f"The run {run_id} of {parent} ({orchestrator}) has these failing:"]
-    for doc in docs:
+    for doc, ui_link in zip(docs, ui_links, strict=True):
         name = (doc.get("tracker") or {}).get("name", "?")
         reasons = [
             str(r.get("reason") or r.get("expression")) for r in doc.get("failed_assertions") or []
@@ -109,11 +137,20 @@ def render_group(key: str, docs: list[Mapping[str, Any]], *, public_url: str) ->
         link = doc.get("dashboard_url")
         where = f" ({public_url + link})" if isinstance(link, str) and link.startswith("/") else ""
         lines.append(f"- {name}: {why}{where}")
+        if ui_link:
+            lines.append(f"  Run in {_tool(doc)}: {ui_link}")
     return title, "\n".join(lines)
 
 
 #: How a tool named by an OpenLineage producer is written in a title (others as they are).
-_TOOLS: Final = {"airflow": "Airflow", "spark": "Spark", "flink": "Flink", "dagster": "Dagster"}
+_TOOLS: Final = {
+    "airflow": "Airflow",
+    "spark": "Spark",
+    "flink": "Flink",
+    "dagster": "Dagster",
+    "prefect": "Prefect",
+    "celery": "Celery",
+}
 
 
 def _lineage_parent(slug: str, run_id: str, docs: list[Mapping[str, Any]]) -> tuple[str, str]:

@@ -20,7 +20,7 @@ from telemhq_server.alerts.policy import (
     parse_duration,
     validate_selector,
 )
-from telemhq_server.alerts.sender import Outcome, send_blocking, url_hint, valid_url
+from telemhq_server.alerts.sender import Message, Outcome, send_blocking, url_hint, valid_url
 from telemhq_server.alerts.silences import silence_json, validate_silence
 from telemhq_server.alerts.tables import alert_attempts, alert_outbox, channels, silences
 from telemhq_server.endpoints import ApiError, Ctx, api_route
@@ -118,7 +118,9 @@ def _send_with_deadline(url: str, title: str, body: str, timeout: float) -> Outc
     """:func:`send_blocking` in a thread of its own, given up at ``timeout`` seconds."""
     result: list[Outcome] = []
     thread = threading.Thread(
-        target=lambda: result.append(send_blocking(url, title, body)), daemon=True
+        # a warning: Opsgenie opens an alert for it (an info would only add a note to one)
+        target=lambda: result.append(send_blocking(url, Message(title, body, kind="warning"))),
+        daemon=True,
     )
     thread.start()
     thread.join(timeout)
@@ -216,6 +218,7 @@ def api_routes() -> list[BaseRoute]:
                 "dropped_at": db.iso(r["dropped_at"]),
                 "last_error": r["last_error"],
                 "held_by_silence": r["held_by"],
+                "incident": r["incident"],
                 "body": load_json(r["body"]),
                 "attempt_log": tries.get(r["id"], []),
             }

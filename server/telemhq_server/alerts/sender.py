@@ -21,11 +21,38 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import apprise
 
-__all__ = ["Outcome", "Sender", "send_blocking", "url_hint", "valid_url"]
+__all__ = [
+    "KINDS",
+    "Message",
+    "Outcome",
+    "Sender",
+    "send_blocking",
+    "url_hint",
+    "valid_url",
+    "with_extras",
+]
+
+#: What a message is to Apprise (its ``NotifyType``): the colour or severity a service shows,
+#: and for Opsgenie whether it opens (failure, warning) or closes (success) an alert.
+KINDS: Final = {
+    "failure": apprise.NotifyType.FAILURE,
+    "warning": apprise.NotifyType.WARNING,
+    "success": apprise.NotifyType.SUCCESS,
+    "info": apprise.NotifyType.INFO,
+}
+#: Services that de-duplicate on an id of ours, and the URL argument Apprise reads it from:
+#: Opsgenie folds alerts with one ``alias`` into one; the JSON, form and XML posts carry it
+#: in an ``X-TelemHQ-Incident`` header (``+name=value`` sets a header in those URLs).
+_INCIDENT_ARG: Final = {
+    "opsgenie": "alias",
+    **dict.fromkeys(("json", "jsons", "form", "forms", "xml", "xmls"), "+X-TelemHQ-Incident"),
+}
+#: Services that take a click-through link as a URL argument.
+_LINK_ARG: Final = {"ntfy": "click", "ntfys": "click", "pagerduty": "click"}
 
 _MAX_ERROR: Final = 500
 _local = threading.local()
@@ -49,6 +76,19 @@ def _quiet_apprise() -> None:
 
 
 _quiet_apprise()
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """What one notification says. ``kind``: a :data:`KINDS` key; ``incident``: the id a
+    de-duplicating service folds repeats of one incident on; ``link``: a click-through link
+    (see :func:`with_extras`)."""
+
+    title: str
+    body: str
+    kind: str = "info"
+    incident: str | None = None
+    link: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,15 +124,33 @@ def _scrub(text: str, url: str) -> str:
     return text[:_MAX_ERROR]
 
 
-def send_blocking(url: str, title: str, body: str) -> Outcome:
+def with_extras(url: str, *, incident: str | None = None, link: str | None = None) -> str:
+    """``url`` with the message's incident id and link as the arguments its service reads
+    them from (see :data:`_INCIDENT_ARG`, :data:`_LINK_ARG`); an argument the channel's URL
+    sets itself is left as it is. Other services get ``url`` unchanged."""
+    scheme = url.split("://", 1)[0].lower()
+    base, _, query = url.partition("?")
+    given = {part.split("=", 1)[0].lower() for part in query.split("&") if part}
+    extra = [
+        f"{arg}={quote(value, safe='')}"
+        for arg, value in ((_INCIDENT_ARG.get(scheme), incident), (_LINK_ARG.get(scheme), link))
+        if arg and value and arg.lower() not in given
+    ]
+    if not extra:
+        return url
+    return f"{base}?{'&'.join([query, *extra] if query else extra)}"
+
+
+def send_blocking(url: str, message: Message) -> Outcome:
     """Send through Apprise in this thread; the error says what went wrong, secrets masked."""
     t0 = time.perf_counter()
     _local.lines = []
+    m = message
     try:
         sender = apprise.Apprise()
-        if not sender.add(url):
+        if not sender.add(with_extras(url, incident=m.incident, link=m.link)):
             return Outcome(False, "Apprise does not accept this URL", 0.0)
-        ok = bool(sender.notify(body=body, title=title))
+        ok = bool(sender.notify(body=m.body, title=m.title, notify_type=KINDS[m.kind]))
         error = None if ok else ("; ".join(_local.lines) or "Apprise reported a failure")
     except Exception as exc:  # a plugin's bug is this attempt's failure, nothing more
         ok, error = False, f"{type(exc).__name__}: {exc}"
@@ -119,7 +177,7 @@ class Sender:
         with self._lock:
             return collections.Counter(+self._busy)
 
-    async def send(self, channel_id: int, url: str, title: str, body: str) -> Outcome:
+    async def send(self, channel_id: int, url: str, message: Message) -> Outcome:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Outcome] = loop.create_future()
 
@@ -129,7 +187,7 @@ class Sender:
 
         def work() -> None:
             try:
-                outcome = send_blocking(url, title, body)
+                outcome = send_blocking(url, message)
             finally:
                 with self._lock:
                     self._busy[channel_id] -= 1

@@ -65,6 +65,9 @@ alert_outbox = sa.Table(
     sa.Column("held_by", sa.BigInteger(), nullable=True),
     # what the message may be folded with (a parent run, late trackers of one orchestrator)
     sa.Column("group_key", sa.String(400), nullable=True),
+    # the id de-duplicating services get (an Opsgenie alias): set when first sent, shared by
+    # the rows folded into it, its reminders and its recovery
+    sa.Column("incident", sa.String(200), nullable=True),
     sa.Column("claimed_until", TZ, nullable=True),
     sa.Index(
         "ix_alert_outbox_pending", "delivered_at", "failed_at", "dropped_at", "next_attempt_at"

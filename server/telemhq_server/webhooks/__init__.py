@@ -7,8 +7,9 @@ httpx (async, short timeout) and records every attempt in ``webhook_attempts``. 
 written before a crash is still in the outbox after the restart and is delivered then.
 
 :mod:`.signing` says how requests are signed and checked, :mod:`.outbox` what is queued for
-which change, :mod:`.dispatcher` how it is delivered and retried, :mod:`.routes` the
-``/api/v1/webhooks`` API.
+which change, :mod:`.dispatcher` how it is delivered and retried (on :mod:`.loop`, the
+delivery loop the alert channels' sender shares), :mod:`.routes` the ``/api/v1/webhooks``
+API.
 """
 
 from __future__ import annotations

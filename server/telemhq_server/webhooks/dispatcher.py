@@ -14,19 +14,20 @@ Retries. A non-2xx answer, a timeout or a connection error is retried after
 until ``give_up_after`` seconds have passed since the alert was written; then the row gets
 ``failed_at``. Several processes may run a dispatcher on one database: a row is claimed with a
 conditional ``UPDATE ... SET claimed_until`` (a lease), so it is never sent by two at once.
+The loop, the pass and those queries are the :class:`~.loop.OutboxLoop` the alert channels'
+sender shares.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import datetime as dt
 import json
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -36,6 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from telemhq_server import db
+from telemhq_server.webhooks.loop import KEEP_DAYS, OutboxLoop, due_rows, lease, prune_outbox
 from telemhq_server.webhooks.signing import SIGNATURE_HEADER, sign
 
 __all__ = ["KEEP_DAYS", "Dispatcher", "RetryPolicy"]
@@ -43,8 +45,6 @@ __all__ = ["KEEP_DAYS", "Dispatcher", "RetryPolicy"]
 logger = logging.getLogger("telemhq_server.webhooks")
 
 _USER_AGENT: Final = "telemhq-server-webhooks/1"
-#: Days a delivered or abandoned alert stays visible in ``/api/v1/webhooks/{id}/deliveries``.
-KEEP_DAYS: Final = 30
 #: Most characters of an error or response kept in ``webhook_attempts``/``last_error``.
 _MAX_ERROR: Final = 500
 #: Most bytes of a receiver's answer read (its start goes into the error of a non-2xx).
@@ -83,12 +83,15 @@ class _Job:
     secret: str
 
 
-class Dispatcher:
+class Dispatcher(OutboxLoop[_Job]):
     """Delivers due outbox rows; one per server process (``run()`` is its background loop).
 
     ``clock`` is injectable so tests can drive the retry schedule without waiting; ``tick()``
     does one claim-and-deliver pass and returns how many rows it attempted.
     """
+
+    what = "webhook"
+    log = logger
 
     def __init__(
         self,
@@ -104,55 +107,21 @@ class Dispatcher:
         max_in_flight: int = 64,
         per_receiver: int = 4,
     ) -> None:
-        self.engine = engine
+        super().__init__(engine, clock=clock, interval=interval, max_in_flight=max_in_flight)
         self.public_url = (public_url or "").rstrip("/")
         self.policy = policy or RetryPolicy()
-        self.clock = clock
-        self.interval = interval
         self.batch = batch
         self.lease = dt.timedelta(seconds=max(lease, self.policy.timeout * 2))
         self._client = client
         self._own_client = client is None
-        self._wake = asyncio.Event()
-        self.max_in_flight = max_in_flight
         self.per_receiver = per_receiver
-        #: deliveries under way: task -> the receiver it is sending to
-        self._in_flight: dict[asyncio.Task[None], str] = {}
-
-    def wake(self) -> None:
-        """Ask the loop to look at the outbox now (e.g. right after a flip)."""
-        self._wake.set()
-
-    async def run(self) -> None:
-        """Deliver forever (cancel the task to stop); errors are logged, never raised."""
-        next_prune = 0.0
-        try:
-            while True:
-                try:
-                    await self.tick(wait=False)
-                    if time.monotonic() >= next_prune:
-                        next_prune = time.monotonic() + 3600
-                        await asyncio.to_thread(self.prune, self.clock())
-                except Exception:
-                    logger.exception("webhook delivery pass failed; retrying")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.interval)
-                self._wake.clear()
-        finally:
-            tasks = list(self._in_flight)
-            for task in tasks:
-                task.cancel()  # its row's lease runs out and it is sent again later
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self.aclose()
 
     def prune(self, now: dt.datetime) -> int:
         """Forget finished deliveries (and their attempt logs) older than :data:`KEEP_DAYS`."""
-        o, a = db.webhook_outbox, db.webhook_attempts
-        cutoff = now - dt.timedelta(days=KEEP_DAYS)
-        done = sa.or_(o.c.delivered_at < cutoff, o.c.failed_at < cutoff)
-        with db.write_tx(self.engine) as conn:
-            conn.execute(sa.delete(a).where(a.c.outbox_id.in_(sa.select(o.c.id).where(done))))
-            return int(conn.execute(sa.delete(o).where(done)).rowcount)
+        o = db.webhook_outbox
+        return prune_outbox(
+            self.engine, o, db.webhook_attempts, (o.c.delivered_at, o.c.failed_at), now
+        )
 
     async def aclose(self) -> None:
         if self._own_client and self._client is not None:
@@ -169,52 +138,18 @@ class Dispatcher:
             )
         return self._client
 
-    async def tick(self, *, wait: bool = True) -> int:
-        """Claim the due rows there is room for and start delivering them; returns how many.
-        ``wait``: return only once those deliveries are done (tests); the loop does not wait,
-        so a slow receiver never holds up the next pass."""
-        now = self.clock()
-        busy = collections.Counter(self._in_flight.values())
-        room = self.max_in_flight - len(self._in_flight)
-        if room <= 0:
-            return 0
-        jobs = await asyncio.to_thread(self._claim, now, room, busy)
-        started = []
-        for job in jobs:
-            task = asyncio.get_running_loop().create_task(self._deliver(job))
-            self._in_flight[task] = _receiver(job.url)
-            task.add_done_callback(self._delivered)
-            started.append(task)
-        if wait and started:
-            await asyncio.gather(*started, return_exceptions=True)
-        return len(jobs)
+    def bound_of(self, job: _Job) -> Hashable:
+        return _receiver(job.url)
 
-    def _delivered(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.pop(task, None)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("a webhook delivery failed", exc_info=task.exception())
-        self._wake.set()  # room for another delivery
-
-    def _claim(
-        self, now: dt.datetime, room: int, busy: collections.Counter[str] | None = None
+    def claim(
+        self, now: dt.datetime, room: int, busy: collections.Counter[Hashable] | None = None
     ) -> list[_Job]:
         """Lease up to ``room`` due rows, leaving those whose receiver already has
         ``per_receiver`` deliveries under way (``busy`` counts them) for a later pass."""
         o, w = db.webhook_outbox, db.webhooks
         free = sa.or_(o.c.claimed_until.is_(None), o.c.claimed_until < now)
         pending = sa.and_(o.c.delivered_at.is_(None), o.c.failed_at.is_(None))
-        # The oldest due rows of each webhook, a few per webhook: a receiver with thousands
-        # of alerts waiting never pushes another's out of the pass.
-        due = (
-            sa.select(
-                o.c.id,
-                sa.func.row_number()
-                .over(partition_by=o.c.webhook_id, order_by=(o.c.next_attempt_at, o.c.id))
-                .label("rank"),
-            )
-            .where(pending, o.c.next_attempt_at <= now, free)
-            .subquery()
-        )
+        due = due_rows(o, o.c.webhook_id, pending, free, now)
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(o.c.id, o.c.event, o.c.body, o.c.created_at, o.c.attempts, w.c.url)
@@ -225,7 +160,7 @@ class Dispatcher:
                 .order_by(o.c.next_attempt_at, o.c.id)
                 .limit(self.batch)
             ).all()
-        taken = collections.Counter(busy or {})
+        taken: collections.Counter[Hashable] = collections.Counter(busy or {})
         jobs: list[_Job] = []
         for row in rows:
             if len(jobs) >= room:
@@ -234,12 +169,7 @@ class Dispatcher:
             if row.enabled and taken[receiver] >= self.per_receiver:
                 continue
             with db.write_tx(self.engine) as conn:
-                claimed = conn.execute(
-                    sa.update(o)
-                    .where(o.c.id == row.id, pending, free)
-                    .values(claimed_until=now + self.lease)
-                ).rowcount
-                if claimed != 1:
+                if not lease(conn, o, row.id, sa.and_(pending, free), now + self.lease):
                     continue  # another process took it first
                 if not row.enabled:
                     conn.execute(
@@ -265,7 +195,7 @@ class Dispatcher:
             doc["dashboard_url"] = self.public_url + link
         return json.dumps(doc, separators=(",", ":")).encode()
 
-    async def _deliver(self, job: _Job) -> None:
+    async def deliver(self, job: _Job) -> None:
         body = self._body(job)
         started = self.clock()
         headers = {
