@@ -88,7 +88,14 @@ from telemhq_plugins.core.retry import CircuitBreaker, origin
 from telemhq_plugins.core.spool import Spool
 from telemhq_plugins.core.transport import HttpTransport
 
-__all__ = ["Client", "DeliveryResult", "current_client", "get_client", "set_client"]
+__all__ = [
+    "Client",
+    "DeliveryResult",
+    "current_client",
+    "get_client",
+    "keep_replaying",
+    "set_client",
+]
 
 logger = logging.getLogger("telemhq")
 
@@ -293,6 +300,20 @@ class Client:
                 if not self._flushers:
                     self._outbox.hurry(False)
 
+    def flush_or_spool(self, timeout: float | None = None) -> bool:
+        """:meth:`flush` within ``timeout``; then, with a spool, write what is still pending
+        to it (for a process about to end without ``atexit``, and for a short
+        ``TELEMHQ_FLUSH_TIMEOUT``: a long-lived process replays it). True when the queue
+        drained in time. Never raises."""
+        try:
+            drained = self.flush(timeout)
+            if not drained and self.spool is not None and self._pid == os.getpid():
+                self._spool_pending()
+            return drained
+        except Exception:
+            log_once(logger, logging.ERROR, "close", "TelemHQ: close failed", exc_info=True)
+            return False
+
     def close(self, timeout: float | None = None) -> None:
         """Flush within ``timeout`` (default ``settings.flush_timeout``); with a spool, write
         what is still pending to it. The worker stays parked (a daemon thread): pings
@@ -300,8 +321,7 @@ class Client:
         if self._pid != os.getpid():
             return
         try:
-            if not self.flush(timeout) and self.spool is not None:
-                self._spool_pending()
+            self.flush_or_spool(timeout)
             if self._outbox.pending() == 0:
                 self.transport.close()
                 if self.agent is not None:
@@ -733,6 +753,22 @@ def set_client(client: Client | None) -> Client | None:
     with _client_lock:
         previous, _client = _client, client
     return previous
+
+
+def keep_replaying(client: Client | None = None) -> bool:
+    """For a long-lived process (a scheduler, a daemon, a watcher): start ``client``'s (default
+    the process's) delivery thread now when a spool is set, so it replays what ended
+    processes left there every ``TELEMHQ_REPLAY_INTERVAL`` seconds, before this process has
+    a ping of its own to send. True when it replays; never raises."""
+    try:
+        current = client or get_client()
+        if current.spool is None or current.settings.disabled:
+            return False
+        current.start()
+        return True
+    except Exception:
+        log_once(logger, logging.ERROR, "replay", "TelemHQ: cannot start replaying", exc_info=True)
+        return False
 
 
 def _after_fork_in_child() -> None:

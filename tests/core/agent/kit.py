@@ -1,29 +1,47 @@
 """A real ``telemhq agent`` process for the agent's tests: started on a socket and spool in a
-test's folder, delivering to a live reference server."""
+test's folder, delivering to a live reference server (or any base URL), and the pings tests
+hand to it."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from telemhq_plugins.core.agent.handoff import AgentLink
+from telemhq_plugins.core.agent.paths import AgentAddress
 from telemhq_plugins.core.agent.protocol import encode_request, read_reply
+from telemhq_plugins.core.payload import Ping
 from tests.kit import wait_until
-from tests.live_server import LiveServer, dies_with_parent
+from tests.live_server import dies_with_parent
 
-__all__ = ["AgentProcess", "agent_status"]
+__all__ = ["AgentProcess", "agent_status", "hand", "ping_triple"]
 
 TELEMHQ = [sys.executable, "-m", "telemhq_plugins.core.cli"]
 
 
+def ping_triple(url: str, run_id: str) -> tuple[str, str, bytes]:
+    """``(ping_id, url, body)`` of a success ping with this ``run_id``, as a client hands it."""
+    ping = Ping(status="success", run_id=run_id)
+    return ping.ping_id, url, ping.to_json()
+
+
+def hand(socket_path: Path, pings: list[tuple[str, str, bytes]], timeout: float = 10.0) -> bool:
+    """Hand ``pings`` to the agent as a client does (one request); True once acknowledged.
+    ``timeout``: longer than a client's 50 ms, so a busy test machine does not decide."""
+    link = AgentLink(AgentAddress(path=socket_path), timeout=timeout)
+    try:
+        return link.hand_off(pings)
+    finally:
+        link.close()
+
+
 def agent_status(socket_path: Path) -> dict[str, Any]:
     """The counters of the agent on ``socket_path`` (its ``status`` request)."""
-    import socket
-
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(5.0)
         sock.connect(str(socket_path))
@@ -36,9 +54,9 @@ class AgentProcess:
     """``telemhq agent`` in a subprocess; :meth:`start` returns once it listens."""
 
     def __init__(
-        self, server: LiveServer, folder: Path, *extra: str, env: dict[str, str] | None = None
+        self, base_url: str, folder: Path, *extra: str, env: dict[str, str] | None = None
     ) -> None:
-        self.server = server
+        self.base_url = base_url
         self.socket = folder / "run" / "agent.sock"
         self.spool = folder / "spool"
         self.extra = list(extra)
@@ -61,7 +79,7 @@ class AgentProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMHQ_")}
         env.update(
             {
-                "TELEMHQ_BASE_URL": self.server.base_url,
+                "TELEMHQ_BASE_URL": self.base_url,
                 "TELEMHQ_CONFIG": os.devnull,
                 "TELEMHQ_TIMEOUT": "2",
                 "TELEMHQ_REPLAY_INTERVAL": "1",
@@ -117,7 +135,3 @@ class AgentProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.stop()
 
-
-def status_line(text: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(text)
-    return data
