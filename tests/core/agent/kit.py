@@ -134,4 +134,3 @@ class AgentProcess:
     def __exit__(self, *_exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.stop()
-

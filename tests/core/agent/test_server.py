@@ -6,8 +6,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sqlite3
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -157,7 +157,7 @@ def test_two_agents_cannot_share_a_spool(live_server: LiveServer, tmp_path: Path
         proc = subprocess.run(
             [*TELEMHQ, "agent", "--socket", str(tmp_path / "second.sock"),
              "--spool", str(first.spool)],
-            env=first.environment(), capture_output=True, text=True, timeout=60,
+            env=first.environment(), capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
         assert proc.returncode == 2
         pid = first.status()["pid"]
@@ -171,7 +171,7 @@ def test_a_second_agent_on_the_same_socket_is_refused(
     with AgentProcess(live_server.base_url, tmp_path) as first:
         proc = subprocess.run(
             [*TELEMHQ, "agent", "--socket", str(first.socket), "--spool", str(tmp_path / "s2")],
-            env=first.environment(), capture_output=True, text=True, timeout=60,
+            env=first.environment(), capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
         assert proc.returncode == 2
         assert f"an agent already listens on {first.socket}" in proc.stderr
@@ -217,15 +217,13 @@ def test_the_default_socket_is_per_user_and_auto_finds_it(
         assert agent.status()["acked"] == 1
 
 
-def test_telemhq_run_hands_its_ping_to_the_agent(
-    live_server: LiveServer, tmp_path: Path
-) -> None:
+def test_telemhq_run_hands_its_ping_to_the_agent(live_server: LiveServer, tmp_path: Path) -> None:
     key = new_ping_key(live_server)
     with AgentProcess(live_server.base_url, tmp_path) as agent:
         env = {**agent.environment(), "TELEMHQ_AGENT": str(agent.socket), "TELEMHQ_PING_KEY": key}
         proc = subprocess.run(
             [*TELEMHQ, "run", "--job", "run-via-agent", "--", "true"],
-            env=env, capture_output=True, text=True, timeout=60,
+            env=env, capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         (run,) = wait_for_runs(live_server, "run-via-agent", 1)
@@ -245,7 +243,7 @@ def test_status_prints_the_counters(live_server: LiveServer, tmp_path: Path) -> 
         assert status["listening"] == [str(agent.socket)]
     proc = subprocess.run(
         [*TELEMHQ, "agent", "status", "--socket", str(agent.socket)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert proc.returncode == 2
     assert f"no agent answers on {agent.socket}" in proc.stderr
