@@ -335,6 +335,8 @@ class Client:
         inflight = self._inflight
         if inflight is not None:
             self.spool.add(*inflight)
+            # Written ahead with this process's claim: free it for any process to replay.
+            self.spool.release(inflight[0], 0.0, attempted=False)
         for ping_id, url, body, _ in self._inflight_batch:
             self.spool.add(ping_id, url, body)
         for source, url in self._outbox.pop_all():
