@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Final, TypeVar
 
 from telemhq_plugins.core.logs import log_once
+from telemhq_plugins.core.payload import Ping
 
 __all__ = ["SPOOL_FILENAME", "Spool", "SpooledPing"]
 
@@ -61,12 +62,20 @@ CREATE INDEX IF NOT EXISTS pings_age ON pings (created_at);
 
 @dataclass(frozen=True, slots=True)
 class SpooledPing:
-    """A claimed row: the request to replay, exactly as it was first attempted."""
+    """A claimed row: the request to replay, exactly as it was first attempted. It is also
+    a ping source (``encode``, ``to_ping``) that delivery's outbox takes."""
 
     ping_id: str
     url: str
     body: bytes
-    attempts: int
+    attempts: int = 0
+
+    def encode(self) -> tuple[str, bytes]:
+        return self.ping_id, self.body
+
+    def to_ping(self) -> Ping:
+        """The ping its body was made from (ValueError when it is not a ping body)."""
+        return Ping.from_json(self.body)
 
 
 class Spool:

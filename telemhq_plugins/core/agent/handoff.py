@@ -31,6 +31,17 @@ ACK_TIMEOUT: Final = 0.05
 COOL_DOWN: Final = 5.0
 
 
+#: no SIGPIPE when the agent went away: a process that restored its default action (some
+#: command-line programs do) would be killed by it, with its job
+_NO_SIGNAL: Final = getattr(socket, "MSG_NOSIGNAL", 0)
+
+
+def _send(sock: socket.socket, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[sock.send(view, _NO_SIGNAL) :]
+
+
 class AgentLink:
     """One process's connection to the agent at ``address``. Used by the delivery thread
     only (not thread-safe)."""
@@ -49,15 +60,21 @@ class AgentLink:
         (they are on its disk), False when the caller must deliver them. Never raises."""
         if time.monotonic() < self._skip_until:
             return False
-        try:
-            sock = self._sock or self._connect()
-            if sock is None:
-                return self._missed(None)
-            sock.sendall(pings_request(pings))
-            reply = read_reply(sock)
-        except (OSError, ProtocolError) as exc:
-            self.close()
-            return self._missed(f"{type(exc).__name__}: {exc}")
+        request = pings_request(pings)
+        while True:
+            reused = self._sock is not None
+            try:
+                sock = self._sock or self._connect()
+                if sock is None:
+                    return self._missed(None)
+                _send(sock, request)
+                reply = read_reply(sock)
+                break
+            except (OSError, ProtocolError) as exc:
+                self.close()
+                if reused and not isinstance(exc, TimeoutError):
+                    continue  # the agent restarted since: once more on a new connection
+                return self._missed(f"{type(exc).__name__}: {exc}")
         if reply.get("ok") is True:
             self.handed += 1
             return True

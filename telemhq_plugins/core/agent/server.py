@@ -21,7 +21,7 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -32,17 +32,13 @@ from telemhq_plugins.core.agent.lock import SpoolLock
 from telemhq_plugins.core.agent.paths import default_socket_path
 from telemhq_plugins.core.agent.protocol import ProtocolError, split_pings
 from telemhq_plugins.core.config import Settings
-from telemhq_plugins.core.delivery import Client
-from telemhq_plugins.core.payload import Ping
-from telemhq_plugins.core.spool import Spool
+from telemhq_plugins.core.delivery import PRESTORED_LEASE, Client
+from telemhq_plugins.core.spool import Spool, SpooledPing
 
 __all__ = ["Agent", "allowed_url"]
 
 logger = logging.getLogger("telemhq")
 
-#: seconds a ping handed to the delivery thread stays claimed in the spool (so the replay
-#: does not send it a second time meanwhile); it is released sooner once tried
-_LEASE: Final = 300.0
 #: the agent keeps every acknowledged ping: the row bound of the spool is a safeguard only
 _MAX_ROWS: Final = 10_000_000
 #: what may follow ``<base>/ping/``: a token, or a ping key and a slug
@@ -58,20 +54,6 @@ def allowed_url(url: str, base_url: str) -> bool:
         return False
     rest = url[len(prefix) :]
     return bool(_PING_PATH.fullmatch(rest)) and ".." not in rest.split("/")
-
-
-@dataclass(frozen=True, slots=True)
-class _Stored:
-    """A ping the agent holds: its id and body, as the client sent them."""
-
-    ping_id: str
-    body: bytes
-
-    def encode(self) -> tuple[str, bytes]:
-        return self.ping_id, self.body
-
-    def to_ping(self) -> Ping:
-        return Ping.from_json(self.body)
 
 
 class Agent:
@@ -160,7 +142,7 @@ class Agent:
         why = self._refusal(pings, size)
         if why is None:
             assert self.spool is not None
-            if not self.spool.add_many(pings, claim_for=_LEASE):
+            if not self.spool.add_many(pings, claim_for=PRESTORED_LEASE):
                 why = "the spool cannot be written (disk full?)"
         if why is not None:
             with self._count_lock:
@@ -173,7 +155,7 @@ class Agent:
         assert client is not None
         assert self.spool is not None
         for ping_id, url, body in pings:
-            if not client.enqueue(_Stored(ping_id, body), url):
+            if not client.enqueue(SpooledPing(ping_id, url, body), url):
                 self.spool.release(ping_id, 0.0, attempted=False)  # the replay sends it
         return {"ok": True, "acked": len(pings)}
 

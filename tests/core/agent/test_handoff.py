@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -128,3 +130,67 @@ def test_a_forked_child_hands_off_on_its_own_connection(
             "child-0", "child-1", "child-2", "parent-1", "parent-2"
         ]  # fmt: skip
         assert agent.status()["acked"] == 5  # the children handed off too
+
+
+_SIGPIPE_CLIENT = """
+import signal, sys
+from telemhq_plugins.core.delivery import get_client
+from telemhq_plugins.core.payload import Ping
+
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # as some command-line programs do
+client = get_client()
+url = client.settings.ping_url_for("gone-agent-job")
+client.enqueue(Ping(status="success", run_id="before"), url)
+assert client.flush(10)
+print("handed", flush=True)
+sys.stdin.readline()  # the agent is gone now; this process's connection to it is dead
+client.enqueue(Ping(status="success", run_id="after"), url)
+client.close()
+print(client.stats()["handed"], client.stats()["delivered"], flush=True)
+"""
+
+
+def test_an_agent_gone_between_two_hand_offs_never_kills_the_job(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    """The kept connection is dead (the agent stopped): no SIGPIPE, even for a process that
+    restored its default action; the ping is delivered directly."""
+    key = new_ping_key(live_server)
+    with AgentProcess(live_server.base_url, tmp_path) as agent:
+        env = {**agent.environment(), "TELEMHQ_AGENT": str(agent.socket), "TELEMHQ_PING_KEY": key}
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _SIGPIPE_CLIENT], env=env, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        assert proc.stdin is not None
+        assert proc.stdout.readline().strip() == "handed"
+        agent.stop()
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert out.split() == ["1", "1"]  # one handed to the agent, one delivered directly
+    runs = wait_for_runs(live_server, "gone-agent-job", 2)
+    assert sorted(r["run_id"] for r in runs) == ["after", "before"]
+
+
+def test_a_restarted_agent_takes_pings_on_a_new_connection(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    key = new_ping_key(live_server)
+    agent = AgentProcess(live_server.base_url, tmp_path).start()
+    client, url = job_client(live_server, key, "restarted-agent-job", str(agent.socket))
+    try:
+        client.enqueue(Ping(status="success", run_id="first"), url)
+        assert client.flush(10)
+        agent.stop()
+        agent.start()  # same socket path, a new process: the kept connection is dead
+        client.enqueue(Ping(status="success", run_id="second"), url)
+        assert client.flush(10)
+    finally:
+        client.close()
+        agent.stop()
+    assert client.stats()["handed"] == 2
+    runs = wait_for_runs(live_server, "restarted-agent-job", 2)
+    assert sorted(r["run_id"] for r in runs) == ["first", "second"]

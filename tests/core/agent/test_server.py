@@ -269,3 +269,14 @@ def test_sigint_stops_it_too(live_server: LiveServer, tmp_path: Path, signum: in
     assert agent.proc.wait(timeout=60) == 0
     assert not agent.socket.exists()
     assert os.path.exists(agent.spool)
+
+
+def test_a_ping_the_server_refuses_for_good_leaves_the_spool(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    with AgentProcess(live_server.base_url, tmp_path) as agent:
+        url = f"{live_server.base_url}/ping/no-such-token-here"  # 404: not retried
+        assert hand(agent.socket, [ping_triple(url, "unknown")])
+        wait_until(lambda: agent.status()["rejected"] == 1, "the server's refusal")
+        assert agent.status()["spool_pings"] == 0
+        assert agent.status()["delivered"] == 0
