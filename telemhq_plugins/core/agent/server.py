@@ -2,8 +2,9 @@
 and delivers them with the client's own machinery.
 
 * A request's pings are checked (:func:`allowed_url`: only ping URLs of the server this agent
-  was configured with), written to the spool in one transaction with ``synchronous=FULL``
-  (the write is on disk when it returns), and only then acknowledged.
+  was configured with), written to the spool with ``synchronous=FULL`` (the write is on disk
+  when it returns; requests that arrive together share one transaction:
+  :mod:`~telemhq_plugins.core.agent.commit`), and only then acknowledged.
 * They are then queued on a :class:`~telemhq_plugins.core.delivery.Client` made for the agent
   (``prestored``): batching, retries, circuit breaker, ``Retry-After`` as in any process; a
   ping is deleted from the spool once the server settled it, released there for replay
@@ -27,6 +28,7 @@ from typing import Any, Final
 
 import orjson
 
+from telemhq_plugins.core.agent.commit import GroupCommit
 from telemhq_plugins.core.agent.listen import Listener, listen_tcp, listen_unix
 from telemhq_plugins.core.agent.lock import SpoolLock
 from telemhq_plugins.core.agent.paths import default_socket_path
@@ -83,6 +85,7 @@ class Agent:
         self.acked = 0
         self.refused = 0
         self.spool: Spool | None = None
+        self.commit: GroupCommit | None = None
         self.client: Client | None = None
 
     def start(self) -> None:
@@ -95,6 +98,7 @@ class Agent:
             spool.unclaim_all()
             _sync_dir(self.spool_dir)  # the spool's files exist on disk from now on
             self.spool = spool
+            self.commit = GroupCommit(spool, PRESTORED_LEASE)
             self._bytes = max(0, spool.body_bytes())
             if self.socket_path is not None:
                 private = self.socket_path == default_socket_path()
@@ -141,8 +145,8 @@ class Agent:
             self.received += len(pings)
         why = self._refusal(pings, size)
         if why is None:
-            assert self.spool is not None
-            if not self.spool.add_many(pings, claim_for=PRESTORED_LEASE):
+            assert self.commit is not None
+            if not self.commit.write(pings):
                 why = "the spool cannot be written (disk full?)"
         if why is not None:
             with self._count_lock:
@@ -199,6 +203,7 @@ class Agent:
                 "dropped": spool.dropped if spool is not None else 0,
                 "spool_pings": spool.count() if spool is not None else 0,
                 "spool_bytes": spool_bytes,
+                "writes": self.commit.writes if self.commit is not None else 0,
                 "max_bytes": self.max_bytes,
                 "time": time.time(),
             }
