@@ -37,12 +37,16 @@ from telemhq_plugins.core.config import Settings
 from telemhq_plugins.core.delivery import PRESTORED_LEASE, Client
 from telemhq_plugins.core.spool import Spool, SpooledPing
 
-__all__ = ["Agent", "allowed_url"]
+__all__ = ["DISK_RESERVE", "Agent", "allowed_url"]
 
 logger = logging.getLogger("telemhq")
 
 #: the agent keeps every acknowledged ping: the row bound of the spool is a safeguard only
 _MAX_ROWS: Final = 10_000_000
+#: free bytes the disk keeps for the agent to drain its spool: deleting delivered rows and
+#: checkpointing the write-ahead log (up to SQLite's 1,000 pages before a checkpoint) take
+#: room too, so pings are refused below it rather than stuck on a disk filled to the last byte
+DISK_RESERVE: Final = 8 << 20
 #: what may follow ``<base>/ping/``: a token, or a ping key and a slug
 _PING_PATH: Final = re.compile(r"[A-Za-z0-9._~%+-]+(/[A-Za-z0-9._~%+-]+)*")
 
@@ -172,6 +176,11 @@ class Agent:
                 return f"not a ping URL of {self.settings.base_url}: {url[:200]}"
             if not body.startswith(b"{"):
                 return "a ping body is not a JSON object"
+        free = _free_bytes(self.spool_dir)
+        if free is not None and free - size < DISK_RESERVE:
+            free += self.spool.reusable_bytes()  # rows deleted since: room inside the file
+        if free is not None and free - size < DISK_RESERVE:
+            return f"the disk of the spool is full ({free} bytes free)"
         if self.max_bytes and self._bytes + size > self.max_bytes:
             # The estimate only grows between measures: measure before refusing.
             measured = self.spool.body_bytes()
@@ -207,6 +216,15 @@ class Agent:
                 "max_bytes": self.max_bytes,
                 "time": time.time(),
             }
+
+
+def _free_bytes(directory: Path) -> int | None:
+    """Bytes free for this user on the disk of ``directory`` (None when it cannot tell)."""
+    try:
+        info = os.statvfs(directory)
+    except OSError:
+        return None
+    return info.f_bavail * info.f_frsize
 
 
 def _sync_dir(directory: Path) -> None:
