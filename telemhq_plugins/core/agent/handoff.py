@@ -3,8 +3,9 @@
 One connection per process, opened on first use and kept. Every failure (no socket, a dead
 agent, a refusal, no answer within :data:`ACK_TIMEOUT`) returns False and the caller delivers
 the pings itself, as it would without an agent; the agent is then left alone for
-:data:`COOL_DOWN` seconds, so a hung agent costs one ``ACK_TIMEOUT`` per cool-down, and an
-absent one a failed ``connect`` (microseconds).
+:data:`COOL_DOWN` seconds (not after a refusal of these pings only: a URL of another
+server), so a hung agent costs one ``ACK_TIMEOUT`` per cool-down, and an absent one a failed
+``connect`` (microseconds).
 
 A timeout after the agent kept the pings means both deliver them: the server drops the second
 copy by ``ping_id``.
@@ -78,7 +79,8 @@ class AgentLink:
         if reply.get("ok") is True:
             self.handed += 1
             return True
-        return self._missed(f"refused: {reply.get('error', 'no reason given')}")
+        why = f"refused: {reply.get('error', 'no reason given')}"
+        return self._missed(why, cool_down=reply.get("cool_down") is not False)
 
     def _connect(self) -> socket.socket | None:
         address = self.address
@@ -114,9 +116,10 @@ class AgentLink:
         self._sock = sock
         return sock
 
-    def _missed(self, why: str | None) -> bool:
+    def _missed(self, why: str | None, *, cool_down: bool = True) -> bool:
         self.missed += 1
-        self._skip_until = time.monotonic() + COOL_DOWN
+        if cool_down:
+            self._skip_until = time.monotonic() + COOL_DOWN
         if why is not None:
             log_once(
                 logger,

@@ -147,7 +147,8 @@ class Agent:
         size = sum(len(body) for _, _, body in pings)
         with self._count_lock:
             self.received += len(pings)
-        why = self._refusal(pings, size)
+        unacceptable = self._unacceptable(pings)
+        why = unacceptable or self._no_room(size)
         if why is None:
             assert self.commit is not None
             if not self.commit.write(pings):
@@ -155,7 +156,8 @@ class Agent:
         if why is not None:
             with self._count_lock:
                 self.refused += len(pings)
-            return {"ok": False, "error": why}
+            # Pings it may not take say nothing of the agent: the client need not pass it over.
+            return {"ok": False, "error": why, "cool_down": unacceptable is None}
         with self._count_lock:
             self.acked += len(pings)
             self._bytes += size
@@ -167,15 +169,19 @@ class Agent:
                 self.spool.release(ping_id, 0.0, attempted=False)  # the replay sends it
         return {"ok": True, "acked": len(pings)}
 
-    def _refusal(self, pings: list[tuple[str, str, bytes]], size: int) -> str | None:
-        """Why the agent does not take ``pings`` (None: it does)."""
-        if self._stopping or self.spool is None:
-            return "the agent is stopping"
+    def _unacceptable(self, pings: list[tuple[str, str, bytes]]) -> str | None:
+        """Why the agent may not take these pings, whatever its state (None: it may)."""
         for _, url, body in pings:
             if not allowed_url(url, self.settings.base_url):
                 return f"not a ping URL of {self.settings.base_url}: {url[:200]}"
             if not body.startswith(b"{"):
                 return "a ping body is not a JSON object"
+        return None
+
+    def _no_room(self, size: int) -> str | None:
+        """Why the agent takes no ``size`` more bytes now (None: it does)."""
+        if self._stopping or self.spool is None:
+            return "the agent is stopping"
         free = _free_bytes(self.spool_dir)
         if free is not None and free - size < DISK_RESERVE:
             free += self.spool.reusable_bytes()  # rows deleted since: room inside the file

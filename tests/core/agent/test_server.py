@@ -280,3 +280,25 @@ def test_a_ping_the_server_refuses_for_good_leaves_the_spool(
         wait_until(lambda: agent.status()["rejected"] == 1, "the server's refusal")
         assert agent.status()["spool_pings"] == 0
         assert agent.status()["delivered"] == 0
+
+
+def test_a_ping_for_another_server_goes_direct_and_the_next_batch_to_the_agent(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    """A process pinging two servers: the agent refuses what is not its server's, and the
+    client hands it the next batch all the same (no cool-down for such a refusal)."""
+    key = new_ping_key(live_server)
+    other = "http://localhost:" + live_server.base_url.rsplit(":", 1)[1]  # same server, other name
+    with AgentProcess(live_server.base_url, tmp_path) as agent:
+        client, url = job_client(live_server, key, "two-servers-job", str(agent.socket))
+        try:
+            elsewhere = url.replace(live_server.base_url, other)
+            client.enqueue(Ping(status="success", run_id="other"), elsewhere)
+            assert client.flush(10)
+            client.enqueue(Ping(status="success", run_id="own"), url)
+            assert client.flush(10)
+        finally:
+            client.close()
+        assert (client.stats()["delivered"], client.stats()["handed"]) == (1, 1)
+        runs = wait_for_runs(live_server, "two-servers-job", 2)
+        assert sorted(r["run_id"] for r in runs) == ["other", "own"]
