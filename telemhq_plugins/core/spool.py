@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Final, TypeVar
 
 from telemhq_plugins.core.logs import log_once
+from telemhq_plugins.core.payload import Ping
 
 __all__ = ["SPOOL_FILENAME", "Spool", "SpooledPing"]
 
@@ -61,12 +62,20 @@ CREATE INDEX IF NOT EXISTS pings_age ON pings (created_at);
 
 @dataclass(frozen=True, slots=True)
 class SpooledPing:
-    """A claimed row: the request to replay, exactly as it was first attempted."""
+    """A claimed row: the request to replay, exactly as it was first attempted. It is also
+    a ping source (``encode``, ``to_ping``) that delivery's outbox takes."""
 
     ping_id: str
     url: str
     body: bytes
-    attempts: int
+    attempts: int = 0
+
+    def encode(self) -> tuple[str, bytes]:
+        return self.ping_id, self.body
+
+    def to_ping(self) -> Ping:
+        """The ping its body was made from (ValueError when it is not a ping body)."""
+        return Ping.from_json(self.body)
 
 
 class Spool:
@@ -74,7 +83,9 @@ class Spool:
 
     Thread-safe; after ``fork`` the child opens its own connection (SQLite connections must
     not cross a fork). ``clock`` is wall-clock time (``time.time``) because rows outlive the
-    process that wrote them.
+    process that wrote them. ``durable``: every write is synced to disk before it returns
+    (``synchronous=FULL``; the agent acknowledges pings only then), instead of at WAL
+    checkpoints (a power loss may then lose the last writes; a crashed process does not).
     """
 
     def __init__(
@@ -85,6 +96,7 @@ class Spool:
         max_bytes: int = 0,
         busy_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
+        durable: bool = False,
     ) -> None:
         self.path = Path(directory) / SPOOL_FILENAME
         self.max_rows = max_rows
@@ -92,6 +104,7 @@ class Spool:
         self.max_bytes = max_bytes
         self.dropped = 0
         self._busy_timeout = busy_timeout
+        self._synchronous = "FULL" if durable else "NORMAL"
         self._clock = clock
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
@@ -116,7 +129,7 @@ class Spool:
             )
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute(f"PRAGMA synchronous={self._synchronous}")
                 conn.executescript(_SCHEMA)
             except BaseException:
                 conn.close()
@@ -178,6 +191,17 @@ class Spool:
         ``claim_for``: the caller is still retrying it and holds the claim that long, so no
         other process replays it meanwhile. False when the spool could not be written.
         """
+        return self.add_many([(ping_id, url, body)], delay=delay, claim_for=claim_for)
+
+    def add_many(
+        self,
+        pings: list[tuple[str, str, bytes]],
+        *,
+        delay: float = 0.0,
+        claim_for: float | None = None,
+    ) -> bool:
+        """:meth:`add` for several ``(ping_id, url, body)`` in one transaction: all are
+        stored or none (False)."""
 
         def add(conn: sqlite3.Connection) -> bool:
             now = self._clock()
@@ -185,11 +209,14 @@ class Spool:
             claimed_until = now + claim_for if claim_for is not None else None
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.execute(
+                conn.executemany(
                     "INSERT OR IGNORE INTO pings"
                     " (ping_id, url, body, created_at, next_at, claimed_by, claimed_until)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (ping_id, url, body, now, now + delay, claimed_by, claimed_until),
+                    [
+                        (ping_id, url, body, now, now + delay, claimed_by, claimed_until)
+                        for ping_id, url, body in pings
+                    ],
                 )
                 (count,) = conn.execute("SELECT count(*) FROM pings").fetchone()
                 # Both bounds drop the oldest rows: as many as the tighter one needs.
@@ -202,7 +229,8 @@ class Spool:
                     )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # a failed COMMIT (a full disk) has rolled back
+                    conn.execute("ROLLBACK")
                 raise
             if excess > 0:
                 self.dropped += excess
@@ -258,6 +286,30 @@ class Spool:
         """Forget a ping: it was delivered, or the server refused it for good."""
         self._execute("delete", "DELETE FROM pings WHERE ping_id = ?", (ping_id,))
 
+    def delete_many(self, ping_ids: list[str]) -> None:
+        """:meth:`delete` for several pings, in one transaction."""
+
+        def delete(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany("DELETE FROM pings WHERE ping_id = ?", [(i,) for i in ping_ids])
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:  # a failed COMMIT (a full disk) has rolled back
+                    conn.execute("ROLLBACK")
+                raise
+
+        self._run("delete", None, delete)
+
+    def unclaim_all(self) -> None:
+        """Release every claim, due at once: for the spool's only user (the agent, which
+        holds its lock) at start, when no claim of an earlier process can still be live."""
+        self._execute(
+            "release",
+            "UPDATE pings SET claimed_by = NULL, claimed_until = NULL, next_at = ?",
+            (self._clock(),),
+        )
+
     def release(self, ping_id: str, delay: float, *, attempted: bool = True) -> None:
         """Give a claimed ping back, due again in ``delay`` seconds (``attempted``: it was just
         tried and failed, count it; False: it was not tried, e.g. the endpoint is cooling down)."""
@@ -281,6 +333,27 @@ class Spool:
         return self._run(
             "count", -1, lambda conn: int(conn.execute("SELECT count(*) FROM pings").fetchone()[0])
         )
+
+    def body_bytes(self) -> int:
+        """Bytes of ping bodies in the spool (-1 when the file cannot be read)."""
+        return self._run(
+            "count",
+            -1,
+            lambda conn: int(
+                conn.execute("SELECT coalesce(sum(length(body)), 0) FROM pings").fetchone()[0]
+            ),
+        )
+
+    def reusable_bytes(self) -> int:
+        """Bytes of the file's free pages (left by deleted rows): room for new rows that the
+        file takes without growing (0 when the file cannot be read)."""
+
+        def reusable(conn: sqlite3.Connection) -> int:
+            (pages,) = conn.execute("PRAGMA freelist_count").fetchone()
+            (size,) = conn.execute("PRAGMA page_size").fetchone()
+            return int(pages) * int(size)
+
+        return self._run("read", 0, reusable)
 
     def next_due(self) -> float | None:
         """Seconds until the next unclaimed row is due (0 if one is due now), None if empty."""
