@@ -192,6 +192,30 @@ def test_it_stores_a_start_and_its_complete_as_one_run_with_row_counts(
     assert payload["openlineage"]["event_type"] == "COMPLETE"
 
 
+def test_interleaved_runs_each_end_finds_its_own_start(server: LiveServer, ping_key: str) -> None:
+    """Two runs of one job overlap: the second START is the tracker's open start when the
+    first run ends, so each end finds its START by the run id (stored start time and
+    duration), not as the open start."""
+    client = ol_client(server, ping_key)
+    first, second, job = new_run(), new_run(), f"overlap_{uuid.uuid4().hex[:6]}"
+    client.emit(event(RunState.START, first, job))
+    client.emit(event(RunState.START, second, job, at=T0 + dt.timedelta(seconds=10)))
+    client.emit(event(RunState.COMPLETE, first, job, at=T0 + dt.timedelta(seconds=60)))
+    client.emit(event(RunState.FAIL, second, job, at=T0 + dt.timedelta(seconds=40)))
+
+    tracker = tracker_named(server, f"spark-prod/{job}")
+    assert tracker is not None
+    runs = server.runs(tracker["id"])
+    starts = {r["run_id"]: r for r in runs if r["status"] == "start"}
+    ends = {r["run_id"]: r for r in runs if r["status"] != "start"}
+    assert set(starts) == set(ends) == {first, second}
+    for run_id in (first, second):
+        assert ends[run_id]["started_at"] == starts[run_id]["received_at"]
+    assert ends[first]["duration_ms"] == 60_000
+    assert ends[second]["duration_ms"] == 30_000
+    assert ends[second]["status"] == "failure"
+
+
 def test_payload_assertions_judge_openlineage_runs(server: LiveServer, ping_key: str) -> None:
     client = ol_client(server, ping_key)
     job = f"load_{uuid.uuid4().hex[:6]}"
@@ -356,6 +380,41 @@ def raw_event(run_id: str, job_name: str, **changes: Any) -> dict[str, Any]:
                 ]
             },
             "outputs[0].outputFacets.outputStatistics.rowCount: ",
+        ),
+        (
+            {
+                "inputs": [
+                    {
+                        "namespace": "postgres://db",
+                        "name": "t",
+                        "inputFacets": {
+                            "inputStatistics": {
+                                "_producer": PRODUCER,
+                                "_schemaURL": "https://openlineage.io/spec/facets/1-0-0/"
+                                "InputStatisticsInputDatasetFacet.json",
+                                "size": "big",
+                            }
+                        },
+                    }
+                ]
+            },
+            "inputs[0].inputFacets.inputStatistics.size: ",
+        ),
+        (
+            {
+                "run": {
+                    "runId": str(uuid.uuid4()),
+                    "facets": {
+                        "errorMessage": {
+                            "_producer": PRODUCER,
+                            "_schemaURL": "https://openlineage.io/spec/facets/1-0-1/"
+                            "ErrorMessageRunFacet.json",
+                            "programmingLanguage": "python",
+                        }
+                    },
+                }
+            },
+            "run.facets.errorMessage: ",
         ),
     ],
 )
