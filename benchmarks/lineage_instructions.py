@@ -8,7 +8,8 @@ shared 2-core machine its figures move by 10-20% from run to run (more when othe
 the machine). This one drives the server's ASGI app in process (no HTTP server, no load
 generator: what the two paths share is left out) with 64 requests in flight, under valgrind's
 cachegrind, and counts the instructions of the whole process (the writer's thread included;
-on PostgreSQL the database server's own work is not counted). Each kind of request runs twice,
+the kernel's work, such as writing and syncing the database files, and on PostgreSQL the
+database server's, are not counted). Each kind of request runs twice,
 ``N`` and ``N + EXTRA`` requests after the same warm-up; the difference leaves out start-up,
 so the figures are per request: the documentation's ping body against a tracker with three
 assertions (as in ``ingest.py``), and ``LINEAGE_EVENT`` as ``ingest.py`` posts it (a START of
@@ -126,14 +127,17 @@ async def _drive(kind: str, requests: int, database_url: str) -> None:
         body = template % (event, f"00000001-0000-4000-8000-{run:012x}")
         return "/api/v1/lineage", body.encode(), lineage_headers
 
-    async def sender(count: int) -> None:
-        for _ in range(count):
-            status, answer = await _call(app, *next_request())
-            if status != 200:
-                raise RuntimeError(f"{kind}: {status} {answer!r}")
+    async def one() -> None:
+        status, answer = await _call(app, *next_request())
+        if status != 200:
+            raise RuntimeError(f"{kind}: {status} {answer!r}")
 
-    for total in (WARMUP, requests):
-        await asyncio.gather(*(sender(total // IN_FLIGHT) for _ in range(IN_FLIGHT)))
+    # In rounds of IN_FLIGHT requests sent together, so every batch the writer takes holds
+    # them all, however fast the process runs: under valgrind the loop is some fifty times
+    # slower and the fsync is not, so requests sent as answers come back would form smaller
+    # batches, of sizes that vary from run to run.
+    for _ in range((WARMUP + requests) // IN_FLIGHT):
+        await asyncio.gather(*(one() for _ in range(IN_FLIGHT)))
     lifespan.put_nowait({"type": "lifespan.shutdown"})
     await serving
 
