@@ -444,6 +444,44 @@ def test_bodies_that_are_not_events(server: LiveServer, ping_key: str) -> None:
     assert httpx.post(url, content=b"{}", headers=br).status_code == 415
 
 
+def test_refusals_are_json_naming_the_problem(server: LiveServer, ping_key: str) -> None:
+    """The route in front of the framework answers its refusals itself: JSON with ``ok``
+    false and an ``error`` that says what to change, over the declared size or not."""
+    url, auth = f"{server.base_url}/api/v1/lineage", {"Authorization": f"Bearer {ping_key}"}
+    job = f"refused_{uuid.uuid4().hex[:6]}"
+
+    def refused(response: httpx.Response, status: int, words: str) -> None:
+        assert response.status_code == status, response.text
+        assert response.headers["content-type"] == "application/json"
+        answer = response.json()
+        assert answer["ok"] is False
+        assert words in answer["error"]
+
+    refused(httpx.post(url, content=b"{nope", headers=auth), 400, "not valid JSON")
+    refused(httpx.post(url, content=b"[]", headers=auth), 400, "must be a JSON object")
+    refused(httpx.post(url, json=raw_event(new_run(), job)), 401, "Authorization: Bearer")
+    refused(
+        httpx.post(url, json=raw_event(new_run(), job), headers={"Authorization": "Bearer x"}),
+        401,
+        "invalid key",
+    )
+    big = json.dumps(raw_event(new_run(), job, padding="x" * 1_000_000)).encode()
+    refused(httpx.post(url, content=big, headers=auth), 413, "larger than the limit")
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the size is counted as it comes
+        for start in range(0, len(big), 65_536):
+            yield big[start : start + 65_536]
+
+    refused(httpx.post(url, content=chunks(), headers=auth), 413, "larger than the limit")
+    assert tracker_named(server, f"raw/{job}") is None
+    gz = {**auth, "Content-Encoding": "gzip"}
+    stored = httpx.post(
+        url, content=gzip.compress(json.dumps(raw_event(new_run(), job)).encode()), headers=gz
+    )
+    assert stored.status_code == 200, stored.text
+    assert tracker_named(server, f"raw/{job}") is not None
+
+
 def test_keys(server: LiveServer, ping_key: str) -> None:
     url = f"{server.base_url}/api/v1/lineage"
     job = f"keys_{uuid.uuid4().hex[:6]}"
