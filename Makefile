@@ -97,6 +97,7 @@ demo: env-celery env-prefect env-dagster env-airflow
 bench: env-celery env-core env-airflow env-prefect env-dagster wrk
 	.venvs/core/bin/python benchmarks/core.py
 	.venvs/server/bin/python benchmarks/ingest.py
+	.venvs/server/bin/python benchmarks/lineage_instructions.py
 	.venvs/server/bin/python benchmarks/detector.py
 	.venvs/server/bin/python benchmarks/dashboard.py
 	.venvs/celery/bin/python benchmarks/celery_instructions.py

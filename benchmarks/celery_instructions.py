@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
-import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -37,10 +35,10 @@ from celery.contrib.testing.worker import start_worker
 from telemhq_plugins.celery import CeleryInstrumentor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cachegrind
 from celery_overhead import _cleanup, bench_client, make_app, receiver_port
 
 EXTRA = 500  # the larger run's extra tasks: what the per-task figures are measured over
-_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
 def child(instrumented: bool, tasks: int, port: int) -> None:
@@ -77,26 +75,9 @@ def child(instrumented: bool, tasks: int, port: int) -> None:
 
 
 def count_instructions(instrumented: bool, tasks: int, port: int) -> int:
-    command = [
-        "valgrind",
-        "--tool=cachegrind",
-        "--cache-sim=no",
-        "--cachegrind-out-file=/dev/null",
-        sys.executable,
-        os.path.abspath(__file__),
-        "--child",
-        "on" if instrumented else "off",
-        str(tasks),
-        str(port),
-    ]
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    done = subprocess.run(
-        command, check=False, capture_output=True, text=True, env=env, timeout=3600
+    return cachegrind.count_instructions(
+        __file__, ["--child", "on" if instrumented else "off", str(tasks), str(port)]
     )
-    found = _REFS.search(done.stderr)
-    if done.returncode != 0 or found is None:
-        raise SystemExit(f"valgrind run failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    return int(found.group(1).replace(",", ""))
 
 
 def main() -> int:

@@ -137,7 +137,8 @@ runs = sa.Table(
     # Run history paging and retention walk (tracker_id, id). There is deliberately no index
     # on run_id: an end naming an older start (not the tracker's open one) is rare and finds
     # it among the tracker's retained runs, and every random run_id would dirty a random index
-    # page on each insert (the ping path's cost).
+    # page on each insert (the ping path's cost). Where it is the rule (OpenLineage: runs of
+    # one job overlap), the end names its start's ping id, found through (tracker_id, ping_id).
     sa.Index("ix_runs_tracker_id_id", "tracker_id", "id"),
     sa.Index("uq_runs_tracker_ping_id", "tracker_id", "ping_id", unique=True),
 )

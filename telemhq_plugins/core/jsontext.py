@@ -12,7 +12,6 @@ infinite as a float, at most 1024 levels of nesting.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Final
 
 import orjson
@@ -21,15 +20,19 @@ __all__ = ["JSONDecodeError", "dumpb", "dumps", "loads"]
 
 JSONDecodeError = json.JSONDecodeError  # orjson's error is a subclass of it
 
-#: 19 digits or more may be an integer orjson cannot hold exactly (it keeps 64 bits).
-_LONG_DIGITS: Final = re.compile(rb"\d{19}")
+#: 19 digits or more may be an integer orjson cannot hold exactly (it keeps 64 bits). They are
+#: found as 19 zeros in the text with every digit turned into a zero: a byte translation and a
+#: substring search, several times cheaper than the regular expression ``\d{19}`` on a body of
+#: a kilobyte with many digits (timestamps, UUIDs).
+_DIGITS_AS_ZERO: Final = bytes.maketrans(b"123456789", b"000000000")
+_LONG_DIGITS: Final = b"0" * 19
 
 
 def loads(data: bytes | str) -> Any:
     """The value of the JSON document ``data``; raises :class:`JSONDecodeError`."""
     value = orjson.loads(data)
     raw = data.encode() if isinstance(data, str) else data
-    if _LONG_DIGITS.search(raw) is None:
+    if _LONG_DIGITS not in raw.translate(_DIGITS_AS_ZERO):
         return value
     return json.loads(raw.decode())
 

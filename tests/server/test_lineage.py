@@ -192,6 +192,30 @@ def test_it_stores_a_start_and_its_complete_as_one_run_with_row_counts(
     assert payload["openlineage"]["event_type"] == "COMPLETE"
 
 
+def test_interleaved_runs_each_end_finds_its_own_start(server: LiveServer, ping_key: str) -> None:
+    """Two runs of one job overlap: the second START is the tracker's open start when the
+    first run ends, so each end finds its START by the run id (stored start time and
+    duration), not as the open start."""
+    client = ol_client(server, ping_key)
+    first, second, job = new_run(), new_run(), f"overlap_{uuid.uuid4().hex[:6]}"
+    client.emit(event(RunState.START, first, job))
+    client.emit(event(RunState.START, second, job, at=T0 + dt.timedelta(seconds=10)))
+    client.emit(event(RunState.COMPLETE, first, job, at=T0 + dt.timedelta(seconds=60)))
+    client.emit(event(RunState.FAIL, second, job, at=T0 + dt.timedelta(seconds=40)))
+
+    tracker = tracker_named(server, f"spark-prod/{job}")
+    assert tracker is not None
+    runs = server.runs(tracker["id"])
+    starts = {r["run_id"]: r for r in runs if r["status"] == "start"}
+    ends = {r["run_id"]: r for r in runs if r["status"] != "start"}
+    assert set(starts) == set(ends) == {first, second}
+    for run_id in (first, second):
+        assert ends[run_id]["started_at"] == starts[run_id]["received_at"]
+    assert ends[first]["duration_ms"] == 60_000
+    assert ends[second]["duration_ms"] == 30_000
+    assert ends[second]["status"] == "failure"
+
+
 def test_payload_assertions_judge_openlineage_runs(server: LiveServer, ping_key: str) -> None:
     client = ol_client(server, ping_key)
     job = f"load_{uuid.uuid4().hex[:6]}"
@@ -357,6 +381,41 @@ def raw_event(run_id: str, job_name: str, **changes: Any) -> dict[str, Any]:
             },
             "outputs[0].outputFacets.outputStatistics.rowCount: ",
         ),
+        (
+            {
+                "inputs": [
+                    {
+                        "namespace": "postgres://db",
+                        "name": "t",
+                        "inputFacets": {
+                            "inputStatistics": {
+                                "_producer": PRODUCER,
+                                "_schemaURL": "https://openlineage.io/spec/facets/1-0-0/"
+                                "InputStatisticsInputDatasetFacet.json",
+                                "size": "big",
+                            }
+                        },
+                    }
+                ]
+            },
+            "inputs[0].inputFacets.inputStatistics.size: ",
+        ),
+        (
+            {
+                "run": {
+                    "runId": str(uuid.uuid4()),
+                    "facets": {
+                        "errorMessage": {
+                            "_producer": PRODUCER,
+                            "_schemaURL": "https://openlineage.io/spec/facets/1-0-1/"
+                            "ErrorMessageRunFacet.json",
+                            "programmingLanguage": "python",
+                        }
+                    },
+                }
+            },
+            "run.facets.errorMessage: ",
+        ),
     ],
 )
 def test_a_malformed_event_is_a_400_naming_what_is_wrong_and_stores_nothing(
@@ -383,6 +442,44 @@ def test_bodies_that_are_not_events(server: LiveServer, ping_key: str) -> None:
     assert httpx.post(url, content=bomb, headers=gz).status_code == 413
     br = {**auth, "Content-Encoding": "br"}
     assert httpx.post(url, content=b"{}", headers=br).status_code == 415
+
+
+def test_refusals_are_json_naming_the_problem(server: LiveServer, ping_key: str) -> None:
+    """The route in front of the framework answers its refusals itself: JSON with ``ok``
+    false and an ``error`` that says what to change, over the declared size or not."""
+    url, auth = f"{server.base_url}/api/v1/lineage", {"Authorization": f"Bearer {ping_key}"}
+    job = f"refused_{uuid.uuid4().hex[:6]}"
+
+    def refused(response: httpx.Response, status: int, words: str) -> None:
+        assert response.status_code == status, response.text
+        assert response.headers["content-type"] == "application/json"
+        answer = response.json()
+        assert answer["ok"] is False
+        assert words in answer["error"]
+
+    refused(httpx.post(url, content=b"{nope", headers=auth), 400, "not valid JSON")
+    refused(httpx.post(url, content=b"[]", headers=auth), 400, "must be a JSON object")
+    refused(httpx.post(url, json=raw_event(new_run(), job)), 401, "Authorization: Bearer")
+    refused(
+        httpx.post(url, json=raw_event(new_run(), job), headers={"Authorization": "Bearer x"}),
+        401,
+        "invalid key",
+    )
+    big = json.dumps(raw_event(new_run(), job, padding="x" * 1_000_000)).encode()
+    refused(httpx.post(url, content=big, headers=auth), 413, "larger than the limit")
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the size is counted as it comes
+        for start in range(0, len(big), 65_536):
+            yield big[start : start + 65_536]
+
+    refused(httpx.post(url, content=chunks(), headers=auth), 413, "larger than the limit")
+    assert tracker_named(server, f"raw/{job}") is None
+    gz = {**auth, "Content-Encoding": "gzip"}
+    stored = httpx.post(
+        url, content=gzip.compress(json.dumps(raw_event(new_run(), job)).encode()), headers=gz
+    )
+    assert stored.status_code == 200, stored.text
+    assert tracker_named(server, f"raw/{job}") is not None
 
 
 def test_keys(server: LiveServer, ping_key: str) -> None:

@@ -185,9 +185,13 @@ class PingHandler:
                 f"invalid slug {slug!r}: use lowercase letters, digits and single dashes "
                 f"(e.g. {slugify(slug)!r})",
             )
+        return await self.by_slug(ping_key, slug), suffix
+
+    async def by_slug(self, ping_key: str, slug: str) -> CachedTracker:
+        """The tracker ``slug`` (already a valid slug) names under ``ping_key``; raises
+        :class:`NewSlug` when the key may create it."""
         key = f"{ping_key}/{slug}"
-        loader = lambda: self.cache.by_slug(key, ping_key, slug)  # noqa: E731
-        return await self.cache.get(key, loader), suffix
+        return await self.cache.get(key, lambda: self.cache.by_slug(key, ping_key, slug))
 
     async def _read_body(self, receive: Receive, limit: int) -> bytes:
         """The request body, refused (413) as soon as it passes ``limit`` bytes. (Headers are
@@ -235,10 +239,13 @@ class PingHandler:
         payload: dict[str, Any],
         text: str,
         started: float,
+        *,
+        start_ping_id: str | None = None,
     ) -> tuple[int, dict[str, Any]]:
         """Check the standard fields, evaluate, and queue the ping; its answer once stored.
         Every way in stores a ping through here (``/ping/...``, the batch, OpenLineage
-        events), so they are judged alike."""
+        events), so they are judged alike. ``start_ping_id``: the ping id the run's start
+        was stored under, when the caller knows it (see ``Pending.start_ping_id``)."""
         status = payload.get("status", "success")
         if not isinstance(status, str) or status not in STATUSES:
             raise PingError(
@@ -270,6 +277,7 @@ class PingHandler:
             historical=tracker.historical,
             judge=tracker.assertions if tracker.historical and status != "start" else (),
             payload=payload if tracker.historical else None,
+            start_ping_id=start_ping_id,
         )
         if tracker.historical:
             self.writer.speculate(pending, tracker.timezone)

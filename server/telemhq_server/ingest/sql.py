@@ -73,7 +73,7 @@ class Statements:
 
     def find_ping_ids(self, n_trackers: int, n_pings: int) -> str:
         return (
-            "SELECT tracker_id, ping_id, run_id, assertions FROM runs "
+            "SELECT tracker_id, ping_id, run_id, assertions, status, received_at FROM runs "
             f"WHERE tracker_id IN ({self._list(n_trackers)}) "
             f"AND ping_id IN ({self._list(n_pings)})"
         )

@@ -68,6 +68,10 @@ class Pending:
     payload: dict[str, Any] | None = None
     #: the ping judged when it was queued (SQLite; see ingest.history)
     speculation: Speculation | None = None
+    #: the ping id its run's start was stored under, when the sender knows it (OpenLineage
+    #: derives both from the run id): an end finds its start through that index instead of
+    #: among its tracker's runs
+    start_ping_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -373,8 +377,12 @@ class BatchWriter:
         pipeline = driver.pipeline if self.is_postgres else contextlib.nullcontext
         sql = self.sql
         ids = sorted({item.tracker_id for item in batch})
-        ping_ids = {(i.tracker_id, i.ping_id) for i in batch if i.ping_id}
-        wanted = {(i.tracker_id, i.run_id) for i in batch if i.run_id and i.status != "start"}
+        ends = [i for i in batch if i.run_id and i.status != "start"]
+        # An end whose start's ping id is known looks it up with the ping ids (an index);
+        # any other end that names its run searches its tracker's runs for the start.
+        by_ping_id = {(i.tracker_id, p) for i in ends if (p := i.start_ping_id) is not None}
+        ping_ids = {(i.tracker_id, p) for i in batch if (p := i.ping_id)} | by_ping_id
+        wanted = {(i.tracker_id, r) for i in ends if (r := i.run_id) and not i.start_ping_id}
         cursors = [driver.cursor() for _ in range(3)]
         try:
             with pipeline():
@@ -388,12 +396,17 @@ class BatchWriter:
             rows = {
                 r[0]: dict(zip(sql.TRACKER_COLUMNS, r, strict=True)) for r in cursors[0].fetchall()
             }
+            found = cursors[1].fetchall() if ping_ids else []
             # ping_id -> (run_id, results JSON) of runs already stored
-            seen = {(t, p): (r, a) for t, p, r, a in cursors[1].fetchall()} if ping_ids else {}
+            seen = {(t, p): (r, a) for t, p, r, a, _, _ in found}
             # start times of runs named by an end ping (used unless it is the open start)
             starts = (
                 {(t, r): sql.from_db(at) for t, r, at in cursors[2].fetchall()} if wanted else {}
             )
+            if by_ping_id:
+                starts.update(
+                    {(t, r): sql.from_db(at) for t, p, r, _, s, at in found if s == "start"}
+                )
             historical = {i.tracker_id for i in batch if i.historical}
             histories = (
                 self.histories.prepare(cursors[1], sql, rows, sorted(historical))

@@ -161,9 +161,8 @@ async def _tracker(app: TelemHQ, key: str, mapped: Mapped) -> CachedTracker | No
     """The event's tracker: through a ping key (created on its first stored event) or an
     API key (existing trackers only). None: it does not exist and the event creates nothing."""
     if _KEY_RE.fullmatch(key):
-        path = f"{key}/{mapped.slug}"
         try:
-            return (await app.pings.resolve(path))[0]
+            return await app.pings.by_slug(key, mapped.slug)
         except NewSlug as new:
             if mapped.status is None:
                 return None
@@ -171,7 +170,7 @@ async def _tracker(app: TelemHQ, key: str, mapped: Mapped) -> CachedTracker | No
             await app.cache.auto_create(
                 new, {"job": mapped.name, "tags": list(mapped.tags)}, seed=seed
             )
-            return (await app.pings.resolve(path))[0]
+            return await app.pings.by_slug(key, mapped.slug)
         except PingError as exc:
             if exc.reason != "unknown_token":
                 raise  # a ping key that does not create trackers, and no such tracker
@@ -289,7 +288,12 @@ class LineageEndpoint:
         if dropped is not None:
             return 200, {"ok": True, "ignored": dropped}
         text = jsontext.dumps(mapped.payload)
-        code, answer = await app.pings.record(tracker, None, mapped.payload, text, started)
+        # An end's START was stored under a ping id derived from the run id: the writer finds
+        # it through that index rather than among the tracker's runs.
+        start_id = None if mapped.status == "start" else ping_id(mapped.run_id, "START")
+        code, answer = await app.pings.record(
+            tracker, None, mapped.payload, text, started, start_ping_id=start_id
+        )
         if code == 200:
             self.memory.remember(tracker.id, mapped)
         return code, answer
