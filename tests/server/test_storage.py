@@ -41,7 +41,7 @@ def pending(tracker: Any, status: str = "success", **kwargs: Any) -> Pending:
         run_id=kwargs.get("run_id"),
         duration=None,
         results=kwargs.get("results", []),
-        received_at=utcnow(),
+        received_at=kwargs.get("received_at") or utcnow(),
     )
 
 
@@ -274,6 +274,54 @@ def test_pings_for_several_trackers_share_one_transaction(engine: Engine) -> Non
         None,
     ]
     assert metrics.batches == 1
+
+
+# --- start / end pairing --------------------------------------------------------------------
+
+
+def test_each_end_finds_its_start_in_a_batch_across_batches_and_after_closing(
+    engine: Engine,
+) -> None:
+    """The writer skips the search of stored runs for an end whose start is the tracker's open
+    one or earlier in its batch; every other end (an older start, a second end of a run) still
+    finds its start among the stored runs."""
+    tracker = new_tracker(engine)
+    writer = BatchWriter(engine, Metrics())
+    t0 = utcnow() - dt.timedelta(minutes=10)
+    at = {name: t0 + dt.timedelta(seconds=i) for i, name in enumerate("abcdefgh")}
+
+    def item(status: str, run_id: str, when: str) -> Pending:
+        return pending(tracker, status, run_id=run_id, received_at=at[when])
+
+    writer.write([item("start", "a", "a")])
+    writer.write([item("start", "b", "b")])  # the open start is b
+    ends = [
+        item("failure", "a", "c"),  # an older start: searched
+        item("start", "c", "d"),
+        item("success", "c", "e"),  # opened earlier in the batch
+        item("success", "b", "f"),  # the open start
+        item("retry", "b", "g"),  # b again, closed just before: searched
+    ]
+    writer.write(ends)
+    writer.write([item("success", "a", "h")])  # a again, in a batch of its own: searched
+    writer._close()
+    with engine.connect() as conn:
+        stored = conn.execute(
+            sa.select(runs.c.run_id, runs.c.status, runs.c.started_at)
+            .where(runs.c.tracker_id == tracker["id"], runs.c.status != "start")
+            .order_by(runs.c.id)
+        ).all()
+    starts = {"a": at["a"], "b": at["b"], "c": at["d"]}
+    assert [(r, s) for r, s, _ in stored] == [
+        ("a", "failure"),
+        ("c", "success"),
+        ("b", "success"),
+        ("b", "retry"),
+        ("a", "success"),
+    ]
+    for run_id, _, started_at in stored:
+        assert started_at is not None, run_id
+        assert started_at.replace(tzinfo=dt.UTC) == starts[run_id], run_id
 
 
 # --- retention -------------------------------------------------------------------------------

@@ -378,11 +378,9 @@ class BatchWriter:
         sql = self.sql
         ids = sorted({item.tracker_id for item in batch})
         ends = [i for i in batch if i.run_id and i.status != "start"]
-        # An end whose start's ping id is known looks it up with the ping ids (an index);
-        # any other end that names its run searches its tracker's runs for the start.
+        # An end whose start's ping id is known looks it up with the ping ids (an index).
         by_ping_id = {(i.tracker_id, p) for i in ends if (p := i.start_ping_id) is not None}
         ping_ids = {(i.tracker_id, p) for i in batch if (p := i.ping_id)} | by_ping_id
-        wanted = {(i.tracker_id, r) for i in ends if (r := i.run_id) and not i.start_ping_id}
         cursors = [driver.cursor() for _ in range(3)]
         try:
             with pipeline():
@@ -390,12 +388,16 @@ class BatchWriter:
                 if ping_ids:
                     tids, pids = sorted({t for t, _ in ping_ids}), sorted({p for _, p in ping_ids})
                     cursors[1].execute(sql.find_ping_ids(len(tids), len(pids)), (*tids, *pids))
-                if wanted:
-                    tids, rids = sorted({t for t, _ in wanted}), sorted({r for _, r in wanted})
-                    cursors[2].execute(sql.find_starts(len(tids), len(rids)), (*tids, *rids))
             rows = {
                 r[0]: dict(zip(sql.TRACKER_COLUMNS, r, strict=True)) for r in cursors[0].fetchall()
             }
+            # Any other end that names its run searches its tracker's runs for the start (no
+            # index on run_id: see db.py), unless the run is the tracker's open one or opened
+            # in this batch, which is the rule for an adapter's start and end.
+            wanted = _searched_starts(batch, rows)
+            if wanted:
+                tids, rids = sorted({t for t, _ in wanted}), sorted({r for _, r in wanted})
+                cursors[2].execute(sql.find_starts(len(tids), len(rids)), (*tids, *rids))
             found = cursors[1].fetchall() if ping_ids else []
             # ping_id -> (run_id, results JSON) of runs already stored
             seen = {(t, p): (r, a) for t, p, r, a, _, _ in found}
@@ -669,6 +671,30 @@ def _aware_or_none(sql: Statements, value: Any) -> dt.datetime | None:
 
 
 _random_bits = random.getrandbits  # reseeded after fork by the random module
+
+
+def _searched_starts(
+    batch: Sequence[Pending], rows: dict[int, dict[str, Any]]
+) -> set[tuple[int, str]]:
+    """(tracker id, run id) of the ends whose start must be searched among stored runs: not
+    found by its ping id, not the tracker's open start (the first end of that run in the
+    batch closes it) and not opened by a start earlier in the batch."""
+    opened: set[tuple[int, str]] = set()
+    closed: set[tuple[int, str]] = set()
+    wanted: set[tuple[int, str]] = set()
+    for item in batch:
+        if not item.run_id:
+            continue
+        key = (item.tracker_id, item.run_id)
+        if item.status == "start":
+            opened.add(key)
+            continue
+        row = rows.get(item.tracker_id)
+        is_open = row is not None and row["open_start_run_id"] == item.run_id
+        if item.start_ping_id is None and key not in opened and (not is_open or key in closed):
+            wanted.add(key)
+        closed.add(key)
+    return wanted
 
 
 def _new_run_id() -> str:
