@@ -66,7 +66,8 @@ lint: env-server
 	.venvs/server/bin/ruff format --check .
 	.venvs/server/bin/mypy
 
-test-core: env-core
+# The core's tests reach the reference server as another program, from its own environment.
+test-core: env-core env-server
 	@$(call pytest,core,tests/core)
 test-server: env-server
 	@$(call pytest,server,tests/server)

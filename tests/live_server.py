@@ -22,6 +22,7 @@ suffix="") -> httpx.Response``, ``api(method, path, **kwargs) -> httpx.Response`
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -60,8 +61,19 @@ def free_port() -> int:
         return port
 
 
+#: The server's own environment (``make env-server``): the core's environment has the client
+#: only, and its tests reach the server as a user's job does, as another program.
+SERVER_ENV = Path(__file__).resolve().parent.parent / ".venvs" / "server" / "bin"
+
+
 def _server_command() -> list[str]:
-    script = Path(sys.executable).with_name("telemhq-server")
+    """``telemhq-server serve`` from this interpreter's environment when it has the server's
+    dependencies, else from the server's own."""
+    folder = Path(sys.executable).parent
+    has_server = all(importlib.util.find_spec(m) is not None for m in ("sqlalchemy", "granian"))
+    if not has_server and (SERVER_ENV / "telemhq-server").exists():
+        folder = SERVER_ENV
+    script = folder / "telemhq-server"
     if script.exists():
         return [str(script), "serve"]
     return [sys.executable, "-m", "telemhq_server", "serve"]
