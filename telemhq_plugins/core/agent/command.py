@@ -56,7 +56,8 @@ def add_agent_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     agent.add_argument(
         "--max-bytes",
         type=int,
-        help="refuse pings beyond this many bytes in the spool (default: TELEMHQ_SPOOL_MAX_BYTES)",
+        help="drop the oldest pings beyond this many bytes in the spool "
+        "(default: TELEMHQ_SPOOL_MAX_BYTES)",
     )
 
 

@@ -10,9 +10,10 @@ and delivers them with the client's own machinery.
   ping is deleted from the spool once the server settled it, released there for replay
   otherwise. What the agent did not deliver before it stopped (or died) is replayed from the
   spool at its next start.
-* The spool is bounded by ``max_bytes`` of ping bodies: a request that would pass it is
-  refused (the client then delivers the pings itself). An acknowledged ping is never dropped
-  to make room.
+* The spool is bounded by ``max_bytes`` of ping bodies: past it, the oldest pings are dropped
+  and counted (the newest say most about the jobs' state now, and a job's end is never made
+  to wait on the network because the server was away for long). A disk too full to write is
+  different: then requests are refused, and the client delivers the pings itself.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ __all__ = ["DISK_RESERVE", "Agent", "allowed_url"]
 
 logger = logging.getLogger("telemhq")
 
-#: the agent keeps every acknowledged ping: the row bound of the spool is a safeguard only
+#: the spool's bound is ``max_bytes``: the row bound is a safeguard only
 _MAX_ROWS: Final = 10_000_000
 #: free bytes the disk keeps for the agent to drain its spool: deleting delivered rows and
 #: checkpointing the write-ahead log (up to SQLite's 1,000 pages before a checkpoint) take
@@ -83,7 +84,6 @@ class Agent:
         self.listeners: list[Listener] = []
         self._lock = SpoolLock(spool_dir)
         self._count_lock = threading.Lock()
-        self._bytes = 0  # bytes in the spool: exact when measured, plus what was added since
         self._stopping = False
         self.received = 0
         self.acked = 0
@@ -97,7 +97,9 @@ class Agent:
         Raises :class:`~telemhq_plugins.core.agent.paths.AgentError` when it cannot."""
         self._lock.acquire()
         try:
-            spool = Spool(self.spool_dir, max_rows=_MAX_ROWS, durable=True)
+            spool = Spool(
+                self.spool_dir, max_rows=_MAX_ROWS, max_bytes=self.max_bytes, durable=True
+            )
             if spool.count() < 0:  # the error is logged
                 raise AgentError(f"cannot open the spool {spool.path}")
             # The lock makes this the spool's only user: claims of a dead agent are void.
@@ -105,7 +107,6 @@ class Agent:
             _sync_dir(self.spool_dir)  # the spool's files exist on disk from now on
             self.spool = spool
             self.commit = GroupCommit(spool, PRESTORED_LEASE)
-            self._bytes = max(0, spool.body_bytes())
             # Delivering before listening: a request may come the instant the socket exists.
             self.client = Client(self.settings, spool=spool, prestored=True)
             self.client.start()
@@ -163,7 +164,6 @@ class Agent:
             return {"ok": False, "error": why, "cool_down": unacceptable is None}
         with self._count_lock:
             self.acked += len(pings)
-            self._bytes += size
         client = self.client
         assert client is not None
         assert self.spool is not None
@@ -190,13 +190,6 @@ class Agent:
             free += self.spool.reusable_bytes()  # rows deleted since: room inside the file
         if free is not None and free - size < DISK_RESERVE:
             return f"the disk of the spool is full ({free} bytes free)"
-        if self.max_bytes and self._bytes + size > self.max_bytes:
-            # The estimate only grows between measures: measure before refusing.
-            measured = self.spool.body_bytes()
-            with self._count_lock:
-                self._bytes = max(0, measured)
-            if self._bytes + size > self.max_bytes:
-                return f"the spool is full ({self._bytes} of {self.max_bytes} bytes)"
         return None
 
     def status(self) -> dict[str, Any]:
@@ -205,8 +198,6 @@ class Agent:
         stats = client.stats() if client is not None else {}
         spool_bytes = spool.body_bytes() if spool is not None else 0
         with self._count_lock:
-            if spool_bytes >= 0:
-                self._bytes = spool_bytes
             return {
                 "pid": os.getpid(),
                 "base_url": self.settings.base_url,

@@ -94,27 +94,34 @@ def test_an_agent_that_does_not_answer_is_passed_over(
     wait_for_runs(live_server, "hung-agent-job", 1)
 
 
-def test_a_full_agent_refuses_and_the_client_delivers_itself(
+def test_past_its_bound_the_agent_drops_the_oldest_pings_and_takes_new_ones(
     live_server: LiveServer, tmp_path: Path
 ) -> None:
     key = new_ping_key(live_server)
-    with AgentProcess(live_server.base_url, tmp_path, "--max-bytes", "400") as agent:
-        url = f"{live_server.base_url}/ping/{key}/full-agent-job"
-        assert hand(agent.socket, [ping_triple(url, "fits")])  # about 150 bytes: taken
-        client, _ = job_client(live_server, key, "full-agent-job", str(agent.socket))
-        for n in range(10):  # far more than 400 bytes: refused, all of it
-            client.enqueue(Ping(status="success", run_id=f"refused-{n}"), url)
-        client.close()
-        stats = client.stats()
-        assert stats["handed"] + stats["delivered"] == 10
-        assert stats["delivered"] > 0
-        runs = wait_for_runs(live_server, "full-agent-job", 11)
-        assert sorted(r["run_id"] for r in runs) == sorted(
-            ["fits", *(f"refused-{n}" for n in range(10))]
+    # Nothing leaves the agent while held: the spool only grows.
+    with HeldEndpoint(live_server.base_url) as held:
+        agent = AgentProcess(
+            held.url, tmp_path, "--max-bytes", "400", env={"TELEMHQ_TIMEOUT": "60"}
         )
-        status = agent.status()
-        assert status["refused"] == stats["delivered"]
-        assert status["acked"] == 1 + stats["handed"]
+        url = f"{held.url}/ping/{key}/bounded-agent-job"
+        with agent:
+            for n in range(10):  # about 100 bytes each: far more than 400 in all
+                assert hand(agent.socket, [ping_triple(url, f"p{n}")])
+            status = agent.status()
+            assert (status["acked"], status["refused"]) == (10, 0)
+            assert status["spool_bytes"] <= 400
+            assert status["dropped"] == 10 - status["spool_pings"] >= 5
+            with contextlib.closing(sqlite3.connect(agent.spool / SPOOL_FILENAME)) as db:
+                left = [body for (body,) in db.execute("SELECT body FROM pings")]
+            # The newest are what is kept.
+            assert any(b'"p9"' in body for body in left)
+            assert not any(b'"p0"' in body for body in left)
+            held.release()
+            runs = wait_for_runs(live_server, "bounded-agent-job", 1)
+            wait_until(lambda: agent.status()["spool_pings"] == 0, "the spool to drain")
+    stored = [r["run_id"] for r in wait_for_runs(live_server, "bounded-agent-job", len(runs))]
+    assert "p9" in stored
+    assert len(stored) == len(set(stored))
 
 
 def test_the_agent_sends_nothing_but_pings_to_its_own_server(
