@@ -333,7 +333,7 @@ def _failed_task_ids(dag_run: Any) -> list[str]:
 
 
 def _flush(client: Client) -> None:
-    if not client.flush():
+    if not client.flush_or_spool():
         log_once(
             logger,
             logging.WARNING,

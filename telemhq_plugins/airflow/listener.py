@@ -17,6 +17,7 @@ from pluggy import HookimplMarker
 from telemhq_plugins.airflow._callbacks import TaskEvent, has_dag_callback, has_task_callback
 from telemhq_plugins.airflow._events import reporter
 from telemhq_plugins.airflow.schedules import sync_dag
+from telemhq_plugins.core.delivery import keep_replaying
 from telemhq_plugins.core.logs import capture_internal_errors
 from telemhq_plugins.core.payload import Status
 from telemhq_plugins.core.policy import JobPolicy, resolve_policy
@@ -115,6 +116,14 @@ class TelemHQListener:
     def on_task_instance_skipped(self, previous_state: Any, task_instance: Any) -> None:
         with capture_internal_errors("airflow.listener.on_task_instance_skipped"):
             self._task_event(task_instance, "skipped", "skipped", None)
+
+    @hookimpl
+    def on_starting(self, component: Any) -> None:
+        # The scheduler and the triggerer live on: they replay what task processes spooled
+        # (a short TELEMHQ_FLUSH_TIMEOUT). A task process only sends its own pings.
+        with capture_internal_errors("airflow.listener.on_starting"):
+            if not type(component).__name__.startswith("Task"):  # TaskRunnerMarker
+                keep_replaying()
 
     @hookimpl
     def before_stopping(self, component: Any) -> None:

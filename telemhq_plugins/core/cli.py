@@ -21,6 +21,8 @@ from typing import IO, Any
 import httpx
 
 from telemhq_plugins.core import jsontext
+from telemhq_plugins.core.agent.command import add_agent_parser, agent_command
+from telemhq_plugins.core.agent.paths import AgentError
 from telemhq_plugins.core.assertions import (
     AssertionSyntaxError,
     History,
@@ -53,15 +55,18 @@ examples:
   telemhq sync --dry-run                         (the [[jobs]] of ./telemhq.toml, no writes)
   telemhq sync --prune -c jobs.toml              (and pause trackers of jobs no longer there)
   telemhq silence --tag nightly --for 2h --comment "warehouse upgrade"
+  telemhq agent                                 (the local agent: TELEMHQ_AGENT=auto uses it)
+  telemhq agent status
 
 configuration: TELEMHQ_BASE_URL, TELEMHQ_TOKEN, TELEMHQ_PING_URL, TELEMHQ_PING_KEY,
-TELEMHQ_TRACKERS, TELEMHQ_TIMEOUT, TELEMHQ_DISABLED, TELEMHQ_API_KEY (sync, silence)
+TELEMHQ_TRACKERS, TELEMHQ_TIMEOUT, TELEMHQ_DISABLED, TELEMHQ_API_KEY (sync, silence),
+TELEMHQ_AGENT
 adapters add commands: telemhq prefect watch (with telemhq-plugins[prefect])
 (see docs/configuration.md and docs/schedules.md)."""
 SYNC_TAG = "telemhq-sync"
 #: entry point group of commands that adapters add (``telemhq prefect watch``).
 COMMANDS_GROUP = "telemhq.commands"
-BUILTIN_COMMANDS = frozenset({"ping", "run", "check", "sync", "silence"})
+BUILTIN_COMMANDS = frozenset({"ping", "run", "check", "sync", "silence", "agent"})
 
 
 class CliError(Exception):
@@ -160,6 +165,7 @@ def _parser() -> argparse.ArgumentParser:
     silence.add_argument("--for", dest="duration", required=True, help="e.g. 30m, 2h, 1d")
     silence.add_argument("--comment", default="", help="why (shown with the silence)")
     silence.add_argument("--api-key", help="a read-write API key (default: $TELEMHQ_API_KEY)")
+    add_agent_parser(sub)
     return parser
 
 
@@ -450,8 +456,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_sync(args, sys.stdout)
         if args.command == "silence":
             return _cmd_silence(args, sys.stdout)
+        if args.command == "agent":
+            return agent_command(args, sys.stdout)
         return _cmd_check(args, sys.stdout, sys.stdin)
-    except (CliError, ConfigError) as exc:
+    except (CliError, ConfigError, AgentError) as exc:
         print(f"telemhq: error: {exc}", file=sys.stderr)
         return 2
     except AssertionSyntaxError as exc:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Final
 
+from telemhq_plugins.core.agent.paths import parse_agent
 from telemhq_plugins.core.logs import log_once
 
 __all__ = [
@@ -74,6 +75,7 @@ _ENV: Final[dict[str, str]] = {
     "flush_timeout": "TELEMHQ_FLUSH_TIMEOUT",
     "max_retries": "TELEMHQ_MAX_RETRIES",
     "api_key": "TELEMHQ_API_KEY",
+    "agent": "TELEMHQ_AGENT",
 }
 #: Settings the adapters read themselves (:func:`env_flag`, :func:`env_setting`), by their
 #: name in the config file: True for an on/off switch, False for text. They are checked with
@@ -124,6 +126,9 @@ class Settings:
     max_retries: int = 3
     #: the management API key (schedule sync, ``telemhq sync``); never shown in ``repr``
     api_key: str | None = field(default=None, repr=False)
+    #: the local agent pings are handed to: ``auto``, a socket path or ``tcp://127.0.0.1:PORT``
+    #: (see :mod:`telemhq_plugins.core.agent.paths`); None: deliver directly
+    agent: str | None = None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def ping_url_for(self, job: str | None = None, token: str | None = None) -> str | None:
@@ -394,6 +399,11 @@ def _cast(key: str, value: Any, source: str) -> Any:
     if text and key in ("base_url", "ping_url") and not text.startswith(("http://", "https://")):
         example = DEFAULT_BASE_URL if key == "base_url" else f"{DEFAULT_BASE_URL}/ping/<token>"
         raise ConfigError(f"{where}: expected an http:// or https:// URL, e.g. {example}")
+    if text and key == "agent":
+        try:
+            parse_agent(text)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     return text or None
 
 

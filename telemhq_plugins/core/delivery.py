@@ -34,6 +34,9 @@
 * A finished :class:`~telemhq_plugins.core.runs.Run` is queued as it is; the worker encodes it
   (``encode``; a ``Ping`` via ``to_ping`` only for plugin hooks), so the job's thread only
   records the end.
+* With ``TELEMHQ_AGENT`` (see :mod:`telemhq_plugins.core.agent`) the worker hands each batch
+  to the local agent instead, which acknowledges it once it is on its disk; when the agent is
+  absent, refuses or does not answer within 50 ms, the batch takes the path above.
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ import certifi  # noqa: F401
 import httpcore  # noqa: F401
 import httpx
 
+from telemhq_plugins.core.agent.handoff import AgentLink
+from telemhq_plugins.core.agent.paths import parse_agent
 from telemhq_plugins.core.batching import (
     BATCH_MAX_BYTES,
     BATCH_MAX_PINGS,
@@ -83,7 +88,14 @@ from telemhq_plugins.core.retry import CircuitBreaker, origin
 from telemhq_plugins.core.spool import Spool
 from telemhq_plugins.core.transport import HttpTransport
 
-__all__ = ["Client", "DeliveryResult", "current_client", "get_client", "set_client"]
+__all__ = [
+    "Client",
+    "DeliveryResult",
+    "current_client",
+    "get_client",
+    "keep_replaying",
+    "set_client",
+]
 
 logger = logging.getLogger("telemhq")
 
@@ -112,6 +124,11 @@ class Client:
     ``settings.spool_dir`` when set), ``ping_budget`` (seconds one ping may occupy the
     worker), ``backoff_base``, ``breaker_base``, ``replay_interval`` (default
     ``settings.replay_interval``), ``linger`` and ``max_linger`` (seconds).
+
+    ``prestored`` is the agent's own client: every ping it is given is already a row of
+    ``spool`` (written before the agent acknowledged it), so a settled ping (delivered,
+    rejected, filtered) is deleted from the spool and one not delivered is released there
+    for replay; it never hands pings to an agent itself.
     """
 
     def __init__(
@@ -127,6 +144,7 @@ class Client:
         replay_interval: float | None = None,
         linger: float = _LINGER,
         max_linger: float = _MAX_LINGER,
+        prestored: bool = False,
     ) -> None:
         # A setting that cannot be used turns this client off (one ERROR line), never raises.
         self.settings = settings or settings_or_disabled()
@@ -141,6 +159,9 @@ class Client:
         self._replay_interval = replay_interval or self.settings.replay_interval
         self._linger = linger
         self._max_linger = max_linger
+        self._prestored = prestored
+        if prestored and spool is None:
+            raise ValueError("prestored needs a spool")
         self._reset()
         _clients.add(self)
 
@@ -161,6 +182,7 @@ class Client:
             backoff_base=self._backoff_base,
         )
         self.breaker = CircuitBreaker(self._breaker_base)
+        self.agent = self._agent_link()
         self._inflight: tuple[str, str, bytes] | None = None
         self._inflight_batch: list[Entry] = []
         #: batch URL -> the most bytes of one batch request to it (it answered 413 above).
@@ -175,11 +197,25 @@ class Client:
         self.filtered = 0
         self.spooled = 0
         self.replayed = 0
+        self.handed = 0
+
+    def _agent_link(self) -> AgentLink | None:
+        """The link to the agent ``settings.agent`` names (checked when the settings were
+        loaded), None when there is none or this client is the agent's own."""
+        if self._prestored or not self.settings.agent or self.settings.disabled:
+            return None
+        try:
+            address = parse_agent(self.settings.agent)
+        except ValueError:  # settings built by hand, unchecked: deliver directly
+            return None
+        return None if address is None else AgentLink(address)
 
     def _after_fork_in_child(self) -> None:
         # Abandon what the parent owns (its sockets, queue, thread): never close it, and keep
         # it referenced so garbage collection does not close it either.
         _inherited.extend(self.transport.abandon())
+        if self.agent is not None:
+            _inherited.extend(self.agent.abandon())
         self._reset()
         if self.spool is not None:
             self.spool.reset_after_fork()
@@ -264,6 +300,20 @@ class Client:
                 if not self._flushers:
                     self._outbox.hurry(False)
 
+    def flush_or_spool(self, timeout: float | None = None) -> bool:
+        """:meth:`flush` within ``timeout``; then, with a spool, write what is still pending
+        to it (for a process about to end without ``atexit``, and for a short
+        ``TELEMHQ_FLUSH_TIMEOUT``: a long-lived process replays it). True when the queue
+        drained in time. Never raises."""
+        try:
+            drained = self.flush(timeout)
+            if not drained and self.spool is not None and self._pid == os.getpid():
+                self._spool_pending()
+            return drained
+        except Exception:
+            log_once(logger, logging.ERROR, "close", "TelemHQ: close failed", exc_info=True)
+            return False
+
     def close(self, timeout: float | None = None) -> None:
         """Flush within ``timeout`` (default ``settings.flush_timeout``); with a spool, write
         what is still pending to it. The worker stays parked (a daemon thread): pings
@@ -271,10 +321,11 @@ class Client:
         if self._pid != os.getpid():
             return
         try:
-            if not self.flush(timeout) and self.spool is not None:
-                self._spool_pending()
+            self.flush_or_spool(timeout)
             if self._outbox.pending() == 0:
                 self.transport.close()
+                if self.agent is not None:
+                    self.agent.close()
         except Exception:
             log_once(logger, logging.ERROR, "close", "TelemHQ: close failed", exc_info=True)
 
@@ -300,6 +351,7 @@ class Client:
             "failed": self.failed,
             "spooled": self.spooled,
             "replayed": self.replayed,
+            "handed": self.handed,
             "filtered": self.filtered,
             "dropped": self.dropped,
         }
@@ -368,36 +420,72 @@ class Client:
 
         The pings are made here, not on the job's thread (``Run.finish`` queues the run): as
         ``Ping`` objects only when a plugin hook wants them, else straight to their bodies."""
-        if len(items) == 1:
+        if len(items) == 1 and self.agent is None:
             source, url = items[0]
             return self._deliver(source.to_ping(), url).ok
         want_results = has_result_hooks()
+        entries = self._entries(items, want_results)
+        if self.agent is not None and entries and self._hand_off(entries, want_results):
+            return False  # nothing reached the server from here: no reason to replay sooner
+        return self._send_entries(entries, want_results)
+
+    def _entries(self, items: list[tuple[PingSource, str]], want_results: bool) -> list[Entry]:
+        """``items`` encoded, after the plugins' enrich and filter hooks (a filtered ping is
+        settled here)."""
         before_send = has_before_send_hooks()
-        hooked = want_results or before_send
+        if not (want_results or before_send):
+            entries: list[Entry] = []
+            for source, url in items:
+                ping_id, body = source.encode()
+                entries.append((ping_id, url, body, None))
+            return entries
+        entries = []
+        for source, url in items:
+            ping = source.to_ping()
+            if before_send and not run_before_send_hooks(ping):
+                self._filtered(ping.ping_id)
+                if want_results:
+                    run_result_hooks(ping, DeliveryResult("filtered"))
+                continue
+            entries.append((ping.ping_id, url, ping.to_json(), ping))
+        return entries
+
+    def _filtered(self, ping_id: str) -> None:
+        self.filtered += 1
+        if self._prestored and self.spool is not None:
+            self.spool.delete(ping_id)
+
+    def _hand_off(self, entries: list[Entry], want_results: bool) -> bool:
+        """Give ``entries`` to the agent; True once it acknowledged them (they are on its
+        disk and its to deliver)."""
+        assert self.agent is not None
+        if not self.agent.hand_off([(ping_id, url, body) for ping_id, url, body, _ in entries]):
+            return False
+        self.handed += len(entries)
+        if want_results:
+            for _, _, _, ping in entries:
+                if ping is not None:
+                    run_result_hooks(ping, DeliveryResult("handed"))
+        return True
+
+    def _send_entries(self, entries: list[Entry], want_results: bool) -> bool:
+        """Send ``entries`` over HTTP, in batch requests per server where it can; True if
+        any was delivered."""
         groups: dict[str | None, list[Entry]] = {}
         batch_urls: dict[str, str | None] = {}  # most pings of a batch share one URL
-        for source, url in items:
-            ping: Ping | None = None
-            if hooked:
-                ping = source.to_ping()
-                if before_send and not run_before_send_hooks(ping):
-                    self.filtered += 1
-                    if want_results:
-                        run_result_hooks(ping, DeliveryResult("filtered"))
-                    continue
-                ping_id, body = ping.ping_id, ping.to_json()
-            else:
-                ping_id, body = source.encode()
+        for entry in entries:
+            url = entry[1]
             try:
                 batch_url = batch_urls[url]
             except KeyError:
                 batch_url = batch_urls[url] = self._batch_url(url)
-            entry = (ping_id, url, body, ping)
             try:
                 groups[batch_url].append(entry)
             except KeyError:
                 groups[batch_url] = [entry]
         delivered = False
+        #: a prestored client's pings the batch answers settled: deleted from the spool at once
+        settled: list[str] | None = [] if self._prestored else None
         for batch_url, group in groups.items():
             answers: list[Any] = [None] * len(group)
             if batch_url is not None and len(group) > 1:
@@ -408,17 +496,24 @@ class Client:
                 if not want_results and type(status) is int and 200 <= status < 300:
                     self.delivered += 1
                     delivered = True
+                    if settled is not None:
+                        settled.append(ping_id)
                     continue
                 result = item_result(answer)
                 if result is None:  # not settled by a batch: the one-ping path decides
                     result = self._deliver_now(ping_id, url, body)
-                elif result.ok:
-                    self.delivered += 1
                 else:
-                    self.rejected += 1
+                    if result.ok:
+                        self.delivered += 1
+                    else:
+                        self.rejected += 1
+                    if settled is not None:
+                        settled.append(ping_id)
                 delivered = delivered or result.ok
                 if want_results and ping is not None:
                     run_result_hooks(ping, result)
+        if settled and self.spool is not None:
+            self.spool.delete_many(settled)
         return delivered
 
     def _batch_url(self, url: str) -> str | None:
@@ -477,7 +572,7 @@ class Client:
 
     def _deliver(self, ping: Ping, url: str) -> DeliveryResult:
         if not run_before_send_hooks(ping):
-            self.filtered += 1
+            self._filtered(ping.ping_id)
             result = DeliveryResult("filtered")
         else:
             result = self._deliver_now(ping.ping_id, url, ping.to_json())
@@ -492,10 +587,16 @@ class Client:
             error = f"circuit open for {server} (recent failures); {cooling:.0f}s left"
             never_tried = DeliveryResult("failed")
             return self._give_up(
-                ping_id, url, body, stored=False, delay=cooling, result=never_tried, error=error
+                ping_id,
+                url,
+                body,
+                stored=self._prestored,
+                delay=cooling,
+                result=never_tried,
+                error=error,
             )
         self._inflight = (ping_id, url, body)
-        stored = False
+        stored = self._prestored  # the agent's pings are in the spool already
 
         def before_wait() -> None:
             # Write-ahead: from here on the ping survives the process dying mid-retry.
@@ -652,6 +753,22 @@ def set_client(client: Client | None) -> Client | None:
     with _client_lock:
         previous, _client = _client, client
     return previous
+
+
+def keep_replaying(client: Client | None = None) -> bool:
+    """For a long-lived process (a scheduler, a daemon, a watcher): start ``client``'s (default
+    the process's) delivery thread now when a spool is set, so it replays what ended
+    processes left there every ``TELEMHQ_REPLAY_INTERVAL`` seconds, before this process has
+    a ping of its own to send. True when it replays; never raises."""
+    try:
+        current = client or get_client()
+        if current.spool is None or current.settings.disabled:
+            return False
+        current.start()
+        return True
+    except Exception:
+        log_once(logger, logging.ERROR, "replay", "TelemHQ: cannot start replaying", exc_info=True)
+        return False
 
 
 def _after_fork_in_child() -> None:

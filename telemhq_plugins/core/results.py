@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 __all__ = ["DeliveryResult", "Outcome"]
 
-Outcome = Literal["delivered", "rejected", "failed", "dropped", "filtered", "spooled"]
+Outcome = Literal["delivered", "rejected", "failed", "dropped", "filtered", "spooled", "handed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +18,8 @@ class DeliveryResult:
     a redirect); not retried. ``failed``: retries exhausted, no spool. ``spooled``: kept on
     disk for a later replay. ``dropped``: queue full, or the server's circuit was open and
     there is no spool. ``filtered``: a plugin's ``telemhq_filter_ping`` dropped it.
+    ``handed``: the local agent acknowledged it (it is on the agent's disk; the agent
+    delivers it).
     """
 
     outcome: Outcome

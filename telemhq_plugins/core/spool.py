@@ -74,7 +74,9 @@ class Spool:
 
     Thread-safe; after ``fork`` the child opens its own connection (SQLite connections must
     not cross a fork). ``clock`` is wall-clock time (``time.time``) because rows outlive the
-    process that wrote them.
+    process that wrote them. ``durable``: every write is synced to disk before it returns
+    (``synchronous=FULL``; the agent acknowledges pings only then), instead of at WAL
+    checkpoints (a power loss may then lose the last writes; a crashed process does not).
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class Spool:
         max_bytes: int = 0,
         busy_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
+        durable: bool = False,
     ) -> None:
         self.path = Path(directory) / SPOOL_FILENAME
         self.max_rows = max_rows
@@ -92,6 +95,7 @@ class Spool:
         self.max_bytes = max_bytes
         self.dropped = 0
         self._busy_timeout = busy_timeout
+        self._synchronous = "FULL" if durable else "NORMAL"
         self._clock = clock
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
@@ -116,7 +120,7 @@ class Spool:
             )
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute(f"PRAGMA synchronous={self._synchronous}")
                 conn.executescript(_SCHEMA)
             except BaseException:
                 conn.close()
@@ -178,6 +182,17 @@ class Spool:
         ``claim_for``: the caller is still retrying it and holds the claim that long, so no
         other process replays it meanwhile. False when the spool could not be written.
         """
+        return self.add_many([(ping_id, url, body)], delay=delay, claim_for=claim_for)
+
+    def add_many(
+        self,
+        pings: list[tuple[str, str, bytes]],
+        *,
+        delay: float = 0.0,
+        claim_for: float | None = None,
+    ) -> bool:
+        """:meth:`add` for several ``(ping_id, url, body)`` in one transaction: all are
+        stored or none (False)."""
 
         def add(conn: sqlite3.Connection) -> bool:
             now = self._clock()
@@ -185,11 +200,14 @@ class Spool:
             claimed_until = now + claim_for if claim_for is not None else None
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.execute(
+                conn.executemany(
                     "INSERT OR IGNORE INTO pings"
                     " (ping_id, url, body, created_at, next_at, claimed_by, claimed_until)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (ping_id, url, body, now, now + delay, claimed_by, claimed_until),
+                    [
+                        (ping_id, url, body, now, now + delay, claimed_by, claimed_until)
+                        for ping_id, url, body in pings
+                    ],
                 )
                 (count,) = conn.execute("SELECT count(*) FROM pings").fetchone()
                 # Both bounds drop the oldest rows: as many as the tighter one needs.
@@ -258,6 +276,29 @@ class Spool:
         """Forget a ping: it was delivered, or the server refused it for good."""
         self._execute("delete", "DELETE FROM pings WHERE ping_id = ?", (ping_id,))
 
+    def delete_many(self, ping_ids: list[str]) -> None:
+        """:meth:`delete` for several pings, in one transaction."""
+
+        def delete(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany("DELETE FROM pings WHERE ping_id = ?", [(i,) for i in ping_ids])
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        self._run("delete", None, delete)
+
+    def unclaim_all(self) -> None:
+        """Release every claim, due at once: for the spool's only user (the agent, which
+        holds its lock) at start, when no claim of an earlier process can still be live."""
+        self._execute(
+            "release",
+            "UPDATE pings SET claimed_by = NULL, claimed_until = NULL, next_at = ?",
+            (self._clock(),),
+        )
+
     def release(self, ping_id: str, delay: float, *, attempted: bool = True) -> None:
         """Give a claimed ping back, due again in ``delay`` seconds (``attempted``: it was just
         tried and failed, count it; False: it was not tried, e.g. the endpoint is cooling down)."""
@@ -280,6 +321,16 @@ class Spool:
         """Rows in the spool, claimed or not (-1 when the file cannot be read)."""
         return self._run(
             "count", -1, lambda conn: int(conn.execute("SELECT count(*) FROM pings").fetchone()[0])
+        )
+
+    def body_bytes(self) -> int:
+        """Bytes of ping bodies in the spool (-1 when the file cannot be read)."""
+        return self._run(
+            "count",
+            -1,
+            lambda conn: int(
+                conn.execute("SELECT coalesce(sum(length(body)), 0) FROM pings").fetchone()[0]
+            ),
         )
 
     def next_due(self) -> float | None:

@@ -42,7 +42,7 @@ from dagster import (
 )
 
 from telemhq_plugins.core.config import env_flag
-from telemhq_plugins.core.delivery import Client, get_client
+from telemhq_plugins.core.delivery import Client, get_client, keep_replaying
 from telemhq_plugins.core.logs import capture_internal_errors
 from telemhq_plugins.core.payload import ErrorInfo, Status
 from telemhq_plugins.core.policy import JobPolicy, resolve_policy
@@ -109,6 +109,7 @@ class RunReporter:
             return
         resource = resource_in(context.repository_def)
         client = resource.client() if resource is not None else get_client()
+        keep_replaying(client)  # this process lives on: it replays what ended steps spooled
         target = resolve_target(job, token=policy.token or self.token, client=client)
         if target is None:
             return

@@ -200,7 +200,7 @@ def flow_event(event: FlowEvent, flow: Any, flow_run: Any, state: Any, options: 
             # After a SIGTERM Prefect re-raises the signal with the default handler: the
             # process ends without running ``atexit``, so deliver now (bounded).
             if current is not None:
-                current.client.flush()
+                current.client.flush_or_spool()
 
 
 def _close_tasks_of(flow_run_id: str, status: Status, state: Any) -> None:
@@ -258,7 +258,7 @@ def _crash(run_id: str, exc: BaseException | None, state: Any) -> None:
     if ended is not None and isinstance(exc, TerminationSignal):
         # Prefect ends a process stopped by SIGTERM by re-raising the signal, and ``atexit``
         # never runs: deliver now (bounded), whether or not the flow's run is monitored.
-        ended.client.flush()
+        ended.client.flush_or_spool()
 
 
 class StateHook:

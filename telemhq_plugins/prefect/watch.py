@@ -43,7 +43,7 @@ from prefect.events.filters import (
     EventOrder,
 )
 
-from telemhq_plugins.core.delivery import Client, get_client
+from telemhq_plugins.core.delivery import Client, get_client, keep_replaying
 from telemhq_plugins.core.logs import capture_internal_errors
 from telemhq_plugins.core.payload import ErrorInfo, Status
 from telemhq_plugins.core.policy import JobPolicy
@@ -387,6 +387,7 @@ class Watcher:
     async def run(self) -> None:
         """Follow events until :meth:`stop`; reconnect (with a backfill from the cursor) when
         the Prefect API goes away."""
+        keep_replaying(self.client)  # what flow-run processes spooled at their end
         ticker = asyncio.create_task(self._ticking())
         try:
             while not self._stop.is_set():
