@@ -155,8 +155,14 @@ def run(
     runs = len(times["direct"]) + len(times["agent"]) + 2
     stored = len(wait_for_runs(server, f"bench-{args.tasks}-t000", runs, timeout=120))
     assert stored == runs, f"expected {runs} pings for one task, got {stored}"
+    handed = clients["agent"].stats()
+    assert handed["handed"] > 0, handed
     print_comparison("a run of the DAG", times, per_run=args.tasks, unit="task", rtt_ms=args.rtt)
-    print(f"\nthe agent, at the end: {agent.status().strip()}")
+    print(
+        f"\nagent mode: {handed['handed']} pings handed to the agent, "
+        f"{handed['delivered']} delivered directly (the agent took longer than 50 ms)"
+    )
+    print(f"the agent: {agent.summary()}")
     for client in clients.values():
         client.close(10)
     return 0

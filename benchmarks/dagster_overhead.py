@@ -165,11 +165,14 @@ def delivery(args: argparse.Namespace) -> int:
             last = slugify(f"bench_mp.step_{args.ops - 1:03d}")
             stored = len(wait_for_runs(server, last, runs, timeout=120))
             assert stored == runs, f"expected {runs} pings of {last}, the server has {stored}"
-            status = agent.status()
+            handed = agent.status()["acked"]
+            status = agent.summary()
 
     print_comparison("the job's wall time", times, per_run=args.ops, unit="step", rtt_ms=args.rtt)
     print_comparison("a step process's end", exits, per_run=1, unit="step", rtt_ms=args.rtt)
-    print(f"\nthe agent, at the end: {status.strip()}")
+    agent_pings = (len(times["agent"]) + 1) * args.ops
+    print(f"\nagent mode: {handed} of {agent_pings} pings acknowledged by the agent")
+    print(f"the agent: {status}")
     return 0
 
 

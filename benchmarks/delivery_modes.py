@@ -19,6 +19,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -26,8 +27,11 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import delay_proxy
+
+from telemhq_plugins.core.agent.protocol import encode_request, read_reply
 
 __all__ = ["MODES", "LocalAgent", "alternating", "print_comparison", "remote"]
 
@@ -83,17 +87,21 @@ class LocalAgent:
             time.sleep(0.05)
         return self
 
-    def status(self) -> str:
-        """What ``telemhq agent status`` prints about this agent."""
-        done = subprocess.run(
-            [_telemhq(), "agent", "status", "--socket", self.socket],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        return done.stdout + done.stderr
+    def status(self) -> dict[str, Any]:
+        """The agent's counters (what ``telemhq agent status`` prints), asked on its socket:
+        cheap enough to poll."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(30)
+            sock.connect(self.socket)
+            sock.sendall(encode_request({"op": "status"}))
+            status: dict[str, Any] = read_reply(sock)["status"]
+        return status
+
+    def summary(self) -> str:
+        """The counters that say what went through the agent, on one line."""
+        status = self.status()
+        names = ("received", "acked", "refused", "delivered", "retrying", "spool_pings")
+        return ", ".join(f"{name} {status[name]}" for name in names)
 
     def log(self) -> str:
         return (self.folder / "agent.log").read_text(errors="replace")
