@@ -119,8 +119,8 @@ class TelemHQListener:
 
     @hookimpl
     def on_starting(self, component: Any) -> None:
-        # The scheduler and the triggerer live on: they replay what task processes spooled
-        # (a short TELEMHQ_FLUSH_TIMEOUT). A task process only sends its own pings.
+        # The scheduler lives on: it replays what task processes spooled (a short
+        # TELEMHQ_FLUSH_TIMEOUT). A task process only sends its own pings.
         with capture_internal_errors("airflow.listener.on_starting"):
             if not type(component).__name__.startswith("Task"):  # TaskRunnerMarker
                 keep_replaying()

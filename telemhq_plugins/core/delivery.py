@@ -89,6 +89,7 @@ from telemhq_plugins.core.spool import Spool
 from telemhq_plugins.core.transport import HttpTransport
 
 __all__ = [
+    "PRESTORED_LEASE",
     "Client",
     "DeliveryResult",
     "current_client",
@@ -105,6 +106,9 @@ _REPLAY_AFTER_SUCCESS: Final = 1.0  # at most one replay pass per second trigger
 _REPLAY_BATCH: Final = 20
 _LINGER: Final = 0.05  # one linger step: seconds the worker waits for more pings to batch
 _MAX_LINGER: Final = 1.0  # the longest the worker lingers for a full batch, in all
+#: seconds a prestored client's row stays claimed while it waits in the outbox or is sent (it
+#: is released sooner once tried); the claim keeps the replay from queuing it twice
+PRESTORED_LEASE: Final = 300.0
 
 
 class _TooLarge(Exception):
@@ -332,9 +336,15 @@ class Client:
     def _spool_pending(self) -> None:
         """Exit with a slow or dead server: keep the in-flight ping and the queue on disk."""
         assert self.spool is not None
+        if self._prestored:
+            # Every ping is a row already; the next start of the agent releases their claims.
+            self._outbox.pop_all()
+            return
         inflight = self._inflight
         if inflight is not None:
             self.spool.add(*inflight)
+            # Written ahead with this process's claim: free it for any process to replay.
+            self.spool.release(inflight[0], 0.0, attempted=False)
         for ping_id, url, body, _ in self._inflight_batch:
             self.spool.add(ping_id, url, body)
         for source, url in self._outbox.pop_all():
@@ -420,7 +430,7 @@ class Client:
 
         The pings are made here, not on the job's thread (``Run.finish`` queues the run): as
         ``Ping`` objects only when a plugin hook wants them, else straight to their bodies."""
-        if len(items) == 1 and self.agent is None:
+        if len(items) == 1 and self.agent is None and not self._prestored:
             source, url = items[0]
             return self._deliver(source.to_ping(), url).ok
         want_results = has_result_hooks()
@@ -664,6 +674,8 @@ class Client:
         spool = self.spool
         assert spool is not None
         now = time.monotonic()
+        if self._prestored:
+            return self._requeue(spool, now)
         batch = spool.claim(_REPLAY_BATCH, lease=_REPLAY_BATCH * self.settings.timeout + 10.0)
         want_results = has_result_hooks()
         for item in batch:
@@ -689,6 +701,19 @@ class Client:
         due = spool.next_due()
         wait = self._replay_interval if due is None else min(self._replay_interval, due)
         # Never spin: a full batch or a row due right now still waits a little.
+        return max(now + 0.1, time.monotonic() + wait)
+
+    def _requeue(self, spool: Spool, now: float) -> float:
+        """A prestored client's replay: due rows go back through the outbox (claimed while
+        they are there), so they are sent in batches like live pings, with the same retries
+        and breaker. Returns the monotonic time of the next pass."""
+        room = min(self.settings.queue_size - len(self._outbox), BATCH_MAX_PINGS)
+        if room > 0:
+            for item in spool.claim(room, lease=PRESTORED_LEASE):
+                self._outbox.put((item, item.url))
+                self.replayed += 1
+        due = spool.next_due()
+        wait = self._replay_interval if due is None else min(self._replay_interval, due)
         return max(now + 0.1, time.monotonic() + wait)
 
     @staticmethod

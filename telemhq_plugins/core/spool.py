@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Final, TypeVar
 
 from telemhq_plugins.core.logs import log_once
+from telemhq_plugins.core.payload import Ping
 
 __all__ = ["SPOOL_FILENAME", "Spool", "SpooledPing"]
 
@@ -61,12 +62,20 @@ CREATE INDEX IF NOT EXISTS pings_age ON pings (created_at);
 
 @dataclass(frozen=True, slots=True)
 class SpooledPing:
-    """A claimed row: the request to replay, exactly as it was first attempted."""
+    """A claimed row: the request to replay, exactly as it was first attempted. It is also
+    a ping source (``encode``, ``to_ping``) that delivery's outbox takes."""
 
     ping_id: str
     url: str
     body: bytes
-    attempts: int
+    attempts: int = 0
+
+    def encode(self) -> tuple[str, bytes]:
+        return self.ping_id, self.body
+
+    def to_ping(self) -> Ping:
+        """The ping its body was made from (ValueError when it is not a ping body)."""
+        return Ping.from_json(self.body)
 
 
 class Spool:
@@ -220,7 +229,8 @@ class Spool:
                     )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # a failed COMMIT (a full disk) has rolled back
+                    conn.execute("ROLLBACK")
                 raise
             if excess > 0:
                 self.dropped += excess
@@ -285,7 +295,8 @@ class Spool:
                 conn.executemany("DELETE FROM pings WHERE ping_id = ?", [(i,) for i in ping_ids])
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # a failed COMMIT (a full disk) has rolled back
+                    conn.execute("ROLLBACK")
                 raise
 
         self._run("delete", None, delete)
@@ -332,6 +343,17 @@ class Spool:
                 conn.execute("SELECT coalesce(sum(length(body)), 0) FROM pings").fetchone()[0]
             ),
         )
+
+    def reusable_bytes(self) -> int:
+        """Bytes of the file's free pages (left by deleted rows): room for new rows that the
+        file takes without growing (0 when the file cannot be read)."""
+
+        def reusable(conn: sqlite3.Connection) -> int:
+            (pages,) = conn.execute("PRAGMA freelist_count").fetchone()
+            (size,) = conn.execute("PRAGMA page_size").fetchone()
+            return int(pages) * int(size)
+
+        return self._run("read", 0, reusable)
 
     def next_due(self) -> float | None:
         """Seconds until the next unclaimed row is due (0 if one is due now), None if empty."""

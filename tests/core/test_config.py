@@ -226,6 +226,7 @@ def test_every_documented_setting_is_accepted_in_the_file_in_lower_case(tmp_path
         "disabled": "false", "send_start": "true", "timeout": "3", "max_retries": "0",
         "queue_size": "10", "flush_timeout": "1", "spool_max_bytes": "0",
         "replay_interval": "5", "base_url": '"http://127.0.0.1:1"', "ping_url": '"http://x/ping/u"',
+        "agent": '"auto"',
     }  # fmt: skip
     names = [name for name in _documented_variables() if name != "TELEMHQ_CONFIG"]
     assert "TELEMHQ_API_KEY" in names

@@ -13,6 +13,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,8 +26,11 @@ from telemhq_plugins.core.hookspecs import hookimpl
 from telemhq_plugins.core.payload import Ping
 from telemhq_plugins.core.plugins import plugin_manager
 from telemhq_plugins.core.retry import retry_after
+from telemhq_plugins.core.spool import Spool
 from tests.core.http_receiver import Receiver, Reply, blackhole, free_port
 from tests.core.recording import Results, close_after_test
+from tests.kit import HeldEndpoint, client_for, new_ping_key, wait_for_runs, wait_until
+from tests.live_server import LiveServer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -564,3 +568,48 @@ def test_current_client_reads_the_process_client_without_creating_one() -> None:
         assert delivery.get_client() is client
     finally:
         delivery.set_client(previous)
+
+
+def test_a_short_exit_flush_spools_the_rest_and_a_long_lived_process_replays_it(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    """``TELEMHQ_FLUSH_TIMEOUT=0.2`` with a spool: a process whose server is slow waits 0.2 s
+    at exit and leaves its ping in the spool; a long-lived process (``keep_replaying``)
+    delivers it, once."""
+    key = new_ping_key(live_server)
+    spool_dir = tmp_path / "spool"
+    with HeldEndpoint(live_server.base_url) as held:  # the short-lived process's server hangs
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("TELEMHQ_")},
+            "TELEMHQ_CONFIG": os.devnull,
+            "TELEMHQ_BASE_URL": held.url,
+            "TELEMHQ_PING_KEY": key,
+            "TELEMHQ_SPOOL_DIR": str(spool_dir),
+            "TELEMHQ_FLUSH_TIMEOUT": "0.2",
+            "TELEMHQ_TIMEOUT": "30",
+        }
+        code = (
+            "from telemhq_plugins.core.runs import start_run\n"
+            "start_run('short-exit', run_id='short-1').finish('success')\n"
+        )
+        subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
+        assert Spool(spool_dir).count() == 1
+        held.release()
+        replayer = client_for(live_server, spool_dir=str(spool_dir), replay_interval=0.5)
+        try:
+            assert delivery.keep_replaying(replayer)
+            wait_until(lambda: replayer.stats()["replayed"] == 1, "the replay")
+        finally:
+            replayer.close()
+    (run,) = wait_for_runs(live_server, "short-exit", 1)
+    assert run["run_id"] == "short-1"
+    assert Spool(spool_dir).count() == 0
+
+
+def test_keep_replaying_does_nothing_without_a_spool(live_server: LiveServer) -> None:
+    client = client_for(live_server)
+    try:
+        assert not delivery.keep_replaying(client)
+        assert client.stats()["queued"] == 0
+    finally:
+        client.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import socket
 import sys
@@ -80,6 +81,7 @@ def agent_command(args: argparse.Namespace, out: IO[str]) -> int:
         tcp=tcp,
         max_bytes=args.max_bytes,
     )
+    _log_to_stderr()
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -100,6 +102,17 @@ def agent_command(args: argparse.Namespace, out: IO[str]) -> int:
     agent.stop()
     print("telemhq agent: stopped", file=sys.stderr, flush=True)
     return 0
+
+
+def _log_to_stderr() -> None:
+    """The agent is a service: its warnings (a server down, a spool that cannot be written)
+    go to stderr, for the service manager's journal."""
+    log = logging.getLogger("telemhq")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
 
 
 def _status(args: argparse.Namespace, out: IO[str]) -> int:

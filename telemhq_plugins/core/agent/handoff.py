@@ -3,8 +3,9 @@
 One connection per process, opened on first use and kept. Every failure (no socket, a dead
 agent, a refusal, no answer within :data:`ACK_TIMEOUT`) returns False and the caller delivers
 the pings itself, as it would without an agent; the agent is then left alone for
-:data:`COOL_DOWN` seconds, so a hung agent costs one ``ACK_TIMEOUT`` per cool-down, and an
-absent one a failed ``connect`` (microseconds).
+:data:`COOL_DOWN` seconds (not after a refusal of these pings only: a URL of another
+server), so a hung agent costs one ``ACK_TIMEOUT`` per cool-down, and an absent one a failed
+``connect`` (microseconds).
 
 A timeout after the agent kept the pings means both deliver them: the server drops the second
 copy by ``ping_id``.
@@ -31,6 +32,17 @@ ACK_TIMEOUT: Final = 0.05
 COOL_DOWN: Final = 5.0
 
 
+#: no SIGPIPE when the agent went away: a process that restored its default action (some
+#: command-line programs do) would be killed by it, with its job
+_NO_SIGNAL: Final = getattr(socket, "MSG_NOSIGNAL", 0)
+
+
+def _send(sock: socket.socket, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[sock.send(view, _NO_SIGNAL) :]
+
+
 class AgentLink:
     """One process's connection to the agent at ``address``. Used by the delivery thread
     only (not thread-safe)."""
@@ -49,19 +61,26 @@ class AgentLink:
         (they are on its disk), False when the caller must deliver them. Never raises."""
         if time.monotonic() < self._skip_until:
             return False
-        try:
-            sock = self._sock or self._connect()
-            if sock is None:
-                return self._missed(None)
-            sock.sendall(pings_request(pings))
-            reply = read_reply(sock)
-        except (OSError, ProtocolError) as exc:
-            self.close()
-            return self._missed(f"{type(exc).__name__}: {exc}")
+        request = pings_request(pings)
+        while True:
+            reused = self._sock is not None
+            try:
+                sock = self._sock or self._connect()
+                if sock is None:
+                    return self._missed(None)
+                _send(sock, request)
+                reply = read_reply(sock)
+                break
+            except (OSError, ProtocolError) as exc:
+                self.close()
+                if reused and not isinstance(exc, TimeoutError):
+                    continue  # the agent restarted since: once more on a new connection
+                return self._missed(f"{type(exc).__name__}: {exc}")
         if reply.get("ok") is True:
             self.handed += 1
             return True
-        return self._missed(f"refused: {reply.get('error', 'no reason given')}")
+        why = f"refused: {reply.get('error', 'no reason given')}"
+        return self._missed(why, cool_down=reply.get("cool_down") is not False)
 
     def _connect(self) -> socket.socket | None:
         address = self.address
@@ -97,9 +116,10 @@ class AgentLink:
         self._sock = sock
         return sock
 
-    def _missed(self, why: str | None) -> bool:
+    def _missed(self, why: str | None, *, cool_down: bool = True) -> bool:
         self.missed += 1
-        self._skip_until = time.monotonic() + COOL_DOWN
+        if cool_down:
+            self._skip_until = time.monotonic() + COOL_DOWN
         if why is not None:
             log_once(
                 logger,

@@ -9,7 +9,9 @@ Requests (``op`` in the header):
 * ``{"op": "pings", "pings": [[ping_id, url, size], ...]}``: the body is the pings' JSON
   bodies one after the other (``size`` bytes each). The reply ``{"ok": true, "acked": N}``
   means all N are written to the agent's spool and synced to disk; ``{"ok": false,
-  "error": "..."}`` means none was kept (the sender delivers them itself).
+  "error": "...", "cool_down": bool}`` means none was kept (the sender delivers them
+  itself); ``cool_down`` false: the refusal is about these pings (a URL the agent does not
+  serve), not the agent's state, so the next batch may be handed over at once.
 * ``{"op": "status"}``: the reply is ``{"ok": true, "status": {...counters}}``.
 """
 

@@ -2,8 +2,9 @@
 and delivers them with the client's own machinery.
 
 * A request's pings are checked (:func:`allowed_url`: only ping URLs of the server this agent
-  was configured with), written to the spool in one transaction with ``synchronous=FULL``
-  (the write is on disk when it returns), and only then acknowledged.
+  was configured with), written to the spool with ``synchronous=FULL`` (the write is on disk
+  when it returns; requests that arrive together share one transaction:
+  :mod:`~telemhq_plugins.core.agent.commit`), and only then acknowledged.
 * They are then queued on a :class:`~telemhq_plugins.core.delivery.Client` made for the agent
   (``prestored``): batching, retries, circuit breaker, ``Retry-After`` as in any process; a
   ping is deleted from the spool once the server settled it, released there for replay
@@ -21,30 +22,31 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
 import orjson
 
+from telemhq_plugins.core.agent.commit import GroupCommit
 from telemhq_plugins.core.agent.listen import Listener, listen_tcp, listen_unix
 from telemhq_plugins.core.agent.lock import SpoolLock
 from telemhq_plugins.core.agent.paths import default_socket_path
 from telemhq_plugins.core.agent.protocol import ProtocolError, split_pings
 from telemhq_plugins.core.config import Settings
-from telemhq_plugins.core.delivery import Client
-from telemhq_plugins.core.payload import Ping
-from telemhq_plugins.core.spool import Spool
+from telemhq_plugins.core.delivery import PRESTORED_LEASE, Client
+from telemhq_plugins.core.spool import Spool, SpooledPing
 
-__all__ = ["Agent", "allowed_url"]
+__all__ = ["DISK_RESERVE", "Agent", "allowed_url"]
 
 logger = logging.getLogger("telemhq")
 
-#: seconds a ping handed to the delivery thread stays claimed in the spool (so the replay
-#: does not send it a second time meanwhile); it is released sooner once tried
-_LEASE: Final = 300.0
 #: the agent keeps every acknowledged ping: the row bound of the spool is a safeguard only
 _MAX_ROWS: Final = 10_000_000
+#: free bytes the disk keeps for the agent to drain its spool: deleting delivered rows and
+#: checkpointing the write-ahead log (up to SQLite's 1,000 pages before a checkpoint) take
+#: room too, so pings are refused below it rather than stuck on a disk filled to the last byte
+DISK_RESERVE: Final = 8 << 20
 #: what may follow ``<base>/ping/``: a token, or a ping key and a slug
 _PING_PATH: Final = re.compile(r"[A-Za-z0-9._~%+-]+(/[A-Za-z0-9._~%+-]+)*")
 
@@ -58,20 +60,6 @@ def allowed_url(url: str, base_url: str) -> bool:
         return False
     rest = url[len(prefix) :]
     return bool(_PING_PATH.fullmatch(rest)) and ".." not in rest.split("/")
-
-
-@dataclass(frozen=True, slots=True)
-class _Stored:
-    """A ping the agent holds: its id and body, as the client sent them."""
-
-    ping_id: str
-    body: bytes
-
-    def encode(self) -> tuple[str, bytes]:
-        return self.ping_id, self.body
-
-    def to_ping(self) -> Ping:
-        return Ping.from_json(self.body)
 
 
 class Agent:
@@ -101,6 +89,7 @@ class Agent:
         self.acked = 0
         self.refused = 0
         self.spool: Spool | None = None
+        self.commit: GroupCommit | None = None
         self.client: Client | None = None
 
     def start(self) -> None:
@@ -113,6 +102,7 @@ class Agent:
             spool.unclaim_all()
             _sync_dir(self.spool_dir)  # the spool's files exist on disk from now on
             self.spool = spool
+            self.commit = GroupCommit(spool, PRESTORED_LEASE)
             self._bytes = max(0, spool.body_bytes())
             if self.socket_path is not None:
                 private = self.socket_path == default_socket_path()
@@ -157,15 +147,17 @@ class Agent:
         size = sum(len(body) for _, _, body in pings)
         with self._count_lock:
             self.received += len(pings)
-        why = self._refusal(pings, size)
+        unacceptable = self._unacceptable(pings)
+        why = unacceptable or self._no_room(size)
         if why is None:
-            assert self.spool is not None
-            if not self.spool.add_many(pings, claim_for=_LEASE):
+            assert self.commit is not None
+            if not self.commit.write(pings):
                 why = "the spool cannot be written (disk full?)"
         if why is not None:
             with self._count_lock:
                 self.refused += len(pings)
-            return {"ok": False, "error": why}
+            # Pings it may not take say nothing of the agent: the client need not pass it over.
+            return {"ok": False, "error": why, "cool_down": unacceptable is None}
         with self._count_lock:
             self.acked += len(pings)
             self._bytes += size
@@ -173,19 +165,28 @@ class Agent:
         assert client is not None
         assert self.spool is not None
         for ping_id, url, body in pings:
-            if not client.enqueue(_Stored(ping_id, body), url):
+            if not client.enqueue(SpooledPing(ping_id, url, body), url):
                 self.spool.release(ping_id, 0.0, attempted=False)  # the replay sends it
         return {"ok": True, "acked": len(pings)}
 
-    def _refusal(self, pings: list[tuple[str, str, bytes]], size: int) -> str | None:
-        """Why the agent does not take ``pings`` (None: it does)."""
-        if self._stopping or self.spool is None:
-            return "the agent is stopping"
+    def _unacceptable(self, pings: list[tuple[str, str, bytes]]) -> str | None:
+        """Why the agent may not take these pings, whatever its state (None: it may)."""
         for _, url, body in pings:
             if not allowed_url(url, self.settings.base_url):
                 return f"not a ping URL of {self.settings.base_url}: {url[:200]}"
             if not body.startswith(b"{"):
                 return "a ping body is not a JSON object"
+        return None
+
+    def _no_room(self, size: int) -> str | None:
+        """Why the agent takes no ``size`` more bytes now (None: it does)."""
+        if self._stopping or self.spool is None:
+            return "the agent is stopping"
+        free = _free_bytes(self.spool_dir)
+        if free is not None and free - size < DISK_RESERVE:
+            free += self.spool.reusable_bytes()  # rows deleted since: room inside the file
+        if free is not None and free - size < DISK_RESERVE:
+            return f"the disk of the spool is full ({free} bytes free)"
         if self.max_bytes and self._bytes + size > self.max_bytes:
             # The estimate only grows between measures: measure before refusing.
             measured = self.spool.body_bytes()
@@ -217,9 +218,19 @@ class Agent:
                 "dropped": spool.dropped if spool is not None else 0,
                 "spool_pings": spool.count() if spool is not None else 0,
                 "spool_bytes": spool_bytes,
+                "writes": self.commit.writes if self.commit is not None else 0,
                 "max_bytes": self.max_bytes,
                 "time": time.time(),
             }
+
+
+def _free_bytes(directory: Path) -> int | None:
+    """Bytes free for this user on the disk of ``directory`` (None when it cannot tell)."""
+    try:
+        info = os.statvfs(directory)
+    except OSError:
+        return None
+    return info.f_bavail * info.f_frsize
 
 
 def _sync_dir(directory: Path) -> None:

@@ -15,13 +15,23 @@ from typing import Any
 from telemhq_plugins.core.agent.handoff import AgentLink
 from telemhq_plugins.core.agent.paths import AgentAddress
 from telemhq_plugins.core.agent.protocol import encode_request, read_reply
+from telemhq_plugins.core.delivery import Client
 from telemhq_plugins.core.payload import Ping
-from tests.kit import wait_until
-from tests.live_server import dies_with_parent
+from tests.kit import client_for, wait_until
+from tests.live_server import LiveServer, dies_with_parent
 
-__all__ = ["AgentProcess", "agent_status", "hand", "ping_triple"]
+__all__ = ["AgentProcess", "agent_status", "hand", "job_client", "ping_triple"]
 
 TELEMHQ = [sys.executable, "-m", "telemhq_plugins.core.cli"]
+
+
+def job_client(server: LiveServer, key: str, job: str, agent: str) -> tuple[Client, str]:
+    """A client of ``server`` (ping key ``key``) with ``TELEMHQ_AGENT=agent``, and the ping
+    URL of ``job``."""
+    client = client_for(server, ping_key=key, agent=agent)
+    url = client.settings.ping_url_for(job)
+    assert url is not None
+    return client, url
 
 
 def ping_triple(url: str, run_id: str) -> tuple[str, str, bytes]:

@@ -18,8 +18,8 @@ import pytest
 from telemhq_plugins.core.agent.server import allowed_url
 from telemhq_plugins.core.payload import Ping
 from telemhq_plugins.core.spool import SPOOL_FILENAME, Spool
-from tests.core.agent.kit import TELEMHQ, AgentProcess, hand, ping_triple
-from tests.kit import HeldEndpoint, client_for, new_ping_key, wait_for_runs, wait_until
+from tests.core.agent.kit import TELEMHQ, AgentProcess, hand, job_client, ping_triple
+from tests.kit import HeldEndpoint, new_ping_key, wait_for_runs, wait_until
 from tests.live_server import LiveServer
 
 
@@ -28,9 +28,7 @@ def test_pings_handed_to_the_agent_are_stored_by_the_server(
 ) -> None:
     key = new_ping_key(live_server)
     with AgentProcess(live_server.base_url, tmp_path) as agent:
-        client = client_for(live_server, ping_key=key, agent=str(agent.socket))
-        url = client.settings.ping_url_for("agent-job")
-        assert url is not None
+        client, url = job_client(live_server, key, "agent-job", str(agent.socket))
         for n in range(3):
             client.enqueue(Ping(status="success", run_id=f"agent-{n}"), url)
         client.close()
@@ -68,9 +66,7 @@ def test_a_socket_path_that_reaches_no_agent_costs_nothing_but_direct_delivery(
     agent.kill()  # its socket file stays: connections to it are refused
     assert agent.socket.exists()
     for path in (agent.socket, tmp_path / "never" / "agent.sock"):
-        client = client_for(live_server, ping_key=key, agent=str(path))
-        url = client.settings.ping_url_for("no-agent-job")
-        assert url is not None
+        client, url = job_client(live_server, key, "no-agent-job", str(path))
         client.enqueue(Ping(status="success", run_id=f"direct-{path.parent.name}"), url)
         client.close()
         assert client.stats()["handed"] == 0
@@ -90,9 +86,7 @@ def test_an_agent_that_does_not_answer_is_passed_over(
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as hung:
         hung.bind(str(path))
         hung.listen(8)  # connections wait in the backlog: connect succeeds, no reply comes
-        client = client_for(live_server, ping_key=key, agent=str(path))
-        url = client.settings.ping_url_for("hung-agent-job")
-        assert url is not None
+        client, url = job_client(live_server, key, "hung-agent-job", str(path))
         client.enqueue(Ping(status="success", run_id="hung-1"), url)
         client.close()
     assert client.stats()["handed"] == 0
@@ -107,7 +101,7 @@ def test_a_full_agent_refuses_and_the_client_delivers_itself(
     with AgentProcess(live_server.base_url, tmp_path, "--max-bytes", "400") as agent:
         url = f"{live_server.base_url}/ping/{key}/full-agent-job"
         assert hand(agent.socket, [ping_triple(url, "fits")])  # about 150 bytes: taken
-        client = client_for(live_server, ping_key=key, agent=str(agent.socket))
+        client, _ = job_client(live_server, key, "full-agent-job", str(agent.socket))
         for n in range(10):  # far more than 400 bytes: refused, all of it
             client.enqueue(Ping(status="success", run_id=f"refused-{n}"), url)
         client.close()
@@ -275,3 +269,36 @@ def test_sigint_stops_it_too(live_server: LiveServer, tmp_path: Path, signum: in
     assert agent.proc.wait(timeout=60) == 0
     assert not agent.socket.exists()
     assert os.path.exists(agent.spool)
+
+
+def test_a_ping_the_server_refuses_for_good_leaves_the_spool(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    with AgentProcess(live_server.base_url, tmp_path) as agent:
+        url = f"{live_server.base_url}/ping/no-such-token-here"  # 404: not retried
+        assert hand(agent.socket, [ping_triple(url, "unknown")])
+        wait_until(lambda: agent.status()["rejected"] == 1, "the server's refusal")
+        assert agent.status()["spool_pings"] == 0
+        assert agent.status()["delivered"] == 0
+
+
+def test_a_ping_for_another_server_goes_direct_and_the_next_batch_to_the_agent(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    """A process pinging two servers: the agent refuses what is not its server's, and the
+    client hands it the next batch all the same (no cool-down for such a refusal)."""
+    key = new_ping_key(live_server)
+    other = "http://localhost:" + live_server.base_url.rsplit(":", 1)[1]  # same server, other name
+    with AgentProcess(live_server.base_url, tmp_path) as agent:
+        client, url = job_client(live_server, key, "two-servers-job", str(agent.socket))
+        try:
+            elsewhere = url.replace(live_server.base_url, other)
+            client.enqueue(Ping(status="success", run_id="other"), elsewhere)
+            assert client.flush(10)
+            client.enqueue(Ping(status="success", run_id="own"), url)
+            assert client.flush(10)
+        finally:
+            client.close()
+        assert (client.stats()["delivered"], client.stats()["handed"]) == (1, 1)
+        runs = wait_for_runs(live_server, "two-servers-job", 2)
+        assert sorted(r["run_id"] for r in runs) == ["other", "own"]
