@@ -104,18 +104,23 @@ def running_daemon(
     block fails), then SIGTERM. Yields the instance (``DAGSTER_HOME`` set to ``path`` for the
     test) once the sensor's first tick is done: that tick only sets its cursor, so runs that
     end before it are never reported."""
-    log = (path / "daemon.log").open("wb")
-    daemon = subprocess.Popen(
-        dies_with_parent([str(BIN / "dagster-daemon"), "run", "-w", str(path / "workspace.yaml")]),
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        monkeypatch.setenv("DAGSTER_HOME", str(path))
-        with DagsterInstance.from_ref(DagsterInstance.get().get_ref()) as instance:
+    monkeypatch.setenv("DAGSTER_HOME", str(path))
+    # The instance's storage is created here, before the daemon starts: two processes creating
+    # a SQLite storage at once can both stamp its schema version, and neither opens it again.
+    with (
+        DagsterInstance.from_ref(DagsterInstance.get().get_ref()) as instance,
+        (path / "daemon.log").open("wb") as log,
+    ):
+        command = [str(BIN / "dagster-daemon"), "run", "-w", str(path / "workspace.yaml")]
+        daemon = subprocess.Popen(
+            dies_with_parent(command),
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
             wait_until(
                 lambda: sensor_cursor(instance),
                 "the sensor's first tick",
@@ -123,17 +128,16 @@ def running_daemon(
                 interval=0.5,
             )
             yield instance
-    except BaseException:
-        sys.stderr.write((path / "daemon.log").read_text(errors="replace")[-6000:])
-        raise
-    finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait(timeout=10)
-        log.close()
+        except BaseException:
+            sys.stderr.write((path / "daemon.log").read_text(errors="replace")[-6000:])
+            raise
+        finally:
+            os.killpg(daemon.pid, signal.SIGTERM)
+            try:
+                daemon.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(daemon.pid, signal.SIGKILL)
+                daemon.wait(timeout=10)
 
 
 def launch(path: Path, env: dict[str, str], job: str) -> None:
