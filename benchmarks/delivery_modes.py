@@ -133,7 +133,8 @@ def print_comparison(
     for mode, found in values.items():
         median = statistics.median(found)
         added = (median - plain) / per_run * 1000
+        ratio = f"{median / plain:7.3f}" if plain else f"{'-':>7}"
         print(
             f"{mode:8} {median:8.3f}s {min(found):8.3f}s {max(found):8.3f}s "
-            f"{median / plain:7.3f} {added:+13.1f} ms"
+            f"{ratio} {added:+13.1f} ms"
         )
