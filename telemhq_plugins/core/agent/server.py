@@ -31,7 +31,7 @@ import orjson
 from telemhq_plugins.core.agent.commit import GroupCommit
 from telemhq_plugins.core.agent.listen import Listener, listen_tcp, listen_unix
 from telemhq_plugins.core.agent.lock import SpoolLock
-from telemhq_plugins.core.agent.paths import default_socket_path
+from telemhq_plugins.core.agent.paths import AgentError, default_socket_path
 from telemhq_plugins.core.agent.protocol import ProtocolError, split_pings
 from telemhq_plugins.core.config import Settings
 from telemhq_plugins.core.delivery import PRESTORED_LEASE, Client
@@ -98,12 +98,17 @@ class Agent:
         self._lock.acquire()
         try:
             spool = Spool(self.spool_dir, max_rows=_MAX_ROWS, durable=True)
+            if spool.count() < 0:  # the error is logged
+                raise AgentError(f"cannot open the spool {spool.path}")
             # The lock makes this the spool's only user: claims of a dead agent are void.
             spool.unclaim_all()
             _sync_dir(self.spool_dir)  # the spool's files exist on disk from now on
             self.spool = spool
             self.commit = GroupCommit(spool, PRESTORED_LEASE)
             self._bytes = max(0, spool.body_bytes())
+            # Delivering before listening: a request may come the instant the socket exists.
+            self.client = Client(self.settings, spool=spool, prestored=True)
+            self.client.start()
             if self.socket_path is not None:
                 private = self.socket_path == default_socket_path()
                 self.listeners.append(
@@ -111,8 +116,6 @@ class Agent:
                 )
             if self.tcp is not None:
                 self.listeners.append(listen_tcp(*self.tcp, self.answer))
-            self.client = Client(self.settings, spool=spool, prestored=True)
-            self.client.start()
         except BaseException:
             self.stop(0)
             raise

@@ -20,7 +20,7 @@ from telemhq_plugins.core.payload import Ping
 from telemhq_plugins.core.spool import SPOOL_FILENAME, Spool
 from tests.core.agent.kit import TELEMHQ, AgentProcess, hand, job_client, ping_triple
 from tests.kit import HeldEndpoint, new_ping_key, wait_for_runs, wait_until
-from tests.live_server import LiveServer
+from tests.live_server import LiveServer, free_port
 
 
 def test_pings_handed_to_the_agent_are_stored_by_the_server(
@@ -302,3 +302,31 @@ def test_a_ping_for_another_server_goes_direct_and_the_next_batch_to_the_agent(
         assert (client.stats()["delivered"], client.stats()["handed"]) == (1, 1)
         runs = wait_for_runs(live_server, "two-servers-job", 2)
         assert sorted(r["run_id"] for r in runs) == ["other", "own"]
+
+
+def test_loopback_tcp_takes_pings_too(live_server: LiveServer, tmp_path: Path) -> None:
+    key = new_ping_key(live_server)
+    port = free_port()
+    with AgentProcess(live_server.base_url, tmp_path, "--tcp", f"127.0.0.1:{port}") as agent:
+        assert agent.status()["listening"] == [str(agent.socket), f"127.0.0.1:{port}"]
+        client, url = job_client(live_server, key, "tcp-agent-job", f"tcp://127.0.0.1:{port}")
+        client.enqueue(Ping(status="success", run_id="over-tcp"), url)
+        client.close()
+        assert client.stats()["handed"] == 1
+        wait_for_runs(live_server, "tcp-agent-job", 1)
+        proc = subprocess.run(
+            [*TELEMHQ, "agent", "status", "--tcp", f"127.0.0.1:{port}"],
+            env=agent.environment(), capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        assert json.loads(proc.stdout)["acked"] == 1
+
+
+def test_tcp_beyond_loopback_is_refused(live_server: LiveServer, tmp_path: Path) -> None:
+    agent = AgentProcess(live_server.base_url, tmp_path, "--tcp", "0.0.0.0:7717")
+    proc = subprocess.run(
+        agent.command(), env=agent.environment(), capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "expected a loopback HOST:PORT" in proc.stderr
+    assert not agent.socket.exists()
