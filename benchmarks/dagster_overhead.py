@@ -20,14 +20,16 @@ printed too: the hook's own cost, without the delivery thread's and the server's
 share this machine's cores here, and would not in production).
 
 With ``--rtt MS`` (or ``--multiprocess``), it measures delivery instead, as production pays it:
-``[--ops N] [--rounds R] [--concurrency C] [--rtt MS]``. The job runs on the multiprocess
-executor (``execute_job``; every step in a process of its own, which flushes its pings before
-it exits) in three modes: without hooks (``plain``), with ``telemhq_hooks()`` delivering to
-the server itself (``direct``) and with them handing the pings to a local ``telemhq agent``
-(``agent``). The server is reached through a loopback proxy adding ``MS`` per round trip (a
-server across a network; ``delay_proxy.py``), in both monitored modes. Modes alternate as
-above; prints each mode's median wall time per run, its ratio to ``plain`` and the time added
-per step, and checks every step's pings were stored (through the agent: that it counted them).
+``[--ops N] [--rounds R] [--rtt MS]``. The job runs on the multiprocess executor
+(``execute_job``; every step in a process of its own, which flushes its pings before it exits,
+one step at a time) in three modes: with a hook that does nothing (``plain``), with
+``telemhq_hooks()`` delivering to the server itself (``direct``), and with them handing the
+pings to a local ``telemhq agent`` (``agent``). The server is reached through a loopback proxy
+adding ``MS`` per round trip (a server across a network; ``delay_proxy.py``), in both
+monitored modes. Modes alternate as above; prints each mode's median wall time per run and
+per step process's end (from its last event to the executor's next, apart from the seconds a
+new Python process takes to start), its ratio to ``plain`` and the time added per step, and
+checks every step's pings were stored (through the agent: that it counted them).
 """
 
 from __future__ import annotations
@@ -93,7 +95,9 @@ def delivery_job(ops: int, monitored: bool) -> JobDefinition:
     return build_graph(ops).to_job(
         name="bench_mp" if monitored else "bench_mp_plain",
         executor_def=multiprocess_executor,
-        hooks=telemhq_hooks() if monitored else set(),
+        # Without monitoring, a hook that does nothing: every mode's steps then end with a
+        # hook event, from which a step process's end is measured.
+        hooks=telemhq_hooks() if monitored else {HookDefinition(name="noop", hook_fn=noop_hook)},
     )
 
 
