@@ -95,7 +95,7 @@ test: lint test-core test-server test-reliability test-security test-celery test
 demo: env-celery env-prefect env-dagster env-airflow
 	.venvs/celery/bin/python -m demo $(DEMO_ARGS)
 
-bench: env-celery env-core env-airflow env-prefect env-dagster wrk
+bench: env-celery env-core env-server env-airflow env-prefect env-dagster wrk
 	.venvs/core/bin/python benchmarks/core.py
 	.venvs/server/bin/python benchmarks/ingest.py
 	.venvs/server/bin/python benchmarks/lineage_instructions.py
@@ -106,6 +106,9 @@ bench: env-celery env-core env-airflow env-prefect env-dagster wrk
 	.venvs/airflow/bin/python benchmarks/airflow_overhead.py
 	.venvs/prefect/bin/python benchmarks/prefect_overhead.py
 	.venvs/dagster/bin/python benchmarks/dagster_overhead.py
+	.venvs/airflow/bin/python benchmarks/airflow_overhead.py --rtt 100
+	.venvs/dagster/bin/python benchmarks/dagster_overhead.py --rtt 100
+	.venvs/server/bin/python benchmarks/agent.py
 
 # The wheel and the sdist, built in isolation (hatchling, as pyproject.toml says) into dist/.
 dist: uv

@@ -8,7 +8,8 @@ Fixtures (no import needed):
 - ``live_server``: a real ``telemhq-server`` on SQLite, one per test module;
 - ``session_live_server``: the same, one per session (for a suite's session-wide fixtures);
 - ``ping_key``: a ping key of ``live_server`` (one per module): a tracker per job, by its slug;
-- ``client``: the process's delivery client (``set_client``) on ``live_server``/``ping_key``.
+- ``client``: the process's delivery client (``set_client``) on ``live_server``/``ping_key``;
+- ``local_agent``: a real ``telemhq agent`` delivering to ``live_server`` (one per test).
 
     def test_a_task_reports(live_server, client):
         ...run the orchestrator's job; the adapter sends through ``client``...
@@ -25,12 +26,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, NoReturn, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import httpx
 import pytest
@@ -38,6 +41,9 @@ import pytest
 from telemhq_plugins.core.config import load_settings
 from telemhq_plugins.core.delivery import Client, set_client
 from tests.live_server import LiveServer, free_port
+
+if TYPE_CHECKING:
+    from tests.core.agent.kit import AgentProcess
 
 __all__ = [
     "TIMEOUT_ABC",
@@ -57,6 +63,7 @@ __all__ = [
     "telemhq_warnings",
     "tracker_by_slug",
     "unavailable",
+    "wait_for_agent_delivery",
     "wait_for_runs",
     "wait_until",
 ]
@@ -94,6 +101,21 @@ def fixture_client(live_server: LiveServer, ping_key: str) -> Iterator[Client]:
     """The process's delivery client for one test, on the module's server and ping key."""
     with process_client(client_for(live_server, ping_key=ping_key)) as current:
         yield current
+
+
+@pytest.fixture(name="local_agent")
+def fixture_local_agent(live_server: LiveServer) -> Iterator[AgentProcess]:
+    """A real ``telemhq agent`` delivering to ``live_server``, stopped after the test; its
+    socket (``local_agent.socket``, what ``TELEMHQ_AGENT`` names) in a short temporary folder,
+    as a Unix socket's path has at most 107 bytes."""
+    from tests.core.agent.kit import AgentProcess
+
+    folder = Path(tempfile.mkdtemp(prefix="thq-agent-"))
+    try:
+        with AgentProcess(live_server.base_url, folder) as agent:
+            yield agent
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -193,6 +215,17 @@ def wait_for_runs(
         return f"{slug_or_id}: expected {count} run(s), got {got}"
 
     return wait_until(enough, stored, timeout=timeout)
+
+
+def wait_for_agent_delivery(agent: AgentProcess, count: int) -> dict[str, Any]:
+    """The counters of ``agent`` (``telemhq agent status``) once it delivered ``count``
+    pings, the pings a test's processes handed it (fails after 60 s with what it counted)."""
+
+    def delivered() -> dict[str, Any] | None:
+        status = agent.status()
+        return status if status["delivered"] >= count else None
+
+    return wait_until(delivered, lambda: f"{count} delivered: {agent.status()}", timeout=60)
 
 
 def runs_everywhere(server: LiveServer, run_id_prefix: str = "") -> list[dict[str, Any]]:

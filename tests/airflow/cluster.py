@@ -1,6 +1,10 @@
 """A real Airflow deployment for the production-path tests: a scheduler with the
 LocalExecutor, a DAG processor and an API server in a temporary ``AIRFLOW_HOME``, with DAG
-files of the test's own; and triggering a DAG run in it."""
+files of the test's own; and triggering a DAG run in it.
+
+Each task runs in a process the executor's supervisor forks and ends with ``os._exit``: a ping
+gets out only if the adapter flushes (or hands) it before.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +19,10 @@ from pathlib import Path
 
 import httpx
 
-from tests.kit import free_port
-from tests.live_server import dies_with_parent
+from tests.kit import free_port, new_ping_key
+from tests.live_server import LiveServer, dies_with_parent
 
-__all__ = ["RUN", "STARTUP", "airflow_cluster", "trigger"]
+__all__ = ["RUN", "STARTUP", "airflow_cluster", "listener_env", "trigger"]
 
 #: bounds for a busy 2-core machine, not speed assertions.
 STARTUP = 300.0
@@ -27,6 +31,19 @@ RUN = 300.0
 
 def _airflow() -> str:
     return str(Path(sys.executable).with_name("airflow"))
+
+
+def listener_env(server: LiveServer, **extra: str) -> dict[str, str]:
+    """The environment that switches the listener plugin on in every component (loaded
+    through its entry point), reporting to ``server`` on a new ping key, start pings too."""
+    return {
+        "TELEMHQ_BASE_URL": server.base_url,
+        "TELEMHQ_PING_KEY": new_ping_key(server),
+        "TELEMHQ_AIRFLOW_AUTO": "1",
+        "TELEMHQ_SEND_START": "1",
+        "TELEMHQ_TIMEOUT": "5",
+        **extra,
+    }
 
 
 @contextlib.contextmanager

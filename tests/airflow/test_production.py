@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.airflow.cluster import RUN, airflow_cluster, trigger
+from tests.airflow.cluster import RUN, airflow_cluster, listener_env, trigger
 from tests.airflow.helpers import block, run_count, runs_of
-from tests.kit import assert_one_ping_per_event, new_ping_key, statuses_oldest_first
+from tests.kit import assert_one_ping_per_event, statuses_oldest_first
 from tests.live_server import LiveServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -53,14 +53,9 @@ prod_dag()
 
 @pytest.fixture
 def cluster(tmp_path: Path, server: LiveServer) -> Iterator[dict[str, str]]:
-    extra = {
-        "TELEMHQ_BASE_URL": server.base_url,
-        "TELEMHQ_PING_KEY": new_ping_key(server),
-        "TELEMHQ_AIRFLOW_AUTO": "1",
-        "TELEMHQ_SEND_START": "1",
-        "TELEMHQ_TIMEOUT": "5",
-    }
-    with airflow_cluster(tmp_path / "airflow", {"prod_dag.py": DAG_FILE}, extra) as env:
+    with airflow_cluster(
+        tmp_path / "airflow", {"prod_dag.py": DAG_FILE}, listener_env(server)
+    ) as env:
         yield env
 
 
