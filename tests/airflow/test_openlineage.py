@@ -132,7 +132,7 @@ def test_a_failed_task_and_its_dag_run_arrive_as_failures_with_the_error(
     assert dag_run[0]["payload"]["error"]["message"]
 
 
-def test_the_dag_run_tracker_takes_the_dags_cron_schedule_and_timezone(
+def test_the_dag_run_tracker_takes_the_dags_schedule_and_timezone(
     server: LiveServer, ran: str
 ) -> None:
     ended(server, "ol_etl")
@@ -144,12 +144,16 @@ def test_the_dag_run_tracker_takes_the_dags_cron_schedule_and_timezone(
         "timezone": "Europe/Paris",
         "grace_seconds": found["schedule"]["grace_seconds"],
     }
-    # Tasks are not seeded (a branch may skip them), nor a timedelta (no exact cron).
-    for name in ("ol_etl.extract", "ol_broken"):
-        ended(server, name)
-        seen = tracker(server, job(name))
-        assert seen is not None
-        assert seen["schedule"] == {"kind": "none"}
+    # Tasks are not seeded (a branch may skip them).
+    ended(server, "ol_etl.extract")
+    task = tracker(server, job("ol_etl.extract"))
+    assert task is not None
+    assert task["schedule"] == {"kind": "none"}
+    # A timedelta is a period of that many seconds.
+    ended(server, "ol_broken")
+    period = tracker(server, job("ol_broken"))
+    assert period is not None
+    assert (period["schedule"]["kind"], period["schedule"]["period_seconds"]) == ("period", 3600)
 
 
 def test_a_schedule_set_before_the_first_event_is_kept(server: LiveServer, ran: str) -> None:
