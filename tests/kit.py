@@ -11,6 +11,10 @@ Fixtures (no import needed):
 - ``client``: the process's delivery client (``set_client``) on ``live_server``/``ping_key``;
 - ``local_agent``: a real ``telemhq agent`` delivering to ``live_server`` (one per test).
 
+For tests of the local agent itself: :class:`AgentProcess` (the agent in a subprocess, on a
+socket and spool of the test's), :func:`hand` (pings handed as a client does),
+:func:`ping_triple`, :func:`agent_status`, :func:`job_client`.
+
     def test_a_task_reports(live_server, client):
         ...run the orchestrator's job; the adapter sends through ``client``...
         runs = wait_for_runs(live_server, "etl-load", 2)
@@ -26,6 +30,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -33,28 +41,35 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import httpx
 import pytest
 
+from telemhq_plugins.core.agent.handoff import AgentLink
+from telemhq_plugins.core.agent.paths import AgentAddress
+from telemhq_plugins.core.agent.protocol import encode_request, read_reply
 from telemhq_plugins.core.config import load_settings
 from telemhq_plugins.core.delivery import Client, set_client
-from tests.live_server import LiveServer, free_port
-
-if TYPE_CHECKING:
-    from tests.core.agent.kit import AgentProcess
+from telemhq_plugins.core.payload import Ping
+from tests.live_server import LiveServer, dies_with_parent, free_port
 
 __all__ = [
+    "TELEMHQ",
     "TIMEOUT_ABC",
+    "AgentProcess",
     "CoreBroken",
     "HeldEndpoint",
+    "agent_status",
     "assert_one_ping_per_event",
     "breaking_core",
     "client_for",
     "dead_endpoint",
     "free_port",
+    "hand",
+    "job_client",
     "new_ping_key",
+    "ping_triple",
     "process_client",
     "require_tool",
     "runs_everywhere",
@@ -108,8 +123,6 @@ def fixture_local_agent(live_server: LiveServer) -> Iterator[AgentProcess]:
     """A real ``telemhq agent`` delivering to ``live_server``, stopped after the test; its
     socket (``local_agent.socket``, what ``TELEMHQ_AGENT`` names) in a short temporary folder,
     as a Unix socket's path has at most 107 bytes."""
-    from tests.core.agent.kit import AgentProcess
-
     folder = Path(tempfile.mkdtemp(prefix="thq-agent-"))
     try:
         with AgentProcess(live_server.base_url, folder) as agent:
@@ -394,3 +407,130 @@ def _event(run: dict[str, Any]) -> tuple[Any, Any, Any]:
 
 def _summary(runs: list[dict[str, Any]]) -> list[tuple[Any, Any, Any]]:
     return [_event(run) for run in reversed(runs)]
+
+
+# --- the local agent -------------------------------------------------------------------------
+
+
+TELEMHQ = [sys.executable, "-m", "telemhq_plugins.core.cli"]
+
+
+def job_client(server: LiveServer, key: str, job: str, agent: str) -> tuple[Client, str]:
+    """A client of ``server`` (ping key ``key``) with ``TELEMHQ_AGENT=agent``, and the ping
+    URL of ``job``."""
+    client = client_for(server, ping_key=key, agent=agent)
+    url = client.settings.ping_url_for(job)
+    assert url is not None
+    return client, url
+
+
+def ping_triple(url: str, run_id: str) -> tuple[str, str, bytes]:
+    """``(ping_id, url, body)`` of a success ping with this ``run_id``, as a client hands it."""
+    ping = Ping(status="success", run_id=run_id)
+    return ping.ping_id, url, ping.to_json()
+
+
+def hand(socket_path: Path, pings: list[tuple[str, str, bytes]], timeout: float = 10.0) -> bool:
+    """Hand ``pings`` to the agent as a client does (one request); True once acknowledged.
+    ``timeout``: longer than a client's 50 ms, so a busy test machine does not decide."""
+    link = AgentLink(AgentAddress(path=socket_path), timeout=timeout)
+    try:
+        return link.hand_off(pings)
+    finally:
+        link.close()
+
+
+def agent_status(socket_path: Path) -> dict[str, Any]:
+    """The counters of the agent on ``socket_path`` (its ``status`` request)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5.0)
+        sock.connect(str(socket_path))
+        sock.sendall(encode_request({"op": "status"}))
+        status: dict[str, Any] = read_reply(sock)["status"]
+        return status
+
+
+class AgentProcess:
+    """``telemhq agent`` in a subprocess; :meth:`start` returns once it listens."""
+
+    def __init__(
+        self, base_url: str, folder: Path, *extra: str, env: dict[str, str] | None = None
+    ) -> None:
+        self.base_url = base_url
+        self.socket = folder / "run" / "agent.sock"
+        self.spool = folder / "spool"
+        self.extra = list(extra)
+        self.env = env or {}
+        self.proc: subprocess.Popen[str] | None = None
+        self.log = folder / "agent.log"
+
+    def command(self) -> list[str]:
+        return [
+            *TELEMHQ,
+            "agent",
+            "--socket",
+            str(self.socket),
+            "--spool",
+            str(self.spool),
+            *self.extra,
+        ]
+
+    def environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMHQ_")}
+        env.update(
+            {
+                "TELEMHQ_BASE_URL": self.base_url,
+                "TELEMHQ_CONFIG": os.devnull,
+                "TELEMHQ_TIMEOUT": "2",
+                "TELEMHQ_REPLAY_INTERVAL": "1",
+                **self.env,
+            }
+        )
+        return env
+
+    def start(self) -> AgentProcess:
+        with self.log.open("a") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                dies_with_parent(self.command()),
+                env=self.environment(),
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                text=True,
+            )
+        wait_until(self._listening, lambda: f"the agent to listen: {self.output()}")
+        return self
+
+    def _listening(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"the agent exited: {self.output()}")
+        try:
+            agent_status(self.socket)
+        except OSError:
+            return False
+        return True
+
+    def output(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+    def status(self) -> dict[str, Any]:
+        return agent_status(self.socket)
+
+    def stop(self) -> int:
+        """SIGTERM, as a service manager stops it; its exit status."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+
+    def __enter__(self) -> AgentProcess:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.stop()

@@ -17,8 +17,12 @@ import pytest
 
 from tests.airflow.cluster import RUN, airflow_cluster, listener_env, trigger
 from tests.airflow.helpers import runs_of
-from tests.core.agent.kit import AgentProcess
-from tests.kit import assert_one_ping_per_event, statuses_oldest_first, wait_for_agent_delivery
+from tests.kit import (
+    AgentProcess,
+    assert_one_ping_per_event,
+    statuses_oldest_first,
+    wait_for_agent_delivery,
+)
 from tests.live_server import LiveServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]

@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 from dagster import DagsterRunStatus
 
-from tests.core.agent.kit import AgentProcess
 from tests.dagster.conftest import Stored
 from tests.dagster.daemon import daemon_home, launch, running_daemon, wait_for_end
-from tests.kit import wait_for_agent_delivery
+from tests.kit import AgentProcess, wait_for_agent_delivery
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 

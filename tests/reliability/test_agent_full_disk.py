@@ -13,8 +13,16 @@ import pytest
 
 from telemhq_plugins.core.payload import Ping
 from telemhq_plugins.core.spool import Spool
-from tests.core.agent.kit import AgentProcess, hand, ping_triple
-from tests.kit import HeldEndpoint, new_ping_key, unavailable, wait_for_runs, wait_until
+from tests.kit import (
+    AgentProcess,
+    HeldEndpoint,
+    hand,
+    new_ping_key,
+    ping_triple,
+    unavailable,
+    wait_for_runs,
+    wait_until,
+)
 from tests.live_server import LiveServer
 
 pytestmark = pytest.mark.slow

@@ -13,8 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.core.agent.kit import AgentProcess, hand, ping_triple
-from tests.kit import new_ping_key, require_tool, wait_for_runs, wait_until
+from tests.kit import (
+    AgentProcess,
+    hand,
+    new_ping_key,
+    ping_triple,
+    require_tool,
+    wait_for_runs,
+    wait_until,
+)
 from tests.live_server import LiveServer
 
 pytestmark = pytest.mark.slow

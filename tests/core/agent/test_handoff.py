@@ -21,8 +21,7 @@ from telemhq_plugins.core.agent.paths import (
 )
 from telemhq_plugins.core.config import ConfigError, load_settings, settings_or_disabled
 from telemhq_plugins.core.payload import Ping
-from tests.core.agent.kit import AgentProcess, job_client
-from tests.kit import new_ping_key, wait_for_runs
+from tests.kit import AgentProcess, job_client, new_ping_key, wait_for_runs
 from tests.live_server import LiveServer
 
 

@@ -18,8 +18,17 @@ import pytest
 from telemhq_plugins.core.agent.server import allowed_url
 from telemhq_plugins.core.payload import Ping
 from telemhq_plugins.core.spool import SPOOL_FILENAME, Spool
-from tests.core.agent.kit import TELEMHQ, AgentProcess, hand, job_client, ping_triple
-from tests.kit import HeldEndpoint, new_ping_key, wait_for_runs, wait_until
+from tests.kit import (
+    TELEMHQ,
+    AgentProcess,
+    HeldEndpoint,
+    hand,
+    job_client,
+    new_ping_key,
+    ping_triple,
+    wait_for_runs,
+    wait_until,
+)
 from tests.live_server import LiveServer, free_port
 
 
